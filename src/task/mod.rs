@@ -1,1 +1,496 @@
-//! placeholder
+//! Tasks: the build steps buildr runs, their loader and their inputs.
+//!
+//! Tasks are defined in HCL files, `*.hcl` directly under `<repo>/.buildr/`. All of them are
+//! read, in order of file name; a task name defined twice (in one file or in two) is an error
+//! naming both places. A repository without `.buildr/` simply has no tasks.
+//!
+//! ```hcl
+//! task "hello" {
+//!   description = "Greets and writes out/hello.txt"
+//!
+//!   # Exactly one of `command` (an argv list, run as is, no shell) or `script` (a string,
+//!   # run by `shell`).
+//!   script  = <<-EOT
+//!     echo "hello from $GREETING"
+//!     mkdir -p out && echo hi > out/hello.txt
+//!   EOT
+//!   shell   = ["/bin/sh", "-eu", "-c"]  # default ["/bin/sh", "-c"]; the script is the last arg
+//!   # command = ["make", "-j4"]
+//!
+//!   env     = { GREETING = "buildr" }  # string values only
+//!   workdir = "."                      # relative to the workspace root; default "."
+//!   timeout = "10m"                    # a humantime duration ("90s", "1h 30m"); default none
+//!
+//!   # Inputs: repository path (the label) -> workspace path (`to`). Repeatable. A file or a
+//!   # directory. Without any `input` block the whole repository is the input.
+//!   input "src" { to = "src" }
+//!
+//!   # Glob filters (globset syntax) on the modified paths brought back; default: all of them.
+//!   outputs = ["out/**"]
+//!
+//!   # Read by the Kubernetes backend; all optional.
+//!   container {
+//!     image          = "debian:bookworm"
+//!     cpu_request    = "500m"
+//!     cpu_limit      = "2"
+//!     memory_request = "256Mi"
+//!     memory_limit   = "1Gi"
+//!   }
+//! }
+//! ```
+//!
+//! Rules:
+//! - Task names (the label, quoted or bare) are non-empty, without whitespace, not starting
+//!   with `-`.
+//! - Values are literals: strings, lists of strings, objects of strings. Interpolation
+//!   (`${...}`) and template directives (`%{...}`) are refused: write `$VAR` in a script and
+//!   let the shell expand it (`$GREETING`, without braces, is plain text to HCL). To pass a
+//!   literal `${HOME}` to the shell, escape it as `$${HOME}`.
+//! - `<<-EOT` heredocs are dedented by their smallest indentation; `<<EOT` ones are kept as is.
+//! - Paths (`workdir`, input labels and `to`) are relative and may not contain `..`.
+//! - `shell` only goes with `script`.
+//! - Every error names `file:line:column` and what was expected there.
+//!
+//! Inputs are gathered by [`collect_inputs`]: the mapped paths (or the whole repository), minus
+//! `.git`, minus what `.gitignore` files (at any depth, whether or not the repository is a git
+//! repository) and `.buildrignore` files (same syntax) exclude.
+
+mod inputs;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use inputs::{InputFile, collect_inputs};
+pub use parse::parse_file;
+
+/// The directory, under the repository root, that holds the task files.
+pub const TASK_DIR: &str = ".buildr";
+
+/// The shell that runs a `script` when the task names none.
+pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// The name of the task made by [`Task::ad_hoc`].
+pub const AD_HOC_NAME: &str = "ad-hoc";
+
+/// One build step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub name: String,
+    pub description: String,
+    pub run: Run,
+    pub env: BTreeMap<String, String>,
+    /// Relative to the workspace root; `.` for the root itself.
+    pub workdir: String,
+    pub timeout: Option<Duration>,
+    /// Empty: the whole repository is the input.
+    pub inputs: Vec<InputMapping>,
+    /// Glob filters on the modified paths brought back; empty: all of them.
+    pub outputs: Vec<String>,
+    pub container: Container,
+    pub defined_at: Location,
+}
+
+/// What a task runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// An argv list, run without a shell.
+    Command(Vec<String>),
+    /// A script, appended as the last argument of `shell`.
+    Script { shell: Vec<String>, script: String },
+}
+
+impl Task {
+    /// The full command line: `Command` as is; `Script` as `shell + [script]`.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.run {
+            Run::Command(argv) => argv.clone(),
+            Run::Script { shell, script } => {
+                let mut argv = shell.clone();
+                argv.push(script.clone());
+                argv
+            }
+        }
+    }
+
+    /// The task behind `buildr run -- CMD ARGS`: named `ad-hoc`, the whole repository as input,
+    /// everything else at its default.
+    pub fn ad_hoc(argv: Vec<String>) -> Task {
+        Task {
+            name: AD_HOC_NAME.to_string(),
+            description: String::new(),
+            run: Run::Command(argv),
+            env: BTreeMap::new(),
+            workdir: ".".to_string(),
+            timeout: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            container: Container::default(),
+            defined_at: Location::command_line(),
+        }
+    }
+}
+
+/// A repository path sent to a workspace path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMapping {
+    /// Relative to the repository root; `.` is the whole repository.
+    pub from: PathBuf,
+    /// Relative to the workspace root; `.` is the workspace root.
+    pub to: PathBuf,
+}
+
+/// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
+/// strings, passed through unchecked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Container {
+    pub image: Option<String>,
+    pub cpu_request: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_request: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+/// A place in a task file. Line and column are one-based; the column counts characters.
+/// Displayed as `file:line:col`, or just `file` when `line` is 0 (a task not from a file).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of a task given on the command line.
+    pub fn command_line() -> Location {
+        Location {
+            file: PathBuf::from("<command line>"),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// The location of byte `offset` in `source`, read from `file`.
+    pub fn from_offset(file: &Path, source: &str, offset: usize) -> Location {
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &source[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: file.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        }
+    }
+}
+
+/// Why tasks could not be loaded, found or their inputs gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A task file or directory could not be read.
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid HCL.
+    #[error("{at}: {message}")]
+    Syntax { at: Location, message: String },
+    /// The file is valid HCL but not a valid task file; `message` says what was expected.
+    #[error("{at}: {message}")]
+    Invalid { at: Location, message: String },
+    /// The same task name is defined twice.
+    #[error("{at}: task \"{name}\" is defined twice; it is also defined at {first}")]
+    Duplicate {
+        name: String,
+        at: Location,
+        first: Location,
+    },
+    /// No task has this name.
+    #[error("{}", missing_message(name, available, suggestion.as_deref(), dir))]
+    Missing {
+        name: String,
+        /// The names of all tasks, sorted.
+        available: Vec<String>,
+        /// The closest name, if any is close.
+        suggestion: Option<String>,
+        /// The task directory searched.
+        dir: PathBuf,
+    },
+    /// An input mapping's `from` is not in the repository.
+    #[error("input `{}` does not exist: {} not found", from.display(), path.display())]
+    MissingInput { from: PathBuf, path: PathBuf },
+    /// An input mapping's `from` is excluded by `.gitignore` or `.buildrignore`.
+    #[error(
+        "input `{}` is excluded by a .gitignore or .buildrignore file; un-ignore it or map another path",
+        from.display()
+    )]
+    IgnoredInput { from: PathBuf },
+    /// An input mapping has an absolute path or `..` in it.
+    #[error("input mapping `{}` -> `{}`: {reason}", from.display(), to.display())]
+    BadInputMapping {
+        from: PathBuf,
+        to: PathBuf,
+        reason: String,
+    },
+    /// Two inputs would land on the same workspace path.
+    #[error(
+        "inputs {} and {} both map to `{}` in the workspace",
+        first.display(), second.display(), dest.display()
+    )]
+    InputConflict {
+        dest: PathBuf,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    /// Walking the repository failed.
+    #[error("failed to walk the inputs under {}: {source}", root.display())]
+    Walk {
+        root: PathBuf,
+        #[source]
+        source: ignore::Error,
+    },
+}
+
+fn missing_message(
+    name: &str,
+    available: &[String],
+    suggestion: Option<&str>,
+    dir: &Path,
+) -> String {
+    let mut message = format!("no task named `{name}`");
+    if let Some(suggestion) = suggestion {
+        message.push_str(&format!("; did you mean `{suggestion}`?"));
+    }
+    if available.is_empty() {
+        message.push_str(&format!(
+            "; no tasks are defined (task files are {}/*.hcl)",
+            dir.display()
+        ));
+    } else {
+        message.push_str(&format!("; available tasks: {}", available.join(", ")));
+    }
+    message
+}
+
+/// All the tasks of a repository, by name.
+#[derive(Debug, Clone, Default)]
+pub struct TaskSet {
+    dir: PathBuf,
+    tasks: BTreeMap<String, Task>,
+}
+
+impl TaskSet {
+    /// Loads every `*.hcl` file directly under `<repo>/.buildr/`, in order of file name.
+    /// No `.buildr` directory gives an empty set.
+    pub fn load(repo: &Path) -> Result<TaskSet, TaskError> {
+        let dir = repo.join(TASK_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(TaskSet {
+                    dir,
+                    tasks: BTreeMap::new(),
+                });
+            }
+            Err(source) => return Err(TaskError::Read { path: dir, source }),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| TaskError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            // Follows symlinks: a linked task file counts, a directory named `x.hcl` does not.
+            if path.extension().is_some_and(|ext| ext == "hcl") && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+
+        let mut set = TaskSet {
+            dir,
+            tasks: BTreeMap::new(),
+        };
+        for path in files {
+            let source = std::fs::read_to_string(&path).map_err(|source| TaskError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            for task in parse_file(&path, &source)? {
+                set.insert(task)?;
+            }
+        }
+        Ok(set)
+    }
+
+    /// Builds a set from tasks already parsed (the task directory is only used in messages).
+    pub fn from_tasks(
+        dir: impl Into<PathBuf>,
+        tasks: impl IntoIterator<Item = Task>,
+    ) -> Result<TaskSet, TaskError> {
+        let mut set = TaskSet {
+            dir: dir.into(),
+            tasks: BTreeMap::new(),
+        };
+        for task in tasks {
+            set.insert(task)?;
+        }
+        Ok(set)
+    }
+
+    fn insert(&mut self, task: Task) -> Result<(), TaskError> {
+        if let Some(first) = self.tasks.get(&task.name) {
+            return Err(TaskError::Duplicate {
+                name: task.name,
+                at: task.defined_at,
+                first: first.defined_at.clone(),
+            });
+        }
+        self.tasks.insert(task.name.clone(), task);
+        Ok(())
+    }
+
+    /// The task called `name`; if there is none, the error lists the names there are and
+    /// suggests the closest one.
+    pub fn get(&self, name: &str) -> Result<&Task, TaskError> {
+        self.tasks.get(name).ok_or_else(|| TaskError::Missing {
+            name: name.to_string(),
+            available: self.tasks.keys().cloned().collect(),
+            suggestion: closest(name, self.tasks.keys().map(String::as_str)).map(str::to_string),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// The tasks, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// The task names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The task directory (`<repo>/.buildr`), whether or not it exists.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo
+/// (at most a third of the word's length, at least 1), or if one starts with the other.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .filter_map(|candidate| {
+            let distance = edit_distance(word, candidate);
+            let prefix = !word.is_empty()
+                && (candidate.starts_with(word) || word.starts_with(candidate))
+                && !candidate.is_empty();
+            (distance <= limit || prefix).then_some((distance, candidate))
+        })
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Edit distance counting a swap of two neighbouring characters as one edit (optimal string
+/// alignment), in characters: "tset" is one edit from "test".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("comand", "command"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("tset", "test"), 1);
+    }
+
+    #[test]
+    fn closest_suggests_typos_and_prefixes_only() {
+        let names = ["hello", "test", "fail"];
+        assert_eq!(closest("helo", names), Some("hello"));
+        assert_eq!(closest("tset", names), Some("test"));
+        assert_eq!(closest("hel", names), Some("hello"));
+        assert_eq!(closest("deploy", names), None);
+    }
+
+    #[test]
+    fn location_counts_lines_and_characters() {
+        let source = "ab\nçd = 1\n";
+        let at = Location::from_offset(Path::new("f.hcl"), source, 6);
+        assert_eq!(at.to_string(), "f.hcl:2:3");
+        let at = Location::from_offset(Path::new("f.hcl"), source, 0);
+        assert_eq!(at.to_string(), "f.hcl:1:1");
+    }
+
+    #[test]
+    fn argv_appends_the_script_to_the_shell() {
+        let mut task = Task::ad_hoc(vec!["make".into(), "-j4".into()]);
+        assert_eq!(task.argv(), ["make", "-j4"]);
+        assert_eq!(task.name, "ad-hoc");
+        assert!(task.inputs.is_empty());
+        task.run = Run::Script {
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            script: "echo hi".into(),
+        };
+        assert_eq!(task.argv(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(task.defined_at.to_string(), "<command line>");
+    }
+}
