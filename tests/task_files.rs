@@ -93,7 +93,7 @@ fn a_missing_task_suggests_the_closest() {
     let err = set.get("helo").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no task named `helo`; did you mean `hello`?; available tasks: hello, test"
+        "no task named `helo`; did you mean `hello`? Available tasks: hello, test"
     );
     assert!(matches!(err, TaskError::Missing { suggestion: Some(s), .. } if s == "hello"));
     assert_eq!(

@@ -283,7 +283,16 @@ fn missing_message(
             dir.display()
         ));
     } else {
-        message.push_str(&format!("; available tasks: {}", available.join(", ")));
+        let sep = if suggestion.is_some() { " " } else { "; " };
+        message.push_str(&format!(
+            "{sep}{} tasks: {}",
+            if suggestion.is_some() {
+                "Available"
+            } else {
+                "available"
+            },
+            available.join(", ")
+        ));
     }
     message
 }

@@ -806,6 +806,20 @@ task build {
     }
 
     #[test]
+    fn no_prefix_of_a_valid_file_panics() {
+        let source = include_str!("../../.buildr/tasks.hcl");
+        assert!(parse(source).is_ok());
+        for (end, _) in source.char_indices() {
+            // Errors are fine, panics are not; and every error has a real line.
+            if let Err(TaskError::Syntax { at, .. } | TaskError::Invalid { at, .. }) =
+                parse(&source[..end])
+            {
+                assert!(at.line >= 1 && at.column >= 1, "{at}");
+            }
+        }
+    }
+
+    #[test]
     fn syntax_errors_carry_the_parser_location() {
         let err = parse("task \"a\" {\n  command = [\"x\",, ]\n}\n").unwrap_err();
         let TaskError::Syntax { at, message } = &err else {
