@@ -26,6 +26,14 @@ fn the_example_tasks_load() {
         "{script}"
     );
     assert!(!script.starts_with(' '), "the heredoc is dedented");
+    assert!(
+        script.contains("\nmkdir -p out\n"),
+        "every line is dedented"
+    );
+    assert!(
+        script.contains(r#"printf '#!/bin/sh\necho"#),
+        "heredoc backslashes are literal"
+    );
     assert_eq!(hello.env["GREETING"], "buildr");
     assert_eq!(hello.outputs, ["out/**"]);
     let file = repo_root().join(".buildr/tasks.hcl");
@@ -214,7 +222,7 @@ fn dests(files: &[InputFile]) -> Vec<String> {
 }
 
 #[test]
-fn whole_repo_honours_ignore_files_without_git() {
+fn whole_repo_skips_git_and_honours_gitignore_and_buildrignore_only() {
     let repo = tempfile::tempdir().unwrap();
     tree(
         repo.path(),
@@ -223,6 +231,7 @@ fn whole_repo_honours_ignore_files_without_git() {
             (".gitignore", "target/\n*.log\n"),
             (".buildrignore", "big/\n"),
             (".hidden", "kept"),
+            (".ignore", "src/main.rs\n"), // not an ignore file for buildr
             ("target/debug/x", ""),
             ("big/blob", ""),
             ("build.log", ""),
@@ -247,6 +256,7 @@ fn whole_repo_honours_ignore_files_without_git() {
             ".buildrignore",
             ".gitignore",
             ".hidden",
+            ".ignore",
             "dirlink",
             "empty",
             "link",
@@ -281,6 +291,18 @@ fn whole_repo_honours_ignore_files_without_git() {
             .file_type()
             .is_symlink()
     );
+}
+
+#[test]
+fn gitignore_applies_without_a_git_repository() {
+    let repo = tempfile::tempdir().unwrap();
+    tree(
+        repo.path(),
+        &[(".gitignore", "/out\n"), ("out/x", ""), ("a/out/y", "")],
+    );
+    assert!(!repo.path().join(".git").exists());
+    let files = collect_inputs(repo.path(), &[]).unwrap();
+    assert_eq!(dests(&files), [".gitignore", "a", "a/out", "a/out/y"]);
 }
 
 #[test]

@@ -45,7 +45,9 @@
 //! - Values are literals: strings, lists of strings, objects of strings. Interpolation
 //!   (`${...}`) and template directives (`%{...}`) are refused: write `$VAR` in a script and
 //!   let the shell expand it (`$GREETING`, without braces, is plain text to HCL). To pass a
-//!   literal `${HOME}` to the shell, escape it as `$${HOME}`.
+//!   literal `${HOME}` to the shell, escape it as `$${HOME}` (and `%{` as `%%{`). In a heredoc,
+//!   backslashes are literal (`printf 'a\n'` reaches the shell as written); in a quoted string
+//!   they are HCL escapes (`"\n"` is a newline).
 //! - `<<-EOT` heredocs are dedented by their smallest indentation; `<<EOT` ones are kept as is.
 //! - Paths (`workdir`, input labels and `to`) are relative and may not contain `..`.
 //! - `shell` only goes with `script`.
