@@ -1,1 +1,83 @@
-//! placeholder
+//! The command line: one module per subcommand. Doc comments are the `--help` text.
+
+pub mod archive;
+pub mod executor;
+pub mod run;
+pub mod tasks;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run build steps in a fresh sandbox or Kubernetes pod and bring back exactly the files they
+/// changed.
+#[derive(Debug, Parser)]
+#[command(name = "buildr", version, propagate_version = true)]
+pub struct Cli {
+    /// More detail on stderr (-v: progress of the run, -vv: debug, -vvv: trace). RUST_LOG, when
+    /// set, takes precedence.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Run(run::RunArgs),
+    Tasks(tasks::TasksArgs),
+    Executor(executor::ExecutorArgs),
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
+}
+
+/// Exit status of `buildr` when buildr itself fails (not the task), as `docker run` does, so that
+/// it cannot be mistaken for a task's own exit status 1.
+pub const EXIT_BUILDR_FAILED: u8 = 125;
+/// Exit status after Ctrl-C, as a shell reports SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Parses the command line and runs it; returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let service = match cli.command {
+        Command::Executor(_) => "buildr-executor",
+        _ => "buildr",
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("buildr: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_BUILDR_FAILED);
+        }
+    };
+    runtime.block_on(async {
+        let _telemetry = crate::telemetry::init(cli.verbose, service);
+        let (result, failure_code) = match cli.command {
+            Command::Run(args) => (run::run(args, cli.verbose).await, EXIT_BUILDR_FAILED),
+            Command::Tasks(args) => (tasks::run(args), 1),
+            Command::Executor(args) => (executor::run(args).await, 1),
+            Command::Archive(command) => (archive::run(command), 1),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                report(&e, cli.verbose > 0);
+                ExitCode::from(failure_code)
+            }
+        }
+    })
+}
+
+/// One line with the cause; the chain of causes under `-v`.
+fn report(error: &anyhow::Error, verbose: bool) {
+    if verbose {
+        eprintln!("buildr: {error:#}");
+        for cause in error.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+    } else {
+        eprintln!("buildr: {error:#}");
+    }
+}

@@ -1,1 +1,163 @@
-//! placeholder
+//! The executor: a gRPC server that runs one task in a workspace and serves its events and the
+//! archive of what it changed. It runs inside a pod (the container's main process) or as a child
+//! of `buildr run` for the local backend.
+//!
+//! - [`event_log`]: sequence-numbered events, spilled to disk, resumable from any number
+//! - [`process`]: the task's process group, its output pipes, cancel and timeout
+//! - [`changes`]: what the task modified, by watcher and by snapshot comparison
+//! - [`run`]: one run from start to result
+//! - [`service`]: the gRPC adapter
+
+pub mod changes;
+pub mod event_log;
+pub mod process;
+pub mod run;
+pub mod service;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::rpc::executor_server::ExecutorServer;
+use service::ExecutorService;
+
+/// Where the executor listens: a TCP address (port 0 picks one) or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse().map(Self::Tcp).map_err(|_| {
+            format!("`{s}` is neither HOST:PORT (like 127.0.0.1:7070) nor unix:PATH")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+pub struct Config {
+    pub listen: ListenAddr,
+    /// Holds the event log and the archive; must not be inside the workspace.
+    pub state_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub grace: Duration,
+}
+
+/// How long in-flight calls get to finish once the client has acknowledged the result.
+const DRAIN_AFTER_ACK: Duration = Duration::from_secs(2);
+
+/// A bound executor, ready to serve: `local_addr` says where.
+pub struct Bound {
+    pub local_addr: ListenAddr,
+    incoming: Incoming,
+    config: Config,
+}
+
+enum Incoming {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Binds the listening socket, so that the caller can report the address before serving.
+pub async fn bind(config: Config) -> io::Result<Bound> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    let (incoming, local_addr) = match &config.listen {
+        ListenAddr::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            (Incoming::Tcp(listener), ListenAddr::Tcp(local))
+        }
+        ListenAddr::Unix(path) => {
+            let listener = UnixListener::bind(path)?;
+            (Incoming::Unix(listener), ListenAddr::Unix(path.clone()))
+        }
+    };
+    Ok(Bound {
+        local_addr,
+        incoming,
+        config,
+    })
+}
+
+impl Bound {
+    /// Serves until the client acknowledges the result or `shutdown` resolves; on shutdown a
+    /// running task is stopped first (SIGTERM, then SIGKILL after the grace period).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+        let done = CancellationToken::new();
+        let service = Arc::new(ExecutorService::new(
+            self.config.state_dir.clone(),
+            self.config.grace,
+            done.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ExecutorServer<Arc<ExecutorService>>>()
+            .await;
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health_service)
+            .add_service(ExecutorServer::from_arc(service.clone()));
+
+        let stop = done.clone();
+        let server = async move {
+            match self.incoming {
+                Incoming::Tcp(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TcpListenerStream::new(listener),
+                            stop.cancelled(),
+                        )
+                        .await
+                }
+                Incoming::Unix(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            UnixListenerStream::new(listener),
+                            stop.cancelled(),
+                        )
+                        .await
+                }
+            }
+        };
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                tracing::info!("shutting down: stopping the task");
+                service.cancel_all();
+                let limit = self.config.grace + DRAIN_AFTER_ACK;
+                let _ = tokio::time::timeout(limit, service.finished()).await;
+                Ok(())
+            }
+            () = done.cancelled() => {
+                // In-flight calls get a moment to end; a half-open stream does not hold us.
+                tokio::time::timeout(DRAIN_AFTER_ACK, &mut server).await.unwrap_or(Ok(()))
+            }
+        }
+    }
+}

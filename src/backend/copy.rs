@@ -1,0 +1,41 @@
+//! Sends a task's inputs to a workspace as a `.tar.s2` stream. The local backend pipes the
+//! stream into an extraction on this machine; the Kubernetes backend pipes the same stream into
+//! `buildr archive extract` inside the pod, so both prepare a workspace the same way.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::archive::{self, ArchiveError, Extracted, Source, Summary};
+use crate::task::InputFile;
+
+/// Writes the inputs as a `.tar.s2` stream into `out`.
+pub fn write_inputs<W: Write + Send + 'static>(
+    inputs: &[InputFile],
+    out: W,
+) -> Result<(W, Summary), ArchiveError> {
+    let mut writer = archive::Writer::new(out);
+    for input in inputs {
+        writer.append(&Source {
+            source: input.source.clone(),
+            name: input.dest.clone(),
+        })?;
+    }
+    writer.finish()
+}
+
+/// Streams the inputs into a workspace on this machine through a pipe: one thread writes the
+/// archive while this one extracts it, exactly as a pod would.
+pub fn copy_to_dir(inputs: &[InputFile], workspace: &Path) -> Result<Extracted, ArchiveError> {
+    let (reader, writer) = std::io::pipe().map_err(ArchiveError::WriteArchive)?;
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(move || write_inputs(inputs, writer).map(|_| ()));
+        let options = archive::ExtractOptions {
+            apply_deletions: false,
+            progress: None,
+        };
+        let extracted = archive::extract(reader, workspace, &options);
+        let sent = sender.join().expect("the archive writer thread does not panic");
+        // A failed writer explains a truncated stream better than the reader's error does.
+        sent.and(extracted)
+    })
+}

@@ -1,0 +1,158 @@
+//! The local backend: a fresh sandbox directory whose workspace receives the inputs through the
+//! same `.tar.s2` path a pod does, and `buildr executor` as a child process on a loopback port.
+//! Dropping the sandbox kills the executor and removes the directory, so every error path
+//! cleans up; `keep` leaves the directory for a post-mortem.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::archive::ArchiveError;
+use crate::client::Target;
+use crate::task::InputFile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot create the sandbox directory: {0}")]
+    CreateSandbox(#[source] std::io::Error),
+    #[error("cannot copy the inputs into the sandbox: {0}")]
+    CopyInputs(#[source] ArchiveError),
+    #[error("cannot start the executor {}: {source}", binary.display())]
+    SpawnExecutor {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the executor did not report its address: {0}")]
+    NoAddress(String),
+}
+
+pub struct LocalSandbox {
+    root: Option<tempfile::TempDir>,
+    pub workspace: PathBuf,
+    pub target: Target,
+    executor: Child,
+}
+
+/// How long the executor may take to exit after the client acknowledged the result.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+impl LocalSandbox {
+    /// Creates the sandbox, copies the inputs into its workspace and starts `executor` (a
+    /// `buildr` binary) listening on a loopback port.
+    pub async fn start(
+        inputs: &[InputFile],
+        executor: &Path,
+        run_id: &str,
+    ) -> Result<Self, LocalError> {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("buildr-{run_id}-"))
+            .tempdir()
+            .map_err(LocalError::CreateSandbox)?;
+        let workspace = root.path().join("workspace");
+        let state = root.path().join("state");
+        for dir in [&workspace, &state] {
+            std::fs::create_dir(dir).map_err(LocalError::CreateSandbox)?;
+        }
+
+        let copied = {
+            let inputs = inputs.to_vec();
+            let workspace = workspace.clone();
+            let span = tracing::info_span!("copy", files = inputs.len());
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                super::copy::copy_to_dir(&inputs, &workspace)
+            })
+            .await
+            .expect("the copy thread does not panic")
+            .map_err(LocalError::CopyInputs)?
+        };
+        tracing::debug!(files = copied.files, bytes = copied.bytes, "inputs copied");
+
+        let mut child = spawn_executor(executor, &state)?;
+        let target = read_address(&mut child).await?;
+        Ok(Self {
+            root: Some(root),
+            workspace,
+            target,
+            executor: child,
+        })
+    }
+
+    /// Leaves the sandbox directory in place when the sandbox goes; returns where it is.
+    pub fn keep(&mut self) -> Option<PathBuf> {
+        self.root.take().map(tempfile::TempDir::keep)
+    }
+
+    /// Waits for the executor to exit (it does once the result is acknowledged), stopping it if
+    /// it does not (on drop), and removes the sandbox unless it is kept.
+    pub async fn finish(mut self) {
+        if tokio::time::timeout(EXIT_GRACE, self.executor.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the executor did not exit after the run; stopping it");
+        }
+    }
+}
+
+impl Drop for LocalSandbox {
+    /// On every path out, the executor gets SIGTERM: it stops its task's whole process group
+    /// (SIGKILL after its grace period) and exits. A plain kill would orphan the task.
+    fn drop(&mut self) {
+        if let Ok(None) = self.executor.try_wait()
+            && let Some(pid) = self.executor.id()
+        {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+fn spawn_executor(binary: &Path, state: &Path) -> Result<Child, LocalError> {
+    let mut command = Command::new(binary);
+    command
+        .arg("executor")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Its own group: a Ctrl-C at the terminal reaches `buildr run`, which cancels cleanly,
+        // and not the executor behind its back.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; it makes the executor (which then stops its task)
+    // go when `buildr run` dies, even by SIGKILL.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command.spawn().map_err(|source| LocalError::SpawnExecutor {
+        binary: binary.to_path_buf(),
+        source,
+    })
+}
+
+/// The executor prints `listening on ADDR` once bound.
+async fn read_address(child: &mut Child) -> Result<Target, LocalError> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| LocalError::NoAddress("no answer within 30s".to_string()))?
+        .map_err(|e| LocalError::NoAddress(e.to_string()))?
+        .ok_or_else(|| LocalError::NoAddress("it exited before binding".to_string()))?;
+    let addr = line
+        .strip_prefix(crate::cli::executor::LISTENING_PREFIX)
+        .ok_or_else(|| LocalError::NoAddress(format!("unexpected line `{line}`")))?;
+    addr.parse()
+        .map(Target::Tcp)
+        .map_err(|_| LocalError::NoAddress(format!("unexpected address `{addr}`")))
+}

@@ -1,0 +1,88 @@
+//! Channels to an executor, with the trace context attached to every call and HTTP/2 keep-alive
+//! so that a dead tunnel is noticed instead of hanging.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use super::ClientError;
+use crate::rpc::executor_client::ExecutorClient;
+
+/// Where an executor can be reached from the client's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+pub type Interceptor = fn(Request<()>) -> Result<Request<()>, Status>;
+pub type Client = ExecutorClient<InterceptedService<Channel, Interceptor>>;
+
+fn with_trace_context(mut request: Request<()>) -> Result<Request<()>, Status> {
+    crate::telemetry::inject(request.metadata_mut());
+    Ok(request)
+}
+
+/// A lazily connecting channel: it (re)connects on demand, so a cut connection is redialled by
+/// the next call.
+pub fn channel(target: &Target) -> Channel {
+    let endpoint = |uri: String| {
+        Endpoint::from_shared(uri)
+            .expect("a well-formed URI")
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+    };
+    match target {
+        Target::Tcp(addr) => endpoint(format!("http://{addr}")).connect_lazy(),
+        Target::Unix(path) => {
+            let path = path.clone();
+            endpoint("http://executor.buildr.invalid".to_string()).connect_with_connector_lazy(
+                tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+                }),
+            )
+        }
+    }
+}
+
+pub fn client(channel: Channel) -> Client {
+    ExecutorClient::with_interceptor(channel, with_trace_context as Interceptor)
+        .max_decoding_message_size(16 * 1024 * 1024)
+}
+
+/// Waits until the executor's health service says it serves, retrying until `timeout`.
+pub async fn wait_ready(channel: &Channel, timeout: Duration) -> Result<(), ClientError> {
+    let deadline = Instant::now() + timeout;
+    let mut health = HealthClient::new(channel.clone());
+    let mut last_error;
+    loop {
+        let check = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        match tokio::time::timeout(Duration::from_secs(5), check).await {
+            Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+                return Ok(());
+            }
+            Ok(Ok(response)) => last_error = format!("status {:?}", response.get_ref().status()),
+            Ok(Err(status)) => last_error = status.message().to_string(),
+            Err(_) => last_error = "no answer within 5s".to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(ClientError::NotReady {
+                waited: timeout,
+                last_error,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,105 @@
+//! Fetches the archive of modified files in chunks. A broken fetch resumes from the bytes
+//! already written; the whole file is then checked against the size and SHA-256 the executor
+//! reported, and removed if it does not match.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use super::ClientError;
+use super::connect::Client;
+use super::session::{Reconnect, is_transient};
+use crate::rpc::{ArchiveInfo, FetchArchiveRequest};
+
+pub async fn fetch_archive(
+    client: &mut Client,
+    run_id: &str,
+    info: &ArchiveInfo,
+    to: &Path,
+    progress: &indicatif::ProgressBar,
+    reconnect: Reconnect,
+) -> Result<(), ClientError> {
+    let io_error = |e: std::io::Error| ClientError::Io {
+        what: format!("cannot write {}", to.display()),
+        source: e,
+    };
+    let mut file = tokio::fs::File::create(to).await.map_err(io_error)?;
+    let mut offset = 0u64;
+    let mut lost_since: Option<Instant> = None;
+    progress.set_length(info.size);
+    while offset < info.size {
+        let request = FetchArchiveRequest {
+            run_id: run_id.to_string(),
+            offset,
+        };
+        let status = match client.fetch_archive(request).await {
+            Ok(response) => {
+                let mut chunks = response.into_inner();
+                loop {
+                    match chunks.message().await {
+                        Ok(Some(chunk)) if chunk.offset == offset => {
+                            file.write_all(&chunk.data).await.map_err(io_error)?;
+                            offset += chunk.data.len() as u64;
+                            progress.set_position(offset);
+                            lost_since = None;
+                        }
+                        Ok(Some(chunk)) => {
+                            break tonic::Status::data_loss(format!(
+                                "chunk at offset {} where {offset} was expected",
+                                chunk.offset
+                            ));
+                        }
+                        Ok(None) => break tonic::Status::ok(""),
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        if status.code() == tonic::Code::Ok {
+            break;
+        }
+        if !is_transient(&status) {
+            return Err(ClientError::Rpc {
+                call: "FetchArchive",
+                status: Box::new(status),
+            });
+        }
+        if lost_since.get_or_insert_with(Instant::now).elapsed() >= reconnect.give_up_after {
+            return Err(ClientError::ConnectionLost {
+                after: reconnect.give_up_after,
+                last_error: status.message().to_string(),
+            });
+        }
+        tracing::warn!(offset, error = %status.message(), "archive fetch broken; resuming");
+        tokio::time::sleep(reconnect.first_delay.max(Duration::from_millis(100))).await;
+    }
+    file.flush().await.map_err(io_error)?;
+    drop(file);
+    verify(to, info).await
+}
+
+async fn verify(path: &Path, info: &ArchiveInfo) -> Result<(), ClientError> {
+    let owned = path.to_path_buf();
+    let (size, sha256) = tokio::task::spawn_blocking(move || {
+        let size = std::fs::metadata(&owned)?.len();
+        Ok::<_, std::io::Error>((size, crate::archive::sha256_file(&owned)?))
+    })
+    .await
+    .expect("the hashing thread does not panic")
+    .map_err(|e| ClientError::Io {
+        what: format!("cannot read {}", path.display()),
+        source: e,
+    })?;
+    if size != info.size || sha256 != info.sha256 {
+        let _ = std::fs::remove_file(path);
+        return Err(ClientError::ArchiveMismatch {
+            expected_size: info.size,
+            expected_sha256: info.sha256.clone(),
+            size,
+            sha256,
+        });
+    }
+    Ok(())
+}

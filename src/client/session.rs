@@ -1,0 +1,165 @@
+//! Follows one run's events to its result. A lost connection is redialled and the stream
+//! resumed after the last sequence number seen, so every event arrives exactly once; an
+//! interrupt asks the executor to cancel and the result is still awaited.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
+
+use super::ClientError;
+use super::connect::Client;
+use crate::rpc::{
+    CancelRequest, StartTaskRequest, TaskLog, TaskResult, TaskOutput, task_event::Event,
+};
+
+/// Where events go as they arrive.
+pub trait EventSink {
+    fn output(&mut self, output: &TaskOutput);
+    fn log(&mut self, log: &TaskLog);
+}
+
+/// How long to keep redialling a lost executor before giving up, and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub give_up_after: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            give_up_after: Duration::from_secs(60),
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a follow produced: the result, and whether the user interrupted.
+#[derive(Debug)]
+pub struct Finished {
+    pub result: TaskResult,
+    pub interrupted: bool,
+    /// How many times the stream was resumed after a lost connection.
+    pub resumes: u32,
+}
+
+/// Starts (or re-attaches to) the run and follows it to its result.
+///
+/// Each message on `interrupts` is one Ctrl-C: the first asks the executor to cancel the task,
+/// the second gives up waiting and returns [`ClientError::Interrupted`].
+pub async fn follow(
+    client: &mut Client,
+    request: StartTaskRequest,
+    sink: &mut dyn EventSink,
+    interrupts: &mut mpsc::Receiver<()>,
+    reconnect: Reconnect,
+) -> Result<Finished, ClientError> {
+    let run_id = request.run_id.clone();
+    let mut last_seen = request.after_sequence;
+    let mut interrupted = false;
+    let mut resumes = 0;
+    let mut lost_since: Option<Instant> = None;
+    let mut delay = reconnect.first_delay;
+    let mut interrupts_open = true;
+
+    loop {
+        let attempt = StartTaskRequest {
+            after_sequence: last_seen,
+            ..request.clone()
+        };
+        let lost: Status = match client.start_task(attempt).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                if lost_since.take().is_some() {
+                    resumes += 1;
+                    tracing::info!(after = last_seen, "resumed the event stream");
+                }
+                delay = reconnect.first_delay;
+                loop {
+                    tokio::select! {
+                        message = stream.message() => match message {
+                            Ok(Some(event)) => {
+                                // A resumed stream starts after `last_seen`; anything older is
+                                // a duplicate and is dropped.
+                                if event.sequence <= last_seen {
+                                    continue;
+                                }
+                                last_seen = event.sequence;
+                                match event.event {
+                                    Some(Event::Output(output)) => sink.output(&output),
+                                    Some(Event::Log(log)) => sink.log(&log),
+                                    Some(Event::Result(result)) => {
+                                        return Ok(Finished { result, interrupted, resumes });
+                                    }
+                                    None => {}
+                                }
+                            }
+                            Ok(None) => break Status::unavailable("the event stream ended before the result"),
+                            Err(status) => break status,
+                        },
+                        signal = interrupts.recv(), if interrupts_open => match signal {
+                            Some(()) if interrupted => return Err(ClientError::Interrupted),
+                            Some(()) => {
+                                interrupted = true;
+                                cancel(client, &run_id).await;
+                            }
+                            None => interrupts_open = false,
+                        },
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        if !is_transient(&lost) {
+            return Err(ClientError::Rpc {
+                call: "StartTask",
+                status: Box::new(lost),
+            });
+        }
+        let since = *lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= reconnect.give_up_after {
+            return Err(ClientError::ConnectionLost {
+                after: reconnect.give_up_after,
+                last_error: lost.message().to_string(),
+            });
+        }
+        tracing::warn!(error = %lost.message(), after = last_seen, "lost the executor; reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            signal = interrupts.recv(), if interrupts_open => match signal {
+                Some(()) if interrupted => return Err(ClientError::Interrupted),
+                Some(()) => {
+                    interrupted = true;
+                    cancel(client, &run_id).await;
+                }
+                None => interrupts_open = false,
+            },
+        }
+        delay = (delay * 2).min(reconnect.max_delay);
+    }
+}
+
+/// Asks the executor to stop the task. Best effort: if the connection is down, the result that
+/// follows a reconnect tells what happened, and a second interrupt gives up.
+async fn cancel(client: &mut Client, run_id: &str) {
+    let request = CancelRequest {
+        run_id: run_id.to_string(),
+        reason: "interrupted by the user".to_string(),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.cancel(request)).await {
+        Ok(Ok(_)) => eprintln!("buildr: cancelling the task (Ctrl-C again to stop waiting)"),
+        Ok(Err(status)) => tracing::warn!("cancel failed: {}", status.message()),
+        Err(_) => tracing::warn!("cancel got no answer within 5s"),
+    }
+}
+
+/// Errors that a redial can cure: the connection, not the request, was at fault.
+pub(crate) fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
+    )
+}

@@ -1,0 +1,216 @@
+//! The run's event log: every event gets the next sequence number and is kept until the client
+//! acknowledges the result, so that a client that lost its connection can resume from the last
+//! number it saw and get every event exactly once.
+//!
+//! Events are spilled to a file as they arrive (length-delimited protobuf); memory holds only the
+//! file offset of each event. A task that prints gigabytes therefore grows the disk, not the
+//! executor, and a slow client never blocks the task's output pipes.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+
+use crate::rpc::{TaskEvent, task_event::Event};
+
+/// How many events a reader takes per batch before handing them to the stream.
+const READ_BATCH: usize = 64;
+
+pub struct EventLog {
+    inner: Mutex<Inner>,
+    /// The highest sequence number written and whether the log is complete (has its result).
+    progress: watch::Sender<Progress>,
+    file: File,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Progress {
+    last: u64,
+    complete: bool,
+}
+
+struct Inner {
+    /// `offsets[i]` is where the event with sequence `i + 1` starts; `offsets[len]` is the end.
+    offsets: Vec<u64>,
+    complete: bool,
+    scratch: Vec<u8>,
+}
+
+impl EventLog {
+    /// Creates the log backed by a new file at `path`.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let file = File::options()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                offsets: vec![0],
+                complete: false,
+                scratch: Vec::with_capacity(64 * 1024),
+            }),
+            progress: watch::Sender::new(Progress::default()),
+            file,
+        })
+    }
+
+    /// Appends an event and returns its sequence number. A result event completes the log;
+    /// anything appended after it is dropped (returns `None`).
+    pub fn append(&self, event: Event) -> io::Result<Option<u64>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.complete {
+            return Ok(None);
+        }
+        let sequence = inner.offsets.len() as u64;
+        let is_result = matches!(event, Event::Result(_));
+        let message = TaskEvent {
+            sequence,
+            event: Some(event),
+        };
+        let mut scratch = std::mem::take(&mut inner.scratch);
+        scratch.clear();
+        message
+            .encode_length_delimited(&mut scratch)
+            .expect("a Vec grows as needed");
+        let written = (&self.file).write_all(&scratch);
+        inner.scratch = scratch;
+        written?;
+        let end = inner.offsets.last().copied().unwrap_or(0) + inner.scratch.len() as u64;
+        inner.offsets.push(end);
+        inner.complete = is_result;
+        let progress = Progress {
+            last: sequence,
+            complete: is_result,
+        };
+        drop(inner);
+        self.progress.send_replace(progress);
+        Ok(Some(sequence))
+    }
+
+    /// The highest sequence number written so far.
+    pub fn last_sequence(&self) -> u64 {
+        self.progress.borrow().last
+    }
+
+    /// Resolves once the result has been written.
+    pub async fn finished(&self) {
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|p| p.complete).await;
+    }
+
+    /// Reads the events after `after` (up to `READ_BATCH`), or an empty batch if none is there yet.
+    fn read_after(&self, after: u64) -> io::Result<Vec<TaskEvent>> {
+        let (start, ends) = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let first = after as usize;
+            if first + 1 >= inner.offsets.len() {
+                return Ok(Vec::new());
+            }
+            let last = (first + READ_BATCH).min(inner.offsets.len() - 1);
+            (inner.offsets[first], inner.offsets[first + 1..=last].to_vec())
+        };
+        let end = *ends.last().expect("at least one event");
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.file.read_exact_at(&mut buf, start)?;
+        let mut slice = buf.as_slice();
+        let mut events = Vec::with_capacity(ends.len());
+        for _ in &ends {
+            let event = TaskEvent::decode_length_delimited(&mut slice)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Streams every event after sequence `after` into `tx`, waiting for new ones, until the
+    /// result has been sent or the receiver goes away.
+    pub async fn follow(&self, after: u64, tx: mpsc::Sender<io::Result<TaskEvent>>) {
+        let mut progress = self.progress.subscribe();
+        let mut next_after = after;
+        loop {
+            let batch = match self.read_after(next_after) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                let state = *progress.borrow_and_update();
+                if state.complete && state.last <= next_after {
+                    return;
+                }
+                if state.last > next_after {
+                    continue;
+                }
+                if progress.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            for event in batch {
+                next_after = event.sequence;
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{TaskOutput, TaskResult};
+
+    fn output(data: &[u8]) -> Event {
+        Event::Output(TaskOutput {
+            stream: crate::rpc::task_output::Stream::Stdout as i32,
+            data: data.to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn resumes_from_any_sequence_and_ends_after_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(EventLog::create(&dir.path().join("events")).unwrap());
+        for i in 0..200u32 {
+            assert_eq!(
+                log.append(output(&i.to_le_bytes())).unwrap(),
+                Some(u64::from(i) + 1)
+            );
+        }
+        log.append(Event::Result(TaskResult::default())).unwrap();
+        assert_eq!(log.append(output(b"late")).unwrap(), None);
+
+        for after in [0u64, 1, 63, 64, 150, 200, 201] {
+            let (tx, mut rx) = mpsc::channel(8);
+            let follower = log.clone();
+            tokio::spawn(async move { follower.follow(after, tx).await });
+            let mut seen = Vec::new();
+            while let Some(event) = rx.recv().await {
+                seen.push(event.unwrap().sequence);
+            }
+            assert_eq!(seen, ((after + 1)..=201).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_waits_for_events_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(EventLog::create(&dir.path().join("events")).unwrap());
+        let (tx, mut rx) = mpsc::channel(8);
+        let follower = log.clone();
+        tokio::spawn(async move { follower.follow(0, tx).await });
+        log.append(output(b"a")).unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().sequence, 1);
+        log.append(Event::Result(TaskResult::default())).unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().sequence, 2);
+        assert!(rx.recv().await.is_none());
+    }
+}

@@ -1,0 +1,289 @@
+//! One run of one task: watch the workspace, run the process, collect what changed into a
+//! `.tar.s2` archive and finish the event log with the result. Knows nothing of gRPC: the
+//! service reads the event log and the archive location.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Level};
+
+use super::changes::{Changes, Snapshot, Watcher};
+use super::event_log::EventLog;
+use super::process::{self, Exit, Stream};
+use crate::archive;
+use crate::rpc::{ArchiveInfo, TaskLog, TaskOutput, TaskResult, task_event::Event};
+
+/// What the client asked to run, checked and resolved to paths.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub run_id: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// The workspace root; the watcher and the archive cover everything below it.
+    pub workspace: PathBuf,
+    /// Where the task starts, relative to the workspace.
+    pub workdir: PathBuf,
+    pub timeout: Option<Duration>,
+    pub output_filters: Vec<String>,
+}
+
+pub struct Run {
+    pub id: String,
+    pub log: Arc<EventLog>,
+    cancel: CancellationToken,
+    archive: Mutex<Option<ArchiveInfo>>,
+}
+
+impl Run {
+    /// Starts the run in the background; its events go to a log under `state_dir`.
+    pub fn start(spec: RunSpec, state_dir: &Path, grace: Duration) -> io::Result<Arc<Self>> {
+        let log = Arc::new(EventLog::create(
+            &state_dir.join(format!("{}.events", spec.run_id)),
+        )?);
+        let run = Arc::new(Self {
+            id: spec.run_id.clone(),
+            log,
+            cancel: CancellationToken::new(),
+            archive: Mutex::new(None),
+        });
+        let archive_path = state_dir.join(format!("{}.{}", spec.run_id, archive::ARCHIVE_EXTENSION));
+        let driver = run.clone();
+        let span = tracing::info_span!("task", run_id = %spec.run_id);
+        tokio::spawn(
+            async move {
+                let result = driver.drive(spec, &archive_path, grace).await;
+                if let Err(e) = driver.log.append(Event::Result(result)) {
+                    tracing::error!("cannot record the result: {e}");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(run)
+    }
+
+    /// Stops the task's process group; the result still follows.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Where the archive is, once the result has been written.
+    pub fn archive(&self) -> Option<ArchiveInfo> {
+        self.archive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn drive(&self, spec: RunSpec, archive_path: &Path, grace: Duration) -> TaskResult {
+        let started = Instant::now();
+        let mut result = match self.execute(&spec, archive_path, grace).await {
+            Ok(result) => result,
+            Err(e) => {
+                self.note(Level::ERROR, &e, &[]);
+                TaskResult {
+                    error: e,
+                    exit_code: -1,
+                    ..Default::default()
+                }
+            }
+        };
+        result.duration = prost_types::Duration::try_from(started.elapsed()).ok();
+        result
+    }
+
+    async fn execute(
+        &self,
+        spec: &RunSpec,
+        archive_path: &Path,
+        grace: Duration,
+    ) -> Result<TaskResult, String> {
+        let filters = output_filters(&spec.output_filters)?;
+        let dir = spec.workspace.join(&spec.workdir);
+        if !dir.is_dir() {
+            return Err(format!("the working directory {} does not exist", dir.display()));
+        }
+        let watcher = match Watcher::start(&spec.workspace) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                self.note(
+                    Level::WARN,
+                    "the file watcher could not start; relying on the snapshot comparison",
+                    &[("error", e.to_string())],
+                );
+                None
+            }
+        };
+        let before = snapshot(&spec.workspace).await?;
+        self.note(
+            Level::INFO,
+            "task started",
+            &[
+                ("argv", format!("{:?}", spec.argv)),
+                ("files", before.len().to_string()),
+                ("trace_id", crate::telemetry::current_trace_id()),
+            ],
+        );
+
+        let log = self.log.clone();
+        let on_output = move |stream: Stream, data: Vec<u8>| {
+            let stream = match stream {
+                Stream::Stdout => crate::rpc::task_output::Stream::Stdout,
+                Stream::Stderr => crate::rpc::task_output::Stream::Stderr,
+            };
+            let output = TaskOutput {
+                stream: stream as i32,
+                data,
+            };
+            if let Err(e) = log.append(Event::Output(output)) {
+                tracing::error!("cannot record output: {e}");
+            }
+        };
+        let exit = process::run(
+            process::Spec {
+                argv: &spec.argv,
+                env: &spec.env,
+                dir: &dir,
+                timeout: spec.timeout,
+                grace,
+            },
+            self.cancel.clone(),
+            on_output,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.note(
+            Level::INFO,
+            "task finished",
+            &[("exit_code", exit.code.to_string())],
+        );
+
+        let touched = watcher.map(Watcher::finish).unwrap_or_default();
+        let after = snapshot(&spec.workspace).await?;
+        let mut changes = before.changes(&after, &touched);
+        changes.modified.retain(|p| filters.is_match(p));
+        changes.deleted.retain(|p| filters.is_match(p));
+        let info = self.write_archive(&spec.workspace, &changes, archive_path).await?;
+        *self.archive.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
+
+        Ok(result_of(exit, info, changes))
+    }
+
+    async fn write_archive(
+        &self,
+        workspace: &Path,
+        changes: &Changes,
+        to: &Path,
+    ) -> Result<ArchiveInfo, String> {
+        let sources: Vec<archive::Source> = changes
+            .modified
+            .iter()
+            .map(|name| archive::Source {
+                source: workspace.join(name),
+                name: name.clone(),
+            })
+            .collect();
+        let deleted = changes.deleted.clone();
+        let to_owned = to.to_path_buf();
+        let span = tracing::info_span!("archive", files = sources.len());
+        let summary = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            archive::create_file(&to_owned, &sources, &deleted)
+        })
+        .await
+        .map_err(|e| format!("the archive writer failed: {e}"))?
+        .map_err(|e| format!("cannot write the archive of modified files: {e}"))?;
+        self.note(
+            Level::INFO,
+            "archive written",
+            &[
+                ("modified", changes.modified.len().to_string()),
+                ("deleted", changes.deleted.len().to_string()),
+                ("bytes", summary.bytes_out.to_string()),
+            ],
+        );
+        Ok(ArchiveInfo {
+            path: to.display().to_string(),
+            size: summary.bytes_out,
+            sha256: summary.sha256,
+        })
+    }
+
+    /// Records one of the executor's own log lines, for the client and for tracing.
+    fn note(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        match level {
+            Level::ERROR => tracing::error!(?fields, "{message}"),
+            Level::WARN => tracing::warn!(?fields, "{message}"),
+            _ => tracing::info!(?fields, "{message}"),
+        }
+        let level = match level {
+            Level::ERROR => crate::rpc::task_log::Level::Error,
+            Level::WARN => crate::rpc::task_log::Level::Warn,
+            Level::INFO => crate::rpc::task_log::Level::Info,
+            Level::DEBUG => crate::rpc::task_log::Level::Debug,
+            Level::TRACE => crate::rpc::task_log::Level::Trace,
+        };
+        let log = TaskLog {
+            time: Some(prost_types::Timestamp::from(SystemTime::now())),
+            level: level as i32,
+            message: message.to_string(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        if let Err(e) = self.log.append(Event::Log(log)) {
+            tracing::error!("cannot record a log line: {e}");
+        }
+    }
+}
+
+async fn snapshot(root: &Path) -> Result<Snapshot, String> {
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || Snapshot::take(&root))
+        .await
+        .map_err(|e| format!("the workspace scan failed: {e}"))?
+        .map_err(|e| format!("cannot scan the workspace: {e}"))
+}
+
+/// The globs that limit collected paths; none means everything.
+fn output_filters(patterns: &[String]) -> Result<GlobSet, String> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = Glob::new(pattern).map_err(|e| format!("bad output filter `{pattern}`: {e}"))?;
+        builder.add(glob);
+    }
+    if patterns.is_empty() {
+        builder.add(Glob::new("**").expect("a valid glob"));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+fn result_of(exit: Exit, archive: ArchiveInfo, changes: Changes) -> TaskResult {
+    let error = if exit.timed_out {
+        "the task timed out and was stopped".to_string()
+    } else if exit.cancelled {
+        "the task was cancelled".to_string()
+    } else {
+        String::new()
+    };
+    TaskResult {
+        error,
+        exit_code: exit.code,
+        signal: exit.signal.unwrap_or(0),
+        duration: None,
+        archive: Some(archive),
+        modified_paths: changes.modified.iter().map(|p| path_string(p)).collect(),
+        deleted_paths: changes.deleted.iter().map(|p| path_string(p)).collect(),
+        cancelled: exit.cancelled,
+        timed_out: exit.timed_out,
+    }
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

@@ -1,0 +1,267 @@
+//! The gRPC adapter: validates requests, hands the work to [`Run`], and maps failures to status
+//! codes. One executor runs one task.
+
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::run::{Run, RunSpec};
+use crate::rpc::executor_server::Executor;
+use crate::rpc::{
+    AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, CancelRequest, CancelResponse,
+    FetchArchiveRequest, ResumeRequest, StartTaskRequest, TaskEvent, start_task_request::Module,
+};
+
+/// Size of one archive chunk on the wire.
+const ARCHIVE_CHUNK: usize = 1024 * 1024;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
+
+pub struct ExecutorService {
+    state_dir: PathBuf,
+    grace: Duration,
+    run: Mutex<Option<Arc<Run>>>,
+    /// Cancelled when the client acknowledges the result: the executor may exit.
+    done: CancellationToken,
+}
+
+impl ExecutorService {
+    pub fn new(state_dir: PathBuf, grace: Duration, done: CancellationToken) -> Self {
+        Self {
+            state_dir,
+            grace,
+            run: Mutex::new(None),
+            done,
+        }
+    }
+
+    /// Stops the running task, if any (the executor is shutting down).
+    pub fn cancel_all(&self) {
+        if let Some(run) = self.current() {
+            run.cancel();
+        }
+    }
+
+    /// Resolves when the current run, if any, has its result.
+    pub async fn finished(&self) {
+        if let Some(run) = self.current() {
+            run.log.finished().await;
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Run>> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn find(&self, run_id: &str) -> Result<Arc<Run>, Status> {
+        match self.current() {
+            Some(run) if run.id == run_id => Ok(run),
+            Some(run) => Err(Status::not_found(format!(
+                "run `{run_id}` is not known here; this executor runs `{}`",
+                run.id
+            ))),
+            None => Err(Status::not_found(format!("run `{run_id}` is not known here"))),
+        }
+    }
+
+    /// The run with this id: the existing one on a retried start, or a new one.
+    fn start_or_attach(&self, request: &StartTaskRequest) -> Result<Arc<Run>, Status> {
+        let mut slot = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(run) = slot.as_ref() {
+            return if run.id == request.run_id {
+                Ok(run.clone())
+            } else {
+                Err(Status::failed_precondition(format!(
+                    "this executor already runs `{}`; one executor runs one task",
+                    run.id
+                )))
+            };
+        }
+        let spec = run_spec(request)?;
+        let run = Run::start(spec, &self.state_dir, self.grace)
+            .map_err(|e| Status::internal(format!("cannot start the run: {e}")))?;
+        *slot = Some(run.clone());
+        Ok(run)
+    }
+}
+
+fn run_spec(request: &StartTaskRequest) -> Result<RunSpec, Status> {
+    if request.run_id.is_empty()
+        || !request
+            .run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Status::invalid_argument(
+            "run_id must be non-empty and made of letters, digits, `-` and `_`",
+        ));
+    }
+    let Some(Module::Command(command)) = &request.module else {
+        return Err(Status::invalid_argument(
+            "the request carries no module this executor can run (expected `command`)",
+        ));
+    };
+    if command.argv.is_empty() {
+        return Err(Status::invalid_argument("the command is empty"));
+    }
+    let workspace = PathBuf::from(
+        request
+            .workspace
+            .as_ref()
+            .map(|w| w.root.as_str())
+            .unwrap_or_default(),
+    );
+    if !workspace.is_absolute() || !workspace.is_dir() {
+        return Err(Status::invalid_argument(format!(
+            "the workspace root `{}` is not an existing absolute directory",
+            workspace.display()
+        )));
+    }
+    let workdir = PathBuf::from(&command.workdir);
+    if !is_inside(&workdir) {
+        return Err(Status::invalid_argument(format!(
+            "the working directory `{}` must be relative and stay inside the workspace",
+            workdir.display()
+        )));
+    }
+    let timeout = match &command.timeout {
+        Some(timeout) => Some(
+            Duration::try_from(*timeout)
+                .map_err(|_| Status::invalid_argument("the timeout is negative"))?,
+        ),
+        None => None,
+    };
+    Ok(RunSpec {
+        run_id: request.run_id.clone(),
+        argv: command.argv.clone(),
+        env: command.env.clone().into_iter().collect(),
+        workspace,
+        workdir,
+        timeout,
+        output_filters: command.output_filters.clone(),
+    })
+}
+
+fn is_inside(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+fn follow(run: Arc<Run>, after: u64) -> EventStream {
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move { run.log.follow(after, tx).await });
+    Box::pin(
+        ReceiverStream::new(rx)
+            .map(|event| event.map_err(|e| Status::data_loss(format!("event log: {e}")))),
+    )
+}
+
+#[tonic::async_trait]
+impl Executor for ExecutorService {
+    type StartTaskStream = EventStream;
+    type ResumeStream = EventStream;
+    type FetchArchiveStream = ChunkStream;
+
+    async fn start_task(
+        &self,
+        request: Request<StartTaskRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let span = tracing::info_span!("executor", run_id = %request.get_ref().run_id);
+        crate::telemetry::adopt_remote_parent(
+            &span,
+            request.metadata(),
+            &request.get_ref().trace_context,
+        );
+        let _entered = span.enter();
+        let request = request.into_inner();
+        let run = self.start_or_attach(&request)?;
+        Ok(Response::new(follow(run, request.after_sequence)))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<ResumeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        let run = self.find(&request.run_id)?;
+        tracing::info!(run_id = %request.run_id, after = request.after_sequence, "client resumed");
+        Ok(Response::new(follow(run, request.after_sequence)))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        let request = request.into_inner();
+        let run = self.find(&request.run_id)?;
+        tracing::info!(run_id = %request.run_id, reason = %request.reason, "cancel requested");
+        run.cancel();
+        Ok(Response::new(CancelResponse {}))
+    }
+
+    async fn fetch_archive(
+        &self,
+        request: Request<FetchArchiveRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let request = request.into_inner();
+        let run = self.find(&request.run_id)?;
+        let info = run
+            .archive()
+            .ok_or_else(|| Status::failed_precondition("the archive is not written yet"))?;
+        if request.offset > info.size {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the archive's end ({} bytes)",
+                request.offset, info.size
+            )));
+        }
+        let mut file = tokio::fs::File::open(&info.path)
+            .await
+            .map_err(|e| Status::internal(format!("cannot open the archive: {e}")))?;
+        file.seek(std::io::SeekFrom::Start(request.offset))
+            .await
+            .map_err(|e| Status::internal(format!("cannot seek in the archive: {e}")))?;
+        let (tx, rx) = mpsc::channel(4);
+        let mut offset = request.offset;
+        tokio::spawn(async move {
+            loop {
+                let mut data = vec![0u8; ARCHIVE_CHUNK];
+                let n = match file.read(&mut data).await {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("archive read: {e}")))).await;
+                        return;
+                    }
+                };
+                data.truncate(n);
+                let chunk = ArchiveChunk { offset, data };
+                offset += n as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let request = request.into_inner();
+        self.find(&request.run_id)?;
+        tracing::info!(run_id = %request.run_id, "result acknowledged");
+        self.done.cancel();
+        Ok(Response::new(AcknowledgeResponse {}))
+    }
+}
