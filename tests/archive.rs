@@ -1,0 +1,679 @@
+//! The archive module through its public API, on real files in temporary directories.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use buildr::archive::{
+    self, ArchiveError, EntryKind, ExtractOptions, Refusal, Source, Writer, frame,
+};
+use tar::{EntryType, Header};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------- helpers
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+const LONG_DIR: &str =
+    "a-directory-name-that-is-rather-long/and-another-one-that-is-also-quite-long/and-a-third";
+
+/// A tree with every kind of thing a round trip must keep.
+fn sample_tree(root: &Path) {
+    fs::create_dir_all(root.join("nested/deeper/deepest")).unwrap();
+    fs::write(root.join("top.txt"), "top\n").unwrap();
+    fs::write(root.join("nested/a.txt"), "a\n").unwrap();
+    fs::write(root.join("nested/deeper/deepest/b.txt"), "b\n").unwrap();
+    fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("readonly.txt"), "ro\n").unwrap();
+    fs::set_permissions(root.join("readonly.txt"), fs::Permissions::from_mode(0o444)).unwrap();
+    symlink("a.txt", root.join("nested/link-to-a")).unwrap();
+    symlink("../top.txt", root.join("nested/link-up")).unwrap();
+    symlink("nested/deeper", root.join("dir-link")).unwrap();
+    fs::create_dir(root.join("empty-dir")).unwrap();
+    fs::write(root.join("with space.txt"), "spaced\n").unwrap();
+    fs::write(root.join("ünïcödé-名前.txt"), "utf8\n").unwrap();
+    fs::create_dir_all(root.join(LONG_DIR)).unwrap();
+    fs::write(
+        root.join(LONG_DIR).join("a-file-with-a-long-name-too.txt"),
+        "long\n",
+    )
+    .unwrap();
+    symlink(
+        "../../../top.txt-but-this-target-is-long-enough-to-need-a-pax-linkpath-record-xxxxxxxxxxxxxxxxxxx",
+        root.join(LONG_DIR).join("long-link"),
+    )
+    .unwrap();
+    fs::write(root.join("zero-bytes"), "").unwrap();
+    fs::write(root.join("random.bin"), random_bytes(5 << 20, 42)).unwrap();
+    // An mtime that is certainly not "now".
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(root.join("nested/a.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// Everything under `root` as (relative path, description) lines, for comparing trees.
+fn describe(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let m = fs::symlink_metadata(e.path()).unwrap();
+        let d = if m.file_type().is_symlink() {
+            format!("link -> {}", fs::read_link(e.path()).unwrap().display())
+        } else if m.is_dir() {
+            format!("dir {:o}", m.mode() & 0o7777)
+        } else {
+            let data = fs::read(e.path()).unwrap();
+            let h = archive::Sha256Writer::new(Vec::new());
+            let mut h = h;
+            h.write_all(&data).unwrap();
+            let (_, sha, _) = h.finish();
+            format!(
+                "file {:o} {} {} mtime {}",
+                m.mode() & 0o7777,
+                data.len(),
+                sha,
+                m.mtime()
+            )
+        };
+        out.push((rel, d));
+    }
+    out
+}
+
+fn create(from: &Path, deleted: &[PathBuf]) -> Vec<u8> {
+    let sources = archive::sources_under(from, &[]).unwrap();
+    let mut w = Writer::new(Vec::new());
+    w.record_deleted(deleted).unwrap();
+    for s in &sources {
+        w.append(s).unwrap();
+    }
+    let (bytes, summary) = w.finish().unwrap();
+    assert_eq!(summary.bytes_out, bytes.len() as u64);
+    assert_eq!(summary.entries, sources.len() as u64);
+    bytes
+}
+
+fn extract(
+    bytes: &[u8],
+    dest: &Path,
+    apply_deletions: bool,
+) -> Result<archive::Extracted, ArchiveError> {
+    let opts = ExtractOptions {
+        apply_deletions,
+        progress: None,
+    };
+    archive::extract(bytes, dest, &opts)
+}
+
+fn snappy(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = snap::write::FrameEncoder::new(&mut out);
+    enc.write_all(data).unwrap();
+    drop(enc);
+    out
+}
+
+fn unsnappy(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    snap::read::FrameDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Builds tar streams by hand, header bytes and all, so that hostile names get through.
+#[derive(Default)]
+struct RawTar(Vec<u8>);
+
+impl RawTar {
+    fn entry(mut self, name: &str, ty: EntryType, link: &str, data: &[u8]) -> Self {
+        let mut h = Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(ty);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_000_000_000);
+        h.set_cksum();
+        self.0.extend_from_slice(h.as_bytes());
+        self.0.extend_from_slice(data);
+        self.0.resize(self.0.len().div_ceil(512) * 512, 0);
+        self
+    }
+    fn file(self, name: &str, data: &str) -> Self {
+        self.entry(name, EntryType::Regular, "", data.as_bytes())
+    }
+    fn global(self, records: &[(&str, &str)]) -> Self {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            let rest = k.len() + v.len() + 3;
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            body.extend_from_slice(format!("{len} {k}={v}\n").as_bytes());
+        }
+        self.entry("pax_global_header", EntryType::XGlobalHeader, "", &body)
+    }
+    fn s2(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&[0; 1024]);
+        snappy(&self.0)
+    }
+}
+
+/// A destination and a sibling directory that must never change.
+struct Arena {
+    _tmp: TempDir,
+    dest: PathBuf,
+    outside: PathBuf,
+}
+
+impl Arena {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&dest).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), "keep").unwrap();
+        Arena {
+            _tmp: tmp,
+            dest,
+            outside,
+        }
+    }
+
+    fn assert_outside_untouched(&self) {
+        let names: Vec<_> = fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+        assert_eq!(fs::read(self.outside.join("keep")).unwrap(), b"keep");
+        let parent = self.dest.parent().unwrap();
+        let mut siblings: Vec<_> = fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        siblings.sort();
+        assert_eq!(siblings, vec!["dest", "outside"]);
+    }
+
+    /// Extracts a hostile archive and checks the refusal names `entry` and mentions `why`.
+    fn refuses(&self, archive: &[u8], entry: &str, why: &str) -> ArchiveError {
+        let err =
+            extract(archive, &self.dest, true).expect_err("a hostile archive must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("`{entry}`")),
+            "{msg:?} should name `{entry}`"
+        );
+        assert!(msg.contains(why), "{msg:?} should say {why:?}");
+        self.assert_outside_untouched();
+        err
+    }
+}
+
+// ---------------------------------------------------------------- round trips
+
+#[test]
+fn round_trip_keeps_contents_modes_links_mtimes_and_odd_names() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[]);
+    let dest = tempfile::tempdir().unwrap();
+    let got = extract(&bytes, dest.path(), false).unwrap();
+    assert_eq!(describe(dest.path()), describe(src.path()));
+    assert_eq!(got.symlinks, 4);
+    assert_eq!(got.bytes, (5 << 20) + 4 + 2 + 2 + 18 + 3 + 7 + 5 + 5);
+    assert!(got.deleted.is_empty());
+    let m = fs::metadata(dest.path().join("run.sh")).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o755, "the exec bit survives");
+    assert_eq!(
+        fs::metadata(dest.path().join("nested/a.txt"))
+            .unwrap()
+            .mtime(),
+        1_000_000_000
+    );
+}
+
+#[test]
+fn extracting_twice_overwrites_files() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[]);
+    let dest = tempfile::tempdir().unwrap();
+    fs::write(dest.path().join("top.txt"), "stale content that is longer").unwrap();
+    extract(&bytes, dest.path(), false).unwrap();
+    extract(&bytes, dest.path(), false).unwrap();
+    assert_eq!(describe(dest.path()), describe(src.path()));
+}
+
+#[test]
+fn create_file_summary_matches_the_file() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join(format!("x.{}", archive::ARCHIVE_EXTENSION));
+    let sources = archive::sources_under(src.path(), &[]).unwrap();
+    let summary = archive::create_file(&to, &sources, &[PathBuf::from("gone")]).unwrap();
+    assert_eq!(summary.sha256, archive::sha256_file(&to).unwrap());
+    assert_eq!(summary.bytes_out, fs::metadata(&to).unwrap().len());
+    assert_eq!(summary.entries, sources.len() as u64);
+    assert_eq!(summary.deleted, 1);
+    assert!(summary.bytes_in >= 5 << 20);
+    let dest = tempfile::tempdir().unwrap();
+    archive::extract_file(&to, dest.path(), &ExtractOptions::default()).unwrap();
+    assert_eq!(describe(dest.path()), describe(src.path()));
+}
+
+#[test]
+fn sources_under_selected_paths() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let sources = archive::sources_under(
+        src.path(),
+        &[PathBuf::from("nested"), PathBuf::from("top.txt")],
+    )
+    .unwrap();
+    let names: Vec<_> = sources.iter().map(|s| s.name.to_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "nested",
+            "nested/a.txt",
+            "nested/deeper",
+            "nested/deeper/deepest",
+            "nested/deeper/deepest/b.txt",
+            "nested/link-to-a",
+            "nested/link-up",
+            "top.txt"
+        ]
+    );
+    // A symlink named directly is stored as a symlink, not followed.
+    let link = archive::sources_under(src.path(), &[PathBuf::from("dir-link")]).unwrap();
+    assert_eq!(link.len(), 1);
+    assert!(archive::sources_under(src.path(), &[PathBuf::from("../x")]).is_err());
+    assert!(archive::sources_under(src.path(), &[PathBuf::from("missing")]).is_err());
+}
+
+#[test]
+fn append_refuses_bad_names_and_special_files() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("f"), "x").unwrap();
+    let mut w = Writer::new(Vec::new());
+    for bad in ["../f", "/f", "", "."] {
+        let err = w
+            .append(&Source {
+                source: src.path().join("f"),
+                name: PathBuf::from(bad),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+    }
+    nix::unistd::mkfifo(&src.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let err = w
+        .append(&Source {
+            source: src.path().join("fifo"),
+            name: PathBuf::from("fifo"),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    // sources_under skips it.
+    let names: Vec<_> = archive::sources_under(src.path(), &[])
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, [PathBuf::from("f")]);
+}
+
+// ---------------------------------------------------------------- deletions
+
+#[test]
+fn deletions_are_recorded_and_applied_only_on_request() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("new.txt"), "new").unwrap();
+    let deleted = [
+        PathBuf::from("old.txt"),
+        PathBuf::from("old-dir"),
+        PathBuf::from("old-link"),
+        PathBuf::from("never-existed"),
+    ];
+    let bytes = create(src.path(), &deleted);
+
+    let listed = archive::list(&bytes[..]).unwrap();
+    let del: Vec<_> = listed
+        .iter()
+        .filter(|e| e.kind == EntryKind::Deleted)
+        .map(|e| e.path.clone())
+        .collect();
+    assert_eq!(del, deleted);
+
+    let populate = |dest: &Path| {
+        fs::write(dest.join("old.txt"), "old").unwrap();
+        fs::create_dir_all(dest.join("old-dir/sub")).unwrap();
+        fs::write(dest.join("old-dir/sub/f"), "f").unwrap();
+        symlink("old.txt", dest.join("old-link")).unwrap();
+    };
+
+    let kept = tempfile::tempdir().unwrap();
+    populate(kept.path());
+    let got = extract(&bytes, kept.path(), false).unwrap();
+    assert_eq!(got.deleted, deleted);
+    assert!(kept.path().join("old.txt").exists());
+    assert!(kept.path().join("old-dir/sub/f").exists());
+    assert!(kept.path().join("new.txt").exists());
+
+    let applied = tempfile::tempdir().unwrap();
+    populate(applied.path());
+    let got = extract(&bytes, applied.path(), true).unwrap();
+    assert_eq!(got.deleted, deleted);
+    assert!(!applied.path().join("old.txt").exists());
+    assert!(!applied.path().join("old-dir").exists());
+    assert!(fs::symlink_metadata(applied.path().join("old-link")).is_err());
+    assert_eq!(fs::read(applied.path().join("new.txt")).unwrap(), b"new");
+}
+
+#[test]
+fn record_deleted_refuses_paths_outside() {
+    let mut w = Writer::new(Vec::new());
+    for bad in ["../x", "/etc/passwd", "a/../../x"] {
+        let err = w.record_deleted(&[PathBuf::from(bad)]).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn hostile_deletions_are_refused() {
+    for (bad, why) in [
+        ("../outside/keep", "leaves the destination"),
+        ("/etc/passwd", "absolute"),
+    ] {
+        let a = Arena::new();
+        let bytes = RawTar::default().global(&[("BUILDR.deleted", bad)]).s2();
+        let err = extract(&bytes, &a.dest, true).unwrap_err();
+        assert!(matches!(err, ArchiveError::RefusedDeletion { .. }), "{err}");
+        assert!(
+            err.to_string().contains(bad) && err.to_string().contains(why),
+            "{err}"
+        );
+        // Refused even when deletions are not applied: the archive is hostile.
+        assert!(extract(&bytes, &a.dest, false).is_err());
+        a.assert_outside_untouched();
+    }
+}
+
+#[test]
+fn deletion_through_a_symlink_is_refused() {
+    let a = Arena::new();
+    symlink(&a.outside, a.dest.join("out")).unwrap();
+    let bytes = RawTar::default()
+        .global(&[("BUILDR.deleted", "out/keep")])
+        .s2();
+    let err = extract(&bytes, &a.dest, true).unwrap_err();
+    assert!(err.to_string().contains("`out/keep`"), "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    a.assert_outside_untouched();
+}
+
+// ---------------------------------------------------------------- hostile archives
+
+#[test]
+fn absolute_path_is_refused() {
+    let a = Arena::new();
+    let target = a.outside.join("pwned");
+    let bytes = RawTar::default().file(target.to_str().unwrap(), "x").s2();
+    a.refuses(&bytes, target.to_str().unwrap(), "absolute path");
+}
+
+#[test]
+fn dotdot_path_is_refused() {
+    let a = Arena::new();
+    let bytes = RawTar::default()
+        .file("fine.txt", "ok")
+        .file("../outside/pwned", "x")
+        .s2();
+    a.refuses(&bytes, "../outside/pwned", "path leaves the destination");
+    // Entries before the refused one may remain, inside dest only.
+    assert_eq!(fs::read(a.dest.join("fine.txt")).unwrap(), b"ok");
+}
+
+#[test]
+fn symlink_then_file_through_it_is_refused() {
+    for target in ["/etc", "../..", "../outside", "OUTSIDE"] {
+        let a = Arena::new();
+        let abs = a.outside.to_str().unwrap().to_string();
+        let target = if target == "OUTSIDE" {
+            abs.as_str()
+        } else {
+            target
+        };
+        let bytes = RawTar::default()
+            .entry("evil", EntryType::Symlink, target, b"")
+            .file("evil/pwned", "x")
+            .s2();
+        let why = if target.starts_with('/') {
+            "absolute symlink target"
+        } else {
+            "leaves the destination"
+        };
+        a.refuses(&bytes, "evil", why);
+        assert!(fs::symlink_metadata(a.dest.join("evil")).is_err());
+    }
+}
+
+#[test]
+fn link_climbing_through_another_link_is_refused() {
+    // d/e/f -> ../../g is inside; but x -> d/e/f/../../.. would climb out through it.
+    let a = Arena::new();
+    let bytes = RawTar::default()
+        .entry("d/e/f", EntryType::Symlink, "../../g", b"")
+        .entry("x", EntryType::Symlink, "d/e/f/../../..", b"")
+        .file("x/outside/pwned", "x")
+        .s2();
+    a.refuses(&bytes, "x", "`..` after a normal component");
+}
+
+#[test]
+fn existing_symlink_in_dest_is_never_written_through() {
+    let a = Arena::new();
+    // A parent that is a symlink: refused.
+    symlink(&a.outside, a.dest.join("out")).unwrap();
+    let bytes = RawTar::default().file("out/pwned", "x").s2();
+    a.refuses(&bytes, "out/pwned", "is a symlink");
+    // A symlink at the entry's own path: replaced, not followed.
+    symlink(a.outside.join("keep"), a.dest.join("keep")).unwrap();
+    let bytes = RawTar::default()
+        .file("keep", "replaced")
+        .entry("out", EntryType::Directory, "", b"")
+        .s2();
+    extract(&bytes, &a.dest, false).unwrap();
+    assert_eq!(fs::read(a.dest.join("keep")).unwrap(), b"replaced");
+    assert!(
+        !fs::symlink_metadata(a.dest.join("keep"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(fs::symlink_metadata(a.dest.join("out")).unwrap().is_dir());
+    a.assert_outside_untouched();
+}
+
+#[test]
+fn hard_links_are_refused() {
+    let a = Arena::new();
+    let target = a.outside.join("keep");
+    let bytes = RawTar::default()
+        .entry("hard", EntryType::Link, target.to_str().unwrap(), b"")
+        .file("hard", "overwrite")
+        .s2();
+    let err = a.refuses(&bytes, "hard", "hard links are refused");
+    assert!(matches!(
+        err,
+        ArchiveError::Refused {
+            reason: Refusal::HardLink(_),
+            ..
+        }
+    ));
+    let bytes = RawTar::default()
+        .file("inside", "x")
+        .entry("hard", EntryType::Link, "inside", b"")
+        .s2();
+    a.refuses(&bytes, "hard", "hard links are refused");
+}
+
+#[test]
+fn devices_and_fifos_are_refused() {
+    for (ty, why) in [
+        (EntryType::Char, "character device"),
+        (EntryType::Block, "block device"),
+        (EntryType::Fifo, "FIFO"),
+    ] {
+        let a = Arena::new();
+        let bytes = RawTar::default().entry("dev", ty, "", b"").s2();
+        a.refuses(&bytes, "dev", why);
+        assert!(fs::symlink_metadata(a.dest.join("dev")).is_err());
+    }
+}
+
+#[test]
+fn truncated_or_garbage_input_is_an_error() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[]);
+    let dest = tempfile::tempdir().unwrap();
+    let err = extract(&bytes[..bytes.len() / 2], dest.path(), false).unwrap_err();
+    assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
+    let err = extract(b"definitely not snappy", dest.path(), false).unwrap_err();
+    assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
+    assert!(archive::list(&b"nope"[..]).is_err());
+}
+
+// ---------------------------------------------------------------- list and GNU tar
+
+#[test]
+fn list_shows_kinds_modes_sizes_and_targets() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[PathBuf::from("gone.txt")]);
+    let entries = archive::list(&bytes[..]).unwrap();
+    let find = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == Path::new(p))
+            .unwrap_or_else(|| panic!("{p} listed"))
+    };
+    assert_eq!(find("gone.txt").kind, EntryKind::Deleted);
+    let run = find("run.sh");
+    assert_eq!((run.kind, run.mode, run.size), (EntryKind::File, 0o755, 18));
+    assert_eq!(find("random.bin").size, 5 << 20);
+    assert_eq!(find("empty-dir").kind, EntryKind::Dir);
+    let link = find("nested/link-up");
+    assert_eq!(link.kind, EntryKind::Symlink);
+    assert_eq!(link.link_target.as_deref(), Some(Path::new("../top.txt")));
+    let long = format!("{LONG_DIR}/a-file-with-a-long-name-too.txt");
+    assert!(long.len() > 100);
+    assert_eq!(find(&long).size, 5);
+    // A hard link shows up as what it is (and extract refuses it).
+    let raw = RawTar::default().entry("h", EntryType::Link, "x", b"").s2();
+    assert_eq!(
+        archive::list(&raw[..]).unwrap()[0].kind,
+        EntryKind::Other('1')
+    );
+}
+
+#[test]
+fn gnu_tar_extracts_the_stream_and_ignores_the_deletion_record() {
+    if Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("no tar here; skipped");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[PathBuf::from("deleted.txt")]);
+    let work = tempfile::tempdir().unwrap();
+    let tar_path = work.path().join("plain.tar");
+    fs::write(&tar_path, unsnappy(&bytes)).unwrap();
+    let dest = work.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&dest)
+        .arg("--no-same-owner")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar -x: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(describe(&dest), describe(src.path()));
+}
+
+// ---------------------------------------------------------------- the parallel encoder
+
+#[test]
+fn parallel_encoder_output_decodes_and_matches_a_single_frame_encoder() {
+    let b = frame::BLOCK_SIZE;
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while text.len() < 4 * b {
+        text.extend_from_slice(format!("word{} other{} ", i % 1000, i % 37).as_bytes());
+        i += 1;
+    }
+    for len in [0, 1, 1000, b - 1, b, b + 1, 3 * b + b / 2] {
+        for workers in [1, 2, 3] {
+            let input = if len % 2 == 0 {
+                text[..len].to_vec()
+            } else {
+                random_bytes(len, len as u64 + 1)
+            };
+            let mut enc = frame::ParallelEncoder::with_workers(Vec::new(), workers);
+            // Uneven writes, to cross block boundaries at odd places.
+            for piece in input.chunks(77_777) {
+                enc.write_all(piece).unwrap();
+            }
+            let out = enc.finish().unwrap();
+            assert_eq!(unsnappy(&out), input, "len {len}, {workers} workers");
+            if len > 0 {
+                assert_eq!(out, snappy(&input), "len {len}: same bytes as snap alone");
+            } else {
+                assert_eq!(&out[..], &frame::STREAM_IDENTIFIER[..]);
+            }
+        }
+    }
+}
