@@ -14,11 +14,11 @@ stop() { # NAME [GRACE_SECONDS]: TERM, wait, KILL the recorded process
   local name="$1" grace="${2:-10}" pid
   if pid="$(pid_of "$name")"; then
     kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < grace * 10; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-    if [[ -d /proc/$pid ]]; then
+    for ((i = 0; i < grace * 10; i++)); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
       log "$name (pid $pid) did not stop in ${grace}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null
-      for ((i = 0; i < 50; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+      for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
     fi
     log "stopped $name (pid $pid)"
   fi
@@ -116,6 +116,16 @@ clean_iptables() { # BINARY: drop our chains and every rule that jumps to them
   done
 }
 for ipt in iptables ip6tables iptables-legacy ip6tables-legacy; do clean_iptables "$ipt"; done
+# iptables-nft creates the nftables tables (ip filter, ip6 nat, ...) on first use: remove those
+# that did not exist before and hold no rules now.
+if command -v nft >/dev/null && [[ -f "$STATE/preexisting" ]]; then
+  nft list tables 2>/dev/null | while read -r _ fam name; do
+    grep -qx "nft $fam $name" "$STATE/preexisting" && continue
+    if ! nft list table "$fam" "$name" 2>/dev/null | grep -vqE '^\s*(table |chain |type |policy |\}|$)'; then
+      nft delete table "$fam" "$name" 2>/dev/null || log "could not delete nftables table $fam $name"
+    fi
+  done
+fi
 fwd="$(awk '$1=="sysctl" && $2=="net.ipv4.ip_forward" {print $3}' "$STATE/preexisting" 2>/dev/null)"
 [[ -n "$fwd" ]] && sysctl -qw net.ipv4.ip_forward="$fwd"
 

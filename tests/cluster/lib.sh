@@ -43,11 +43,13 @@ host_ip() { # the address of the default route's interface, else the first globa
 
 # A recorded pid is "ours" only if the process still has the start time recorded with it.
 proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+# Alive and not a zombie (PID 1 on these machines reaps exited orphans only after a second or two).
+alive() { [[ -d "/proc/$1" ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 pid_of() { # name -> pid if the recorded process is alive, else nothing
   local f="$PIDS/$1.pid" pid st
   [[ -f "$f" ]] || return 1
   read -r pid st < "$f" || return 1
-  [[ -n "$pid" && -d "/proc/$pid" && "$(proc_start "$pid")" == "$st" ]] || return 1
+  [[ -n "$pid" ]] && alive "$pid" && [[ "$(proc_start "$pid")" == "$st" ]] || return 1
   echo "$pid"
 }
 

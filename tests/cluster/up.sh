@@ -31,6 +31,7 @@ command -v runc >/dev/null || need+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap && -x /usr/lib/cni/loopback ]] \
   || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
+command -v nft >/dev/null || need+=(nftables) # down.sh removes the nftables tables iptables made
 command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v kubectl >/dev/null || need+=(kubectl)
@@ -62,6 +63,7 @@ if [[ ! -f "$STATE/preexisting" ]]; then
   {
     for p in "${OUTSIDE_PATHS[@]}"; do [[ -e "$p" ]] && echo "path $p"; done
     echo "sysctl net.ipv4.ip_forward $(sysctl -n net.ipv4.ip_forward)"
+    nft list tables 2>/dev/null | awk '{print "nft", $2, $3}'
     for ipt in iptables ip6tables iptables-legacy ip6tables-legacy; do
       command -v "$ipt-save" >/dev/null || continue
       "$ipt-save" 2>/dev/null | awk -v b="$ipt" '/^\*/{t=substr($0,2)} /^:/{print "chain", b, t, substr($1,2)}'
