@@ -85,7 +85,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         .instrument(span)
         .await
     {
-        Ok(outcome) => Ok(report(&outcome, &out)),
+        Ok(outcome) => Ok(report(&outcome, &out, args.apply_deletions)),
         Err(e) if matches!(e.downcast_ref(), Some(client::ClientError::Interrupted)) => {
             eprintln!("buildr: interrupted");
             Ok(ExitCode::from(EXIT_INTERRUPTED))
@@ -181,9 +181,9 @@ fn forward_interrupts() -> mpsc::Receiver<()> {
 }
 
 /// Tells what happened on stderr and picks the exit status.
-fn report(outcome: &Outcome, out: &Path) -> ExitCode {
+fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
     let result = &outcome.result;
-    if let Some(extracted) = &outcome.extracted {
+    if outcome.extracted.is_some() {
         let changed = result.modified_paths.len();
         if changed > 0 {
             eprintln!(
@@ -193,7 +193,7 @@ fn report(outcome: &Outcome, out: &Path) -> ExitCode {
             );
         }
         let deleted = result.deleted_paths.len();
-        if deleted > 0 && extracted.deleted.is_empty() {
+        if deleted > 0 && !deletions_applied {
             eprintln!(
                 "buildr: the task deleted {deleted} path{}; not applied (use --apply-deletions)",
                 if deleted == 1 { "" } else { "s" }

@@ -1,0 +1,280 @@
+//! `buildr run` on the local backend, through the real binary: real processes, real gRPC on
+//! loopback, real files.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{buildr, buildr_bin, stderr, stdout, tree, write_files};
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Runs an ad-hoc shell script on the repo, writing changes to `out`.
+fn run_script(repo: &Path, out: &Path, extra: &[&str], script: &str) -> std::process::Output {
+    let mut args = vec!["run", "--repo", path_str(repo), "--out", path_str(out)];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    buildr(&args)
+}
+
+#[test]
+fn changed_files_come_back_exactly_and_unchanged_ones_do_not() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            ("keep.txt", "unchanged"),
+            ("edit.txt", "before"),
+            ("gone.txt", "to be deleted"),
+            ("src/lib/deep.txt", "deep before"),
+        ],
+    );
+    let script = r#"
+        set -eu
+        echo after > edit.txt
+        echo deep after > src/lib/deep.txt
+        rm gone.txt
+        mkdir -p new/nested/dir empty/dir
+        echo nested > new/nested/dir/file.txt
+        printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
+        ln -s nested/dir/file.txt new/link
+        echo spaced > 'with space.txt'
+        echo unicode > 'héllo wörld ✓.txt'
+    "#;
+    let output = run_script(repo.path(), out.path(), &[], script);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    assert_eq!(
+        tree(out.path()),
+        [
+            "edit.txt",
+            "empty",
+            "empty/dir",
+            "héllo wörld ✓.txt",
+            "new",
+            "new/link",
+            "new/nested",
+            "new/nested/dir",
+            "new/nested/dir/file.txt",
+            "new/tool.sh",
+            "src",
+            "src/lib",
+            "src/lib/deep.txt",
+            "with space.txt",
+        ]
+    );
+    let read = |p: &str| fs::read_to_string(out.path().join(p)).unwrap();
+    assert_eq!(read("edit.txt"), "after\n");
+    assert_eq!(read("src/lib/deep.txt"), "deep after\n");
+    assert_eq!(read("new/nested/dir/file.txt"), "nested\n");
+    assert_eq!(read("with space.txt"), "spaced\n");
+    assert_eq!(read("héllo wörld ✓.txt"), "unicode\n");
+    let mode = fs::metadata(out.path().join("new/tool.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(
+        fs::read_link(out.path().join("new/link")).unwrap(),
+        Path::new("nested/dir/file.txt")
+    );
+    assert!(out.path().join("empty/dir").is_dir());
+    assert!(stderr(&output).contains("deleted 1 path; not applied"));
+    // The repository itself was not touched by the run.
+    assert_eq!(
+        fs::read_to_string(repo.path().join("edit.txt")).unwrap(),
+        "before"
+    );
+}
+
+#[test]
+fn deletions_are_applied_only_when_asked() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")]);
+    for (apply, expect_gone) in [(false, false), (true, true)] {
+        let out = tempfile::tempdir().unwrap();
+        write_files(out.path(), &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")]);
+        let extra: &[&str] = if apply { &["--apply-deletions"] } else { &[] };
+        let output = run_script(repo.path(), out.path(), extra, "rm a.txt && rm -r dir");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(!out.path().join("a.txt").exists(), expect_gone);
+        assert_eq!(!out.path().join("dir").exists(), expect_gone);
+        assert!(out.path().join("c.txt").exists());
+    }
+}
+
+#[test]
+fn the_exit_status_is_the_tasks() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 7", 7),
+        ("kill -KILL $$", 128 + 9),
+        ("kill -TERM $$", 128 + 15),
+    ] {
+        let output = run_script(repo.path(), out.path(), &[], script);
+        assert_eq!(output.status.code(), Some(code), "{script}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn stdout_and_stderr_arrive_separately_and_complete() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+    let output = run_script(repo.path(), out.path(), &[], script);
+    assert_eq!(output.status.code(), Some(0));
+    let expected = |stream: &str| -> String {
+        (0..3000).map(|i| format!("{stream} {i}\n")).collect()
+    };
+    assert_eq!(stdout(&output), expected("out"));
+    assert_eq!(stderr(&output), expected("err"));
+}
+
+#[test]
+fn a_burst_of_50000_files_all_come_back() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = "mkdir burst && cd burst && seq 1 50000 | awk '{ print $1 > (\"f\" $1); close(\"f\" $1) }'";
+    let output = run_script(repo.path(), out.path(), &[], script);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let burst = out.path().join("burst");
+    let names = fs::read_dir(&burst).unwrap().count();
+    assert_eq!(names, 50_000);
+    for i in [1, 2, 777, 25_000, 49_999, 50_000] {
+        assert_eq!(
+            fs::read_to_string(burst.join(format!("f{i}"))).unwrap(),
+            format!("{i}\n")
+        );
+    }
+}
+
+#[test]
+fn the_example_task_runs_from_the_task_files() {
+    let out = tempfile::tempdir().unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let output = buildr(&["run", "--repo", repo, "--out", path_str(out.path()), "hello"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("hello from buildr"));
+    assert!(stderr(&output).contains("this line goes to stderr"));
+    assert_eq!(
+        fs::read_to_string(out.path().join("out/hello.txt")).unwrap(),
+        "hi from buildr\n"
+    );
+    let failing = buildr(&["run", "--repo", repo, "--out", path_str(out.path()), "fail"]);
+    assert_eq!(failing.status.code(), Some(7));
+}
+
+#[test]
+fn a_broken_task_file_is_reported_with_its_location_and_nothing_runs() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            "task \"build\" {\n  comand = [\"make\"]\n}\n",
+        )],
+    );
+    let output = buildr(&["run", "--repo", path_str(repo.path()), "build"]);
+    assert_eq!(output.status.code(), Some(125));
+    let message = stderr(&output);
+    assert!(message.contains("tasks.hcl:2:3"), "{message}");
+    assert!(message.contains("did you mean `command`"), "{message}");
+    assert_eq!(message.lines().count(), 1, "one line without -v: {message}");
+
+    let missing = buildr(&["run", "--repo", env!("CARGO_MANIFEST_DIR"), "helo"]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(stderr(&missing).contains("hello"), "{}", stderr(&missing));
+}
+
+#[test]
+fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // The task reports its own pid and a background child's, then waits.
+    let script = "sleep 300 & echo child $!; echo main $$; wait";
+    let mut child = Command::new(buildr_bin())
+        .args(["run", "--repo", path_str(repo.path()), "--out", path_str(out.path())])
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut pids = Vec::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    while pids.len() < 2 {
+        let line = lines.next().expect("the task prints its pids").unwrap();
+        pids.push(line.split_whitespace().nth(1).unwrap().parse::<i32>().unwrap());
+    }
+    let executor = executor_pid_of(child.id() as i32);
+    assert!(alive(executor));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().chain([&executor]).any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in pids.iter().chain([&executor]) {
+        assert!(!alive(*pid), "process {pid} is still running");
+    }
+}
+
+/// The `buildr executor` child of `parent`.
+fn executor_pid_of(parent: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let ppid: i32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
+            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == parent && cmdline.contains("executor") {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no executor child found");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+            state != Some('Z') && state != Some('X')
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "buildr run did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
