@@ -140,30 +140,6 @@ kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
 kubeconfig "$STATE/scheduler.kubeconfig" scheduler
 kubeconfig "$STATE/kubelet.kubeconfig" kubelet-client
 
-# --- process helpers ---------------------------------------------------------------------
-start() { # NAME CMD...: run detached, log to $LOGS/NAME.log, record "pid starttime"
-  local name="$1"; shift
-  setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
-  local pid=$!
-  echo "$pid $(proc_start "$pid")" > "$PIDS/$name.pid"
-  log "started $name (pid $pid, log $LOGS/$name.log)"
-}
-wait_for() { # NAME TIMEOUT DESCRIPTION CMD...: poll CMD until it succeeds, fail if NAME died
-  local name="$1" timeout="$2" what="$3"; shift 3
-  local end=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_of "$name" >/dev/null; then
-      tail -n 40 "$LOGS/$name.log" >&2 || true
-      die "$name exited while waiting for: $what (log: $LOGS/$name.log)"
-    fi
-    if (( $(date +%s) >= end )); then
-      tail -n 40 "$LOGS/$name.log" >&2 || true
-      die "timed out after ${timeout}s waiting for: $what (log: $LOGS/$name.log)"
-    fi
-    sleep 0.3
-  done
-}
-
 mkdir -p "$DATA_ROOT" "$RUN_ROOT"
 
 # --- etcd --------------------------------------------------------------------------------

@@ -17,13 +17,23 @@ down() {
 trap down EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+child=""
+forward() { # SIGNAL EXIT-CODE: pass a signal on to CMD, wait for it, then exit (runs down.sh)
+  if [[ -n "$child" ]]; then kill -"$1" "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi
+  exit "$2"
+}
 
 if ! "$HERE/up.sh" >&2; then
   echo "with-cluster: up.sh failed; logs are in ${BUILDR_CLUSTER_STATE:-$HERE/.state}/logs" >&2
   exit 1
 fi
 export KUBECONFIG="${BUILDR_CLUSTER_STATE:-$HERE/.state}/admin.kubeconfig"
-"$@"
+# In the background (with stdin kept) so that a signal to this script is handled at once.
+"$@" <&0 &
+child=$!
+trap 'forward INT 130' INT
+trap 'forward TERM 143' TERM
+wait "$child"
 rc=$?
 echo "with-cluster: '$*' exited with $rc" >&2
 exit $rc
