@@ -52,3 +52,86 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A real `buildr executor` child process on a loopback port, killed when dropped.
+pub struct ExecutorProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub state: tempfile::TempDir,
+    pub workspace: tempfile::TempDir,
+}
+
+impl ExecutorProcess {
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let state = tempfile::tempdir().unwrap();
+        let workspace = tempfile::tempdir().unwrap();
+        let mut child = Command::new(buildr_bin())
+            .args(["executor", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the executor starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("the executor reports its address")
+            .parse()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            state,
+            workspace,
+        }
+    }
+
+    /// A request to run `sh -c script` in this executor's workspace.
+    pub fn request(&self, run_id: &str, script: &str) -> buildr::rpc::StartTaskRequest {
+        let task = buildr::task::Task::ad_hoc(vec!["sh".into(), "-c".into(), script.into()]);
+        buildr::cli::run::start_request(&task, run_id, self.workspace.path().to_str().unwrap())
+    }
+}
+
+impl Drop for ExecutorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects what a run streams.
+#[derive(Default)]
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub logs: Vec<buildr::rpc::TaskLog>,
+}
+
+impl buildr::client::EventSink for Collected {
+    fn output(&mut self, output: &buildr::rpc::TaskOutput) {
+        use buildr::rpc::task_output::Stream;
+        match output.stream() {
+            Stream::Stderr => self.stderr.extend_from_slice(&output.data),
+            _ => self.stdout.extend_from_slice(&output.data),
+        }
+    }
+
+    fn log(&mut self, log: &buildr::rpc::TaskLog) {
+        self.logs.push(log.clone());
+    }
+}
+
+/// Client options that extract into `out`.
+pub fn client_options(out: &Path) -> buildr::client::Options {
+    buildr::client::Options {
+        out: out.to_path_buf(),
+        apply_deletions: false,
+        ready_timeout: std::time::Duration::from_secs(20),
+        reconnect: buildr::client::Reconnect::default(),
+    }
+}
