@@ -4,6 +4,7 @@
 # Usage: tests/cluster/bench-pod-startup.sh [N]   (needs a running cluster: up.sh)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/versions.sh" # PATH: kubectl from the cache if the machine has none
 export KUBECONFIG="${KUBECONFIG:-$HERE/.state/admin.kubeconfig}"
 N="${1:-10}"
 IMAGE="${BUILDR_BASE_IMAGE:-buildr.local/base:1}"

@@ -7,7 +7,18 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/versions.sh"
 
 BINS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
-have_all() { for b in "${BINS[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done; }
+PKGS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet)
+# kubectl is built only on a machine that has none (the scripts then find it in $BIN_DIR).
+if ! command -v kubectl >/dev/null 2>&1 || [[ -x "$BIN_DIR/kubectl" ]]; then
+  BINS+=(kubectl); PKGS+=(k8s.io/kubernetes/cmd/kubectl)
+fi
+# The cache is keyed by the Kubernetes version (folder) and by what the build depends on (stamp).
+stamp="$(cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/build.sh" | sha256sum | cut -d' ' -f1)"
+have_all() {
+  [[ -f "$BIN_DIR/.stamp" && "$(cat "$BIN_DIR/.stamp")" == "$stamp" ]] || return 1
+  for b in "${BINS[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+}
 if have_all && [[ "${1:-}" != "--force" ]]; then
   echo "build: binaries for $K8S_VERSION already in $BIN_DIR"
   exit 0
@@ -30,13 +41,10 @@ done
 echo "build: building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION into $BIN_DIR (this takes a while)"
 start=$(date +%s)
 cd "$HERE"
-go build -p "${BUILD_JOBS:-2}" -trimpath -tags selinux,notest -ldflags "$ld" -o "$tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubelet
+go build -p "${BUILD_JOBS:-2}" -trimpath -tags selinux,notest -ldflags "$ld" -o "$tmp/" "${PKGS[@]}"
 # etcd's main package is the module root; go build names it after the last path element (v3).
 go build -p "${BUILD_JOBS:-2}" -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 mkdir -p "$BIN_DIR"
 for b in "${BINS[@]}"; do mv -f "$tmp/$b" "$BIN_DIR/$b"; done
+echo "$stamp" > "$BIN_DIR/.stamp"
 echo "build: done in $(( $(date +%s) - start )) s"

@@ -5,6 +5,7 @@
 # Ends with "smoke: N passed, M failed"; exits non-zero if anything failed.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/versions.sh" # PATH: kubectl from the cache if the machine has none
 export KUBECONFIG="${KUBECONFIG:-$HERE/.state/admin.kubeconfig}"
 IMAGE="${BUILDR_BASE_IMAGE:-buildr.local/base:1}"
 NS="buildr-smoke-$$-$RANDOM"

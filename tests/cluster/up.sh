@@ -34,7 +34,6 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v nft >/dev/null || need+=(nftables) # down.sh removes the nftables tables iptables made
 command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
-command -v kubectl >/dev/null || need+=(kubectl)
 command -v curl >/dev/null || need+=(curl)
 if (( ${#need[@]} )); then
   log "installing Debian packages: ${need[*]}"
@@ -46,7 +45,6 @@ fi
 # --- binaries and images (cached outside the repository) ---------------------------------
 "$HERE/build.sh"
 "$HERE/build-images.sh"
-export PATH="$BIN_DIR:$PATH"
 
 # --- preflight ---------------------------------------------------------------------------
 for port in 2379 2380 "$API_PORT" 10250 10248 10257 10259; do
