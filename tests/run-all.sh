@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and CI runs it: brings up the real single-node
+# Kubernetes of tests/cluster/ (building it on first use), runs its smoke test and every Rust
+# test including those marked #[ignore] because they need the cluster, and brings the cluster
+# down again, also on failure or Ctrl-C. Needs root (it starts containerd and a kubelet).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "run-all: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+# Build before the cluster comes up, so that the cluster is not idling through a compile.
+cargo build --tests --bins
+
+exec tests/cluster/with-cluster.sh bash -c 'tests/cluster/smoke.sh && cargo test -- --include-ignored'
