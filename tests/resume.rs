@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use buildr::client::{self, Target};
 use common::{Collected, ExecutorProcess, client_options};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 
@@ -68,13 +72,94 @@ async fn a_cut_connection_loses_and_duplicates_nothing() {
 
     assert_eq!(outcome.result.exit_code, 0);
     assert!(outcome.resumes >= 2, "resumed {} times", outcome.resumes);
-    let expected = |prefix: &str| -> String {
-        (1..=lines).map(|i| format!("{prefix} {i}\n")).collect()
-    };
+    let expected =
+        |prefix: &str| -> String { (1..=lines).map(|i| format!("{prefix} {i}\n")).collect() };
     assert_eq!(String::from_utf8(sink.stdout).unwrap(), expected("line"));
     assert_eq!(String::from_utf8(sink.stderr).unwrap(), expected("err"));
     assert_eq!(
         std::fs::read_to_string(out.path().join("result.txt")).unwrap(),
         "done\n"
     );
+}
+
+/// Forwards connections to `upstream`; the first connection to carry more than `cut_after`
+/// bytes towards the client is reset there, once.
+async fn start_cutting_proxy(
+    upstream: SocketAddr,
+    cut_after: u64,
+) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(AtomicBool::new(true));
+    let cut = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let armed = cut.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = inbound.into_split();
+                let (mut server_read, mut server_write) = outbound.into_split();
+                let upstream_copy = async {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                };
+                let downstream_copy = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        sent += n as u64;
+                        if sent > cut_after && armed.swap(false, Ordering::SeqCst) {
+                            return;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = upstream_copy => {}
+                    () = downstream_copy => {}
+                }
+            });
+        }
+    });
+    (addr, armed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_cut_midway_resumes_and_the_archive_checks_out() {
+    let executor = ExecutorProcess::start();
+    let (proxy, armed) = start_cutting_proxy(executor.addr, 4 * 1024 * 1024).await;
+    let out = tempfile::tempdir().unwrap();
+    let script = "head -c 20000000 /dev/urandom > big.bin && sha256sum big.bin";
+    let request = executor.request("fetch-cut-test", script);
+    let (_interrupt, mut interrupts) = mpsc::channel(1);
+    let mut sink = Collected::default();
+    let channel = client::connect::channel(&Target::Tcp(proxy));
+    let outcome = client::execute(
+        channel,
+        request,
+        &client_options(out.path()),
+        &mut sink,
+        &mut interrupts,
+    )
+    .await
+    .expect("the fetch survives the cut");
+    assert_eq!(outcome.result.exit_code, 0);
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the proxy did cut a connection"
+    );
+
+    let printed = String::from_utf8(sink.stdout).unwrap();
+    let expected = printed.split_whitespace().next().unwrap();
+    let fetched = std::fs::read(out.path().join("big.bin")).unwrap();
+    assert_eq!(fetched.len(), 20_000_000);
+    let sha = buildr::archive::sha256_file(&out.path().join("big.bin")).unwrap();
+    assert_eq!(sha, expected);
 }

@@ -97,10 +97,16 @@ fn changed_files_come_back_exactly_and_unchanged_ones_do_not() {
 #[test]
 fn deletions_are_applied_only_when_asked() {
     let repo = tempfile::tempdir().unwrap();
-    write_files(repo.path(), &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")]);
+    write_files(
+        repo.path(),
+        &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")],
+    );
     for (apply, expect_gone) in [(false, false), (true, true)] {
         let out = tempfile::tempdir().unwrap();
-        write_files(out.path(), &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")]);
+        write_files(
+            out.path(),
+            &[("a.txt", "a"), ("dir/b.txt", "b"), ("c.txt", "c")],
+        );
         let extra: &[&str] = if apply { &["--apply-deletions"] } else { &[] };
         let output = run_script(repo.path(), out.path(), extra, "rm a.txt && rm -r dir");
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -122,7 +128,12 @@ fn the_exit_status_is_the_tasks() {
         ("kill -TERM $$", 128 + 15),
     ] {
         let output = run_script(repo.path(), out.path(), &[], script);
-        assert_eq!(output.status.code(), Some(code), "{script}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{script}: {}",
+            stderr(&output)
+        );
     }
 }
 
@@ -133,9 +144,8 @@ fn stdout_and_stderr_arrive_separately_and_complete() {
     let script = "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
     let output = run_script(repo.path(), out.path(), &[], script);
     assert_eq!(output.status.code(), Some(0));
-    let expected = |stream: &str| -> String {
-        (0..3000).map(|i| format!("{stream} {i}\n")).collect()
-    };
+    let expected =
+        |stream: &str| -> String { (0..3000).map(|i| format!("{stream} {i}\n")).collect() };
     assert_eq!(stdout(&output), expected("out"));
     assert_eq!(stderr(&output), expected("err"));
 }
@@ -144,7 +154,8 @@ fn stdout_and_stderr_arrive_separately_and_complete() {
 fn a_burst_of_50000_files_all_come_back() {
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let script = "mkdir burst && cd burst && seq 1 50000 | awk '{ print $1 > (\"f\" $1); close(\"f\" $1) }'";
+    let script =
+        "mkdir burst && cd burst && seq 1 50000 | awk '{ print $1 > (\"f\" $1); close(\"f\" $1) }'";
     let output = run_script(repo.path(), out.path(), &[], script);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let burst = out.path().join("burst");
@@ -162,7 +173,14 @@ fn a_burst_of_50000_files_all_come_back() {
 fn the_example_task_runs_from_the_task_files() {
     let out = tempfile::tempdir().unwrap();
     let repo = env!("CARGO_MANIFEST_DIR");
-    let output = buildr(&["run", "--repo", repo, "--out", path_str(out.path()), "hello"]);
+    let output = buildr(&[
+        "run",
+        "--repo",
+        repo,
+        "--out",
+        path_str(out.path()),
+        "hello",
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).contains("hello from buildr"));
     assert!(stderr(&output).contains("this line goes to stderr"));
@@ -172,6 +190,46 @@ fn the_example_task_runs_from_the_task_files() {
     );
     let failing = buildr(&["run", "--repo", repo, "--out", path_str(out.path()), "fail"]);
     assert_eq!(failing.status.code(), Some(7));
+}
+
+#[test]
+fn a_task_over_its_timeout_is_stopped_and_reported() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            "task \"slow\" {\n  script = \"echo partial > partial.txt; sleep 60\"\n  timeout = \"1s\"\n}\n",
+        )],
+    );
+    let started = Instant::now();
+    let output = buildr(&[
+        "run",
+        "--repo",
+        path_str(repo.path()),
+        "--out",
+        path_str(out.path()),
+        "slow",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(output.status.code(), Some(128 + 15), "{}", stderr(&output));
+    assert!(stderr(&output).contains("timed out"), "{}", stderr(&output));
+    assert_eq!(
+        fs::read_to_string(out.path().join("partial.txt")).unwrap(),
+        "partial\n"
+    );
+}
+
+#[test]
+fn the_k8s_backend_says_it_is_not_in_this_build() {
+    let output = buildr(&["run", "--backend", "k8s", "--", "true"]);
+    assert_eq!(output.status.code(), Some(125));
+    assert!(
+        stderr(&output).contains("--backend local"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -203,7 +261,13 @@ fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
     // The task reports its own pid and a background child's, then waits.
     let script = "sleep 300 & echo child $!; echo main $$; wait";
     let mut child = Command::new(buildr_bin())
-        .args(["run", "--repo", path_str(repo.path()), "--out", path_str(out.path())])
+        .args([
+            "run",
+            "--repo",
+            path_str(repo.path()),
+            "--out",
+            path_str(out.path()),
+        ])
         .args(["--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,7 +278,13 @@ fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     while pids.len() < 2 {
         let line = lines.next().expect("the task prints its pids").unwrap();
-        pids.push(line.split_whitespace().nth(1).unwrap().parse::<i32>().unwrap());
+        pids.push(
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<i32>()
+                .unwrap(),
+        );
     }
     let executor = executor_pid_of(child.id() as i32);
     assert!(alive(executor));

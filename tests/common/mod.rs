@@ -38,7 +38,12 @@ pub fn tree(root: &Path) -> Vec<String> {
             if entry.file_type().unwrap().is_dir() {
                 pending.push(path.clone());
             }
-            paths.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            paths.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     paths.sort();
