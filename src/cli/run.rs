@@ -98,7 +98,10 @@ fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
     if !args.command.is_empty() {
         return Ok(Task::ad_hoc(args.command.clone()));
     }
-    let name = args.task.as_deref().expect("clap requires a task or a command");
+    let name = args
+        .task
+        .as_deref()
+        .expect("clap requires a task or a command");
     let tasks = TaskSet::load(&args.repo)
         .with_context(|| format!("cannot load the tasks of {}", args.repo.display()))?;
     Ok(tasks.get(name)?.clone())
@@ -115,6 +118,9 @@ async fn run_locally(
     run_id: &str,
     verbosity: u8,
 ) -> anyhow::Result<Outcome> {
+    // Listen for Ctrl-C before anything is created, so that it never kills us mid-setup and
+    // leaves a sandbox behind; an early one cancels the task as soon as it starts.
+    let mut interrupts = forward_interrupts();
     let inputs = collect_inputs(&args.repo, &task.inputs)
         .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
     let executor = match &args.executor_binary {
@@ -137,7 +143,6 @@ async fn run_locally(
             ..Reconnect::default()
         },
     };
-    let mut interrupts = forward_interrupts();
     let mut console = Console::new(verbosity > 0);
     let channel = client::connect::channel(&sandbox.target);
     let outcome =
