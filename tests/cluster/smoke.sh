@@ -24,8 +24,8 @@ pass() { PASSED=$((PASSED + 1)); echo "ok   - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1" >&2; [[ -n "${2:-}" ]] && sed 's/^/       /' <<< "$2" >&2; return 0; }
 k() { kubectl -n "$NS" "$@"; }
 
-pod() { # NAME COMMAND [extra pod spec yaml lines, indented 2]: a pod from the local image
-  local name="$1" cmd="$2" extra="${3:-}"
+pod() { # NAME COMMAND [POD-SPEC-LINES [CONTAINER-LINES]]: a pod from the local image
+  local name="$1" cmd="$2" extra="${3:-}" cextra="${4:-}"
   k apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
@@ -41,6 +41,7 @@ $extra
     image: $IMAGE
     imagePullPolicy: Never
     command: ["/bin/sh", "-c", $(printf '%s' "$cmd" | sed 's/\\/\\\\/g; s/"/\\"/g; s/^/"/; s/$/"/')]
+$cextra
 EOF
 }
 wait_running() { k wait --for=condition=Ready "pod/$1" --timeout="${2:-90}s" >/dev/null 2>&1; }
@@ -64,12 +65,15 @@ pod exits 'echo "hello from $(hostname)"; id -u; exit 0' '  automountServiceAcco
   securityContext:
     runAsNonRoot: true
     runAsUser: 65532
-    seccompProfile: {type: RuntimeDefault}'
+    seccompProfile: {type: RuntimeDefault}' '    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+      readOnlyRootFilesystem: true'
 if k wait --for=jsonpath='{.status.phase}'=Succeeded pod/exits --timeout=90s >/dev/null 2>&1; then
   code="$(k get pod exits -o jsonpath='{.status.containerStatuses[0].state.terminated.exitCode}')"
   logs="$(k logs exits 2>&1)"
   if [[ "$code" == 0 && "$logs" == *"hello from exits"* && "$logs" == *65532* ]]; then
-    pass "pod from $IMAGE ran as uid 65532 with RuntimeDefault seccomp: phase Succeeded, exit code 0"
+    pass "pod from $IMAGE ran as uid 65532, RuntimeDefault seccomp, no capabilities, read-only root: phase Succeeded, exit code 0"
   else
     fail "pod exits: exit code '$code', logs: $logs"
   fi
@@ -99,6 +103,21 @@ if wait_running box; then
     pass "exec -i: a 3 MB tar went in through stdin and came back out identical"
   else
     fail "tar round trip through exec failed" "$(cat "$WORK/err")"
+  fi
+  # The buildr binary built on this host runs in the base image (if one has been built).
+  bin="${BUILDR_BIN:-}"
+  for b in "$HERE/../../target/release/buildr" "$HERE/../../target/debug/buildr"; do
+    [[ -z "$bin" && -x "$b" ]] && bin="$b"
+  done
+  if [[ -n "$bin" ]]; then
+    if tar -C "$(dirname "$bin")" -cf - "$(basename "$bin")" | k exec -i box -- tar -xf - -C /tmp 2>"$WORK/err" \
+       && out="$(k exec box -- "/tmp/$(basename "$bin")" --help 2>&1)"; then
+      pass "the buildr binary built on this host ($(realpath --relative-to="$PWD" "$bin")) runs in $IMAGE"
+    else
+      fail "buildr binary $bin does not run in $IMAGE" "$(cat "$WORK/err")"$'\n'"${out:-}"
+    fi
+  else
+    echo "skip - no buildr binary in target/ (set BUILDR_BIN to check one)"
   fi
   code=0; k exec box -- sh -c 'exit 7' >/dev/null 2>&1 || code=$?
   if [[ $code == 7 ]]; then pass "exec: exit code 7 propagated"; else fail "exec exit code: got $code, want 7"; fi
