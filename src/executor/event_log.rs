@@ -19,6 +19,11 @@ use crate::rpc::{TaskEvent, task_event::Event};
 
 /// How many events a reader takes per batch before handing them to the stream.
 const READ_BATCH: usize = 64;
+/// ... and how many bytes of the log at most (always at least one event). Output events are up
+/// to 64 KiB, so 64 of them made a 4 MiB read buffer plus 4 MiB decoded, per follower, on top of
+/// the stream's channel: the executor's peak RSS went past 30 MiB on a 200 MB task output
+/// (benches/run.rs). 512 KiB keeps the batch cheap without more reads for small events.
+const READ_BATCH_BYTES: u64 = 512 * 1024;
 
 pub struct EventLog {
     inner: Mutex<Inner>,
@@ -103,7 +108,8 @@ impl EventLog {
         let _ = progress.wait_for(|p| p.complete).await;
     }
 
-    /// Reads the events after `after` (up to `READ_BATCH`), or an empty batch if none is there yet.
+    /// Reads the events after `after` (up to `READ_BATCH` events or about `READ_BATCH_BYTES`), or an
+    /// empty batch if none is there yet.
     fn read_after(&self, after: u64) -> io::Result<Vec<TaskEvent>> {
         let (start, ends) = {
             let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,8 +117,16 @@ impl EventLog {
             if first + 1 >= inner.offsets.len() {
                 return Ok(Vec::new());
             }
-            let last = (first + READ_BATCH).min(inner.offsets.len() - 1);
-            (inner.offsets[first], inner.offsets[first + 1..=last].to_vec())
+            let start = inner.offsets[first];
+            let mut last = (first + READ_BATCH).min(inner.offsets.len() - 1);
+            // Stop at the byte budget, keeping the first event however large it is.
+            if let Some(over) = inner.offsets[first + 2..=last]
+                .iter()
+                .position(|&end| end - start > READ_BATCH_BYTES)
+            {
+                last = first + 1 + over;
+            }
+            (start, inner.offsets[first + 1..=last].to_vec())
         };
         let end = *ends.last().expect("at least one event");
         let mut buf = vec![0u8; (end - start) as usize];
@@ -198,6 +212,23 @@ mod tests {
             }
             assert_eq!(seen, ((after + 1)..=201).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_read_batch_stops_at_its_byte_budget_but_takes_at_least_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::create(&dir.path().join("events")).unwrap();
+        log.append(output(&vec![b'x'; 2 * READ_BATCH_BYTES as usize])).unwrap();
+        for _ in 0..20 {
+            log.append(output(&[b'y'; 64 * 1024])).unwrap();
+        }
+        let first = log.read_after(0).unwrap();
+        assert_eq!(first.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1]);
+        let second = log.read_after(1).unwrap();
+        assert_eq!(second.first().map(|e| e.sequence), Some(2));
+        assert!(second.len() < 20, "{} events of 64 KiB in one batch", second.len());
+        let bytes: usize = second.iter().map(|e| e.encoded_len()).sum();
+        assert!(bytes as u64 <= READ_BATCH_BYTES, "{bytes} bytes in one batch");
     }
 
     #[tokio::test]
