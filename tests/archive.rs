@@ -85,7 +85,7 @@ fn describe(root: &Path) -> Vec<(PathBuf, String)> {
         let d = if m.file_type().is_symlink() {
             format!("link -> {}", fs::read_link(e.path()).unwrap().display())
         } else if m.is_dir() {
-            format!("dir {:o}", m.mode() & 0o7777)
+            format!("dir {:o} mtime {}", m.mode() & 0o7777, m.mtime())
         } else {
             let data = fs::read(e.path()).unwrap();
             let h = archive::Sha256Writer::new(Vec::new());
@@ -354,6 +354,74 @@ fn append_refuses_bad_names_and_special_files() {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, [PathBuf::from("f")]);
+}
+
+#[test]
+fn read_only_directories_and_a_symlinked_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("ro/inner")).unwrap();
+    fs::write(src.join("ro/inner/f"), "f").unwrap();
+    fs::set_permissions(src.join("ro/inner"), fs::Permissions::from_mode(0o555)).unwrap();
+    fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+    symlink(&src, tmp.path().join("via-link")).unwrap();
+    // The root is followed when it is a symlink; everything under it is not.
+    let sources = archive::sources_under(&tmp.path().join("via-link"), &[]).unwrap();
+    assert_eq!(sources.len(), 3);
+    let mut w = Writer::new(Vec::new());
+    for s in &sources {
+        w.append(s).unwrap();
+    }
+    let (bytes, _) = w.finish().unwrap();
+    let dest = tmp.path().join("dest");
+    extract(&bytes, &dest, false).unwrap();
+    let got = describe(&dest);
+    let want = describe(&src);
+    for d in [&src, &dest] {
+        fs::set_permissions(d.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(d.join("ro/inner"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn pax_path_and_gnu_long_names_are_checked_too() {
+    let a = Arena::new();
+    let record = "../outside/pwned";
+    let len = record.len() + "path".len() + 3;
+    let len = len + (len + 2).to_string().len();
+    let body = format!("{len} path={record}\n");
+    assert_eq!(body.len(), len);
+    let bytes = RawTar::default()
+        .entry("././@PaxHeader", EntryType::XHeader, "", body.as_bytes())
+        .file("innocent", "x")
+        .s2();
+    a.refuses(&bytes, "../outside/pwned", "leaves the destination");
+    let bytes = RawTar::default()
+        .entry(
+            "././@LongLink",
+            EntryType::GNULongName,
+            "",
+            b"../outside/pwned\0",
+        )
+        .file("innocent", "x")
+        .s2();
+    a.refuses(&bytes, "../outside/pwned", "leaves the destination");
+}
+
+#[test]
+fn progress_counts_file_bytes() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(src.path(), &[]);
+    let dest = tempfile::tempdir().unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    let opts = ExtractOptions {
+        apply_deletions: false,
+        progress: Some(bar.clone()),
+    };
+    let got = archive::extract(&bytes[..], dest.path(), &opts).unwrap();
+    assert_eq!(bar.position(), got.bytes);
 }
 
 // ---------------------------------------------------------------- deletions

@@ -312,9 +312,13 @@ pub fn create_file(
 
 /// Every file, directory and symlink under `root` (links not followed), named relative to
 /// `root`, parents before children, sorted. With `paths` (relative to `root`), only those: a
-/// directory path brings its whole subtree. FIFOs, sockets and devices are skipped with a
-/// warning.
+/// directory path brings its whole subtree, a symlink is stored as a symlink, and the parent
+/// directories of a path are not included (extraction creates them with default modes).
+/// FIFOs, sockets and devices are skipped with a warning.
 pub fn sources_under(root: &Path, paths: &[PathBuf]) -> Result<Vec<Source>, ArchiveError> {
+    // The root itself is followed if it is a symlink (it is the caller's directory); a PATH
+    // that is a symlink is stored as one.
+    let follow_root = paths.is_empty();
     let starts = if paths.is_empty() {
         vec![PathBuf::new()]
     } else {
@@ -333,7 +337,7 @@ pub fn sources_under(root: &Path, paths: &[PathBuf]) -> Result<Vec<Source>, Arch
         let start = root.join(&rel);
         let walk = walkdir::WalkDir::new(&start)
             .follow_links(false)
-            .follow_root_links(false);
+            .follow_root_links(follow_root);
         for entry in walk {
             let entry = entry.map_err(|e| ArchiveError::Walk {
                 path: e.path().unwrap_or(&start).to_path_buf(),
