@@ -218,7 +218,8 @@ mod tests {
     fn a_read_batch_stops_at_its_byte_budget_but_takes_at_least_one_event() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::create(&dir.path().join("events")).unwrap();
-        log.append(output(&vec![b'x'; 2 * READ_BATCH_BYTES as usize])).unwrap();
+        log.append(output(&vec![b'x'; 2 * READ_BATCH_BYTES as usize]))
+            .unwrap();
         for _ in 0..20 {
             log.append(output(&[b'y'; 64 * 1024])).unwrap();
         }
@@ -226,9 +227,16 @@ mod tests {
         assert_eq!(first.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1]);
         let second = log.read_after(1).unwrap();
         assert_eq!(second.first().map(|e| e.sequence), Some(2));
-        assert!(second.len() < 20, "{} events of 64 KiB in one batch", second.len());
+        assert!(
+            second.len() < 20,
+            "{} events of 64 KiB in one batch",
+            second.len()
+        );
         let bytes: usize = second.iter().map(|e| e.encoded_len()).sum();
-        assert!(bytes as u64 <= READ_BATCH_BYTES, "{bytes} bytes in one batch");
+        assert!(
+            bytes as u64 <= READ_BATCH_BYTES,
+            "{bytes} bytes in one batch"
+        );
     }
 
     #[tokio::test]
