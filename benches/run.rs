@@ -97,7 +97,7 @@ fn streaming(scratch: &Path, runs: usize) {
         );
         (secs, None)
     };
-    let cases: Vec<(&str, Box<dyn Fn(usize) -> (f64, Option<Peak>) + '_>)> = vec![
+    let cases: Vec<(&str, Box<Case<'_>>)> = vec![
         ("direct > /dev/null", Box::new(direct("> /dev/null"))),
         (
             "direct | cat > /dev/null",
@@ -184,6 +184,9 @@ fn streaming(scratch: &Path, runs: usize) {
         SAMPLE_EVERY.as_millis()
     );
 }
+
+/// One benchmark case: run number in, wall time and (for buildr) peak memory out.
+type Case<'a> = dyn Fn(usize) -> (f64, Option<Peak>) + 'a;
 
 /// Peak memory seen while one `buildr run` went on, in KiB.
 #[derive(Default, Debug, Clone, Copy)]
