@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure().compile_protos(
         &["proto/buildr/rpc/v1/executor.proto"],
-        &["proto", include.to_str().ok_or("protoc include path is not UTF-8")?],
+        &[
+            "proto",
+            include.to_str().ok_or("protoc include path is not UTF-8")?,
+        ],
     )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

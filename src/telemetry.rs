@@ -99,8 +99,10 @@ pub fn current_context_headers() -> HashMap<String, String> {
 
 /// Adds the current span's context to outgoing gRPC metadata.
 pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
-    TraceContextPropagator::new()
-        .inject_context(&tracing::Span::current().context(), &mut MetadataInjector(metadata));
+    TraceContextPropagator::new().inject_context(
+        &tracing::Span::current().context(),
+        &mut MetadataInjector(metadata),
+    );
 }
 
 /// Makes `span` a child of the remote context found in the metadata or, failing that, in the

@@ -34,7 +34,9 @@ pub fn copy_to_dir(inputs: &[InputFile], workspace: &Path) -> Result<Extracted, 
             progress: None,
         };
         let extracted = archive::extract(reader, workspace, &options);
-        let sent = sender.join().expect("the archive writer thread does not panic");
+        let sent = sender
+            .join()
+            .expect("the archive writer thread does not panic");
         // A failed writer explains a truncated stream better than the reader's error does.
         sent.and(extracted)
     })

@@ -95,8 +95,9 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
                 apply_deletions,
                 progress: None,
             };
-            let extracted = archive::extract(open(&file)?, &to, &options)
-                .with_context(|| format!("cannot extract {} into {}", file.display(), to.display()))?;
+            let extracted = archive::extract(open(&file)?, &to, &options).with_context(|| {
+                format!("cannot extract {} into {}", file.display(), to.display())
+            })?;
             eprintln!(
                 "{} files, {} directories, {} symlinks, {} bytes; {} deleted",
                 extracted.files,

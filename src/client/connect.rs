@@ -48,7 +48,11 @@ pub fn channel(target: &Target) -> Channel {
             endpoint("http://executor.buildr.invalid".to_string()).connect_with_connector_lazy(
                 tower::service_fn(move |_| {
                     let path = path.clone();
-                    async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+                    async move {
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map(TokioIo::new)
+                    }
                 }),
             )
         }

@@ -30,7 +30,9 @@ pub enum ClientError {
         waited: Duration,
         last_error: String,
     },
-    #[error("lost the executor and could not reconnect within {after:?} (last error: {last_error})")]
+    #[error(
+        "lost the executor and could not reconnect within {after:?} (last error: {last_error})"
+    )]
     ConnectionLost { after: Duration, last_error: String },
     #[error("{call} failed: {}", status.message())]
     Rpc {

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use super::ClientError;
 use super::connect::Client;
 use crate::rpc::{
-    CancelRequest, StartTaskRequest, TaskLog, TaskResult, TaskOutput, task_event::Event,
+    CancelRequest, StartTaskRequest, TaskLog, TaskOutput, TaskResult, task_event::Event,
 };
 
 /// Where events go as they arrive.
@@ -160,6 +160,10 @@ async fn cancel(client: &mut Client, run_id: &str) {
 pub(crate) fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
     )
 }

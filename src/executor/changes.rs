@@ -116,7 +116,12 @@ impl Snapshot {
             .collect();
         let deleted = gone
             .iter()
-            .filter(|path| !path.ancestors().skip(1).any(|a| gone.contains(&a.to_path_buf())))
+            .filter(|path| {
+                !path
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| gone.contains(&a.to_path_buf()))
+            })
             .map(|path| (*path).clone())
             .collect();
         Changes {
@@ -137,18 +142,19 @@ impl Watcher {
         let touched = Arc::new(Mutex::new(HashSet::new()));
         let sink = touched.clone();
         let base = root.to_path_buf();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            if !is_write(&event.kind) {
-                return;
-            }
-            let mut touched = sink.lock().unwrap_or_else(|e| e.into_inner());
-            for path in event.paths {
-                if let Ok(relative) = path.strip_prefix(&base) {
-                    touched.insert(relative.to_path_buf());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                if !is_write(&event.kind) {
+                    return;
                 }
-            }
-        })?;
+                let mut touched = sink.lock().unwrap_or_else(|e| e.into_inner());
+                for path in event.paths {
+                    if let Ok(relative) = path.strip_prefix(&base) {
+                        touched.insert(relative.to_path_buf());
+                    }
+                }
+            })?;
         watcher.watch(root, RecursiveMode::Recursive)?;
         Ok(Self {
             _watcher: watcher,
@@ -197,7 +203,11 @@ mod tests {
         let after = Snapshot::take(root).unwrap();
 
         let changes = before.changes(&after, &HashSet::new());
-        let names: Vec<_> = changes.modified.iter().map(|p| p.to_str().unwrap()).collect();
+        let names: Vec<_> = changes
+            .modified
+            .iter()
+            .map(|p| p.to_str().unwrap())
+            .collect();
         assert_eq!(names, ["chmod", "edit", "new", "new/empty"]);
         assert_eq!(changes.deleted, [PathBuf::from("gone")]);
     }
@@ -209,6 +219,9 @@ mod tests {
         let before = Snapshot::take(dir.path()).unwrap();
         let after = Snapshot::take(dir.path()).unwrap();
         let touched = HashSet::from([PathBuf::from("f")]);
-        assert_eq!(before.changes(&after, &touched).modified, [PathBuf::from("f")]);
+        assert_eq!(
+            before.changes(&after, &touched).modified,
+            [PathBuf::from("f")]
+        );
     }
 }

@@ -44,9 +44,9 @@ impl FromStr for ListenAddr {
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        s.parse().map(Self::Tcp).map_err(|_| {
-            format!("`{s}` is neither HOST:PORT (like 127.0.0.1:7070) nor unix:PATH")
-        })
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("`{s}` is neither HOST:PORT (like 127.0.0.1:7070) nor unix:PATH"))
     }
 }
 
@@ -106,7 +106,10 @@ pub async fn bind(config: Config) -> io::Result<Bound> {
 impl Bound {
     /// Serves until the client acknowledges the result or `shutdown` resolves; on shutdown a
     /// running task is stopped first (SIGTERM, then SIGKILL after the grace period).
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
         let done = CancellationToken::new();
         let service = Arc::new(ExecutorService::new(
             self.config.state_dir.clone(),

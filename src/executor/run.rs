@@ -51,7 +51,8 @@ impl Run {
             cancel: CancellationToken::new(),
             archive: Mutex::new(None),
         });
-        let archive_path = state_dir.join(format!("{}.{}", spec.run_id, archive::ARCHIVE_EXTENSION));
+        let archive_path =
+            state_dir.join(format!("{}.{}", spec.run_id, archive::ARCHIVE_EXTENSION));
         let driver = run.clone();
         let span = tracing::info_span!("task", run_id = %spec.run_id);
         tokio::spawn(
@@ -105,7 +106,10 @@ impl Run {
         let filters = output_filters(&spec.output_filters)?;
         let dir = spec.workspace.join(&spec.workdir);
         if !dir.is_dir() {
-            return Err(format!("the working directory {} does not exist", dir.display()));
+            return Err(format!(
+                "the working directory {} does not exist",
+                dir.display()
+            ));
         }
         let watcher = match Watcher::start(&spec.workspace) {
             Ok(watcher) => Some(watcher),
@@ -167,7 +171,9 @@ impl Run {
         let mut changes = before.changes(&after, &touched);
         changes.modified.retain(|p| filters.is_match(p));
         changes.deleted.retain(|p| filters.is_match(p));
-        let info = self.write_archive(&spec.workspace, &changes, archive_path).await?;
+        let info = self
+            .write_archive(&spec.workspace, &changes, archive_path)
+            .await?;
         *self.archive.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
 
         Ok(result_of(exit, info, changes))

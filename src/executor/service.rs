@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -70,7 +70,9 @@ impl ExecutorService {
                 "run `{run_id}` is not known here; this executor runs `{}`",
                 run.id
             ))),
-            None => Err(Status::not_found(format!("run `{run_id}` is not known here"))),
+            None => Err(Status::not_found(format!(
+                "run `{run_id}` is not known here"
+            ))),
         }
     }
 
@@ -239,7 +241,9 @@ impl Executor for ExecutorService {
                     Ok(0) => return,
                     Ok(n) => n,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("archive read: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::internal(format!("archive read: {e}"))))
+                            .await;
                         return;
                     }
                 };
