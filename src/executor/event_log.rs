@@ -162,8 +162,11 @@ impl EventLog {
                 if state.last > next_after {
                     continue;
                 }
-                if progress.changed().await.is_err() {
-                    return;
+                // A client that went away while the task is quiet ends its follower now, not at
+                // the next event.
+                tokio::select! {
+                    changed = progress.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
                 }
                 continue;
             }
