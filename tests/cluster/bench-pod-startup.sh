@@ -33,7 +33,7 @@ spec:
   echo "pod $i: ${ms} ms"
   kubectl -n "$NS" delete pod "p$i" --grace-period=0 --wait=true >/dev/null 2>&1 || true
 done
-sorted=($(printf '%s\n' "${times[@]}" | sort -n))
+mapfile -t sorted < <(printf '%s\n' "${times[@]}" | sort -n)
 n=${#sorted[@]}
 if (( n % 2 )); then median=${sorted[n/2]}; else median=$(( (sorted[n/2-1] + sorted[n/2]) / 2 )); fi
 echo "pod create -> Running: median ${median} ms over $n pods (min ${sorted[0]} ms, max ${sorted[n-1]} ms)"

@@ -1,5 +1,5 @@
 # Sourced by up.sh, down.sh and friends: paths and helpers shared by the cluster scripts.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/versions.sh"
 

@@ -129,7 +129,7 @@ fi
 pod web 'exec echoserver -listen 127.0.0.1:8080'
 if wait_running web; then
   k port-forward pod/web :8080 > "$WORK/pf.out" 2>&1 &
-  BG_PIDS+=($!)
+  BG_PIDS+=("$!")
   port=""
   for _ in $(seq 1 50); do
     port="$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$WORK/pf.out" | head -1)"
@@ -155,7 +155,7 @@ fi
 pod ticker 'for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 1; done; echo done'
 if wait_running ticker 60; then
   k logs -f ticker > "$WORK/ticks" 2>&1 &
-  lpid=$!; BG_PIDS+=($lpid)
+  lpid=$!; BG_PIDS+=("$lpid")
   streamed=no
   for _ in $(seq 1 25); do
     if grep -q "tick" "$WORK/ticks" && [[ "$(k get pod ticker -o jsonpath='{.status.phase}')" == Running ]]; then
@@ -165,7 +165,7 @@ if wait_running ticker 60; then
   done
   ended=no
   for _ in $(seq 1 100); do [[ -d /proc/$lpid ]] || { ended=yes; break; }; sleep 0.2; done
-  if [[ $streamed == yes && $ended == yes ]] && grep -q "tick 6" "$WORK/ticks" && grep -qx done "$WORK/ticks"; then
+  if [[ $streamed == yes && $ended == yes ]] && grep -q "tick 6" "$WORK/ticks" && grep -qx "done" "$WORK/ticks"; then
     pass "logs -f: lines arrived while the pod ran, and the stream ended with the container"
   else
     fail "logs -f: streamed=$streamed ended=$ended" "$(cat "$WORK/ticks")"

@@ -1,6 +1,6 @@
 # Sourced by the cluster scripts: the pinned versions come from go.mod (the one place to change
 # them; then run `GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod tidy` and commit go.mod and go.sum).
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 _cluster_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$_cluster_dir/go.mod")"
 ETCD_VERSION="$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2; exit}' "$_cluster_dir/go.mod")"
