@@ -28,6 +28,7 @@ if ! "$HERE/up.sh" >&2; then
   exit 1
 fi
 export KUBECONFIG="${BUILDR_CLUSTER_STATE:-$HERE/.state}/admin.kubeconfig"
+export BUILDR_CLUSTER_BASE_IMAGE=buildr.local/base:1 # for tests: pods need imagePullPolicy Never
 # In the background (with stdin kept) so that a signal to this script is handled at once.
 "$@" <&0 &
 child=$!
