@@ -87,7 +87,7 @@ for lib in "${libs[@]}"; do
   mkdir -p "$(dirname "$dest")"
   [[ -e "$dest" ]] || cp -L "$lib" "$dest"
 done
-CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go -C "$HERE" build -trimpath -ldflags "-s -w" \
+CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" go -C "$HERE" build -trimpath -ldflags "-s -w" \
   -o "$r/usr/bin/echoserver" ./images/echoserver
 cat > "$r/etc/passwd" <<'P'
 root:x:0:0:root:/root:/bin/bash

@@ -25,7 +25,7 @@ if have_all && [[ "${1:-}" != "--force" ]]; then
 fi
 
 command -v go >/dev/null || { echo "build: no 'go' on PATH (need Go >= 1.25)" >&2; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED="${CGO_ENABLED:-1}"
+export GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED="${CGO_ENABLED:-1}"
 mkdir -p "$CACHE_DIR"
 tmp="$(mktemp -d "$CACHE_DIR/bin.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
