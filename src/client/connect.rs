@@ -40,6 +40,9 @@ pub fn channel(target: &Target) -> Channel {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(crate::executor::WINDOW)
+            .initial_connection_window_size(crate::executor::WINDOW)
+            .max_frame_size(crate::executor::MAX_FRAME)
     };
     match target {
         Target::Tcp(addr) => endpoint(format!("http://{addr}")).connect_lazy(),

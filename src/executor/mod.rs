@@ -67,6 +67,10 @@ pub struct Config {
     pub grace: Duration,
 }
 
+/// HTTP/2 flow-control window and frame size, shared with the client's channel.
+pub const WINDOW: u32 = 8 * 1024 * 1024;
+pub const MAX_FRAME: u32 = 1024 * 1024;
+
 /// How long in-flight calls get to finish once the client has acknowledged the result.
 const DRAIN_AFTER_ACK: Duration = Duration::from_secs(2);
 
@@ -123,6 +127,11 @@ impl Bound {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // Output and archives are bulk data: big windows keep the pipe full over a
+            // port-forward's latency, and big frames cut the per-frame cost.
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .max_frame_size(MAX_FRAME)
             .add_service(health_service)
             .add_service(ExecutorServer::from_arc(service.clone()));
 
