@@ -6,14 +6,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use buildr::client::{self, Target};
-use common::{Collected, ExecutorProcess, client_options};
+use common::ExecutorProcess;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 /// Forwards connections to `upstream` until told to cut every open one.
 async fn start_proxy(upstream: SocketAddr) -> (SocketAddr, broadcast::Sender<()>) {
@@ -56,18 +55,8 @@ async fn a_cut_connection_loses_and_duplicates_nothing() {
             let _ = cut.send(());
         }
     });
-    let (_interrupt, mut interrupts) = mpsc::channel(1);
-    let mut sink = Collected::default();
-    let channel = client::connect::channel(&Target::Tcp(proxy));
-    let outcome = client::execute(
-        channel,
-        request,
-        &client_options(out.path()),
-        &mut sink,
-        &mut interrupts,
-    )
-    .await
-    .expect("the run survives the cuts");
+    let (outcome, sink) = common::execute(proxy, request, out.path()).await;
+    let outcome = outcome.expect("the run survives the cuts");
     cutter.await.unwrap();
 
     assert_eq!(outcome.result.exit_code, 0);
@@ -138,18 +127,8 @@ async fn a_fetch_cut_midway_resumes_and_the_archive_checks_out() {
     let out = tempfile::tempdir().unwrap();
     let script = "head -c 20000000 /dev/urandom > big.bin && sha256sum big.bin";
     let request = executor.request("fetch-cut-test", script);
-    let (_interrupt, mut interrupts) = mpsc::channel(1);
-    let mut sink = Collected::default();
-    let channel = client::connect::channel(&Target::Tcp(proxy));
-    let outcome = client::execute(
-        channel,
-        request,
-        &client_options(out.path()),
-        &mut sink,
-        &mut interrupts,
-    )
-    .await
-    .expect("the fetch survives the cut");
+    let (outcome, sink) = common::execute(proxy, request, out.path()).await;
+    let outcome = outcome.expect("the fetch survives the cut");
     assert_eq!(outcome.result.exit_code, 0);
     assert!(
         !armed.load(Ordering::SeqCst),

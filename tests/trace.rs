@@ -3,9 +3,7 @@
 
 mod common;
 
-use buildr::client::{self, Target};
-use common::{Collected, ExecutorProcess, client_options};
-use tokio::sync::mpsc;
+use common::ExecutorProcess;
 use tracing::Instrument;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,19 +17,10 @@ async fn the_executor_joins_the_clients_trace() {
     assert_ne!(client_trace, "00000000000000000000000000000000");
 
     let request = span.in_scope(|| executor.request("trace-test", "echo traced"));
-    let (_interrupt, mut interrupts) = mpsc::channel(1);
-    let mut sink = Collected::default();
-    let channel = client::connect::channel(&Target::Tcp(executor.addr));
-    let outcome = client::execute(
-        channel,
-        request,
-        &client_options(out.path()),
-        &mut sink,
-        &mut interrupts,
-    )
-    .instrument(span)
-    .await
-    .unwrap();
+    let (outcome, sink) = common::execute(executor.addr, request, out.path())
+        .instrument(span)
+        .await;
+    let outcome = outcome.unwrap();
     assert_eq!(outcome.result.exit_code, 0);
 
     let started = sink

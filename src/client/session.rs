@@ -57,13 +57,17 @@ pub async fn follow(
     interrupts: &mut mpsc::Receiver<()>,
     reconnect: Reconnect,
 ) -> Result<Finished, ClientError> {
-    let run_id = request.run_id.clone();
+    let mut interrupt = Interrupt {
+        signals: interrupts,
+        open: true,
+        requested: false,
+        delivered: false,
+        run_id: request.run_id.clone(),
+    };
     let mut last_seen = request.after_sequence;
-    let mut interrupted = false;
     let mut resumes = 0;
     let mut lost_since: Option<Instant> = None;
     let mut delay = reconnect.first_delay;
-    let mut interrupts_open = true;
 
     loop {
         let attempt = StartTaskRequest {
@@ -78,6 +82,7 @@ pub async fn follow(
                     tracing::info!(after = last_seen, "resumed the event stream");
                 }
                 delay = reconnect.first_delay;
+                interrupt.redeliver(client).await;
                 loop {
                     tokio::select! {
                         message = stream.message() => match message {
@@ -92,6 +97,7 @@ pub async fn follow(
                                     Some(Event::Output(output)) => sink.output(&output),
                                     Some(Event::Log(log)) => sink.log(&log),
                                     Some(Event::Result(result)) => {
+                                        let interrupted = interrupt.requested;
                                         return Ok(Finished { result, interrupted, resumes });
                                     }
                                     None => {}
@@ -100,14 +106,7 @@ pub async fn follow(
                             Ok(None) => break Status::unavailable("the event stream ended before the result"),
                             Err(status) => break status,
                         },
-                        signal = interrupts.recv(), if interrupts_open => match signal {
-                            Some(()) if interrupted => return Err(ClientError::Interrupted),
-                            Some(()) => {
-                                interrupted = true;
-                                cancel(client, &run_id).await;
-                            }
-                            None => interrupts_open = false,
-                        },
+                        () = interrupt.next() => interrupt.handle(client).await?,
                     }
                 }
             }
@@ -129,30 +128,68 @@ pub async fn follow(
         tracing::warn!(error = %lost.message(), after = last_seen, "lost the executor; reconnecting");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            signal = interrupts.recv(), if interrupts_open => match signal {
-                Some(()) if interrupted => return Err(ClientError::Interrupted),
-                Some(()) => {
-                    interrupted = true;
-                    cancel(client, &run_id).await;
-                }
-                None => interrupts_open = false,
-            },
+            () = interrupt.next() => interrupt.handle(client).await?,
         }
         delay = (delay * 2).min(reconnect.max_delay);
     }
 }
 
-/// Asks the executor to stop the task. Best effort: if the connection is down, the result that
-/// follows a reconnect tells what happened, and a second interrupt gives up.
-async fn cancel(client: &mut Client, run_id: &str) {
+/// The user's Ctrl-Cs: the first asks the executor to cancel (again after a reconnect, until it
+/// is heard), the second gives up waiting.
+struct Interrupt<'a> {
+    signals: &'a mut mpsc::Receiver<()>,
+    open: bool,
+    requested: bool,
+    delivered: bool,
+    run_id: String,
+}
+
+impl Interrupt<'_> {
+    /// The next Ctrl-C; never, once nobody can send one.
+    async fn next(&mut self) {
+        if self.open && self.signals.recv().await.is_some() {
+            return;
+        }
+        self.open = false;
+        std::future::pending().await
+    }
+
+    async fn handle(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        if self.requested {
+            return Err(ClientError::Interrupted);
+        }
+        self.requested = true;
+        self.delivered = cancel(client, &self.run_id).await;
+        if self.delivered {
+            eprintln!("buildr: cancelling the task (Ctrl-C again to stop waiting)");
+        }
+        Ok(())
+    }
+
+    /// Sends a cancel that the executor has not heard yet (the connection was down).
+    async fn redeliver(&mut self, client: &mut Client) {
+        if self.requested && !self.delivered {
+            self.delivered = cancel(client, &self.run_id).await;
+        }
+    }
+}
+
+/// Asks the executor to stop the task; says whether it heard.
+async fn cancel(client: &mut Client, run_id: &str) -> bool {
     let request = CancelRequest {
         run_id: run_id.to_string(),
         reason: "interrupted by the user".to_string(),
     };
     match tokio::time::timeout(Duration::from_secs(5), client.cancel(request)).await {
-        Ok(Ok(_)) => eprintln!("buildr: cancelling the task (Ctrl-C again to stop waiting)"),
-        Ok(Err(status)) => tracing::warn!("cancel failed: {}", status.message()),
-        Err(_) => tracing::warn!("cancel got no answer within 5s"),
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => {
+            tracing::warn!("cancel failed: {}", status.message());
+            false
+        }
+        Err(_) => {
+            tracing::warn!("cancel got no answer within 5s");
+            false
+        }
     }
 }
 

@@ -140,3 +140,27 @@ pub fn client_options(out: &Path) -> buildr::client::Options {
         reconnect: buildr::client::Reconnect::default(),
     }
 }
+
+/// Runs `request` through the client library against an executor reachable at `target`,
+/// collecting what it streams; Ctrl-C never comes.
+pub async fn execute(
+    target: std::net::SocketAddr,
+    request: buildr::rpc::StartTaskRequest,
+    out: &Path,
+) -> (
+    Result<buildr::client::Outcome, buildr::client::ClientError>,
+    Collected,
+) {
+    let (_interrupt, mut interrupts) = tokio::sync::mpsc::channel(1);
+    let mut sink = Collected::default();
+    let channel = buildr::client::connect::channel(&buildr::client::Target::Tcp(target));
+    let outcome = buildr::client::execute(
+        channel,
+        request,
+        &client_options(out),
+        &mut sink,
+        &mut interrupts,
+    )
+    .await;
+    (outcome, sink)
+}
