@@ -41,6 +41,7 @@ pub fn init(verbosity: u8, service_name: &'static str) -> Guard {
         .unwrap_or_else(|_| EnvFilter::new(default_filter(verbosity)));
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbosity > 1)
         .with_filter(filter);
 

@@ -138,6 +138,18 @@ fn the_exit_status_is_the_tasks() {
 }
 
 #[test]
+fn a_command_that_cannot_start_exits_as_a_shell_would() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[("not-executable", "data")]);
+    for (command, code) in [("no-such-command-here", 127), ("./not-executable", 126)] {
+        let output = buildr(&["run", "--repo", path_str(repo.path()), "--", command]);
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+        assert!(stderr(&output).contains(command), "{}", stderr(&output));
+    }
+}
+
+#[test]
 fn stdout_and_stderr_arrive_separately_and_complete() {
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();

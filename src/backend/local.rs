@@ -123,6 +123,11 @@ fn spawn_executor(binary: &Path, state: &Path) -> Result<Child, LocalError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // Its log lines reach the user as events; its console stays quiet unless asked.
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "off".to_string()),
+        )
         // Its own group: a Ctrl-C at the terminal reaches `buildr run`, which cancels cleanly,
         // and not the executor behind its back.
         .process_group(0);

@@ -95,6 +95,9 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
 }
 
 fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
+    if !args.repo.is_dir() {
+        bail!("the repository {} is not a directory", args.repo.display());
+    }
     if !args.command.is_empty() {
         return Ok(Task::ad_hoc(args.command.clone()));
     }

@@ -85,7 +85,8 @@ impl Run {
         let mut result = match self.execute(&spec, archive_path, grace).await {
             Ok(result) => result,
             Err(e) => {
-                self.note(Level::ERROR, &e, &[]);
+                // The result carries the error to the client; this is for the executor's log.
+                tracing::error!("{e}");
                 TaskResult {
                     error: e,
                     exit_code: -1,
@@ -147,7 +148,7 @@ impl Run {
                 tracing::error!("cannot record output: {e}");
             }
         };
-        let exit = process::run(
+        let exit = match process::run(
             process::Spec {
                 argv: &spec.argv,
                 env: &spec.env,
@@ -159,7 +160,24 @@ impl Run {
             on_output,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        {
+            Ok(exit) => exit,
+            // As a shell reports it: 127 for a command that is not there, 126 for one that
+            // cannot be executed.
+            Err(e) => {
+                let exit_code = match e.kind() {
+                    io::ErrorKind::NotFound => 127,
+                    io::ErrorKind::PermissionDenied => 126,
+                    _ => -1,
+                };
+                tracing::error!("{e}");
+                return Ok(TaskResult {
+                    error: e.to_string(),
+                    exit_code,
+                    ..Default::default()
+                });
+            }
+        };
         self.note(
             Level::INFO,
             "task finished",
