@@ -2,8 +2,11 @@
 //!
 //! Builds 10,000 files / 200 MB of word-like text (deterministic) in a temporary directory,
 //! warms the page cache, then times buildr create, `tar -cf`, `tar -czf`, buildr extract and
-//! `tar -xf` (of the plain tar). Each step but `tar -czf` runs `BUILDR_BENCH_RUNS` times (default
-//! 3), alternating with its tar counterpart; the best run is reported. `BUILDR_BENCH_MB` and `BUILDR_BENCH_FILES` change the tree.
+//! `tar -xf` (of the plain tar). Each step but `tar -czf` runs `BUILDR_BENCH_RUNS` times
+//! (default 3), alternating with its tar counterpart; the best run is reported, with its CPU
+//! time. `BUILDR_BENCH_MB` and `BUILDR_BENCH_FILES` change the tree, `BUILDR_BENCH_DIR` where
+//! it goes (default: the system temporary directory; `/dev/shm` takes the file system out).
+//! `BUILDR_BENCH_PROFILE=create|extract` repeats one buildr step alone, for `perf record`.
 
 use std::fs;
 use std::io::Read;
@@ -152,7 +155,10 @@ fn main() {
     let runs = env_or("BUILDR_BENCH_RUNS", 3).max(1);
     let files = env_or("BUILDR_BENCH_FILES", 10_000);
     let total = env_or("BUILDR_BENCH_MB", 200) << 20;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = match std::env::var_os("BUILDR_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let src = tmp.path().join("src");
     let bytes = make_tree(&src, files, total);
     let mb = bytes as f64 / 1e6;
@@ -164,17 +170,25 @@ fn main() {
     let out = tmp.path().join("out");
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("load average before: {}", load_average());
+    println!("directory: {}", tmp.path().display());
     println!(
         "tree: {files} files, {mb:.1} MB of word-like text; {workers} cores; best of {runs} runs"
     );
     warm(&src);
-    if std::env::var_os("BUILDR_BENCH_PROFILE_CREATE").is_some() {
-        // For `perf record`: buildr create alone, over and over.
-        for _ in 0..runs {
+    if let Ok(step) = std::env::var("BUILDR_BENCH_PROFILE") {
+        // For `perf record`: one buildr step alone, over and over.
+        let sources = archive::sources_under(&src, &[]).unwrap();
+        archive::create_file(&s2, &sources, &[]).unwrap();
+        for run in 0..runs {
             let t = Instant::now();
-            let sources = archive::sources_under(&src, &[]).unwrap();
-            archive::create_file(&s2, &sources, &[]).unwrap();
-            println!("create: {:.3} s", t.elapsed().as_secs_f64());
+            if step == "create" {
+                let sources = archive::sources_under(&src, &[]).unwrap();
+                archive::create_file(&s2, &sources, &[]).unwrap();
+            } else {
+                let dir = out.join(run.to_string());
+                archive::extract_file(&s2, &dir, &ExtractOptions::default()).unwrap();
+            }
+            println!("{step}: {:.3} s", t.elapsed().as_secs_f64());
         }
         return;
     }
@@ -182,32 +196,41 @@ fn main() {
     let sync = || {
         let _ = Command::new("sync").status();
     };
-    // The runs of buildr and tar alternate, so that both see the same machine (others may be
-    // busy on it). Each extraction goes into a directory of its own, all removed at the end:
-    // removing the previous run's files just before makes ext4 hunt through recently deleted
-    // inodes (`recently_deleted`) on every create, which costs more than the extraction.
+    // The runs of buildr and tar alternate, and which goes first alternates too, so that both
+    // see the same machine (others may be busy on it). Each extraction goes into a directory of
+    // its own, all removed at the end: removing the previous run's files just before makes
+    // ext4 hunt through recently deleted inodes (`recently_deleted`) on every create, which
+    // costs more than the extraction itself.
     let none = (Duration::MAX, Duration::ZERO);
     let (mut create, mut tar_c, mut extract, mut tar_x) = (none, none, none, none);
     for run in 0..runs {
-        sync();
-        create = create.min(timed(|| {
-            let sources = archive::sources_under(&src, &[]).unwrap();
-            archive::create_file(&s2, &sources, &[]).unwrap();
-        }));
-        sync();
-        tar_c = tar_c.min(timed(|| tar(&["-cf", plain.to_str().unwrap(), "."], &src)));
         let (a, b) = (
             out.join(format!("buildr-{run}")),
             out.join(format!("tar-{run}")),
         );
         fs::create_dir_all(&a).unwrap();
         fs::create_dir_all(&b).unwrap();
-        sync();
-        extract = extract.min(timed(|| {
-            archive::extract_file(&s2, &a, &ExtractOptions::default()).unwrap();
-        }));
-        sync();
-        tar_x = tar_x.min(timed(|| tar(&["-xf", plain.to_str().unwrap()], &b)));
+        for buildr_turn in [run % 2 == 0, run % 2 == 1] {
+            sync();
+            if buildr_turn {
+                create = create.min(timed(|| {
+                    let sources = archive::sources_under(&src, &[]).unwrap();
+                    archive::create_file(&s2, &sources, &[]).unwrap();
+                }));
+            } else {
+                tar_c = tar_c.min(timed(|| tar(&["-cf", plain.to_str().unwrap(), "."], &src)));
+            }
+        }
+        for buildr_turn in [run % 2 == 0, run % 2 == 1] {
+            sync();
+            if buildr_turn {
+                extract = extract.min(timed(|| {
+                    archive::extract_file(&s2, &a, &ExtractOptions::default()).unwrap();
+                }));
+            } else {
+                tar_x = tar_x.min(timed(|| tar(&["-xf", plain.to_str().unwrap()], &b)));
+            }
+        }
     }
     sync();
     let tar_cz = timed(|| tar(&["-czf", gz.to_str().unwrap(), "."], &src));
