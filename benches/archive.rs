@@ -203,6 +203,10 @@ fn main() {
     // costs more than the extraction itself.
     let none = (Duration::MAX, Duration::ZERO);
     let (mut create, mut tar_c, mut extract, mut tar_x) = (none, none, none, none);
+    let mut adaptive = none;
+    let s2_adaptive = tmp
+        .path()
+        .join(format!("adaptive.{}", archive::ARCHIVE_EXTENSION));
     for run in 0..runs {
         let (a, b) = (
             out.join(format!("buildr-{run}")),
@@ -221,6 +225,16 @@ fn main() {
                 tar_c = tar_c.min(timed(|| tar(&["-cf", plain.to_str().unwrap(), "."], &src)));
             }
         }
+        sync();
+        adaptive = adaptive.min(timed(|| {
+            let sources = archive::sources_under(&src, &[]).unwrap();
+            let file = fs::File::create(&s2_adaptive).unwrap();
+            let mut w = archive::Writer::new(file).adaptive(true);
+            for s in &sources {
+                w.append(s).unwrap();
+            }
+            w.finish().unwrap();
+        }));
         for buildr_turn in [run % 2 == 0, run % 2 == 1] {
             sync();
             if buildr_turn {
@@ -240,8 +254,9 @@ fn main() {
     println!("load average after the runs: {}", load_average());
     let size = |p: &Path| fs::metadata(p).unwrap().len() as f64 / 1e6;
     println!(
-        "sizes: .tar.s2 {:.1} MB, .tar {:.1} MB, .tar.gz {:.1} MB",
+        "sizes: .tar.s2 {:.1} MB (adaptive: {:.1} MB, last run), .tar {:.1} MB, .tar.gz {:.1} MB",
         size(&s2),
+        size(&s2_adaptive),
         size(&plain),
         size(&gz)
     );
@@ -261,6 +276,7 @@ fn main() {
         );
     };
     row("buildr create (.tar.s2)", create, tar_c, "tar -cf");
+    row("buildr create, adaptive", adaptive, tar_c, "tar -cf");
     row("tar -cf", tar_c, tar_c, "tar -cf");
     row("tar -czf", tar_cz, tar_c, "tar -cf");
     row("buildr extract (.tar.s2)", extract, tar_x, "tar -xf");

@@ -746,3 +746,37 @@ fn parallel_encoder_output_decodes_and_matches_a_single_frame_encoder() {
         }
     }
 }
+
+#[test]
+fn adaptive_encoder_output_decodes() {
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while text.len() < 24 * frame::BLOCK_SIZE + 12345 {
+        text.extend_from_slice(format!("word{} other{} ", i % 1000, i % 37).as_bytes());
+        i += 1;
+    }
+    for workers in [1, 2] {
+        let mut enc = frame::ParallelEncoder::with_workers(Vec::new(), workers).adaptive(true);
+        for piece in text.chunks(1 << 20) {
+            enc.write_all(piece).unwrap();
+        }
+        let out = enc.finish().unwrap();
+        assert_eq!(unsnappy(&out), text, "{workers} workers");
+        eprintln!(
+            "adaptive, {workers} workers: {} -> {} bytes",
+            text.len(),
+            out.len()
+        );
+    }
+    // Through the archive writer too.
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let mut w = Writer::with_workers(Vec::new(), 1).adaptive(true);
+    for s in archive::sources_under(src.path(), &[]).unwrap() {
+        w.append(&s).unwrap();
+    }
+    let (bytes, _) = w.finish().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    extract(&bytes, dest.path(), false).unwrap();
+    assert_eq!(describe(dest.path()), describe(src.path()));
+}

@@ -10,6 +10,7 @@
 //! rotation, so order needs no reorder buffer. Queues are bounded by [`ParallelEncoder`]'s
 //! in-flight limit, and buffers are recycled.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
@@ -80,10 +81,22 @@ pub struct ParallelEncoder<W: Write> {
     free_inputs: Vec<Vec<u8>>,
     free_outputs: Vec<Vec<u8>>,
     pool: Pool,
-    sent: u64,
-    done: u64,
-    max_inflight: u64,
+    /// Blocks handed out and not yet written, in stream order.
+    pending: VecDeque<Pending>,
+    /// Blocks handed to workers so far (picks the next worker, round-robin).
+    assigned: u64,
+    /// Pending blocks that are with a worker.
+    in_workers: usize,
+    max_inflight: usize,
     wrote_ident: bool,
+    adaptive: bool,
+}
+
+enum Pending {
+    /// Being compressed by this worker (each worker answers in the order it was given jobs).
+    Worker(usize),
+    /// Stored uncompressed by the adaptive path, ready to write.
+    Stored(Vec<u8>),
 }
 
 impl<W: Write> ParallelEncoder<W> {
@@ -121,11 +134,22 @@ impl<W: Write> ParallelEncoder<W> {
             free_inputs: Vec::new(),
             free_outputs: Vec::new(),
             pool,
-            sent: 0,
-            done: 0,
-            max_inflight: max_inflight as u64,
+            pending: VecDeque::new(),
+            assigned: 0,
+            in_workers: 0,
+            max_inflight,
             wrote_ident: false,
+            adaptive: false,
         }
+    }
+
+    /// Adaptive mode: when every worker is busy and the queue is full, the next block is
+    /// stored as uncompressed Snappy chunks (still valid framing, CRC and all) instead of
+    /// waiting, so the writer keeps pace with its input at the cost of a bigger stream.
+    /// The output then depends on timing and is no longer reproducible byte for byte.
+    pub fn adaptive(mut self, on: bool) -> Self {
+        self.adaptive = on;
+        self
     }
 
     /// The unfilled rest of the current block (never empty), to read data straight into;
@@ -152,10 +176,22 @@ impl<W: Write> ParallelEncoder<W> {
         if self.fill == 0 {
             return Ok(());
         }
-        while self.sent - self.done >= self.max_inflight {
-            self.collect(true)?;
+        // Write whatever is already done, so output flows while we go on reading.
+        while self.collect(false)? {}
+        if self.in_workers >= self.max_inflight {
+            // Stored blocks wait behind the oldest compressing one: bound them too.
+            if self.adaptive && self.pending.len() < 4 * self.max_inflight {
+                let mut stored = self.free_outputs.pop().unwrap_or_default();
+                store_uncompressed(&self.block[..self.fill], &mut stored);
+                self.fill = 0;
+                self.pending.push_back(Pending::Stored(stored));
+                return Ok(());
+            }
+            while self.in_workers >= self.max_inflight {
+                self.collect(true)?;
+            }
         }
-        let n = self.pool.workers.len() as u64;
+        let n = self.pool.workers.len();
         let fresh = self
             .free_inputs
             .pop()
@@ -166,43 +202,51 @@ impl<W: Write> ParallelEncoder<W> {
             output: self.free_outputs.pop().unwrap_or_default(),
         };
         self.fill = 0;
-        let worker = &self.pool.workers[(self.sent % n) as usize];
-        worker
+        let w = (self.assigned % n as u64) as usize;
+        self.pool.workers[w]
             .jobs
             .as_ref()
             .expect("workers live until finish")
             .send(job)
             .map_err(|_| worker_gone())?;
-        self.sent += 1;
-        // Write whatever is already done, so output flows while we go on reading.
-        while self.done < self.sent && self.collect(false)? {}
+        self.assigned += 1;
+        self.in_workers += 1;
+        self.pending.push_back(Pending::Worker(w));
         Ok(())
     }
 
-    /// Writes the next block in order; returns false if it is not ready and `block` is false.
+    /// Writes the oldest pending block; returns false if there is none, or if it is not
+    /// ready and `block` is false.
     fn collect(&mut self, block: bool) -> io::Result<bool> {
-        let n = self.pool.workers.len() as u64;
-        let results = &self.pool.workers[(self.done % n) as usize].results;
-        let job = if block {
-            results.recv().map_err(|_| worker_gone())?
-        } else {
-            match results.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) => return Ok(false),
-                Err(TryRecvError::Disconnected) => return Err(worker_gone()),
+        let (output, input) = match self.pending.front_mut() {
+            None => return Ok(false),
+            Some(Pending::Stored(data)) => (std::mem::take(data), None),
+            Some(Pending::Worker(w)) => {
+                let results = &self.pool.workers[*w].results;
+                let job = if block {
+                    results.recv().map_err(|_| worker_gone())?
+                } else {
+                    match results.try_recv() {
+                        Ok(job) => job,
+                        Err(TryRecvError::Empty) => return Ok(false),
+                        Err(TryRecvError::Disconnected) => return Err(worker_gone()),
+                    }
+                };
+                self.in_workers -= 1;
+                (job.output, Some(job.input))
             }
         };
-        debug_assert!(job.output.starts_with(STREAM_IDENTIFIER));
+        self.pending.pop_front();
+        debug_assert!(output.starts_with(STREAM_IDENTIFIER));
         let data = if self.wrote_ident {
-            &job.output[STREAM_IDENTIFIER.len()..]
+            &output[STREAM_IDENTIFIER.len()..]
         } else {
-            &job.output[..]
+            &output[..]
         };
         self.out.write_all(data)?;
         self.wrote_ident = true;
-        self.done += 1;
-        self.free_inputs.push(job.input);
-        self.free_outputs.push(job.output);
+        self.free_inputs.extend(input);
+        self.free_outputs.push(output);
         Ok(true)
     }
 
@@ -210,9 +254,7 @@ impl<W: Write> ParallelEncoder<W> {
     /// An empty stream is written as the stream identifier alone (a valid, empty frame stream).
     pub fn finish(mut self) -> io::Result<W> {
         self.dispatch()?;
-        while self.done < self.sent {
-            self.collect(true)?;
-        }
+        while self.collect(true)? {}
         if !self.wrote_ident {
             self.out.write_all(STREAM_IDENTIFIER)?;
         }
@@ -237,6 +279,65 @@ impl<W: Write> Write for ParallelEncoder<W> {
     }
 }
 
+/// Snappy's largest chunk of uncompressed data.
+const MAX_CHUNK: usize = 1 << 16;
+
+/// Frames `data` as uncompressed chunks (type 0x01), after a stream identifier like the
+/// workers' output, into `out`.
+fn store_uncompressed(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(STREAM_IDENTIFIER);
+    for chunk in data.chunks(MAX_CHUNK) {
+        let len = (chunk.len() + 4) as u32;
+        out.push(0x01);
+        out.extend_from_slice(&len.to_le_bytes()[..3]);
+        out.extend_from_slice(&crc32c_masked(chunk).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// The framing format's masked CRC-32C (Castagnoli) of `data`.
+fn crc32c_masked(data: &[u8]) -> u32 {
+    let crc = crc32c(data);
+    (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, checked just above.
+        return unsafe { crc32c_sse42(data) };
+    }
+    crc32c_bitwise(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    let mut crc = !0u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        crc = _mm_crc32_u64(crc, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let mut crc = crc as u32;
+    for &b in words.remainder() {
+        crc = _mm_crc32_u8(crc, b);
+    }
+    !crc
+}
+
+fn crc32c_bitwise(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82f6_3b78 & 0u32.wrapping_sub(crc & 1));
+        }
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +349,26 @@ mod tests {
         e.write_all(b"x").unwrap();
         drop(e);
         assert!(v.starts_with(STREAM_IDENTIFIER));
+    }
+
+    #[test]
+    fn crc32c_known_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c_bitwise(b"123456789"), 0xe306_9283);
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 999] {
+            assert_eq!(crc32c(&data[..len]), crc32c_bitwise(&data[..len]));
+        }
+    }
+
+    #[test]
+    fn stored_blocks_decode() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut out = Vec::new();
+        store_uncompressed(&data, &mut out);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut snap::read::FrameDecoder::new(&out[..]), &mut back)
+            .unwrap();
+        assert_eq!(back, data);
     }
 }

@@ -49,6 +49,16 @@ impl<W: Write> Writer<W> {
         ))
     }
 
+    /// Adaptive compression (see [`ParallelEncoder::adaptive`]): blocks the workers cannot
+    /// take right away are stored uncompressed, so that writing keeps pace with reading. The
+    /// archive is bigger when the machine is busy, and not reproducible byte for byte.
+    pub fn adaptive(self, on: bool) -> Self {
+        Writer {
+            enc: self.enc.adaptive(on),
+            ..self
+        }
+    }
+
     fn from_encoder(enc: ParallelEncoder<Sha256Writer<W>>) -> Self {
         Writer {
             enc,
