@@ -6,9 +6,12 @@
 //! first are dropped, so the output is byte for byte what one `FrameEncoder` writes when fed the
 //! whole stream in one `write` (blocks are a multiple of the 64 KiB frame size).
 //!
-//! Block `i` goes to worker `i % n` and results are collected from the workers in the same
-//! rotation, so order needs no reorder buffer. Queues are bounded by [`ParallelEncoder`]'s
-//! in-flight limit, and buffers are recycled.
+//! Blocks go to the workers in rotation and a queue of pending blocks (which worker has each)
+//! gives the output order, so no reorder buffer is needed. At most two blocks per worker are
+//! in flight, queues are bounded accordingly, and buffers are recycled.
+//!
+//! In [adaptive](ParallelEncoder::adaptive) mode a block that finds every worker busy is
+//! stored as uncompressed chunks instead (with the masked CRC-32C the format requires).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
