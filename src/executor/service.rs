@@ -89,7 +89,7 @@ impl ExecutorService {
                 )))
             };
         }
-        let spec = run_spec(request)?;
+        let spec = run_spec(request, &self.state_dir)?;
         let run = Run::start(spec, &self.state_dir, self.grace)
             .map_err(|e| Status::internal(format!("cannot start the run: {e}")))?;
         *slot = Some(run.clone());
@@ -97,7 +97,7 @@ impl ExecutorService {
     }
 }
 
-fn run_spec(request: &StartTaskRequest) -> Result<RunSpec, Status> {
+fn run_spec(request: &StartTaskRequest, state_dir: &Path) -> Result<RunSpec, Status> {
     if request.run_id.is_empty()
         || !request
             .run_id
@@ -127,6 +127,16 @@ fn run_spec(request: &StartTaskRequest) -> Result<RunSpec, Status> {
         return Err(Status::invalid_argument(format!(
             "the workspace root `{}` is not an existing absolute directory",
             workspace.display()
+        )));
+    }
+    // The event log and the archive would otherwise count as files the task wrote.
+    if let (Ok(state), Ok(root)) = (state_dir.canonicalize(), workspace.canonicalize())
+        && state.starts_with(&root)
+    {
+        return Err(Status::invalid_argument(format!(
+            "the executor's state directory {} is inside the workspace {}",
+            state.display(),
+            root.display()
         )));
     }
     let workdir = PathBuf::from(&command.workdir);
@@ -267,5 +277,51 @@ impl Executor for ExecutorService {
         tracing::info!(run_id = %request.run_id, "result acknowledged");
         self.done.cancel();
         Ok(Response::new(AcknowledgeResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{CommandModule, Workspace};
+
+    fn request(workspace: &Path, workdir: &str) -> StartTaskRequest {
+        StartTaskRequest {
+            run_id: "r1".to_string(),
+            module: Some(Module::Command(CommandModule {
+                argv: vec!["true".to_string()],
+                workdir: workdir.to_string(),
+                ..Default::default()
+            })),
+            workspace: Some(Workspace {
+                root: workspace.display().to_string(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_is_checked_before_anything_runs() {
+        let workspace = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inside = workspace.path().join("state");
+        std::fs::create_dir(&inside).unwrap();
+
+        assert!(run_spec(&request(workspace.path(), "."), elsewhere.path()).is_ok());
+        for (req, state) in [
+            (request(workspace.path(), "../up"), elsewhere.path()),
+            (request(workspace.path(), "/abs"), elsewhere.path()),
+            (request(Path::new("relative"), "."), elsewhere.path()),
+            (request(workspace.path(), "."), inside.as_path()),
+        ] {
+            let status = run_spec(&req, state).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        }
+        let mut empty = request(workspace.path(), ".");
+        empty.module = None;
+        assert_eq!(
+            run_spec(&empty, elsewhere.path()).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }
