@@ -316,6 +316,49 @@ fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
     }
 }
 
+#[test]
+fn a_dead_executor_fails_the_run_at_once_and_takes_its_task_along() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(buildr_bin())
+        .args([
+            "run",
+            "--repo",
+            path_str(repo.path()),
+            "--out",
+            path_str(out.path()),
+        ])
+        .args(["--", "sh", "-c", "echo main $$; exec sleep 300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let line = lines.next().expect("the task prints its pid").unwrap();
+    let task: i32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let executor = executor_pid_of(child.id() as i32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(executor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(10), "noticed late");
+    assert_eq!(status.code(), Some(125));
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut message).unwrap();
+    assert!(
+        message.contains("executor exited unexpectedly"),
+        "{message}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(task) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(task), "the task {task} outlived its executor");
+}
+
 /// The `buildr executor` child of `parent`.
 fn executor_pid_of(parent: i32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);

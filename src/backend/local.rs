@@ -87,6 +87,14 @@ impl LocalSandbox {
         self.root.take().map(tempfile::TempDir::keep)
     }
 
+    /// Resolves when the executor process exits, with how it ended.
+    pub async fn exited(&mut self) -> String {
+        match self.executor.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
     /// Waits for the executor to exit (it does once the result is acknowledged), stopping it if
     /// it does not (on drop), and removes the sandbox unless it is kept.
     pub async fn finish(mut self) {

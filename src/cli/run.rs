@@ -148,11 +148,23 @@ async fn run_locally(
     };
     let mut console = Console::new(verbosity > 0);
     let channel = client::connect::channel(&sandbox.target);
-    let outcome =
-        client::execute(channel, request, &options, &mut console, &mut interrupts).await?;
+    let run = client::execute(channel, request, &options, &mut console, &mut interrupts);
+    tokio::pin!(run);
+    let outcome = tokio::select! {
+        outcome = &mut run => outcome?,
+        // A dead executor cannot be redialled: say so now rather than after the reconnect
+        // timeout. Its exit right after the acknowledgement is the normal end, hence the grace.
+        how = sandbox.exited() => match tokio::time::timeout(EXECUTOR_EXIT_GRACE, &mut run).await {
+            Ok(outcome) => outcome?,
+            Err(_) => bail!("the executor exited unexpectedly ({how})"),
+        },
+    };
     sandbox.finish().await;
     Ok(outcome)
 }
+
+/// How long a run may still take to finish once its executor has exited.
+const EXECUTOR_EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// The request that starts `task` in a workspace at `workspace_root`.
 pub fn start_request(task: &Task, run_id: &str, workspace_root: &str) -> StartTaskRequest {

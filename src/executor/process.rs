@@ -58,7 +58,15 @@ pub async fn run(
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the command is empty"))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // SAFETY: prctl is async-signal-safe. If the executor itself dies (even by SIGKILL), the
+    // task's main process goes with it instead of running on unobserved.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+        });
+    }
+    let mut child = command
         .args(args)
         .env_clear()
         .envs(base_env())
