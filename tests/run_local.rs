@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{buildr, buildr_bin, stderr, stdout, tree, write_files};
+use nix::sys::signal::Signal;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -268,43 +269,12 @@ fn a_broken_task_file_is_reported_with_its_location_and_nothing_runs() {
 
 #[test]
 fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    // The task reports its own pid and a background child's, then waits.
-    let script = "sleep 300 & echo child $!; echo main $$; wait";
-    let mut child = Command::new(buildr_bin())
-        .args([
-            "run",
-            "--repo",
-            path_str(repo.path()),
-            "--out",
-            path_str(out.path()),
-        ])
-        .args(["--", "sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut pids = Vec::new();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    while pids.len() < 2 {
-        let line = lines.next().expect("the task prints its pids").unwrap();
-        pids.push(
-            line.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<i32>()
-                .unwrap(),
-        );
-    }
+    // The task reports a background child's pid and its own, then waits.
+    let (mut child, mut lines, _dirs) = spawn_run("sleep 300 & echo child $!; echo main $$; wait");
+    let pids = [next_pid(&mut lines), next_pid(&mut lines)];
     let executor = executor_pid_of(child.id() as i32);
     assert!(alive(executor));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(child.id() as i32, Signal::SIGINT);
     let status = wait_timeout(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(130));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -318,30 +288,10 @@ fn ctrl_c_stops_the_task_and_its_children_and_exits_130() {
 
 #[test]
 fn a_dead_executor_fails_the_run_at_once_and_takes_its_task_along() {
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(buildr_bin())
-        .args([
-            "run",
-            "--repo",
-            path_str(repo.path()),
-            "--out",
-            path_str(out.path()),
-        ])
-        .args(["--", "sh", "-c", "echo main $$; exec sleep 300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let line = lines.next().expect("the task prints its pid").unwrap();
-    let task: i32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (mut child, mut lines, _dirs) = spawn_run("echo main $$; exec sleep 300");
+    let task = next_pid(&mut lines);
     let executor = executor_pid_of(child.id() as i32);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(executor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(executor, Signal::SIGKILL);
     let started = Instant::now();
     let status = wait_timeout(&mut child, Duration::from_secs(20));
     assert!(started.elapsed() < Duration::from_secs(10), "noticed late");
@@ -357,6 +307,44 @@ fn a_dead_executor_fails_the_run_at_once_and_takes_its_task_along() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!alive(task), "the task {task} outlived its executor");
+}
+
+/// `buildr run -- sh -c script` in the background with its stdout's lines, and the repo and out
+/// directories (removed when dropped).
+fn spawn_run(
+    script: &str,
+) -> (
+    std::process::Child,
+    impl Iterator<Item = std::io::Result<String>>,
+    [tempfile::TempDir; 2],
+) {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(buildr_bin())
+        .args([
+            "run",
+            "--repo",
+            path_str(repo.path()),
+            "--out",
+            path_str(out.path()),
+        ])
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, std::io::BufRead::lines(stdout), [repo, out])
+}
+
+/// The pid in the next `NAME PID` line the task printed.
+fn next_pid(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> i32 {
+    let line = lines.next().expect("the task prints a pid").unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn signal(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }
 
 /// The `buildr executor` child of `parent`.

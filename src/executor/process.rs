@@ -62,9 +62,8 @@ pub async fn run(
     // SAFETY: prctl is async-signal-safe. If the executor itself dies (even by SIGKILL), the
     // task's main process goes with it instead of running on unobserved.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-        });
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
     }
     let mut child = command
         .args(args)
