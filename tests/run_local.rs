@@ -151,6 +151,18 @@ fn a_command_that_cannot_start_exits_as_a_shell_would() {
 }
 
 #[test]
+fn the_sandbox_is_private_and_the_executor_listens_inside_it() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = run_script(repo.path(), out.path(), &[], "stat -c %a ..; ls ../state");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some("700"));
+    assert!(lines.any(|l| l == "executor.sock"), "{printed}");
+}
+
+#[test]
 fn stdout_and_stderr_arrive_separately_and_complete() {
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();

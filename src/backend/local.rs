@@ -1,8 +1,9 @@
 //! The local backend: a fresh sandbox directory whose workspace receives the inputs through the
-//! same `.tar.s2` path a pod does, and `buildr executor` as a child process on a loopback port.
+//! same `.tar.s2` path a pod does, and `buildr executor` as a child process on a Unix socket inside the sandbox.
 //! Dropping the sandbox kills the executor and removes the directory, so every error path
 //! cleans up; `keep` leaves the directory for a post-mortem.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::archive::ArchiveError;
 use crate::client::Target;
+use crate::executor::ListenAddr;
 use crate::task::InputFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 impl LocalSandbox {
     /// Creates the sandbox, copies the inputs into its workspace and starts `executor` (a
-    /// `buildr` binary) listening on a loopback port.
+    /// `buildr` binary) listening on a Unix socket in the sandbox.
     pub async fn start(
         inputs: &[InputFile],
         executor: &Path,
@@ -50,6 +52,8 @@ impl LocalSandbox {
     ) -> Result<Self, LocalError> {
         let root = tempfile::Builder::new()
             .prefix(&format!("buildr-{run_id}-"))
+            // Private: the executor's socket is in here.
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(LocalError::CreateSandbox)?;
         let workspace = root.path().join("workspace");
@@ -125,7 +129,9 @@ fn spawn_executor(binary: &Path, state: &Path) -> Result<Child, LocalError> {
     command
         .arg("executor")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        // A socket in the sandbox (a 0700 directory), not a loopback port: on a shared machine
+        // no other user can reach the executor and start a command of their own.
+        .arg(format!("unix:{}", state.join("executor.sock").display()))
         .arg("--state-dir")
         .arg(state)
         .stdin(Stdio::null())
@@ -165,7 +171,9 @@ async fn read_address(child: &mut Child) -> Result<Target, LocalError> {
     let addr = line
         .strip_prefix(crate::cli::executor::LISTENING_PREFIX)
         .ok_or_else(|| LocalError::NoAddress(format!("unexpected line `{line}`")))?;
-    addr.parse()
-        .map(Target::Tcp)
-        .map_err(|_| LocalError::NoAddress(format!("unexpected address `{addr}`")))
+    match addr.parse() {
+        Ok(ListenAddr::Tcp(addr)) => Ok(Target::Tcp(addr)),
+        Ok(ListenAddr::Unix(path)) => Ok(Target::Unix(path)),
+        Err(e) => Err(LocalError::NoAddress(e)),
+    }
 }
