@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# rustup's default place, for shells that did not source ~/.cargo/env.
+if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  PATH="$HOME/.cargo/bin:$PATH"
+fi
 if ! command -v cargo >/dev/null; then
   echo "run-all: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
