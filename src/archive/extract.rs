@@ -75,6 +75,15 @@ pub fn extract<R: Read>(
 }
 
 /// The process umask, from /proc (reading it with umask(2) would race other threads).
+/// The target a link entry names (empty if it names none).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> Result<PathBuf, ArchiveError> {
+    Ok(entry
+        .link_name()
+        .map_err(ArchiveError::ReadArchive)?
+        .map(|t| t.into_owned())
+        .unwrap_or_default())
+}
+
 fn current_umask() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Umask:"))?;
@@ -151,20 +160,10 @@ impl Extractor<'_> {
                 }
                 EntryType::Directory => self.dir(&rel, mode & 0o1777, mtime)?,
                 EntryType::Symlink => {
-                    let target = entry
-                        .link_name()
-                        .map_err(ArchiveError::ReadArchive)?
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default();
-                    self.symlink(&rel, &target, mtime)?;
+                    self.symlink(&rel, &link_target(&entry)?, mtime)?;
                 }
                 EntryType::Link => {
-                    let target = entry
-                        .link_name()
-                        .map_err(ArchiveError::ReadArchive)?
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default();
-                    return Err(refused(&raw, Refusal::HardLink(target)));
+                    return Err(refused(&raw, Refusal::HardLink(link_target(&entry)?)));
                 }
                 EntryType::Char => return Err(refused(&raw, Refusal::Special("character device"))),
                 EntryType::Block => return Err(refused(&raw, Refusal::Special("block device"))),
