@@ -98,7 +98,7 @@ impl ExecutorProcess {
     /// A request to run `sh -c script` in this executor's workspace.
     pub fn request(&self, run_id: &str, script: &str) -> buildr::rpc::StartTaskRequest {
         let task = buildr::task::Task::ad_hoc(vec!["sh".into(), "-c".into(), script.into()]);
-        buildr::cli::run::start_request(&task, run_id, self.workspace.path().to_str().unwrap())
+        buildr::client::start_request(&task, run_id, self.workspace.path().to_str().unwrap())
     }
 }
 
