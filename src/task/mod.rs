@@ -145,7 +145,7 @@ pub struct InputMapping {
 }
 
 /// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
-/// strings, passed through unchecked.
+/// strings, passed through unchecked (the API server checks them when the pod is created).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: Option<String>,
@@ -153,6 +153,49 @@ pub struct Container {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// Node labels the pod must be scheduled on (on top of the binary's OS and architecture).
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    /// The pod's service account; its token is never mounted.
+    pub service_account: Option<String>,
+    /// Names of Secrets in the pod's namespace to pull the image with.
+    pub image_pull_secrets: Vec<String>,
+    /// Extra labels and annotations on the pod (buildr's own labels win).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Secrets and ConfigMaps whose keys become the task's environment variables. By reference:
+    /// the values are never in the pod spec, on the console or in the logs.
+    pub env_from_secrets: Vec<String>,
+    pub env_from_config_maps: Vec<String>,
+    /// What the pod may reach; ingress is always denied.
+    pub egress: Option<Egress>,
+    /// How long the pod may take to start (scheduling, image pull, container start).
+    pub start_timeout: Option<Duration>,
+    /// The numeric user the pod runs as (never root).
+    pub run_as_user: Option<i64>,
+}
+
+/// A Kubernetes toleration; absent fields take Kubernetes' defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: Option<String>,
+    /// `Equal` or `Exists`.
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: Option<String>,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// What a build pod may reach on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Egress {
+    /// Nothing at all.
+    None,
+    /// Only DNS (port 53, UDP and TCP).
+    Dns,
+    /// Anything (the default: a build behaves as it would on the developer's machine).
+    All,
 }
 
 /// A place in a task file. Line and column are one-based; the column counts characters.
