@@ -58,6 +58,7 @@
 //! repository) and `.buildrignore` files (same syntax) exclude.
 
 mod inputs;
+mod names;
 mod parse;
 
 use std::collections::BTreeMap;
