@@ -1503,6 +1503,25 @@ task "a" {
     }
 
     #[test]
+    fn the_reference_examples_parse() {
+        // The task-file reference is the doc comment of the module and the README; both must
+        // stay valid task files.
+        let doc: String = include_str!("mod.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .map(|line| format!("{}\n", line.strip_prefix(' ').unwrap_or(line)))
+            .collect();
+        let readme = include_str!("../../README.md");
+        for text in [doc.as_str(), readme] {
+            let start = text.find("```hcl\n").expect("an hcl example") + "```hcl\n".len();
+            let end = start + text[start..].find("```").expect("the end of the example");
+            let tasks = parse(&text[start..end]).unwrap();
+            assert_eq!(tasks[0].container.tolerations.len(), 1);
+            assert_eq!(tasks[0].container.run_as_user, Some(1000));
+        }
+    }
+
+    #[test]
     fn no_prefix_of_a_valid_file_panics() {
         let source = include_str!("../../.buildr/tasks.hcl");
         assert!(parse(source).is_ok());
