@@ -160,7 +160,7 @@ fn only_mapped_inputs_arrive_at_their_mapped_places() {
                 r#"task "list" {
   input "src" { to = "code" }
   input "docs/readme.md" { to = "README" }
-  script = "find . -type f | sort > listing.txt"
+  script = "find . -type f | sort > /tmp/listing && mv /tmp/listing listing.txt"
 }
 "#,
             ),
@@ -339,7 +339,7 @@ fn the_executor_port_is_closed_to_other_pods() {
     ]);
     assert!(!ip.is_empty());
     let probe = format!(
-        "if timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/7070'; then echo open; else echo closed; fi"
+        "if timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/7070' 2>/dev/null; then echo open; else echo closed; fi"
     );
     let answer = run_probe_pod(&ns, &probe);
     assert_eq!(
