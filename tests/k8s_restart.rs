@@ -53,7 +53,9 @@ fn an_api_server_restart_mid_task_loses_and_duplicates_nothing() {
 
     let output = child.wait_with_output().unwrap();
     let seen = reader.join().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("resumed the event stream"), "no resume: {log}");
     let expected: Vec<String> = (1..=lines).map(|i| format!("line {i}")).collect();
     assert_eq!(seen, expected);
     assert_eq!(

@@ -79,3 +79,27 @@ wait_for() { # NAME TIMEOUT DESCRIPTION CMD...: poll CMD until it succeeds, fail
     sleep 0.3
   done
 }
+
+# start_apiserver HOST_IP: kube-apiserver, as up.sh starts it (restart-apiserver.sh too).
+start_apiserver() {
+  local HOST_IP="$1"
+  start kube-apiserver "$BIN_DIR/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address="$HOST_IP" --secure-port="$API_PORT" \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --client-ca-file="$PKI/ca.crt" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --api-audiences=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+}

@@ -216,25 +216,7 @@ iptables -C FORWARD -j "$FW_CHAIN" 2>/dev/null || iptables -I FORWARD -j "$FW_CH
 
 # --- kube-apiserver ----------------------------------------------------------------------
 wait_for etcd 30 "etcd health" curl -fsS http://127.0.0.1:2379/health
-start kube-apiserver "$BIN_DIR/kube-apiserver" \
-  --bind-address=127.0.0.1 --advertise-address="$HOST_IP" --secure-port="$API_PORT" \
-  --etcd-servers=http://127.0.0.1:2379 \
-  --client-ca-file="$PKI/ca.crt" \
-  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
-  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
-  --kubelet-certificate-authority="$PKI/ca.crt" \
-  --kubelet-preferred-address-types=InternalIP,Hostname \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" \
-  --service-account-signing-key-file="$PKI/sa.key" \
-  --api-audiences=https://kubernetes.default.svc.cluster.local \
-  --service-cluster-ip-range="$SERVICE_CIDR" \
-  --authorization-mode=Node,RBAC \
-  --enable-admission-plugins=NodeRestriction \
-  --allow-privileged=true \
-  --profiling=false \
-  --v=1
+start_apiserver "$HOST_IP"
 
 # containerd is up by now: import the images while the API server starts.
 wait_for containerd 30 "containerd socket" ctr_ version

@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use kube::runtime::wait::delete::{Error as DeleteError, delete_and_finalize};
 
 use super::{Backend, Executor};
 use crate::task::{Egress, InputFile, Task};
@@ -229,32 +230,61 @@ impl K8sBackend {
         }
     }
 
+    /// Deletes the policy and the pod and waits until the pod is gone, retrying while the API
+    /// server cannot be reached (it may be restarting) for up to [`DELETE_TIMEOUT`].
     async fn delete_objects(&self, pod: &str) {
+        let deadline = Instant::now() + DELETE_TIMEOUT;
+        let ns = &self.namespace;
         // The policy is owned by the pod and would go with it, but only once the garbage
         // collector gets to it: delete it now so that nothing of the run is left when we exit.
-        if let Err(e) = self.policies().delete(pod, &DeleteParams::default()).await
-            && !is_not_found(&e)
-        {
-            eprintln!(
-                "buildr: cannot delete NetworkPolicy {}/{pod}: {}",
-                self.namespace,
-                api_message(&e)
-            );
-        }
         let params = DeleteParams::default();
-        let deleted = kube::runtime::wait::delete::delete_and_finalize(self.pods(), pod, &params);
+        let policies = self.policies();
+        match until_reachable(deadline, || policies.delete(pod, &params)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => eprintln!(
+                "buildr: cannot delete NetworkPolicy {ns}/{pod}: {}",
+                api_message(&e)
+            ),
+        }
+        let pods = self.pods();
+        let deleted = until_reachable(deadline, || async {
+            match delete_and_finalize(pods.clone(), pod, &params).await {
+                Ok(()) => Ok(()),
+                Err(DeleteError::Delete(e)) if is_not_found(&e) => Ok(()),
+                Err(DeleteError::Delete(e)) => Err(e),
+                Err(other) => Err(kube::Error::Service(other.into())),
+            }
+        });
         match tokio::time::timeout(DELETE_TIMEOUT, deleted).await {
             Ok(Ok(())) => {}
-            Ok(Err(kube::runtime::wait::delete::Error::Delete(e))) if is_not_found(&e) => {}
             Ok(Err(e)) => eprintln!(
-                "buildr: cannot delete pod {}/{pod} ({e}); `buildr k8s gc` removes it once it expires",
-                self.namespace
+                "buildr: cannot delete pod {ns}/{pod} ({}); `buildr k8s gc` removes it once it expires",
+                api_message(&e)
             ),
             Err(_) => eprintln!(
-                "buildr: pod {}/{pod} was not gone after {}s; `buildr k8s gc` removes it once it expires",
-                self.namespace,
+                "buildr: pod {ns}/{pod} was not gone after {}s; `buildr k8s gc` removes it once it expires",
                 DELETE_TIMEOUT.as_secs()
             ),
+        }
+    }
+}
+
+/// Runs `call` until the API server answers it (a refusal is an answer) or `deadline` passes.
+async fn until_reachable<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Err(e) if !matches!(e, kube::Error::Api(_)) && Instant::now() + delay < deadline => {
+                tracing::debug!("the API server is not reachable ({e}); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
         }
     }
 }
