@@ -125,7 +125,7 @@ fn extract(
 ) -> Result<archive::Extracted, ArchiveError> {
     let opts = ExtractOptions {
         apply_deletions,
-        progress: None,
+        ..ExtractOptions::default()
     };
     archive::extract(bytes, dest, &opts)
 }
@@ -417,8 +417,8 @@ fn progress_counts_file_bytes() {
     let dest = tempfile::tempdir().unwrap();
     let bar = indicatif::ProgressBar::hidden();
     let opts = ExtractOptions {
-        apply_deletions: false,
         progress: Some(bar.clone()),
+        ..ExtractOptions::default()
     };
     let got = archive::extract(&bytes[..], dest.path(), &opts).unwrap();
     assert_eq!(bar.position(), got.bytes);
@@ -490,7 +490,7 @@ fn hostile_deletions_are_refused() {
         ("/etc/passwd", "absolute"),
     ] {
         let a = Arena::new();
-        let bytes = RawTar::default().global(&[("BUILDR.deleted", bad)]).s2();
+        let bytes = RawTar::default().global(&[("BUILDR.deleted.0", bad)]).s2();
         let err = extract(&bytes, &a.dest, true).unwrap_err();
         assert!(matches!(err, ArchiveError::RefusedDeletion { .. }), "{err}");
         assert!(
@@ -508,7 +508,7 @@ fn deletion_through_a_symlink_is_refused() {
     let a = Arena::new();
     symlink(&a.outside, a.dest.join("out")).unwrap();
     let bytes = RawTar::default()
-        .global(&[("BUILDR.deleted", "out/keep")])
+        .global(&[("BUILDR.deleted.0", "out/keep")])
         .s2();
     let err = extract(&bytes, &a.dest, true).unwrap_err();
     assert!(err.to_string().contains("`out/keep`"), "{err}");
@@ -534,8 +534,8 @@ fn dotdot_path_is_refused() {
         .file("../outside/pwned", "x")
         .s2();
     a.refuses(&bytes, "../outside/pwned", "path leaves the destination");
-    // Entries before the refused one may remain, inside dest only.
-    assert_eq!(fs::read(a.dest.join("fine.txt")).unwrap(), b"ok");
+    // Refused before anything was put in place.
+    assert_eq!(fs::read_dir(&a.dest).unwrap().count(), 0);
 }
 
 #[test]
@@ -643,7 +643,13 @@ fn truncated_or_garbage_input_is_an_error() {
     let bytes = create(src.path(), &[]);
     let dest = tempfile::tempdir().unwrap();
     let err = extract(&bytes[..bytes.len() / 2], dest.path(), false).unwrap_err();
-    assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            ArchiveError::ReadArchive(_) | ArchiveError::Corrupt { .. }
+        ),
+        "{err}"
+    );
     let err = extract(b"definitely not snappy", dest.path(), false).unwrap_err();
     assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
     assert!(archive::list(&b"nope"[..]).is_err());

@@ -93,6 +93,7 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
         } => {
             let options = ExtractOptions {
                 apply_deletions,
+                links: archive::LinkPolicy::default(),
                 progress: None,
             };
             let extracted = archive::extract(open(&file)?, &to, &options).with_context(|| {

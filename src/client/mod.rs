@@ -154,6 +154,7 @@ async fn fetch_and_extract(
         let bar = crate::progress::bytes("extract", size);
         let options = archive::ExtractOptions {
             apply_deletions,
+            links: archive::LinkPolicy::Skip,
             progress: None,
         };
         let extracted = archive::extract(bar.wrap_read(file), &dest, &options)
