@@ -132,7 +132,7 @@ mod tests {
             assert_eq!(records[0].1.len(), vlen);
             assert_eq!(records[1], (&b"k"[..], &b"x=y"[..]));
         }
-        assert_eq!(parse_pax(b"5 a=b\n\0\0\0").map(|r| r.len()), Some(1));
+        assert_eq!(parse_pax(b"6 a=b\n\0\0\0").map(|r| r.len()), Some(1));
         for bad in [
             &b"99 a=b\n"[..],
             b"6 ab\n",
