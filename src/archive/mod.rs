@@ -11,6 +11,8 @@
 //!   headers), so every deletion has a key of its own;
 //! - last, the closing record: `BUILDR.entries`, `BUILDR.deletions` and `BUILDR.sha256`, the
 //!   SHA-256 of all the tar bytes before it. A reader that saw `BUILDR.format` requires it.
+//!   An empty GNU volume header follows it, because Python's `tarfile` fails on an archive
+//!   whose last header is a PAX header; GNU tar skips it silently.
 //!
 //! Layout:
 //! - [`frame`]: Snappy framing compressed on every core, blocks written in order.

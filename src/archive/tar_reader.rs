@@ -9,7 +9,8 @@
 //!
 //! A buildr archive starts with a global header holding `BUILDR.format` and ends with one
 //! holding `BUILDR.entries`, `BUILDR.deletions` and `BUILDR.sha256` (the SHA-256 of every tar
-//! byte before that header): a chunk dropped, duplicated or reordered anywhere is caught there.
+//! byte before that header), then an empty GNU volume header, then the end-of-archive marker:
+//! a chunk dropped, duplicated or reordered anywhere is caught at the closing record.
 //! Archives from other tools have neither and are read as plain tar.
 
 use std::collections::VecDeque;
@@ -162,10 +163,14 @@ impl<R: Read> TarReader<R> {
                 self.offset = start;
                 return Err(self.corrupt(Corruption::Checksum));
             }
+            let flag = block[TYPEFLAG];
             if self.closed {
+                // Only the empty volume header that lets Python's tarfile end on a member.
+                if flag == b'V' && self.field(&block, SIZE, "size")? == 0 {
+                    continue;
+                }
                 return Err(self.corrupt(Corruption::AfterClosingRecord));
             }
-            let flag = block[TYPEFLAG];
             // The closing record's hash covers everything before its own header.
             let before = (flag == b'g').then(|| self.hash.clone());
             self.hash.update(&block[..]);

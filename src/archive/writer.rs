@@ -258,7 +258,16 @@ impl<W: Write> Writer<W> {
         );
         let sha = hex::encode(self.tar_hash.clone().finalize());
         pax_record(&mut closing, SHA256_KEY, sha.as_bytes());
+        // Python's tarfile cannot end on a PAX header (it wants a member after one): an empty
+        // GNU volume header follows, which GNU tar skips silently and creates nothing for.
+        let mut anchor = Header::new_gnu();
+        set_name(&mut anchor, b"buildr archive end");
+        anchor.set_entry_type(EntryType::new(b'V'));
+        anchor.set_mode(0o644);
+        anchor.set_size(0);
+        anchor.set_cksum();
         self.global_header(&closing)
+            .and_then(|()| self.write_all(anchor.as_bytes()))
             .and_then(|()| self.write_all(&ZEROS))
             .map_err(ArchiveError::WriteArchive)?;
         let hashed = self.enc.finish().map_err(ArchiveError::WriteArchive)?;
