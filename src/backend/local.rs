@@ -18,11 +18,11 @@ use crate::task::InputFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("cannot create the sandbox directory: {0}")]
+    #[error("cannot create the sandbox directory")]
     CreateSandbox(#[source] std::io::Error),
-    #[error("cannot copy the inputs into the sandbox: {0}")]
+    #[error("cannot copy the inputs into the sandbox")]
     CopyInputs(#[source] ArchiveError),
-    #[error("cannot start the executor {}: {source}", binary.display())]
+    #[error("cannot start the executor {}", binary.display())]
     SpawnExecutor {
         binary: PathBuf,
         #[source]

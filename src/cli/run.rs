@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
+use crate::archive::{LinkPolicy, Quoted};
 use crate::backend::BackendKind;
 use crate::backend::local::LocalSandbox;
 use crate::client::{self, Outcome, Reconnect, render::Console};
@@ -40,6 +41,12 @@ pub struct RunArgs {
     /// Also delete, under --out, the files the task deleted.
     #[arg(long)]
     pub apply_deletions: bool,
+
+    /// Also bring back symlinks that point outside --out (absolute, or climbing above it).
+    /// Without it they are skipped with a warning; either way nothing is written through a
+    /// link.
+    #[arg(long)]
+    pub allow_external_links: bool,
 
     /// Container image for the k8s backend (overrides the task's `container.image`).
     #[arg(long)]
@@ -79,6 +86,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             "the k8s backend is not part of this build yet; use --backend local (the default)"
         ),
     }
+    check_out(&out)?;
     let run_id = new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
     match run_locally(&args, &task, &out, &run_id, verbosity)
@@ -110,6 +118,14 @@ fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
     Ok(tasks.get(name)?.clone())
 }
 
+/// Finds out before the task runs, not after, whether its results can be written to `out`
+/// (created if missing): a file is created there and removed again.
+fn check_out(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .and_then(|()| tempfile::tempfile_in(out).map(drop))
+        .with_context(|| format!("--out {} cannot be written", Quoted(out)))
+}
+
 fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
@@ -126,6 +142,14 @@ async fn run_locally(
     let mut interrupts = forward_interrupts();
     let inputs = collect_inputs(&args.repo, &task.inputs)
         .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
+    if inputs.is_empty() {
+        eprintln!(
+            "buildr: warning: task `{}` has no inputs: its workspace starts empty (check its \
+             input mappings and the .gitignore and .buildrignore files of {})",
+            task.name,
+            args.repo.display()
+        );
+    }
     let executor = match &args.executor_binary {
         Some(binary) => binary.clone(),
         None => std::env::current_exe().context("cannot find the buildr binary")?,
@@ -140,6 +164,11 @@ async fn run_locally(
     let options = client::Options {
         out: out.to_path_buf(),
         apply_deletions: args.apply_deletions,
+        links: if args.allow_external_links {
+            LinkPolicy::Allow
+        } else {
+            LinkPolicy::Skip
+        },
         ready_timeout: Duration::from_secs(30),
         reconnect: Reconnect {
             give_up_after: args.reconnect_timeout,
@@ -203,8 +232,20 @@ fn forward_interrupts() -> mpsc::Receiver<()> {
 /// Tells what happened on stderr and picks the exit status.
 fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
     let result = &outcome.result;
-    if outcome.extracted.is_some() {
-        let changed = result.modified_paths.len();
+    if let Some(extracted) = &outcome.extracted {
+        for link in &extracted.skipped_links {
+            eprintln!(
+                "buildr: warning: skipped symlink `{}` -> `{}`: it points outside {} \
+                 (--allow-external-links brings it back)",
+                Quoted(&link.path),
+                Quoted(&link.target),
+                Quoted(out)
+            );
+        }
+        let changed = result
+            .modified_paths
+            .len()
+            .saturating_sub(extracted.skipped_links.len());
         if changed > 0 {
             eprintln!(
                 "buildr: {changed} changed path{} written to {}",

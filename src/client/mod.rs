@@ -51,13 +51,13 @@ pub enum ClientError {
         size: u64,
         sha256: String,
     },
-    #[error("cannot extract the modified files into {dest}: {source}")]
+    #[error("cannot extract the modified files")]
     Extract {
         dest: PathBuf,
         #[source]
         source: archive::ArchiveError,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -72,6 +72,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Apply the task's deletions to `out` too.
     pub apply_deletions: bool,
+    /// What to do with modified symlinks that point outside `out`.
+    pub links: archive::LinkPolicy,
     /// How long the executor may take to answer its health check.
     pub ready_timeout: Duration,
     pub reconnect: Reconnect,
@@ -145,6 +147,7 @@ async fn fetch_and_extract(
 
     let dest = options.out.clone();
     let apply_deletions = options.apply_deletions;
+    let links = options.links;
     let size = info.size;
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(local.path()).map_err(|e| ClientError::Io {
@@ -154,7 +157,7 @@ async fn fetch_and_extract(
         let bar = crate::progress::bytes("extract", size);
         let options = archive::ExtractOptions {
             apply_deletions,
-            links: archive::LinkPolicy::Skip,
+            links,
             progress: None,
         };
         let extracted = archive::extract(bar.wrap_read(file), &dest, &options)

@@ -136,6 +136,7 @@ pub fn client_options(out: &Path) -> buildr::client::Options {
     buildr::client::Options {
         out: out.to_path_buf(),
         apply_deletions: false,
+        links: buildr::archive::LinkPolicy::Skip,
         ready_timeout: std::time::Duration::from_secs(20),
         reconnect: buildr::client::Reconnect::default(),
     }
