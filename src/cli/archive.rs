@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::archive::{self, EntryKind, ExtractOptions, Quoted};
+use crate::archive::{self, EntryKind, ExtractOptions, LinkPolicy, Quoted};
 
 /// Work with .tar.s2 archives (tar in Snappy framing), the format buildr moves files in.
 #[derive(Debug, clap::Subcommand)]
@@ -35,6 +35,11 @@ pub enum ArchiveCommand {
         /// Also delete the paths the archive records as deleted (never outside --to).
         #[arg(long)]
         apply_deletions: bool,
+        /// Symlinks that point outside --to (absolute, or climbing above it): `refuse` the
+        /// archive, `skip` them with a warning, or `allow` them (a workspace's inputs). No
+        /// policy writes through a link.
+        #[arg(long, default_value = "refuse", value_parser = parse_links)]
+        links: LinkPolicy,
     },
 }
 
@@ -91,14 +96,23 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
             file,
             to,
             apply_deletions,
+            links,
         } => {
             let options = ExtractOptions {
                 apply_deletions,
-                links: archive::LinkPolicy::default(),
+                links,
                 progress: None,
             };
             let extracted = archive::extract(open(&file)?, &to, &options)
                 .with_context(|| format!("cannot extract {}", Quoted(&file)))?;
+            for link in &extracted.skipped_links {
+                eprintln!(
+                    "buildr: warning: skipped symlink `{}` -> `{}`: it points outside {}",
+                    Quoted(&link.path),
+                    Quoted(&link.target),
+                    Quoted(&to)
+                );
+            }
             eprintln!(
                 "{} files, {} directories, {} symlinks, {} bytes; {} deleted",
                 extracted.files,
@@ -110,6 +124,15 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_links(s: &str) -> Result<LinkPolicy, String> {
+    match s {
+        "refuse" => Ok(LinkPolicy::Refuse),
+        "skip" => Ok(LinkPolicy::Skip),
+        "allow" => Ok(LinkPolicy::Allow),
+        _ => Err(format!("`{s}` is not one of refuse, skip, allow")),
+    }
 }
 
 fn open(file: &Path) -> anyhow::Result<Box<dyn Read>> {
