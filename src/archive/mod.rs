@@ -47,7 +47,7 @@ pub use extract::extract;
 pub use hash::{Sha256Writer, sha256_file};
 pub use names::{MAX_NAME, MAX_PATH, Quoted};
 pub use read::{list, list_each};
-pub use writer::{Writer, create_file, sources_under};
+pub use writer::{Writer, create_file, create_new_file, sources_under};
 
 /// The archive file extension, without the leading dot.
 pub const ARCHIVE_EXTENSION: &str = "tar.s2";

@@ -360,17 +360,50 @@ fn ascii_fallback(bytes: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Archives `sources` into the file at `to`, after recording `deleted`. On error the partial
-/// file is removed.
+/// Archives `sources` into the file at `to` (replaced if it exists; a symlink there is an
+/// error, never followed), after recording `deleted`. On error the partial file is removed.
 pub fn create_file(
     to: &Path,
     sources: &[Source],
     deleted: &[PathBuf],
 ) -> Result<Summary, ArchiveError> {
-    let file = File::create(to).map_err(|source| ArchiveError::CreateFile {
-        path: to.to_path_buf(),
-        source,
-    })?;
+    create_with(
+        File::options().write(true).create(true).truncate(true),
+        to,
+        sources,
+        deleted,
+    )
+}
+
+/// [`create_file`] into a new file only (`O_EXCL`): whatever is at `to` already, file or
+/// symlink, is an error and stays as it was.
+pub fn create_new_file(
+    to: &Path,
+    sources: &[Source],
+    deleted: &[PathBuf],
+) -> Result<Summary, ArchiveError> {
+    create_with(
+        File::options().write(true).create_new(true),
+        to,
+        sources,
+        deleted,
+    )
+}
+
+fn create_with(
+    options: &mut std::fs::OpenOptions,
+    to: &Path,
+    sources: &[Source],
+    deleted: &[PathBuf],
+) -> Result<Summary, ArchiveError> {
+    let file = options
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(to)
+        .map_err(|source| ArchiveError::CreateFile {
+            path: to.to_path_buf(),
+            source,
+        })?;
     let result = (|| {
         let mut w = Writer::new(file);
         w.record_deleted(deleted)?;

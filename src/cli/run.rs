@@ -202,6 +202,7 @@ async fn execute_on(
     let request = client::start_request(task, run_id, &executor.workspace_root);
     let options = client::Options {
         out: out.to_path_buf(),
+        secret: executor.secret.clone(),
         apply_deletions: args.apply_deletions,
         links: if args.allow_external_links {
             LinkPolicy::Allow
