@@ -1,7 +1,7 @@
 //! The archive module through its public API, on real files in temporary directories.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,23 +9,13 @@ use std::process::Command;
 use buildr::archive::{
     self, ArchiveError, EntryKind, ExtractOptions, Refusal, Source, Writer, frame,
 };
+use common::frames::{chunks, random_bytes, reassemble, snappy, unsnappy};
 use tar::{EntryType, Header};
 use tempfile::TempDir;
 
-// ---------------------------------------------------------------- helpers
+mod common;
 
-/// Deterministic pseudo-random bytes (xorshift), incompressible.
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+// ---------------------------------------------------------------- helpers
 
 const LONG_DIR: &str =
     "a-directory-name-that-is-rather-long/and-another-one-that-is-also-quite-long/and-a-third";
@@ -128,22 +118,6 @@ fn extract(
         ..ExtractOptions::default()
     };
     archive::extract(bytes, dest, &opts)
-}
-
-fn snappy(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = snap::write::FrameEncoder::new(&mut out);
-    enc.write_all(data).unwrap();
-    drop(enc);
-    out
-}
-
-fn unsnappy(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    snap::read::FrameDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
 }
 
 /// Builds tar streams by hand, header bytes and all, so that hostile names get through.
@@ -789,18 +763,6 @@ fn adaptive_encoder_output_decodes() {
 
 // ---------------------------------------------------------------- issue 8: trust nothing
 
-/// The chunks of a Snappy frame stream, as byte ranges (the stream identifier included).
-fn chunks(stream: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= stream.len() {
-        let len = u32::from_le_bytes([stream[at + 1], stream[at + 2], stream[at + 3], 0]) as usize;
-        out.push(at..at + 4 + len);
-        at += 4 + len;
-    }
-    out
-}
-
 /// A buildr archive of the sample tree with two deletions, and its chunks.
 fn sample_archive() -> (TempDir, Vec<u8>, Vec<std::ops::Range<usize>>) {
     let src = tempfile::tempdir().unwrap();
@@ -936,12 +898,7 @@ fn an_archive_cut_at_an_entry_boundary_is_refused() {
 fn dropped_duplicated_or_reordered_chunks_are_caught() {
     let (_src, bytes, ranges) = sample_archive();
     let a = Untouched::new();
-    let join = |order: &[usize]| -> Vec<u8> {
-        order
-            .iter()
-            .flat_map(|&i| bytes[ranges[i].clone()].to_vec())
-            .collect()
-    };
+    let join = |order: &[usize]| reassemble(&bytes, &ranges, order);
     let all: Vec<usize> = (0..ranges.len()).collect();
     let mid = ranges.len() / 2;
     assert!(ranges.len() > 20, "{} chunks", ranges.len());

@@ -7,14 +7,17 @@
 //! build on two cores).
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use buildr::archive::{self, Entry, ExtractOptions, Writer};
+use common::frames::{chunks, random_bytes, reassemble, snappy};
 use proptest::prelude::*;
 use tar::{EntryType, Header};
+
+mod common;
 
 /// The original: a small tree with every kind of entry, archived with two deletions.
 struct Original {
@@ -24,18 +27,6 @@ struct Original {
     listed: Vec<Entry>,
     /// The destination after extracting the original over [`populate`].
     extracted: Vec<(PathBuf, String)>,
-}
-
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn original() -> &'static Original {
@@ -120,18 +111,6 @@ fn describe(root: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
-/// Byte ranges of the Snappy chunks (the stream identifier is the first).
-fn chunks(stream: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= stream.len() {
-        let len = u32::from_le_bytes([stream[at + 1], stream[at + 2], stream[at + 3], 0]) as usize;
-        out.push(at..(at + 4 + len).min(stream.len()));
-        at += 4 + len;
-    }
-    out
-}
-
 /// Offsets of the tar headers (up to the end-of-archive marker).
 fn headers(plain: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
@@ -143,14 +122,6 @@ fn headers(plain: &[u8]) -> Vec<usize> {
             .unwrap();
         at += 512 + size.div_ceil(512) as usize * 512;
     }
-    out
-}
-
-fn snappy(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = snap::write::FrameEncoder::new(&mut out);
-    enc.write_all(data).unwrap();
-    drop(enc);
     out
 }
 
@@ -234,12 +205,7 @@ fn apply(m: &Mutation) -> Vec<u8> {
     let o = original();
     let bytes = &o.archive;
     let ranges = chunks(bytes);
-    let join = |order: &[usize]| -> Vec<u8> {
-        order
-            .iter()
-            .flat_map(|&i| bytes[ranges[i].clone()].to_vec())
-            .collect()
-    };
+    let join = |order: &[usize]| reassemble(bytes, &ranges, order);
     let all: Vec<usize> = (0..ranges.len()).collect();
     let heads = headers(&o.plain);
     match m {

@@ -490,13 +490,18 @@ fn each_cause_of_an_error_is_shown_once() {
     // A destination under a file: the OS error, the destination and the archive, once each.
     fs::write(tmp.path().join("file"), "x").unwrap();
     let dest = tmp.path().join("file/dest");
-    let output = buildr(&[
-        "archive",
-        "extract",
-        "--to",
-        path_str(&dest),
-        path_str(&archive),
-    ]);
+    let extract = |verbose: &[&str]| {
+        let mut args = verbose.to_vec();
+        args.extend([
+            "archive",
+            "extract",
+            "--to",
+            path_str(&dest),
+            path_str(&archive),
+        ]);
+        buildr(&args)
+    };
+    let output = extract(&[]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -520,14 +525,7 @@ fn each_cause_of_an_error_is_shown_once() {
     assert_eq!(err.matches("FIFO").count(), 1, "{err}");
     assert_each_cause_once(err.trim());
     // With -v the chain comes once more, only as the detailed list.
-    let output = buildr(&[
-        "-v",
-        "archive",
-        "extract",
-        "--to",
-        path_str(&dest),
-        path_str(&archive),
-    ]);
+    let output = extract(&["-v"]);
     let err = stderr(&output);
     let first = err.lines().find(|l| l.starts_with("buildr: ")).unwrap();
     assert_each_cause_once(first);

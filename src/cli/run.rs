@@ -127,6 +127,12 @@ fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
     Ok(tasks.get(name)?.clone())
 }
 
+/// Whether `repo` holds anything but `.git`: inputs that come out empty from a repository that
+/// does are worth a warning (a `*` in an ignore file, a mapping that matches nothing).
+fn has_entries(repo: &Path) -> bool {
+    std::fs::read_dir(repo).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != ".git")))
+}
+
 /// Finds out before the task runs, not after, whether its results can be written to `out`
 /// (created if missing): a file is created there and removed again.
 fn check_out(out: &Path) -> anyhow::Result<()> {
@@ -186,7 +192,7 @@ async fn execute_on(
 ) -> anyhow::Result<Outcome> {
     let inputs = collect_inputs(&args.repo, &task.inputs)
         .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
-    if inputs.is_empty() {
+    if inputs.is_empty() && has_entries(&args.repo) {
         eprintln!(
             "buildr: warning: task `{}` has no inputs: its workspace starts empty (check its \
              input mappings and the .gitignore and .buildrignore files of {})",

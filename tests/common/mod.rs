@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod frames;
+
 pub mod cluster;
 
 use std::path::{Path, PathBuf};
