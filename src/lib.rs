@@ -8,6 +8,7 @@
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
+//! - [`secret`]: the per-run secret every call to an executor carries.
 //! - [`telemetry`]: tracing subscriber, OpenTelemetry export, trace context propagation.
 //! - [`timeline`]: the phases of a run and their durations (`buildr run -v`).
 //! - [`rpc`]: the generated protocol types (`proto/buildr/rpc/v1`).
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod executor;
 pub mod progress;
+pub mod secret;
 pub mod task;
 pub mod telemetry;
 pub mod timeline;

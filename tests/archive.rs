@@ -1,7 +1,7 @@
 //! The archive module through its public API, on real files in temporary directories.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,23 +9,13 @@ use std::process::Command;
 use buildr::archive::{
     self, ArchiveError, EntryKind, ExtractOptions, Refusal, Source, Writer, frame,
 };
+use common::frames::{chunks, random_bytes, reassemble, snappy, unsnappy};
 use tar::{EntryType, Header};
 use tempfile::TempDir;
 
-// ---------------------------------------------------------------- helpers
+mod common;
 
-/// Deterministic pseudo-random bytes (xorshift), incompressible.
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+// ---------------------------------------------------------------- helpers
 
 const LONG_DIR: &str =
     "a-directory-name-that-is-rather-long/and-another-one-that-is-also-quite-long/and-a-third";
@@ -125,25 +115,9 @@ fn extract(
 ) -> Result<archive::Extracted, ArchiveError> {
     let opts = ExtractOptions {
         apply_deletions,
-        progress: None,
+        ..ExtractOptions::default()
     };
     archive::extract(bytes, dest, &opts)
-}
-
-fn snappy(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = snap::write::FrameEncoder::new(&mut out);
-    enc.write_all(data).unwrap();
-    drop(enc);
-    out
-}
-
-fn unsnappy(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    snap::read::FrameDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
 }
 
 /// Builds tar streams by hand, header bytes and all, so that hostile names get through.
@@ -417,8 +391,8 @@ fn progress_counts_file_bytes() {
     let dest = tempfile::tempdir().unwrap();
     let bar = indicatif::ProgressBar::hidden();
     let opts = ExtractOptions {
-        apply_deletions: false,
         progress: Some(bar.clone()),
+        ..ExtractOptions::default()
     };
     let got = archive::extract(&bytes[..], dest.path(), &opts).unwrap();
     assert_eq!(bar.position(), got.bytes);
@@ -490,7 +464,7 @@ fn hostile_deletions_are_refused() {
         ("/etc/passwd", "absolute"),
     ] {
         let a = Arena::new();
-        let bytes = RawTar::default().global(&[("BUILDR.deleted", bad)]).s2();
+        let bytes = RawTar::default().global(&[("BUILDR.deleted.0", bad)]).s2();
         let err = extract(&bytes, &a.dest, true).unwrap_err();
         assert!(matches!(err, ArchiveError::RefusedDeletion { .. }), "{err}");
         assert!(
@@ -508,7 +482,7 @@ fn deletion_through_a_symlink_is_refused() {
     let a = Arena::new();
     symlink(&a.outside, a.dest.join("out")).unwrap();
     let bytes = RawTar::default()
-        .global(&[("BUILDR.deleted", "out/keep")])
+        .global(&[("BUILDR.deleted.0", "out/keep")])
         .s2();
     let err = extract(&bytes, &a.dest, true).unwrap_err();
     assert!(err.to_string().contains("`out/keep`"), "{err}");
@@ -534,8 +508,8 @@ fn dotdot_path_is_refused() {
         .file("../outside/pwned", "x")
         .s2();
     a.refuses(&bytes, "../outside/pwned", "path leaves the destination");
-    // Entries before the refused one may remain, inside dest only.
-    assert_eq!(fs::read(a.dest.join("fine.txt")).unwrap(), b"ok");
+    // Refused before anything was put in place.
+    assert_eq!(fs::read_dir(&a.dest).unwrap().count(), 0);
 }
 
 #[test]
@@ -643,7 +617,13 @@ fn truncated_or_garbage_input_is_an_error() {
     let bytes = create(src.path(), &[]);
     let dest = tempfile::tempdir().unwrap();
     let err = extract(&bytes[..bytes.len() / 2], dest.path(), false).unwrap_err();
-    assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            ArchiveError::ReadArchive(_) | ArchiveError::Corrupt { .. }
+        ),
+        "{err}"
+    );
     let err = extract(b"definitely not snappy", dest.path(), false).unwrap_err();
     assert!(matches!(err, ArchiveError::ReadArchive(_)), "{err}");
     assert!(archive::list(&b"nope"[..]).is_err());
@@ -779,4 +759,497 @@ fn adaptive_encoder_output_decodes() {
     let dest = tempfile::tempdir().unwrap();
     extract(&bytes, dest.path(), false).unwrap();
     assert_eq!(describe(dest.path()), describe(src.path()));
+}
+
+// ---------------------------------------------------------------- issue 8: trust nothing
+
+/// A buildr archive of the sample tree with two deletions, and its chunks.
+fn sample_archive() -> (TempDir, Vec<u8>, Vec<std::ops::Range<usize>>) {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let bytes = create(
+        src.path(),
+        &[PathBuf::from("gone"), PathBuf::from("d/gone")],
+    );
+    let ranges = chunks(&bytes);
+    (src, bytes, ranges)
+}
+
+/// A destination holding one file, and a check that an extraction left it exactly as it was.
+struct Untouched {
+    _tmp: TempDir,
+    dest: PathBuf,
+    before: Vec<(PathBuf, String)>,
+}
+
+impl Untouched {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("top.txt"), "mine").unwrap();
+        let before = describe(&dest);
+        Untouched {
+            _tmp: tmp,
+            dest,
+            before,
+        }
+    }
+
+    /// Extraction of `bytes` fails, in one line, and the destination is as it was.
+    fn refuses(&self, bytes: &[u8], what: &str) -> ArchiveError {
+        let err = extract(bytes, &self.dest, true)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: extracted"));
+        let chain = error_chain(&err);
+        assert!(!chain.contains('\n'), "{what}: {chain}");
+        assert_eq!(describe(&self.dest), self.before, "{what}: {chain}");
+        err
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+/// A header with a numeric field written as GNU base-256 (`bytes` after the marker byte).
+fn base256(field: &mut [u8], bytes: &[u8]) {
+    field.fill(0);
+    field[0] = 0x80;
+    let start = field.len() - bytes.len();
+    field[start..].copy_from_slice(bytes);
+}
+
+#[test]
+fn a_huge_mtime_does_not_panic() {
+    for mtime in [&[0x7f; 11][..], &[0xff; 8], &[0x01, 0, 0, 0, 0, 0, 0, 0]] {
+        let mut raw = RawTar::default().file("f", "x").0;
+        base256(&mut raw[136..148], mtime);
+        let header: &mut [u8; 512] = (&mut raw[..512]).try_into().unwrap();
+        let mut h = Header::from_byte_slice(header).clone();
+        h.set_cksum();
+        raw[..512].copy_from_slice(h.as_bytes());
+        let bytes = RawTar(raw).s2();
+        let dest = tempfile::tempdir().unwrap();
+        // Extracted or refused in one line; never a panic.
+        if let Err(e) = extract(&bytes, dest.path(), false) {
+            assert!(!error_chain(&e).contains('\n'), "{e}");
+        }
+        archive::list(&bytes[..]).map(|_| ()).unwrap_or(());
+    }
+}
+
+#[test]
+fn empty_and_identifier_only_archives_are_truncated() {
+    let a = Untouched::new();
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        ("stream identifier only", frame::STREAM_IDENTIFIER.to_vec()),
+        ("one zero block", snappy(&[0; 512])),
+    ] {
+        let err = a.refuses(&bytes, what);
+        assert!(err.to_string().contains("end-of-archive"), "{what}: {err}");
+        assert!(archive::list(&bytes[..]).is_err(), "{what}");
+    }
+}
+
+#[test]
+fn an_archive_cut_at_any_chunk_boundary_is_refused() {
+    let (_src, bytes, ranges) = sample_archive();
+    let a = Untouched::new();
+    for r in &ranges[..ranges.len() - 1] {
+        a.refuses(&bytes[..r.end], &format!("cut after byte {}", r.end));
+        assert!(archive::list(&bytes[..r.end]).is_err());
+    }
+}
+
+#[test]
+fn an_archive_cut_at_an_entry_boundary_is_refused() {
+    let (_src, bytes, _) = sample_archive();
+    let plain = unsnappy(&bytes);
+    let a = Untouched::new();
+    // Every header boundary after the format record: cut there, then end the tar stream
+    // properly.
+    let mut at = 1024;
+    let mut cuts = 0;
+    while at < plain.len() - 1024 {
+        let h = Header::from_byte_slice(&plain[at..at + 512]);
+        // The volume header after the closing record carries nothing to lose.
+        if h.entry_type().as_byte() == b'V' {
+            break;
+        }
+        let size = h.entry_size().unwrap().div_ceil(512) * 512;
+        let cut = [&plain[..at], &[0u8; 1024][..]].concat();
+        a.refuses(&snappy(&cut), &format!("cut at entry byte {at}"));
+        cuts += 1;
+        at += 512 + size as usize;
+    }
+    assert!(cuts > 20, "{cuts} cuts");
+}
+
+#[test]
+fn dropped_duplicated_or_reordered_chunks_are_caught() {
+    let (_src, bytes, ranges) = sample_archive();
+    let a = Untouched::new();
+    let join = |order: &[usize]| reassemble(&bytes, &ranges, order);
+    let all: Vec<usize> = (0..ranges.len()).collect();
+    let mid = ranges.len() / 2;
+    assert!(ranges.len() > 20, "{} chunks", ranges.len());
+    let mut dropped = all.clone();
+    dropped.remove(mid);
+    let mut duplicated = all.clone();
+    duplicated.insert(mid, mid);
+    let mut reordered = all.clone();
+    reordered.swap(mid, mid + 1);
+    for (what, order) in [
+        ("dropped", dropped),
+        ("duplicated", duplicated),
+        ("reordered", reordered),
+    ] {
+        let err = a.refuses(&join(&order), what);
+        assert!(matches!(err, ArchiveError::Corrupt { .. }), "{what}: {err}");
+    }
+    // The random file's chunks swapped keep the tar structure intact: only the closing
+    // record can tell.
+    let mut swapped = all.clone();
+    swapped.swap(3, 4);
+    let err = a.refuses(&join(&swapped), "swapped data chunks");
+    assert!(err.to_string().contains("closing record"), "{err}");
+}
+
+#[test]
+fn a_corrupt_archive_leaves_the_destination_as_it_was() {
+    let (_src, bytes, ranges) = sample_archive();
+    let a = Untouched::new();
+    // A bit flipped in the last data chunk: everything before it is fine.
+    let last = &ranges[ranges.len() - 2];
+    let mut flipped = bytes.clone();
+    flipped[last.end - 3] ^= 0x10;
+    a.refuses(&flipped, "a flipped bit at the end");
+    let staging: Vec<_> = fs::read_dir(&a.dest).unwrap().collect();
+    assert_eq!(staging.len(), 1, "no staging directory is left behind");
+    // A destination that did not exist does not either.
+    let fresh = a.dest.parent().unwrap().join("fresh");
+    extract(&flipped, &fresh, false).unwrap_err();
+    assert!(!fresh.exists());
+}
+
+/// A GNU long name or PAX header claiming `size` bytes of zeros (actually sent), as the
+/// Snappy-framed stream `buildr archive list -` reads on stdin; returns its exit status, its
+/// stderr and its peak RSS in KiB. GNU time measures it: a child spawned from this (big) test
+/// process would inherit the parent's high-water mark through vfork.
+fn list_bomb(flag: EntryType, size: u64) -> (std::process::ExitStatus, String, u64) {
+    use std::process::Stdio;
+    let mut h = Header::new_ustar();
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(flag);
+    h.set_size(size);
+    h.set_cksum();
+    let rss = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("/usr/bin/time")
+        .arg("-o")
+        .arg(rss.path())
+        .args([
+            "-f",
+            "%M",
+            env!("CARGO_BIN_EXE_buildr"),
+            "archive",
+            "list",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut enc = snap::write::FrameEncoder::new(stdin);
+        let zeros = vec![0u8; 1 << 20];
+        let _ = enc.write_all(h.as_bytes());
+        for _ in 0..size >> 20 {
+            if enc.write_all(&zeros).is_err() {
+                break; // the reader stopped, as it should
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("Command exited"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rss = fs::read_to_string(rss.path()).unwrap();
+    let peak = rss.lines().last().unwrap().trim().parse().unwrap();
+    (out.status, stderr, peak)
+}
+
+#[test]
+fn long_name_and_pax_bombs_are_refused_in_bounded_memory() {
+    for flag in [
+        EntryType::GNULongName,
+        EntryType::XHeader,
+        EntryType::XGlobalHeader,
+    ] {
+        let (status, stderr, peak_kib) = list_bomb(flag, 1 << 30);
+        eprintln!("{flag:?}: peak RSS {peak_kib} KiB");
+        assert_eq!(status.code(), Some(1), "{flag:?}: {stderr}");
+        assert!(stderr.contains("over the limit"), "{flag:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{flag:?}: {stderr}");
+        assert!(peak_kib < 100 * 1024, "{flag:?}: peak RSS {peak_kib} KiB");
+    }
+    // A long name a little over what Linux accepts is refused too.
+    let name = "d/".repeat(2100);
+    let bytes = RawTar::default()
+        .entry(
+            "././@LongLink",
+            EntryType::GNULongName,
+            "",
+            format!("{name}\0").as_bytes(),
+        )
+        .file("x", "x")
+        .s2();
+    let err = Untouched::new().refuses(&bytes, "a 4200-byte name");
+    assert!(err.to_string().contains("limit of 4095"), "{err}");
+}
+
+#[test]
+fn control_characters_in_names_are_quoted_in_listings_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = "evil\u{1b}]0;pwned\u{7}\nsecond line";
+    let archive = tmp.path().join("a.tar.s2");
+    fs::write(&archive, RawTar::default().file(evil, "x").s2()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "list"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    assert!(!stdout.contains(['\u{1b}', '\u{7}']), "{stdout:?}");
+    assert!(
+        stdout.contains("evil\\u{1b}]0;pwned\\u{7}\\nsecond line"),
+        "{stdout:?}"
+    );
+
+    let absolute = format!("/{evil}");
+    fs::write(&archive, RawTar::default().file(&absolute, "x").s2()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "extract", "--to"])
+        .arg(tmp.path().join("dest"))
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(!stderr.contains(['\u{1b}', '\u{7}']), "{stderr:?}");
+    assert!(stderr.contains("absolute path"), "{stderr:?}");
+
+    // A corrupt header is described in buildr's words, not dumped.
+    let mut raw = RawTar::default().file("f", "x").0;
+    raw[0..8].copy_from_slice(b"\x1b[2J\x07\n\n\n");
+    raw.extend_from_slice(&[0; 1024]);
+    fs::write(&archive, snappy(&raw)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "list"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("checksum"), "{stderr:?}");
+}
+
+#[test]
+fn python_tarfile_sees_every_deletion_and_the_real_unicode_name() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("ünïcödé-名前.txt"), "u").unwrap();
+    let deleted: Vec<PathBuf> = ["a", "dir/b", "ç/d", "with space"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let bytes = create(src.path(), &deleted);
+    let work = tempfile::tempdir().unwrap();
+    let tar_path = work.path().join("plain.tar");
+    fs::write(&tar_path, unsnappy(&bytes)).unwrap();
+    let script = r#"
+import sys, tarfile
+t = tarfile.open(sys.argv[1], encoding="utf-8")
+names = [m.name for m in t.getmembers()]
+dels = sorted((k, v) for k, v in t.pax_headers.items() if k.startswith("BUILDR.deleted."))
+print("\n".join(v for _, v in dels))
+print("--")
+print("\n".join(names))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&tar_path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (dels, names) = stdout.split_once("--\n").unwrap();
+    let mut want: Vec<_> = deleted.iter().map(|p| p.to_str().unwrap()).collect();
+    want.sort();
+    let mut got: Vec<_> = dels.lines().collect();
+    got.sort();
+    assert_eq!(got, want);
+    // The empty volume header after the closing record is a member to Python.
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["ünïcödé-名前.txt", "buildr archive end"]
+    );
+    // The ustar name field itself is ASCII; a PAX `path` record carries the name.
+    let plain = unsnappy(&bytes);
+    let mut at = 0;
+    while at + 512 <= plain.len() {
+        let h = Header::from_byte_slice(&plain[at..at + 512]);
+        if h.as_bytes().iter().all(|&b| b == 0) {
+            break;
+        }
+        assert!(h.as_old().name.is_ascii(), "header at {at}");
+        at += 512 + (h.entry_size().unwrap().div_ceil(512) * 512) as usize;
+    }
+    let pax = String::from_utf8_lossy(&plain);
+    assert!(pax.contains("path=ünïcödé-名前.txt\n"));
+}
+
+#[test]
+fn archives_from_gnu_tar_extract_when_complete() {
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    let work = tempfile::tempdir().unwrap();
+    let tar_path = work.path().join("gnu.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(src.path())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let plain = fs::read(&tar_path).unwrap();
+    let dest = work.path().join("dest");
+    extract(&snappy(&plain), &dest, false).unwrap();
+    assert_eq!(describe(&dest), describe(src.path()));
+    // Without its end-of-archive marker (all its zero blocks), it is truncated.
+    let end = plain.len() - plain.iter().rev().take_while(|&&b| b == 0).count();
+    let cut = snappy(&plain[..end.div_ceil(512) * 512]);
+    Untouched::new().refuses(&cut, "GNU tar without its end marker");
+}
+
+// ---------------------------------------------------------------- links
+
+#[test]
+fn link_policy_refuses_skips_or_keeps_links_that_point_outside() {
+    let raw = || {
+        RawTar::default()
+            .entry(
+                "venv/bin/python",
+                EntryType::Symlink,
+                "/usr/bin/python3",
+                b"",
+            )
+            .entry("up", EntryType::Symlink, "../../etc", b"")
+            .entry("inside", EntryType::Symlink, "venv/bin", b"")
+            .file("venv/ok.txt", "ok")
+            .s2()
+    };
+    let with = |links| ExtractOptions {
+        links,
+        ..ExtractOptions::default()
+    };
+    let a = Arena::new();
+    let err =
+        archive::extract(&raw()[..], &a.dest, &with(archive::LinkPolicy::Refuse)).unwrap_err();
+    assert!(err.to_string().contains("absolute symlink target"), "{err}");
+    assert_eq!(fs::read_dir(&a.dest).unwrap().count(), 0);
+
+    let got = archive::extract(&raw()[..], &a.dest, &with(archive::LinkPolicy::Skip)).unwrap();
+    let skipped: Vec<_> = got.skipped_links.iter().map(|l| l.path.clone()).collect();
+    assert_eq!(
+        skipped,
+        [PathBuf::from("venv/bin/python"), PathBuf::from("up")]
+    );
+    assert_eq!(fs::read(a.dest.join("venv/ok.txt")).unwrap(), b"ok");
+    assert_eq!(
+        fs::read_link(a.dest.join("inside")).unwrap(),
+        Path::new("venv/bin")
+    );
+    assert!(fs::symlink_metadata(a.dest.join("up")).is_err());
+
+    let b = Arena::new();
+    archive::extract(&raw()[..], &b.dest, &with(archive::LinkPolicy::Allow)).unwrap();
+    assert_eq!(
+        fs::read_link(b.dest.join("venv/bin/python")).unwrap(),
+        Path::new("/usr/bin/python3")
+    );
+    assert_eq!(
+        fs::read_link(b.dest.join("up")).unwrap(),
+        Path::new("../../etc")
+    );
+    b.assert_outside_untouched();
+}
+
+#[test]
+fn an_allowed_link_is_never_written_through() {
+    // Every link is allowed in, and still nothing goes through one: not a file, not a
+    // directory, not a deletion, whether the link came in the archive or was there before.
+    let a = Arena::new();
+    let opts = ExtractOptions {
+        apply_deletions: true,
+        links: archive::LinkPolicy::Allow,
+        ..ExtractOptions::default()
+    };
+    let outside = a.outside.to_str().unwrap();
+    for (what, bytes) in [
+        (
+            "file through a link",
+            RawTar::default()
+                .entry("evil", EntryType::Symlink, outside, b"")
+                .file("evil/pwned", "x")
+                .s2(),
+        ),
+        (
+            "directory through a link",
+            RawTar::default()
+                .entry("evil2", EntryType::Symlink, outside, b"")
+                .entry("evil2/sub/", EntryType::Directory, "", b"")
+                .s2(),
+        ),
+        (
+            "deletion through a link",
+            RawTar::default()
+                .entry("evil3", EntryType::Symlink, outside, b"")
+                .global(&[("BUILDR.deleted.0", "evil3/keep")])
+                .s2(),
+        ),
+        (
+            "link through a link",
+            RawTar::default()
+                .entry("evil4", EntryType::Symlink, outside, b"")
+                .entry("evil4/l", EntryType::Symlink, "/", b"")
+                .s2(),
+        ),
+    ] {
+        let err = archive::extract(&bytes[..], &a.dest, &opts).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{what}: {err}");
+        a.assert_outside_untouched();
+    }
 }

@@ -403,3 +403,145 @@ fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> std::proces
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------- issue 8: links, errors, inputs
+
+#[test]
+fn symlinks_go_into_the_sandbox_as_they_are_and_external_ones_come_back_only_when_allowed() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[("f", "f")]);
+    std::os::unix::fs::symlink("/etc/passwd", repo.path().join("l")).unwrap();
+    std::os::unix::fs::symlink("../../outside", repo.path().join("up")).unwrap();
+    let script = r#"
+        set -eu
+        test "$(readlink l)" = /etc/passwd
+        test "$(readlink up)" = ../../outside
+        mkdir -p venv/bin
+        ln -s /usr/bin/python3 venv/bin/python
+        ln -s ../f venv/inside
+        echo made > made.txt
+        exit 3
+    "#;
+    let out = tempfile::tempdir().unwrap();
+    let output = run_script(repo.path(), out.path(), &[], script);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("`venv/bin/python` -> `/usr/bin/python3`"),
+        "{err}"
+    );
+    assert!(warnings[0].contains("--allow-external-links"), "{err}");
+    assert_eq!(fs::read(out.path().join("made.txt")).unwrap(), b"made\n");
+    assert_eq!(
+        fs::read_link(out.path().join("venv/inside")).unwrap(),
+        Path::new("../f")
+    );
+    assert!(fs::symlink_metadata(out.path().join("venv/bin/python")).is_err());
+
+    let out = tempfile::tempdir().unwrap();
+    let output = run_script(repo.path(), out.path(), &["--allow-external-links"], script);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    assert_eq!(
+        fs::read_link(out.path().join("venv/bin/python")).unwrap(),
+        Path::new("/usr/bin/python3")
+    );
+}
+
+/// The parts of a `buildr: a: b: c` error line, each of which must appear once.
+fn assert_each_cause_once(line: &str) {
+    let parts: Vec<&str> = line.trim_start_matches("buildr: ").split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..]
+                .iter()
+                .any(|p| p == part || p.contains(part) && part.len() > 12),
+            "`{part}` repeats in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn an_out_that_cannot_be_written_is_found_before_the_task_runs_and_said_once() {
+    let repo = tempfile::tempdir().unwrap();
+    let marker = repo.path().join("the-task-ran");
+    let script = format!("touch {}", path_str(&marker));
+    let output = run_script(
+        repo.path(),
+        Path::new("/proc/buildr-no-such-dir"),
+        &[],
+        &script,
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{err}");
+    assert!(!marker.exists(), "the task ran");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/proc/buildr-no-such-dir"), "{err}");
+    assert_each_cause_once(err.trim());
+}
+
+#[test]
+fn each_cause_of_an_error_is_shown_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.s2");
+    fs::write(&archive, b"").unwrap();
+    // A destination under a file: the OS error, the destination and the archive, once each.
+    fs::write(tmp.path().join("file"), "x").unwrap();
+    let dest = tmp.path().join("file/dest");
+    let extract = |verbose: &[&str]| {
+        let mut args = verbose.to_vec();
+        args.extend([
+            "archive",
+            "extract",
+            "--to",
+            path_str(&dest),
+            path_str(&archive),
+        ]);
+        buildr(&args)
+    };
+    let output = extract(&[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_each_cause_once(err.trim());
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    // A bad ignore pattern fails the run before it starts, once.
+    let repo = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[(".buildrignore", "src/[z-a]\n")]);
+    let output = run_script(repo.path(), tmp.path(), &[], "true");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{err}");
+    assert!(err.contains(".buildrignore:1: "), "{err}");
+    assert_each_cause_once(err.trim());
+    // A sandbox that cannot be prepared (a FIFO cannot be copied): said once.
+    let repo = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&repo.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let output = run_script(repo.path(), tmp.path(), &[], "true");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{err}");
+    assert!(err.contains("FIFO"), "{err}");
+    assert_eq!(err.matches("FIFO").count(), 1, "{err}");
+    assert_each_cause_once(err.trim());
+    // With -v the chain comes once more, only as the detailed list.
+    let output = extract(&["-v"]);
+    let err = stderr(&output);
+    let first = err.lines().find(|l| l.starts_with("buildr: ")).unwrap();
+    assert_each_cause_once(first);
+    assert_eq!(err.matches("Not a directory").count(), 2, "{err}");
+}
+
+#[test]
+fn a_task_whose_inputs_are_all_ignored_gets_a_warning() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[(".buildrignore", "*\n"), ("a", "a")]);
+    let out = tempfile::tempdir().unwrap();
+    let output = run_script(repo.path(), out.path(), &[], "true");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: task `ad-hoc` has no inputs"),
+        "{err}"
+    );
+}

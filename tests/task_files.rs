@@ -437,3 +437,22 @@ fn two_files_on_one_destination_conflict() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_ignore_pattern_is_reported_with_file_and_line() {
+    for (file, content, line) in [
+        (".buildrignore", "ok\nsrc/[z-a]\n", 2),
+        ("sub/.gitignore", "# comment\n\nfine\n[b-a]x\n", 4),
+    ] {
+        let repo = tempfile::tempdir().unwrap();
+        tree(repo.path(), &[(file, content), ("sub/a", "a")]);
+        let err = collect_inputs(repo.path(), &[]).unwrap_err();
+        assert!(
+            matches!(&err, TaskError::BadIgnorePattern { line: l, .. } if *l == line),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("{file}:{line}: ")), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}

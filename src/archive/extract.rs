@@ -1,44 +1,49 @@
-//! Safe extraction: every entry is checked before anything is written, and nothing is ever
-//! written, followed or deleted outside the destination.
+//! Safe extraction, in two phases, so that a corrupt archive leaves the destination as it was
+//! and nothing is ever written, followed or deleted outside it.
 //!
-//! The rules, enforced per entry:
-//! - names must be relative with no `..` (`.` components are dropped);
-//! - every parent directory below the destination must be a real directory: one that is a
-//!   symlink refuses the entry (the "symlink, then a file through it" attack), a missing one
-//!   is created;
-//! - a regular file is created with `O_CREAT | O_EXCL | O_NOFOLLOW`; whatever is in its place
-//!   (a file, a symlink, an empty directory) is removed first, never written through;
-//! - symlink targets must be relative and of the shape `../../a/b` without climbing above the
-//!   destination (see [`check_link_target`]);
-//! - hard links, character and block devices, FIFOs, sockets, GNU sparse files and unknown entry
-//!   types are refused.
+//! 1. **Stage.** The whole stream is read and verified (Snappy CRCs, tar checksums, bounded
+//!    headers, the end-of-archive marker and, in a buildr archive, the closing record) while
+//!    files and symlinks are written under numbered names into a private staging directory
+//!    inside the destination (see `staging`). Per-entry rules are checked here: names must be
+//!    relative with no `..` and fit Linux limits; hard links, devices, FIFOs, sparse files and
+//!    unknown types are refused; symlinks whose target may resolve outside the destination
+//!    follow [`LinkPolicy`]. Nothing outside the staging directory changes in this phase.
+//! 2. **Commit.** Once the archive has proved whole, the journal is replayed in archive order:
+//!    directories are created, staged entries are renamed into place, deletions applied. Every
+//!    parent is reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see `beneath`),
+//!    so a symlink on the way, whoever put it there, refuses the entry, and an existing entry
+//!    is replaced by the rename (a symlink or hard link there is replaced, never written
+//!    through). Directory modes and mtimes come last.
 //!
-//! A refused entry aborts the extraction with [`ArchiveError::Refused`], naming the entry and
-//! the reason. Entries before it may already be extracted (inside the destination). Nothing
-//! here guards against another process changing the destination at the same time.
+//! A refusal in the commit phase (a symlink or a file in the way of a parent, a non-empty
+//! directory in the way) leaves the entries before it in place, inside the destination.
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
-use tar::EntryType;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::UnlinkatFlags;
 
+use super::beneath::{Beneath, Unreachable};
 use super::error::{ArchiveError, Refusal};
-use super::names::{check_link_target, clean_relative};
-use super::read::{ChannelReader, deleted_records, pipelined};
-use super::{ExtractOptions, Extracted};
+use super::names::{check_bytes, check_link_target, clean_relative};
+use super::read::{ChannelReader, pipelined};
+use super::staging::{Record, Staging, Step};
+use super::tar_reader::{Header, Item, Kind, TarReader};
+use super::{ExtractOptions, Extracted, LinkPolicy, SkippedLink};
 
 /// Copy buffer between the tar stream and a file.
 const COPY_BUF: usize = 256 << 10;
 
 /// Extracts a `.tar.s2` stream into `dest` (created if missing), trusting nothing in it.
 ///
-/// Existing files at an entry's path are replaced (removed, then created anew: a symlink or
-/// hard link there is never written through); a non-empty directory in the way is an error.
-/// Permission bits are restored without setuid/setgid (directories keep the sticky bit);
+/// Existing files at an entry's path are replaced; a non-empty directory in the way is an
+/// error. Permission bits are restored without setuid/setgid (directories keep the sticky bit);
 /// mtimes of files, directories and symlinks are restored; owners are not.
 ///
 /// Recorded deletions are returned in [`Extracted::deleted`]. With
@@ -46,62 +51,63 @@ const COPY_BUF: usize = 256 << 10;
 /// removed, a directory is removed with everything under it, a missing path is fine. Hostile
 /// deletion records (absolute, `..`, through a symlink) are refused whether applied or not.
 ///
-/// Decompression runs on this thread while another thread writes files.
+/// Decompression runs on this thread while another thread stages files.
 pub fn extract<R: Read>(
     input: R,
     dest: &Path,
     opts: &ExtractOptions,
 ) -> Result<Extracted, ArchiveError> {
-    fs::create_dir_all(dest).map_err(|source| ArchiveError::Extract {
-        entry: PathBuf::from("."),
-        path: dest.to_path_buf(),
+    let existed = fs::symlink_metadata(dest).is_ok();
+    fs::create_dir_all(dest).map_err(|source| ArchiveError::Prepare {
+        dest: dest.to_path_buf(),
         source,
     })?;
+    let result = extract_into(input, dest, opts);
+    if result.is_err() && !existed {
+        // Leave no trace: the destination did not exist before (removed only if empty).
+        let _ = fs::remove_dir(dest);
+    }
+    result
+}
+
+fn extract_into<R: Read>(
+    input: R,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<Extracted, ArchiveError> {
+    let prepare = |source| ArchiveError::Prepare {
+        dest: dest.to_path_buf(),
+        source,
+    };
+    let beneath = Beneath::open(dest).map_err(prepare)?;
+    let mut staging = Staging::create(beneath.root(), dest).map_err(prepare)?;
     let umask = current_umask();
-    pipelined(input, |reader| {
-        let mut x = Extractor {
+    let out = pipelined(input, |reader| {
+        let mut stager = Stager {
+            staging: &mut staging,
             dest,
             opts,
             umask,
-            known_dirs: HashSet::new(),
-            deferred_dirs: Vec::new(),
-            out: Extracted::default(),
             buf: vec![0; COPY_BUF],
+            out: Extracted::default(),
         };
-        x.run(reader)?;
-        x.finish_dirs();
-        Ok(x.out)
-    })
+        stager.run(reader)?;
+        Ok(stager.out)
+    })?;
+    let mut commit = Commit {
+        beneath,
+        staging: &mut staging,
+        dest,
+    };
+    commit.run(opts.apply_deletions)?;
+    Ok(out)
 }
 
 /// The process umask, from /proc (reading it with umask(2) would race other threads).
-/// The target a link entry names (empty if it names none).
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> Result<PathBuf, ArchiveError> {
-    Ok(entry
-        .link_name()
-        .map_err(ArchiveError::ReadArchive)?
-        .map(|t| t.into_owned())
-        .unwrap_or_default())
-}
-
 fn current_umask() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Umask:"))?;
     u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
-}
-
-struct Extractor<'a> {
-    dest: &'a Path,
-    opts: &'a ExtractOptions,
-    umask: Option<u32>,
-    /// Directories (relative to dest) known to be real directories during this extraction:
-    /// saves re-checking parents of every file. Cleared whenever anything is removed.
-    known_dirs: HashSet<PathBuf>,
-    /// Directory modes and mtimes, applied at the end (a read-only directory would block its
-    /// own entries; writing entries changes its mtime).
-    deferred_dirs: Vec<(PathBuf, u32, u64)>,
-    out: Extracted,
-    buf: Vec<u8>,
 }
 
 fn refused(entry: &Path, reason: Refusal) -> ArchiveError {
@@ -111,307 +117,312 @@ fn refused(entry: &Path, reason: Refusal) -> ArchiveError {
     }
 }
 
-impl Extractor<'_> {
-    fn io_err(&self, entry: &Path) -> impl FnOnce(io::Error) -> ArchiveError + use<> {
-        let entry = entry.to_path_buf();
-        let path = self.dest.join(&entry);
-        move |source| ArchiveError::Extract {
-            entry,
-            path,
-            source,
-        }
+fn write_err<E: Into<std::io::Error>>(
+    entry: &Path,
+    dest: &Path,
+) -> impl FnOnce(E) -> ArchiveError + use<E> {
+    let (entry, dest) = (entry.to_path_buf(), dest.to_path_buf());
+    move |e| ArchiveError::Extract {
+        entry,
+        dest,
+        source: e.into(),
     }
+}
 
+fn time(secs: i64) -> TimeSpec {
+    TimeSpec::new(secs, 0)
+}
+
+/// Phase 1: reads and verifies the stream, staging files and symlinks, journaling every step.
+struct Stager<'a> {
+    staging: &'a mut Staging,
+    dest: &'a Path,
+    opts: &'a ExtractOptions,
+    umask: Option<u32>,
+    buf: Vec<u8>,
+    out: Extracted,
+}
+
+impl Stager<'_> {
     fn run(&mut self, reader: ChannelReader) -> Result<(), ArchiveError> {
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(ArchiveError::ReadArchive)? {
-            let mut entry = entry.map_err(ArchiveError::ReadArchive)?;
-            let ty = entry.header().entry_type();
-            if ty.is_pax_global_extensions() {
-                for d in deleted_records(&mut entry)? {
+        let mut tar = TarReader::new(reader);
+        while let Some(item) = tar.next_item()? {
+            match item {
+                Item::Deleted(d) => {
                     let rel =
                         clean_relative(&d).map_err(|reason| ArchiveError::RefusedDeletion {
                             entry: d.clone(),
                             reason,
                         })?;
-                    if self.opts.apply_deletions {
-                        self.delete(&rel)?;
-                    }
+                    self.journal(Step::Delete, 0, 0, 0, &rel)?;
                     self.out.deleted.push(rel);
                 }
-                continue;
-            }
-            let raw = entry
-                .path()
-                .map_err(ArchiveError::ReadArchive)?
-                .into_owned();
-            let rel = match clean_relative(&raw) {
-                Ok(rel) => rel,
-                // `./` itself: the destination, nothing to do.
-                Err(Refusal::EmptyPath) if ty == EntryType::Directory => continue,
-                Err(reason) => return Err(refused(&raw, reason)),
-            };
-            let header = entry.header();
-            let mode = header.mode().map_err(ArchiveError::ReadArchive)?;
-            let mtime = header.mtime().map_err(ArchiveError::ReadArchive)?;
-            match ty {
-                EntryType::Regular | EntryType::Continuous => {
-                    self.file(&rel, &mut entry, mode & 0o777, mtime)?;
-                }
-                EntryType::Directory => self.dir(&rel, mode & 0o1777, mtime)?,
-                EntryType::Symlink => {
-                    self.symlink(&rel, &link_target(&entry)?, mtime)?;
-                }
-                EntryType::Link => {
-                    return Err(refused(&raw, Refusal::HardLink(link_target(&entry)?)));
-                }
-                EntryType::Char => return Err(refused(&raw, Refusal::Special("character device"))),
-                EntryType::Block => return Err(refused(&raw, Refusal::Special("block device"))),
-                EntryType::Fifo => return Err(refused(&raw, Refusal::Special("FIFO"))),
-                other => {
-                    return Err(refused(&raw, Refusal::Unsupported(other.as_byte() as char)));
-                }
+                Item::Entry(h) => self.entry(h, &mut tar)?,
             }
         }
         Ok(())
     }
 
-    /// Makes sure every parent of `rel` is a real directory, creating missing ones.
-    fn ensure_parent(&mut self, rel: &Path) -> Result<(), ArchiveError> {
-        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
-            return Ok(());
+    fn entry(&mut self, h: Header, tar: &mut TarReader<ChannelReader>) -> Result<(), ArchiveError> {
+        let rel = match clean_relative(&h.path) {
+            Ok(rel) => rel,
+            // `./` itself: the destination, nothing to do.
+            Err(Refusal::EmptyPath) if h.kind == Kind::Dir => return Ok(()),
+            Err(reason) => return Err(refused(&h.path, reason)),
         };
-        if self.known_dirs.contains(parent) {
-            return Ok(());
-        }
-        let mut cur = PathBuf::new();
-        for c in parent.components() {
-            cur.push(c);
-            if self.known_dirs.contains(&cur) {
-                continue;
+        let link = h.link.clone().unwrap_or_default();
+        match h.kind {
+            Kind::File => self.file(&rel, &h, tar),
+            Kind::Dir => {
+                self.out.dirs += 1;
+                self.journal(Step::Dir, h.mode & 0o1777, h.mtime, 0, &rel)
             }
-            let full = self.dest.join(&cur);
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(refused(rel, Refusal::ThroughSymlink(cur)));
-                }
-                Ok(_) => return Err(refused(rel, Refusal::ParentNotDirectory(cur))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&full).map_err(self.io_err(&cur))?;
-                }
-                Err(e) => return Err(self.io_err(&cur)(e)),
-            }
-            self.known_dirs.insert(cur.clone());
-        }
-        Ok(())
-    }
-
-    /// Removes whatever is at `rel` (never following a symlink) so that an entry can take its
-    /// place; a non-empty directory is refused.
-    fn remove_existing(&mut self, rel: &Path) -> Result<(), ArchiveError> {
-        let full = self.dest.join(rel);
-        let meta = match fs::symlink_metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.io_err(rel)(e)),
-        };
-        self.known_dirs.clear();
-        let result = if meta.is_dir() {
-            fs::remove_dir(&full)
-        } else {
-            fs::remove_file(&full)
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-                Err(refused(rel, Refusal::NonEmptyDirectory))
-            }
-            Err(e) => Err(self.io_err(rel)(e)),
+            Kind::Symlink => self.symlink(&rel, link, h.mtime),
+            Kind::HardLink => Err(refused(&h.path, Refusal::HardLink(link))),
+            Kind::Char => Err(refused(&h.path, Refusal::Special("character device"))),
+            Kind::Block => Err(refused(&h.path, Refusal::Special("block device"))),
+            Kind::Fifo => Err(refused(&h.path, Refusal::Special("FIFO"))),
+            Kind::Other(flag) => Err(refused(&h.path, Refusal::Unsupported(char::from(flag)))),
         }
     }
 
-    fn file<R: Read>(
+    fn journal(
+        &mut self,
+        step: Step,
+        mode: u32,
+        mtime: i64,
+        id: u64,
+        rel: &Path,
+    ) -> Result<(), ArchiveError> {
+        let record = Record {
+            step,
+            mode,
+            mtime,
+            id,
+            path: rel.to_path_buf(),
+        };
+        self.staging
+            .record(&record)
+            .map_err(|source| ArchiveError::Extract {
+                entry: rel.to_path_buf(),
+                dest: self.dest.to_path_buf(),
+                source,
+            })
+    }
+
+    fn file(
         &mut self,
         rel: &Path,
-        entry: &mut tar::Entry<'_, R>,
-        mode: u32,
-        mtime: u64,
+        h: &Header,
+        tar: &mut TarReader<ChannelReader>,
     ) -> Result<(), ArchiveError> {
-        self.ensure_parent(rel)?;
-        let full = self.dest.join(rel);
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&full)
-        };
-        let mut file = match open() {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.remove_existing(rel)?;
-                open().map_err(self.io_err(rel))?
-            }
-            Err(e) => return Err(self.io_err(rel)(e)),
-        };
-        let size = entry.size();
-        let mut written = 0u64;
+        let mode = h.mode & 0o777;
+        let (id, name) = self.staging.next_name();
+        let fd = nix::fcntl::openat(
+            self.staging.dir(),
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(write_err(rel, self.dest))?;
+        let mut file = File::from(fd);
         loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ArchiveError::ReadArchive(e)),
-            };
-            file.write_all(&self.buf[..n]).map_err(self.io_err(rel))?;
-            written += n as u64;
+            let n = tar.read_data(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(write_err(rel, self.dest))?;
             if let Some(p) = &self.opts.progress {
                 p.inc(n as u64);
             }
         }
-        if written != size {
-            return Err(ArchiveError::ReadArchive(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("entry `{}` is truncated", rel.display()),
-            )));
-        }
         // The umask trimmed the mode at creation: put the archived bits back.
         if self.umask.is_none_or(|u| mode & u != 0) {
-            file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(self.io_err(rel))?;
+            nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
+                .map_err(write_err(rel, self.dest))?;
         }
-        file.set_modified(to_time(mtime))
-            .map_err(self.io_err(rel))?;
+        nix::sys::stat::futimens(&file, &TimeSpec::UTIME_OMIT, &time(h.mtime))
+            .map_err(write_err(rel, self.dest))?;
         self.out.files += 1;
-        self.out.bytes += size;
-        Ok(())
+        self.out.bytes += h.size;
+        self.journal(Step::File, mode, h.mtime, id, rel)
     }
 
-    fn dir(&mut self, rel: &Path, mode: u32, mtime: u64) -> Result<(), ArchiveError> {
-        self.ensure_parent(rel)?;
-        if !self.known_dirs.contains(rel) {
-            let full = self.dest.join(rel);
-            match fs::create_dir(&full) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let is_real_dir = fs::symlink_metadata(&full)
-                        .map_err(self.io_err(rel))?
-                        .is_dir();
-                    if !is_real_dir {
-                        self.remove_existing(rel)?;
-                        fs::create_dir(&full).map_err(self.io_err(rel))?;
-                    }
+    fn symlink(&mut self, rel: &Path, target: PathBuf, mtime: i64) -> Result<(), ArchiveError> {
+        check_bytes(&target).map_err(|reason| refused(rel, reason))?;
+        if let Err(reason) = check_link_target(rel, &target) {
+            match self.opts.links {
+                LinkPolicy::Refuse => return Err(refused(rel, reason)),
+                LinkPolicy::Skip => {
+                    self.out.skipped_links.push(SkippedLink {
+                        path: rel.to_path_buf(),
+                        target,
+                    });
+                    return Ok(());
                 }
-                Err(e) => return Err(self.io_err(rel)(e)),
+                LinkPolicy::Allow => {}
             }
-            self.known_dirs.insert(rel.to_path_buf());
         }
-        self.deferred_dirs.push((rel.to_path_buf(), mode, mtime));
-        self.out.dirs += 1;
-        Ok(())
-    }
-
-    fn symlink(&mut self, rel: &Path, target: &Path, mtime: u64) -> Result<(), ArchiveError> {
-        check_link_target(rel, target).map_err(|reason| refused(rel, reason))?;
-        self.ensure_parent(rel)?;
-        let full = self.dest.join(rel);
-        match symlink(target, &full) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.remove_existing(rel)?;
-                symlink(target, &full).map_err(self.io_err(rel))?;
-            }
-            Err(e) => return Err(self.io_err(rel)(e)),
-        }
-        let t = nix::sys::time::TimeSpec::new(mtime as i64, 0);
+        let (id, name) = self.staging.next_name();
+        let dir = self.staging.dir();
+        nix::unistd::symlinkat(&target, dir, name.as_str()).map_err(write_err(rel, self.dest))?;
         nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &full,
-            &t,
-            &t,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            dir,
+            name.as_str(),
+            &TimeSpec::UTIME_OMIT,
+            &time(mtime),
+            UtimensatFlags::NoFollowSymlink,
         )
-        .map_err(|e| self.io_err(rel)(e.into()))?;
+        .map_err(write_err(rel, self.dest))?;
         self.out.symlinks += 1;
-        Ok(())
-    }
-
-    /// Applies one recorded deletion (already a clean relative path).
-    fn delete(&mut self, rel: &Path) -> Result<(), ArchiveError> {
-        let del_err = |source| ArchiveError::Delete {
-            entry: rel.to_path_buf(),
-            path: self.dest.join(rel),
-            source,
-        };
-        // Every parent must be a real directory; a missing one means nothing to delete.
-        let mut cur = self.dest.to_path_buf();
-        if let Some(parent) = rel.parent() {
-            for c in parent.components() {
-                cur.push(c);
-                match fs::symlink_metadata(&cur) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(m) if m.file_type().is_symlink() => {
-                        let at = cur.strip_prefix(self.dest).unwrap_or(&cur).to_path_buf();
-                        return Err(ArchiveError::RefusedDeletion {
-                            entry: rel.to_path_buf(),
-                            reason: Refusal::ThroughSymlink(at),
-                        });
-                    }
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => return Err(del_err(e)),
-                }
-            }
-        }
-        let full = self.dest.join(rel);
-        self.known_dirs.clear();
-        let result = match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&full),
-            Ok(_) => fs::remove_file(&full),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(del_err(e)),
-        }
-    }
-
-    /// Sets directory modes and mtimes, deepest first. A directory that is no longer a real
-    /// directory reached through real directories (a later entry replaced it) is skipped.
-    fn finish_dirs(&mut self) {
-        let mut dirs = std::mem::take(&mut self.deferred_dirs);
-        dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-        for (rel, mode, mtime) in dirs {
-            if !self.parents_are_real_dirs(&rel) {
-                continue;
-            }
-            let Ok(dir) = File::options()
-                .read(true)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
-                .open(self.dest.join(&rel))
-            else {
-                continue;
-            };
-            let _ = dir.set_permissions(fs::Permissions::from_mode(mode));
-            let _ = dir.set_modified(to_time(mtime));
-        }
-    }
-
-    fn parents_are_real_dirs(&self, rel: &Path) -> bool {
-        let mut cur = self.dest.to_path_buf();
-        let Some(parent) = rel.parent() else {
-            return true;
-        };
-        parent.components().all(|c| {
-            cur.push(c);
-            fs::symlink_metadata(&cur).is_ok_and(|m| m.is_dir())
-        })
+        self.journal(Step::Symlink, 0, mtime, id, rel)
     }
 }
 
-fn to_time(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+/// The parent directory of `rel` beneath the destination (created if missing) and `rel`'s name.
+fn reach<'b, 'r>(
+    beneath: &'b mut Beneath,
+    rel: &'r Path,
+    dest: &Path,
+) -> Result<(BorrowedFd<'b>, &'r std::ffi::OsStr), ArchiveError> {
+    beneath.parent(rel, true).map_err(|e| match e {
+        Unreachable::Refused(reason) => refused(rel, reason),
+        Unreachable::Missing => write_err(rel, dest)(Errno::ENOENT),
+        Unreachable::Io(source) => ArchiveError::Extract {
+            entry: rel.to_path_buf(),
+            dest: dest.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// Phase 2: puts the verified entries in place, beneath the destination, following no link.
+struct Commit<'a> {
+    beneath: Beneath,
+    staging: &'a mut Staging,
+    dest: &'a Path,
+}
+
+impl Commit<'_> {
+    fn run(&mut self, apply_deletions: bool) -> Result<(), ArchiveError> {
+        let journal_err = |source| ArchiveError::Prepare {
+            dest: self.dest.to_path_buf(),
+            source,
+        };
+        let mut journal = self.staging.replay().map_err(journal_err)?;
+        while let Some(r) = journal.next_record().map_err(journal_err)? {
+            match r.step {
+                Step::File | Step::Symlink => self.place(&r)?,
+                Step::Dir => self.make_dir(&r)?,
+                Step::Delete if apply_deletions => self.delete(&r.path)?,
+                Step::Delete => {}
+            }
+        }
+        // Directory modes and mtimes last: entries placed in a directory change its mtime, and
+        // a read-only one would have kept them out. A directory that a later entry replaced is
+        // no longer reachable as one and is left alone.
+        let mut journal = self.staging.replay().map_err(journal_err)?;
+        while let Some(r) = journal.next_record().map_err(journal_err)? {
+            if r.step == Step::Dir
+                && let Ok(fd) = self.beneath.open_dir_for_update(&r.path)
+            {
+                let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(r.mode));
+                let _ = nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &time(r.mtime));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames a staged file or symlink into place; whatever is there is replaced, an empty
+    /// directory included.
+    fn place(&mut self, r: &Record) -> Result<(), ArchiveError> {
+        let staged = r.id.to_string();
+        let staging = self.staging.dir();
+        let dest = self.dest;
+        let (parent, name) = reach(&mut self.beneath, &r.path, dest)?;
+        match nix::fcntl::renameat(staging, staged.as_str(), parent, name) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+                match nix::unistd::unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
+                    Ok(()) => {}
+                    Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+                        return Err(refused(&r.path, Refusal::NonEmptyDirectory));
+                    }
+                    Err(e) => return Err(write_err(&r.path, dest)(e)),
+                }
+                nix::fcntl::renameat(staging, staged.as_str(), parent, name)
+                    .map_err(write_err(&r.path, dest))?;
+            }
+            Err(e) => return Err(write_err(&r.path, dest)(e)),
+        }
+        self.beneath.forget();
+        Ok(())
+    }
+
+    /// Creates a directory, replacing a file or symlink in its place; an existing directory
+    /// stays as it is.
+    fn make_dir(&mut self, r: &Record) -> Result<(), ArchiveError> {
+        let dest = self.dest;
+        let mode = Mode::from_bits_truncate((r.mode | 0o700) & 0o777);
+        let (parent, name) = reach(&mut self.beneath, &r.path, dest)?;
+        let err = |e: Errno| write_err(&r.path, dest)(e);
+        match nix::sys::stat::mkdirat(parent, name, mode) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let st =
+            nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            return Ok(());
+        }
+        nix::unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir).map_err(err)?;
+        nix::sys::stat::mkdirat(parent, name, mode).map_err(err)?;
+        self.beneath.forget();
+        Ok(())
+    }
+
+    /// Applies one recorded deletion (a clean relative path): a missing path, or one under a
+    /// file, is already gone; one under a symlink is refused.
+    fn delete(&mut self, rel: &Path) -> Result<(), ArchiveError> {
+        let dest = self.dest;
+        let del_err = |source: std::io::Error| ArchiveError::Delete {
+            entry: rel.to_path_buf(),
+            dest: dest.to_path_buf(),
+            source,
+        };
+        let (parent, name) = match self.beneath.parent(rel, false) {
+            Ok(found) => found,
+            Err(Unreachable::Missing | Unreachable::Refused(Refusal::ParentNotDirectory(_))) => {
+                return Ok(());
+            }
+            Err(Unreachable::Refused(reason)) => {
+                return Err(ArchiveError::RefusedDeletion {
+                    entry: rel.to_path_buf(),
+                    reason,
+                });
+            }
+            Err(Unreachable::Io(e)) => return Err(del_err(e)),
+        };
+        let result = match nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+                // The parent was reached without following links; through its descriptor's
+                // /proc link, remove_dir_all (which never follows links itself) works beneath
+                // it.
+                use std::os::fd::AsRawFd;
+                let path = Path::new("/proc/self/fd")
+                    .join(parent.as_raw_fd().to_string())
+                    .join(name);
+                fs::remove_dir_all(path)
+            }
+            Ok(_) => {
+                nix::unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir).map_err(Into::into)
+            }
+        };
+        self.beneath.forget();
+        result.map_err(del_err)
+    }
 }

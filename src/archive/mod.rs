@@ -1,40 +1,68 @@
 //! `.tar.s2` archives: the modified files of a task, written, listed and safely extracted.
 //!
 //! The format is a ustar/PAX tar stream in the Snappy framing format (what the `snap` crate
-//! writes; Go's S2 reader reads it). Recorded deletions travel in PAX global headers with one
-//! `BUILDR.deleted=<path>` record per path, which GNU tar skips when it extracts.
+//! writes; Go's S2 reader reads it). Names that are long or not ASCII travel as PAX `path` and
+//! `linkpath` records, as GNU tar and Go write them. buildr adds PAX global headers that GNU tar
+//! skips silently when it extracts:
+//! - first, `BUILDR.format=1`;
+//! - then the recorded deletions, one `BUILDR.deleted.<n>=<path>` record per path with `n`
+//!   counting from 0 across the archive. PAX keeps one value per key (Go's `archive/tar` and
+//!   Python's `tarfile` keep the last of repeated keys, and Python merges successive global
+//!   headers), so every deletion has a key of its own;
+//! - last, the closing record: `BUILDR.entries`, `BUILDR.deletions` and `BUILDR.sha256`, the
+//!   SHA-256 of all the tar bytes before it. A reader that saw `BUILDR.format` requires it.
+//!   An empty GNU volume header follows it, because Python's `tarfile` fails on an archive
+//!   whose last header is a PAX header; GNU tar skips it silently.
 //!
 //! Layout:
 //! - [`frame`]: Snappy framing compressed on every core, blocks written in order.
 //! - `writer`: [`Writer`], [`create_file`], [`sources_under`].
+//! - `tar_format`: header fields, checksums and PAX records, as bytes.
+//! - `tar_reader`: the bounded, verifying tar parser that listing and extraction share.
 //! - `read`: [`list`] and the decompress-while-writing pipeline.
 //! - `extract`: [`extract`], which trusts nothing (its module doc lists the rules).
-//! - `names`: the path rules shared by writing and extraction.
+//! - `staging`: where extraction keeps files until the archive is verified.
+//! - `beneath`: path resolution beneath the destination that never follows a symlink.
+//! - `names`: the path rules shared by writing and extraction, and [`Quoted`] names.
 //! - `hash`: [`Sha256Writer`], [`sha256_file`].
-//! - `error`: [`ArchiveError`] and [`Refusal`].
+//! - `error`: [`ArchiveError`], [`Refusal`] and [`Corruption`].
 
+mod beneath;
 mod error;
 mod extract;
 pub mod frame;
 mod hash;
 mod names;
 mod read;
+mod staging;
+mod tar_format;
+mod tar_reader;
 mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use error::{ArchiveError, Refusal};
+pub use error::{ArchiveError, Corruption, Refusal};
 pub use extract::extract;
 pub use hash::{Sha256Writer, sha256_file};
-pub use read::list;
-pub use writer::{Writer, create_file, sources_under};
+pub use names::{MAX_NAME, MAX_PATH, Quoted};
+pub use read::{list, list_each};
+pub use writer::{Writer, create_file, create_new_file, sources_under};
 
 /// The archive file extension, without the leading dot.
 pub const ARCHIVE_EXTENSION: &str = "tar.s2";
 
-/// The PAX keyword of a recorded deletion, in a global extended header.
-pub const DELETED_KEY: &str = "BUILDR.deleted";
+/// The PAX keyword that marks a buildr archive, in its first global header, and its value.
+pub const FORMAT_KEY: &str = "BUILDR.format";
+pub const FORMAT_VERSION: &str = "1";
+/// The PAX keywords of recorded deletions, in global headers: this prefix and a number.
+pub const DELETED_PREFIX: &str = "BUILDR.deleted.";
+/// The PAX keywords of the closing record.
+pub const ENTRIES_KEY: &str = "BUILDR.entries";
+pub const DELETIONS_KEY: &str = "BUILDR.deletions";
+pub const SHA256_KEY: &str = "BUILDR.sha256";
+/// The largest PAX or GNU extended header read into memory; larger ones are refused.
+pub const MAX_EXTENDED_HEADER: usize = 1 << 20;
 
 /// One file to put in an archive: `source` on disk (file, directory or symlink; symlinks are
 /// stored as symlinks, never followed), stored under `name` (relative, `/`-separated).
@@ -83,12 +111,35 @@ pub struct Entry {
     pub link_target: Option<PathBuf>,
 }
 
+/// What extraction does with a symlink whose target may resolve outside the destination
+/// (absolute, or climbing above it). Extraction never writes through any symlink whatever the
+/// policy, so this is about what the links point at once they are in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Refuse the archive.
+    #[default]
+    Refuse,
+    /// Leave the link out and list it in [`Extracted::skipped_links`]; extract the rest.
+    Skip,
+    /// Create it as it is (a sandbox's inputs: the task's world is its own).
+    Allow,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
     /// Apply recorded deletions (inside the destination only).
     pub apply_deletions: bool,
+    /// Symlinks that point outside the destination.
+    pub links: LinkPolicy,
     /// Incremented by the file bytes written.
     pub progress: Option<indicatif::ProgressBar>,
+}
+
+/// A symlink [`LinkPolicy::Skip`] left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLink {
+    pub path: PathBuf,
+    pub target: PathBuf,
 }
 
 /// What [`extract`] did.
@@ -101,6 +152,8 @@ pub struct Extracted {
     pub bytes: u64,
     /// The deletions recorded in the archive (applied only with `apply_deletions`).
     pub deleted: Vec<PathBuf>,
+    /// Symlinks left out under [`LinkPolicy::Skip`].
+    pub skipped_links: Vec<SkippedLink>,
 }
 
 /// [`list`] of the archive file at `path`.

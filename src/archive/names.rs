@@ -1,14 +1,26 @@
-//! Path rules shared by writing and extraction: what an entry name and a symlink target may be.
+//! Path rules shared by writing and extraction: what an entry name and a symlink target may be,
+//! and how a name is shown.
 
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::Refusal;
 
-/// `p` as a relative path of normal components only (`.` components dropped).
+/// Longest path Linux accepts (`PATH_MAX` less its NUL): longer names and link targets are
+/// refused rather than read into memory.
+pub const MAX_PATH: usize = 4095;
+/// Longest file name component Linux file systems accept (`NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+
+/// `p` as a relative path of normal components only (`.` components dropped), within what
+/// Linux accepts.
 pub(crate) fn clean_relative(p: &Path) -> Result<PathBuf, Refusal> {
+    check_bytes(p)?;
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
+            Component::Normal(s) if s.len() > MAX_NAME => return Err(Refusal::NameTooLong),
             Component::Normal(s) => out.push(s),
             Component::CurDir => {}
             Component::ParentDir => return Err(Refusal::LeavesDestination),
@@ -19,6 +31,44 @@ pub(crate) fn clean_relative(p: &Path) -> Result<PathBuf, Refusal> {
         return Err(Refusal::EmptyPath);
     }
     Ok(out)
+}
+
+/// Refuses what no Linux path can hold: a NUL byte, or more than [`MAX_PATH`] bytes.
+pub(crate) fn check_bytes(p: &Path) -> Result<(), Refusal> {
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        Err(Refusal::NulByte)
+    } else if bytes.len() > MAX_PATH {
+        Err(Refusal::NameTooLong)
+    } else {
+        Ok(())
+    }
+}
+
+/// A path as it is shown in messages and listings: control characters (ESC, BEL, newlines, …),
+/// backslashes and bytes that are not UTF-8 escaped, so a name can neither drive the terminal
+/// nor break a line.
+pub struct Quoted<'a>(pub &'a Path);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\t' => f.write_str("\\t")?,
+                    '\r' => f.write_str("\\r")?,
+                    c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+                    c => write!(f, "{c}")?,
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks that a symlink at `entry` (already clean) pointing at `target` stays inside the
@@ -71,6 +121,17 @@ mod tests {
             Err(Refusal::LeavesDestination)
         );
         assert_eq!(clean_relative(Path::new("./")), Err(Refusal::EmptyPath));
+        let long = "x".repeat(MAX_NAME + 1);
+        assert_eq!(clean_relative(Path::new(&long)), Err(Refusal::NameTooLong));
+    }
+
+    #[test]
+    fn quoting() {
+        use std::ffi::OsStr;
+        let q = |b: &[u8]| Quoted(Path::new(OsStr::from_bytes(b))).to_string();
+        assert_eq!(q(b"plain/\xc3\xbc name"), "plain/\u{fc} name");
+        assert_eq!(q(b"a\x1b[31mb\x07\nc"), "a\\u{1b}[31mb\\u{7}\\nc");
+        assert_eq!(q(b"bad\xffbyte\\"), "bad\\xffbyte\\\\");
     }
 
     #[test]

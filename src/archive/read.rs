@@ -1,14 +1,11 @@
 //! Reading archives: listing, and the decompression pipeline extraction runs on.
 
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use tar::EntryType;
-
 use super::error::ArchiveError;
-use super::{DELETED_KEY, Entry, EntryKind};
+use super::tar_reader::{Item, Kind, TarReader};
+use super::{Entry, EntryKind};
 
 /// Decompressed bytes handed from the decompressing thread to the consumer at a time.
 const CHUNK: usize = 1 << 20;
@@ -112,68 +109,53 @@ impl Read for ChannelReader {
     }
 }
 
-/// The `BUILDR.deleted` records of a PAX global header entry.
-pub(crate) fn deleted_records<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<Vec<PathBuf>, ArchiveError> {
+/// Lists the entries of a `.tar.s2` stream, recorded deletions included, as stored (names are
+/// not checked here; [`extract`](super::extract) does that). The stream itself is verified as
+/// extraction verifies it: a truncated or corrupt archive is an error.
+pub fn list<R: Read>(input: R) -> Result<Vec<Entry>, ArchiveError> {
     let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions().map_err(ArchiveError::ReadArchive)? {
-        for ext in exts {
-            let ext = ext.map_err(ArchiveError::ReadArchive)?;
-            if ext.key_bytes() == DELETED_KEY.as_bytes() {
-                out.push(PathBuf::from(std::ffi::OsStr::from_bytes(
-                    ext.value_bytes(),
-                )));
-            }
-        }
-    }
+    list_each(input, |entry| {
+        out.push(entry);
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Lists the entries of a `.tar.s2` stream, recorded deletions included, as stored (nothing
-/// is checked or refused here; [`extract`](super::extract) does that).
-pub fn list<R: Read>(input: R) -> Result<Vec<Entry>, ArchiveError> {
-    let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(
-        io::BufReader::with_capacity(INPUT_BUF, input),
-    ));
-    let mut out = Vec::new();
-    for entry in archive.entries().map_err(ArchiveError::ReadArchive)? {
-        let mut entry = entry.map_err(ArchiveError::ReadArchive)?;
-        let ty = entry.header().entry_type();
-        if ty.is_pax_global_extensions() {
-            for path in deleted_records(&mut entry)? {
-                out.push(Entry {
-                    path,
-                    kind: EntryKind::Deleted,
-                    mode: 0,
-                    size: 0,
-                    link_target: None,
-                });
-            }
-            continue;
-        }
-        let kind = match ty {
-            EntryType::Regular | EntryType::Continuous => EntryKind::File,
-            EntryType::Directory => EntryKind::Dir,
-            EntryType::Symlink => EntryKind::Symlink,
-            other => EntryKind::Other(other.as_byte() as char),
-        };
-        let path = entry
-            .path()
-            .map_err(ArchiveError::ReadArchive)?
-            .into_owned();
-        let link_target = entry
-            .link_name()
-            .map_err(ArchiveError::ReadArchive)?
-            .map(|l| l.into_owned());
-        let header = entry.header();
-        out.push(Entry {
-            path,
-            kind,
-            mode: header.mode().map_err(ArchiveError::ReadArchive)? & 0o7777,
-            size: entry.size(),
-            link_target,
-        });
+/// [`list`], handing each entry to `each` as it is read, so that memory stays bounded however
+/// many entries the archive holds. An error from `each` stops the listing.
+pub fn list_each<R: Read>(
+    input: R,
+    mut each: impl FnMut(Entry) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    let mut reader = TarReader::new(snap::read::FrameDecoder::new(io::BufReader::with_capacity(
+        INPUT_BUF, input,
+    )));
+    while let Some(item) = reader.next_item()? {
+        each(match item {
+            Item::Deleted(path) => Entry {
+                path,
+                kind: EntryKind::Deleted,
+                mode: 0,
+                size: 0,
+                link_target: None,
+            },
+            Item::Entry(h) => Entry {
+                kind: match h.kind {
+                    Kind::File => EntryKind::File,
+                    Kind::Dir => EntryKind::Dir,
+                    Kind::Symlink => EntryKind::Symlink,
+                    Kind::HardLink => EntryKind::Other('1'),
+                    Kind::Char => EntryKind::Other('3'),
+                    Kind::Block => EntryKind::Other('4'),
+                    Kind::Fifo => EntryKind::Other('6'),
+                    Kind::Other(flag) => EntryKind::Other(char::from(flag)),
+                },
+                path: h.path,
+                mode: h.mode,
+                size: h.size,
+                link_target: h.link,
+            },
+        })?;
     }
-    Ok(out)
+    Ok(())
 }

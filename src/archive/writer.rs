@@ -8,17 +8,25 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::error::ArchiveError;
 use super::frame::ParallelEncoder;
 use super::hash::Sha256Writer;
-use super::names::clean_relative;
-use super::{DELETED_KEY, Source, Summary};
+use super::names::{check_bytes, clean_relative};
+use super::tar_format::pax_record;
+use super::{
+    DELETED_PREFIX, DELETIONS_KEY, ENTRIES_KEY, FORMAT_KEY, FORMAT_VERSION, SHA256_KEY, Source,
+    Summary,
+};
 
 const ZEROS: [u8; 1024] = [0; 1024];
 /// Longest name or link target that fits a ustar header; longer ones get a PAX header.
 const USTAR_NAME_LEN: usize = 100;
+/// Deletion records per global header stop growing past this many bytes (readers refuse
+/// extended headers over [`MAX_EXTENDED_HEADER`](super::MAX_EXTENDED_HEADER)).
+const DELETIONS_PER_HEADER: usize = 256 << 10;
 
 /// Writes a `.tar.s2` stream (ustar + PAX tar, Snappy-framed) to `out`.
 ///
@@ -27,9 +35,13 @@ const USTAR_NAME_LEN: usize = 100;
 /// Hard-linked files are stored as separate copies; setuid/setgid bits are stored but not
 /// restored by [`extract`](super::extract).
 ///
-/// After any error the stream is incomplete: drop the writer.
+/// The stream starts with buildr's format record and ends with its closing record (see the
+/// [module doc](super)). After any error the stream is incomplete: drop the writer.
 pub struct Writer<W: Write> {
     enc: ParallelEncoder<Sha256Writer<W>>,
+    /// SHA-256 of the tar bytes, for the closing record.
+    tar_hash: Sha256,
+    started: bool,
     entries: u64,
     deleted: u64,
     bytes_in: u64,
@@ -62,10 +74,36 @@ impl<W: Write> Writer<W> {
     fn from_encoder(enc: ParallelEncoder<Sha256Writer<W>>) -> Self {
         Writer {
             enc,
+            tar_hash: Sha256::new(),
+            started: false,
             entries: 0,
             deleted: 0,
             bytes_in: 0,
         }
+    }
+
+    /// Writes the format record before anything else.
+    fn start(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            let mut records = Vec::new();
+            pax_record(&mut records, FORMAT_KEY, FORMAT_VERSION.as_bytes());
+            self.global_header(&records)?;
+        }
+        Ok(())
+    }
+
+    /// A PAX global header holding `records`.
+    fn global_header(&mut self, records: &[u8]) -> io::Result<()> {
+        let mut h = Header::new_ustar();
+        set_name(&mut h, b"pax_global_header");
+        h.set_entry_type(EntryType::XGlobalHeader);
+        h.set_mode(0o644);
+        h.set_size(records.len() as u64);
+        h.set_cksum();
+        self.write_all(h.as_bytes())?;
+        self.write_all(records)?;
+        self.pad(records.len() as u64)
     }
 
     /// Adds `src.source` under `src.name`: a regular file (data, permission bits, mtime), a
@@ -81,6 +119,7 @@ impl<W: Write> Writer<W> {
             source,
         };
         let meta = fs::symlink_metadata(&src.source).map_err(read_err)?;
+        self.start().map_err(ArchiveError::WriteArchive)?;
         let ft = meta.file_type();
         let name = name.as_os_str().as_bytes();
         if ft.is_file() {
@@ -92,6 +131,10 @@ impl<W: Write> Writer<W> {
                 .map_err(ArchiveError::WriteArchive)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&src.source).map_err(read_err)?;
+            check_bytes(&target).map_err(|reason| ArchiveError::InvalidName {
+                name: target.clone(),
+                reason,
+            })?;
             self.header(
                 name,
                 EntryType::Symlink,
@@ -156,6 +199,7 @@ impl<W: Write> Writer<W> {
                     });
                 }
                 Ok(n) => {
+                    self.tar_hash.update(&spare[..n]);
                     self.enc.commit(n);
                     remaining -= n as u64;
                 }
@@ -168,39 +212,64 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    /// Records `paths` (relative, like entry names) as deleted, in a PAX global header with one
-    /// `BUILDR.deleted` record per path. GNU tar skips this header when extracting (it may
-    /// warn about an unknown keyword). [`extract`](super::extract) applies deletions in stream
-    /// order, so record them before appending anything that replaces a deleted path.
+    /// Records `paths` (relative, like entry names) as deleted, in PAX global headers with one
+    /// `BUILDR.deleted.<n>` record per path (`n` counts across the archive, so that every
+    /// deletion has a key of its own). GNU tar skips these headers silently when extracting.
+    /// [`extract`](super::extract) applies deletions in stream order, so record them before
+    /// appending anything that replaces a deleted path.
     pub fn record_deleted(&mut self, paths: &[PathBuf]) -> Result<(), ArchiveError> {
-        if paths.is_empty() {
-            return Ok(());
-        }
+        self.start().map_err(ArchiveError::WriteArchive)?;
         let mut records = Vec::new();
         for p in paths {
             let clean = clean_relative(p).map_err(|reason| ArchiveError::InvalidName {
                 name: p.clone(),
                 reason,
             })?;
-            pax_record(&mut records, DELETED_KEY, clean.as_os_str().as_bytes());
+            let key = format!("{DELETED_PREFIX}{}", self.deleted);
+            pax_record(&mut records, &key, clean.as_os_str().as_bytes());
+            self.deleted += 1;
+            if records.len() >= DELETIONS_PER_HEADER {
+                self.global_header(&records)
+                    .map_err(ArchiveError::WriteArchive)?;
+                records.clear();
+            }
         }
-        let mut h = Header::new_ustar();
-        set_name(&mut h, b"pax_global_header");
-        h.set_entry_type(EntryType::XGlobalHeader);
-        h.set_mode(0o644);
-        h.set_size(records.len() as u64);
-        h.set_cksum();
-        self.write_all(h.as_bytes())
-            .and_then(|()| self.write_all(&records))
-            .and_then(|()| self.pad(records.len() as u64))
-            .map_err(ArchiveError::WriteArchive)?;
-        self.deleted += paths.len() as u64;
+        if !records.is_empty() {
+            self.global_header(&records)
+                .map_err(ArchiveError::WriteArchive)?;
+        }
         Ok(())
     }
 
-    /// Ends the tar stream, flushes the compressor and returns the writer with a summary.
+    /// Writes the closing record and tar's end-of-archive marker, flushes the compressor and
+    /// returns the writer with a summary.
     pub fn finish(mut self) -> Result<(W, Summary), ArchiveError> {
-        self.write_all(&ZEROS).map_err(ArchiveError::WriteArchive)?;
+        self.start().map_err(ArchiveError::WriteArchive)?;
+        let mut closing = Vec::new();
+        pax_record(
+            &mut closing,
+            ENTRIES_KEY,
+            self.entries.to_string().as_bytes(),
+        );
+        pax_record(
+            &mut closing,
+            DELETIONS_KEY,
+            self.deleted.to_string().as_bytes(),
+        );
+        let sha = hex::encode(self.tar_hash.clone().finalize());
+        pax_record(&mut closing, SHA256_KEY, sha.as_bytes());
+        // Python's tarfile cannot end on a PAX header (it wants a member after one): an empty
+        // GNU volume header follows, which GNU tar skips silently and creates nothing for.
+        let mut anchor = Header::new_gnu();
+        set_name(&mut anchor, b"buildr archive end");
+        anchor.set_entry_type(EntryType::new(b'V'));
+        anchor.set_mode(0o644);
+        anchor.set_size(0);
+        anchor.set_cksum();
+        self.global_header(&closing)
+            .and_then(|()| self.write_all(anchor.as_bytes()))
+            .and_then(|()| self.write_all(&ZEROS))
+            .map_err(ArchiveError::WriteArchive)?;
         let hashed = self.enc.finish().map_err(ArchiveError::WriteArchive)?;
         let (out, sha256, bytes_out) = hashed.finish();
         Ok((
@@ -216,6 +285,7 @@ impl<W: Write> Writer<W> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.tar_hash.update(buf);
         self.enc.write_all(buf)
     }
 
@@ -225,7 +295,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes the header of one entry, preceded by a PAX header when the name or link target
-    /// does not fit ustar's 100 bytes.
+    /// does not fit ustar's 100 bytes or is not ASCII (as GNU tar and Go write them).
     fn header(
         &mut self,
         name: &[u8],
@@ -236,10 +306,11 @@ impl<W: Write> Writer<W> {
     ) -> io::Result<()> {
         let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
         let mut pax = Vec::new();
-        if name.len() > USTAR_NAME_LEN {
+        let needs_pax = |s: &[u8]| s.len() > USTAR_NAME_LEN || !s.is_ascii();
+        if needs_pax(name) {
             pax_record(&mut pax, "path", name);
         }
-        if let Some(link) = link.filter(|l| l.len() > USTAR_NAME_LEN) {
+        if let Some(link) = link.filter(|l| needs_pax(l)) {
             pax_record(&mut pax, "linkpath", link);
         }
         if !pax.is_empty() {
@@ -259,7 +330,7 @@ impl<W: Write> Writer<W> {
         if let Some(link) = link {
             let field = &mut h.as_old_mut().linkname;
             let n = link.len().min(field.len());
-            field[..n].copy_from_slice(&link[..n]);
+            field[..n].copy_from_slice(&ascii_fallback(&link[..n]));
         }
         h.set_entry_type(kind);
         h.set_mode(meta.mode() & 0o7777);
@@ -272,39 +343,67 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Copies `name` (truncated to 100 bytes: a PAX `path` record carries the rest) into a header.
+/// Copies `name` into a header, truncated to 100 bytes and made ASCII: a PAX `path` record
+/// carries the real name when it differs.
 fn set_name(h: &mut Header, name: &[u8]) {
     let field = &mut h.as_old_mut().name;
     let n = name.len().min(field.len());
-    field[..n].copy_from_slice(&name[..n]);
+    field[..n].copy_from_slice(&ascii_fallback(&name[..n]));
 }
 
-/// Appends one PAX record, `"<len> <key>=<value>\n"`, where len counts the whole record.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
+/// `bytes` with every non-ASCII byte as `_`, for the ustar fields of a name that a PAX record
+/// carries in full (readers without PAX see a legible stand-in, not raw bytes).
+fn ascii_fallback(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .map(|&b| if b.is_ascii() { b } else { b'_' })
+        .collect()
 }
 
-/// Archives `sources` into the file at `to`, after recording `deleted`. On error the partial
-/// file is removed.
+/// Archives `sources` into the file at `to` (replaced if it exists; a symlink there is an
+/// error, never followed), after recording `deleted`. On error the partial file is removed.
 pub fn create_file(
     to: &Path,
     sources: &[Source],
     deleted: &[PathBuf],
 ) -> Result<Summary, ArchiveError> {
-    let file = File::create(to).map_err(|source| ArchiveError::CreateFile {
-        path: to.to_path_buf(),
-        source,
-    })?;
+    create_with(
+        File::options().write(true).create(true).truncate(true),
+        to,
+        sources,
+        deleted,
+    )
+}
+
+/// [`create_file`] into a new file only (`O_EXCL`): whatever is at `to` already, file or
+/// symlink, is an error and stays as it was.
+pub fn create_new_file(
+    to: &Path,
+    sources: &[Source],
+    deleted: &[PathBuf],
+) -> Result<Summary, ArchiveError> {
+    create_with(
+        File::options().write(true).create_new(true),
+        to,
+        sources,
+        deleted,
+    )
+}
+
+fn create_with(
+    options: &mut std::fs::OpenOptions,
+    to: &Path,
+    sources: &[Source],
+    deleted: &[PathBuf],
+) -> Result<Summary, ArchiveError> {
+    let file = options
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(to)
+        .map_err(|source| ArchiveError::CreateFile {
+            path: to.to_path_buf(),
+            source,
+        })?;
     let result = (|| {
         let mut w = Writer::new(file);
         w.record_deleted(deleted)?;
@@ -371,20 +470,4 @@ pub fn sources_under(root: &Path, paths: &[PathBuf]) -> Result<Vec<Source>, Arch
         .into_iter()
         .map(|(name, source)| Source { source, name })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_record_lengths() {
-        for vlen in [0, 1, 5, 90, 93, 94, 95, 200, 990, 996, 1000] {
-            let mut v = Vec::new();
-            pax_record(&mut v, "path", &vec![b'a'; vlen]);
-            let sp = v.iter().position(|&b| b == b' ').unwrap();
-            let len: usize = std::str::from_utf8(&v[..sp]).unwrap().parse().unwrap();
-            assert_eq!(len, v.len(), "value length {vlen}");
-        }
-    }
 }

@@ -31,6 +31,8 @@ pub fn copy_to_dir(inputs: &[InputFile], workspace: &Path) -> Result<Extracted, 
         let sender = scope.spawn(move || write_inputs(inputs, writer).map(|_| ()));
         let options = archive::ExtractOptions {
             apply_deletions: false,
+            // The task's world is its own: its links go in as they are.
+            links: archive::LinkPolicy::Allow,
             progress: None,
         };
         let extracted = archive::extract(reader, workspace, &options);

@@ -15,16 +15,17 @@ use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
 use crate::executor::{LISTENING_PREFIX, ListenAddr};
+use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("cannot create the sandbox directory: {0}")]
+    #[error("cannot create the sandbox directory")]
     CreateSandbox(#[source] std::io::Error),
-    #[error("cannot copy the inputs into the sandbox: {0}")]
+    #[error("cannot copy the inputs into the sandbox")]
     CopyInputs(#[source] ArchiveError),
-    #[error("cannot start the executor {}: {source}", binary.display())]
+    #[error("cannot start the executor {}", binary.display())]
     SpawnExecutor {
         binary: PathBuf,
         #[source]
@@ -32,6 +33,8 @@ pub enum LocalError {
     },
     #[error("the executor did not report its address: {0}")]
     NoAddress(String),
+    #[error("cannot make the run's secret")]
+    Secret(#[source] std::io::Error),
 }
 
 /// A run's sandbox on this machine.
@@ -100,14 +103,24 @@ impl Backend for LocalBackend {
         tracing::debug!(files = copied.files, bytes = copied.bytes, "inputs copied");
         timeline.record("copy inputs", &mut step);
 
-        let child = self
-            .executor
-            .insert(spawn_executor(&self.executor_binary, &state)?);
+        // The secret goes to the executor in a file in its private state directory.
+        let secret = Secret::generate().map_err(LocalError::Secret)?;
+        let secret_file = state.join("secret");
+        secret
+            .write_file(&secret_file)
+            .map_err(LocalError::Secret)?;
+        let child = self.executor.insert(spawn_executor(
+            &self.executor_binary,
+            &state,
+            &workspace,
+            &secret_file,
+        )?);
         let target = read_address(child).await?;
         timeline.record("start executor", &mut step);
         Ok(Executor {
             channel: crate::client::connect::channel(&target),
             workspace_root: workspace.display().to_string(),
+            secret: Some(secret),
         })
     }
 
@@ -163,10 +176,19 @@ fn stop(executor: &mut Child) {
     }
 }
 
-fn spawn_executor(binary: &Path, state: &Path) -> Result<Child, LocalError> {
+fn spawn_executor(
+    binary: &Path,
+    state: &Path,
+    workspace: &Path,
+    secret_file: &Path,
+) -> Result<Child, LocalError> {
     let mut command = Command::new(binary);
     command
         .arg("executor")
+        .arg("--workspace")
+        .arg(workspace)
+        .arg("--secret-file")
+        .arg(secret_file)
         .arg("--listen")
         // A socket in the sandbox (a 0700 directory), not a loopback port: on a shared machine
         // no other user can reach the executor and start a command of their own.

@@ -34,6 +34,8 @@ pub struct Executor {
     pub channel: tonic::transport::Channel,
     /// The workspace root on the executor's side.
     pub workspace_root: String,
+    /// The run's secret the executor was given, which every call must carry.
+    pub secret: Option<crate::secret::Secret>,
 }
 
 /// One run's place to execute a task. The run calls [`Backend::start`] once, then waits on the

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::archive::{self, EntryKind, ExtractOptions};
+use crate::archive::{self, EntryKind, ExtractOptions, LinkPolicy, Quoted};
 
 /// Work with .tar.s2 archives (tar in Snappy framing), the format buildr moves files in.
 #[derive(Debug, clap::Subcommand)]
@@ -35,6 +35,11 @@ pub enum ArchiveCommand {
         /// Also delete the paths the archive records as deleted (never outside --to).
         #[arg(long)]
         apply_deletions: bool,
+        /// Symlinks that point outside --to (absolute, or climbing above it): `refuse` the
+        /// archive, `skip` them with a warning, or `allow` them (a workspace's inputs). No
+        /// policy writes through a link.
+        #[arg(long, default_value = "refuse", value_parser = parse_links)]
+        links: LinkPolicy,
     },
 }
 
@@ -42,7 +47,7 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
     match command {
         ArchiveCommand::Create { from, to, paths } => {
             let sources = archive::sources_under(&from, &paths)
-                .with_context(|| format!("cannot read {}", from.display()))?;
+                .with_context(|| format!("cannot read {}", Quoted(&from)))?;
             let summary = if to == Path::new("-") {
                 let out = BufWriter::new(io::stdout().lock());
                 let mut writer = archive::Writer::new(out);
@@ -54,7 +59,7 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
                 summary
             } else {
                 archive::create_file(&to, &sources, &[])
-                    .with_context(|| format!("cannot write {}", to.display()))?
+                    .with_context(|| format!("cannot write {}", Quoted(&to)))?
             };
             eprintln!(
                 "{} entries, {} bytes in, {} bytes out, sha256 {}",
@@ -62,42 +67,52 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
             );
         }
         ArchiveCommand::List { file } => {
-            let entries = archive::list(open(&file)?)
-                .with_context(|| format!("cannot read {}", file.display()))?;
             let mut stdout = io::stdout().lock();
-            for entry in entries {
+            // Printed as read: memory stays bounded however many entries there are.
+            archive::list_each(open(&file)?, |entry| {
                 let kind = match entry.kind {
                     EntryKind::File => "file".to_string(),
                     EntryKind::Dir => "dir".to_string(),
                     EntryKind::Symlink => "symlink".to_string(),
                     EntryKind::Deleted => "deleted".to_string(),
-                    EntryKind::Other(flag) => format!("type '{flag}'"),
+                    EntryKind::Other(flag) => format!("type {:?}", flag),
                 };
                 let link = entry
                     .link_target
-                    .map(|t| format!(" -> {}", t.display()))
+                    .map(|t| format!(" -> {}", Quoted(&t)))
                     .unwrap_or_default();
                 writeln!(
                     stdout,
                     "{kind:7} {:04o} {:>12} {}{link}",
                     entry.mode & 0o7777,
                     entry.size,
-                    entry.path.display()
+                    Quoted(&entry.path)
                 )?;
-            }
+                Ok(())
+            })
+            .with_context(|| format!("cannot read {}", Quoted(&file)))?;
         }
         ArchiveCommand::Extract {
             file,
             to,
             apply_deletions,
+            links,
         } => {
             let options = ExtractOptions {
                 apply_deletions,
+                links,
                 progress: None,
             };
-            let extracted = archive::extract(open(&file)?, &to, &options).with_context(|| {
-                format!("cannot extract {} into {}", file.display(), to.display())
-            })?;
+            let extracted = archive::extract(open(&file)?, &to, &options)
+                .with_context(|| format!("cannot extract {}", Quoted(&file)))?;
+            for link in &extracted.skipped_links {
+                eprintln!(
+                    "buildr: warning: skipped symlink `{}` -> `{}`: it points outside {}",
+                    Quoted(&link.path),
+                    Quoted(&link.target),
+                    Quoted(&to)
+                );
+            }
             eprintln!(
                 "{} files, {} directories, {} symlinks, {} bytes; {} deleted",
                 extracted.files,
@@ -111,10 +126,19 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_links(s: &str) -> Result<LinkPolicy, String> {
+    match s {
+        "refuse" => Ok(LinkPolicy::Refuse),
+        "skip" => Ok(LinkPolicy::Skip),
+        "allow" => Ok(LinkPolicy::Allow),
+        _ => Err(format!("`{s}` is not one of refuse, skip, allow")),
+    }
+}
+
 fn open(file: &Path) -> anyhow::Result<Box<dyn Read>> {
     if file == Path::new("-") {
         return Ok(Box::new(io::stdin().lock()));
     }
-    let opened = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let opened = File::open(file).with_context(|| format!("cannot open {}", Quoted(file)))?;
     Ok(Box::new(opened))
 }

@@ -8,18 +8,37 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::executor::{self, LISTENING_PREFIX, ListenAddr};
+use crate::secret::Secret;
 
 /// Serve the executor's gRPC API (started by `buildr run`; not usually typed by hand).
 #[derive(Debug, clap::Args)]
 pub struct ExecutorArgs {
     /// Where to listen: HOST:PORT (port 0 picks a free one) or unix:PATH. Keep it on loopback:
-    /// the client reaches it through a port-forward or from the same machine.
+    /// the client reaches it through a port-forward or from the same machine. A non-loopback
+    /// address needs --secret-file.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: ListenAddr,
 
-    /// Where the event log and the archive of modified files are kept (not inside the workspace).
-    #[arg(long, default_value = "/tmp/buildr-executor")]
-    pub state_dir: PathBuf,
+    /// The workspace, the only one requests may name.
+    #[arg(long)]
+    pub workspace: PathBuf,
+
+    /// A file holding the run's secret (64 hex digits, private to this user: mode 600): every
+    /// call must then carry it (`authorization: Bearer <hex>`).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+
+    /// Where the event log and the archive of modified files are kept (not inside the
+    /// workspace; private to this user). Default: a fresh private directory under the system's
+    /// temporary directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// The event log's cap: task output past it is dropped, with an event saying how many bytes
+    /// were dropped, while the task goes on (a client that stopped reading costs this much disk
+    /// at most).
+    #[arg(long, default_value_t = DEFAULT_MAX_LOG_BYTES)]
+    pub max_log_bytes: u64,
 
     /// Time a stopped task gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -37,10 +56,25 @@ pub struct ExecutorArgs {
     pub env_prefix: Option<String>,
 }
 
+/// 1 GiB: hours of a chatty build's output, and still a bounded piece of a disk.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 30;
+
 pub async fn run(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
+    let secret = args
+        .secret_file
+        .as_deref()
+        .map(Secret::read_file)
+        .transpose()?;
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => executor::state_dir::fresh()?,
+    };
     let bound = executor::bind(executor::Config {
         listen: args.listen.clone(),
-        state_dir: args.state_dir,
+        state_dir,
+        workspace: args.workspace,
+        secret,
+        max_log_bytes: args.max_log_bytes,
         grace: args.grace_period,
         idle_timeout: args.idle_timeout,
         task_env: args
@@ -49,8 +83,7 @@ pub async fn run(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
             .map(prefixed_env)
             .unwrap_or_default(),
     })
-    .await
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    .await?;
     println!("{LISTENING_PREFIX}{}", bound.local_addr);
     bound
         .serve(shutdown_signal())

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
+use crate::archive::{LinkPolicy, Quoted};
 use crate::backend::k8s::{K8sArgs, K8sBackend};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, BackendKind};
@@ -42,6 +43,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub apply_deletions: bool,
 
+    /// Also bring back symlinks that point outside --out (absolute, or climbing above it).
+    /// Without it they are skipped with a warning; either way nothing is written through a
+    /// link.
+    #[arg(long)]
+    pub allow_external_links: bool,
+
     /// Keep the sandbox (or pod) after the run, for a post-mortem.
     #[arg(long)]
     pub keep: bool,
@@ -69,6 +76,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let task = resolve_task(&args)?;
     let out = args.out.clone().unwrap_or_else(|| args.repo.clone());
+    check_out(&out)?;
     let run_id = new_run_id();
     let executor_binary = match &args.executor_binary {
         Some(binary) => binary.clone(),
@@ -117,6 +125,20 @@ fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
     let tasks = TaskSet::load(&args.repo)
         .with_context(|| format!("cannot load the tasks of {}", args.repo.display()))?;
     Ok(tasks.get(name)?.clone())
+}
+
+/// Whether `repo` holds anything but `.git`: inputs that come out empty from a repository that
+/// does are worth a warning (a `*` in an ignore file, a mapping that matches nothing).
+fn has_entries(repo: &Path) -> bool {
+    std::fs::read_dir(repo).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != ".git")))
+}
+
+/// Finds out before the task runs, not after, whether its results can be written to `out`
+/// (created if missing): a file is created there and removed again.
+fn check_out(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .and_then(|()| tempfile::tempfile_in(out).map(drop))
+        .with_context(|| format!("--out {} cannot be written", Quoted(out)))
 }
 
 fn new_run_id() -> String {
@@ -170,6 +192,14 @@ async fn execute_on(
 ) -> anyhow::Result<Outcome> {
     let inputs = collect_inputs(&args.repo, &task.inputs)
         .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
+    if inputs.is_empty() && has_entries(&args.repo) {
+        eprintln!(
+            "buildr: warning: task `{}` has no inputs: its workspace starts empty (check its \
+             input mappings and the .gitignore and .buildrignore files of {})",
+            task.name,
+            args.repo.display()
+        );
+    }
     // A Ctrl-C while the backend starts stops the start; what it created is cleaned up.
     let executor = tokio::select! {
         started = backend.start(&inputs, timeline) => started?,
@@ -178,7 +208,13 @@ async fn execute_on(
     let request = client::start_request(task, run_id, &executor.workspace_root);
     let options = client::Options {
         out: out.to_path_buf(),
+        secret: executor.secret.clone(),
         apply_deletions: args.apply_deletions,
+        links: if args.allow_external_links {
+            LinkPolicy::Allow
+        } else {
+            LinkPolicy::Skip
+        },
         ready_timeout: Duration::from_secs(30),
         reconnect: Reconnect {
             give_up_after: args.reconnect_timeout,
@@ -226,8 +262,20 @@ fn forward_interrupts() -> mpsc::Receiver<()> {
 /// Tells what happened on stderr and picks the exit status.
 fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
     let result = &outcome.result;
-    if outcome.extracted.is_some() {
-        let changed = result.modified_paths.len();
+    if let Some(extracted) = &outcome.extracted {
+        for link in &extracted.skipped_links {
+            eprintln!(
+                "buildr: warning: skipped symlink `{}` -> `{}`: it points outside {} \
+                 (--allow-external-links brings it back)",
+                Quoted(&link.path),
+                Quoted(&link.target),
+                Quoted(out)
+            );
+        }
+        let changed = result
+            .modified_paths
+            .len()
+            .saturating_sub(extracted.skipped_links.len());
         if changed > 0 {
             eprintln!(
                 "buildr: {changed} changed path{} written to {}",

@@ -1,5 +1,5 @@
-//! Channels to an executor, with the trace context attached to every call and HTTP/2 keep-alive
-//! so that a dead tunnel is noticed instead of hanging.
+//! Channels to an executor, with the trace context and the run's secret attached to every call
+//! and HTTP/2 keep-alive so that a dead tunnel is noticed instead of hanging.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -16,6 +17,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::ClientError;
 use crate::rpc::executor_client::ExecutorClient;
+use crate::secret::Secret;
 
 /// Where an executor can be reached from the client's side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +26,33 @@ pub enum Target {
     Unix(PathBuf),
 }
 
-pub type Interceptor = fn(Request<()>) -> Result<Request<()>, Status>;
-pub type Client = ExecutorClient<InterceptedService<Channel, Interceptor>>;
+pub type Client = ExecutorClient<InterceptedService<Channel, CallMetadata>>;
 
-fn with_trace_context(mut request: Request<()>) -> Result<Request<()>, Status> {
-    crate::telemetry::inject(request.metadata_mut());
-    Ok(request)
+/// What every call carries: the trace context, and the run's secret when the executor has one.
+#[derive(Clone)]
+pub struct CallMetadata {
+    secret: Option<MetadataValue<Ascii>>,
+}
+
+impl CallMetadata {
+    pub fn new(secret: Option<&Secret>) -> Self {
+        Self {
+            secret: secret
+                .map(|s| MetadataValue::try_from(s.header_value()).expect("hex digits are ASCII")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for CallMetadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        crate::telemetry::inject(request.metadata_mut());
+        if let Some(secret) = &self.secret {
+            request
+                .metadata_mut()
+                .insert(crate::secret::METADATA_KEY, secret.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// The endpoint every channel to an executor is built on: HTTP/2 keep-alive so that a dead
@@ -78,15 +101,19 @@ where
     }))
 }
 
-pub fn client(channel: Channel) -> Client {
-    ExecutorClient::with_interceptor(channel, with_trace_context as Interceptor)
+pub fn client(channel: Channel, secret: Option<&Secret>) -> Client {
+    ExecutorClient::with_interceptor(channel, CallMetadata::new(secret))
         .max_decoding_message_size(16 * 1024 * 1024)
 }
 
 /// Waits until the executor's health service says it serves, retrying until `timeout`.
-pub async fn wait_ready(channel: &Channel, timeout: Duration) -> Result<(), ClientError> {
+pub async fn wait_ready(
+    channel: &Channel,
+    secret: Option<&Secret>,
+    timeout: Duration,
+) -> Result<(), ClientError> {
     let deadline = Instant::now() + timeout;
-    let mut health = HealthClient::new(channel.clone());
+    let mut health = HealthClient::with_interceptor(channel.clone(), CallMetadata::new(secret));
     let mut last_error;
     loop {
         let check = health.check(HealthCheckRequest {
@@ -97,6 +124,13 @@ pub async fn wait_ready(channel: &Channel, timeout: Duration) -> Result<(), Clie
                 return Ok(());
             }
             Ok(Ok(response)) => last_error = format!("status {:?}", response.get_ref().status()),
+            // Retrying cannot fix a refused secret.
+            Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+                return Err(ClientError::Rpc {
+                    call: "Health",
+                    status: Box::new(status),
+                });
+            }
             Ok(Err(status)) => last_error = status.message().to_string(),
             Err(_) => last_error = "no answer within 5s".to_string(),
         }

@@ -49,6 +49,12 @@ pub enum ClientError {
     #[error("interrupted; stopped waiting for the task")]
     Interrupted,
     #[error(
+        "the task is too big to send: its start request (command, script and environment) is \
+         {size} bytes, over gRPC's limit of {limit} bytes; put large scripts or data in a file \
+         among the task's inputs"
+    )]
+    RequestTooBig { size: usize, limit: usize },
+    #[error(
         "the fetched archive does not match what the executor reported: {size} bytes, sha256 {sha256} \
          (expected {expected_size} bytes, sha256 {expected_sha256})"
     )]
@@ -58,19 +64,23 @@ pub enum ClientError {
         size: u64,
         sha256: String,
     },
-    #[error("cannot extract the modified files into {dest}: {source}")]
+    #[error("cannot extract the modified files")]
     Extract {
         dest: PathBuf,
         #[source]
         source: archive::ArchiveError,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
 }
+
+/// The largest message a gRPC server decodes by default (tonic's limit, which the executor
+/// keeps).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// How the client side of a run behaves.
 #[derive(Debug, Clone)]
@@ -79,6 +89,10 @@ pub struct Options {
     pub out: PathBuf,
     /// Apply the task's deletions to `out` too.
     pub apply_deletions: bool,
+    /// The run's secret, which every call carries (see [`crate::secret`]).
+    pub secret: Option<crate::secret::Secret>,
+    /// What to do with modified symlinks that point outside `out`.
+    pub links: archive::LinkPolicy,
     /// How long the executor may take to answer its health check.
     pub ready_timeout: Duration,
     pub reconnect: Reconnect,
@@ -126,11 +140,20 @@ pub async fn execute(
     sink: &mut dyn EventSink,
     interrupts: &mut mpsc::Receiver<()>,
 ) -> Result<Outcome, ClientError> {
+    // The executor would refuse it with tonic's words after the start; say it in ours, before.
+    let size = prost::Message::encoded_len(&request);
+    if size > MAX_REQUEST_BYTES {
+        return Err(ClientError::RequestTooBig {
+            size,
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
     let mut timeline = Timeline::default();
     let mut step = Instant::now();
-    connect::wait_ready(&channel, options.ready_timeout).await?;
+    let secret = options.secret.as_ref();
+    connect::wait_ready(&channel, secret, options.ready_timeout).await?;
     timeline.record("connect", &mut step);
-    let mut client = connect::client(channel);
+    let mut client = connect::client(channel, secret);
     let run_id = request.run_id.clone();
     let finished = session::follow(&mut client, request, sink, interrupts, options.reconnect)
         .instrument(tracing::info_span!("task"))
@@ -182,6 +205,7 @@ async fn fetch_and_extract(
 
     let dest = options.out.clone();
     let apply_deletions = options.apply_deletions;
+    let links = options.links;
     let size = info.size;
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(local.path()).map_err(|e| ClientError::Io {
@@ -191,6 +215,7 @@ async fn fetch_and_extract(
         let bar = crate::progress::bytes("extract", size);
         let options = archive::ExtractOptions {
             apply_deletions,
+            links,
             progress: None,
         };
         let extracted = archive::extract(bar.wrap_read(file), &dest, &options)

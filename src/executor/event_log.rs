@@ -4,11 +4,14 @@
 //!
 //! Events are spilled to a file as they arrive (length-delimited protobuf); memory holds only the
 //! file offset of each event. A task that prints gigabytes therefore grows the disk, not the
-//! executor, and a slow client never blocks the task's output pipes.
+//! executor, and a slow client never blocks the task's output pipes. The file is capped: once
+//! it would pass the cap, task output is dropped (counted, and said in a log event when the
+//! dropping starts and, with the count, before the result) while the task goes on. A client that
+//! stopped reading thus costs a bounded amount of disk.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -27,6 +30,8 @@ const READ_BATCH_BYTES: u64 = 512 * 1024;
 
 pub struct EventLog {
     inner: Mutex<Inner>,
+    /// Output that would take the file past this many bytes is dropped.
+    max_bytes: u64,
     /// The highest sequence number written and whether the log is complete (has its result).
     progress: watch::Sender<Progress>,
     file: File,
@@ -43,21 +48,28 @@ struct Inner {
     offsets: Vec<u64>,
     complete: bool,
     scratch: Vec<u8>,
+    /// Output bytes dropped at the cap.
+    dropped: u64,
 }
 
 impl EventLog {
-    /// Creates the log backed by a new file at `path`.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    /// Creates the log backed by a new file at `path` (never one that exists, nor through a
+    /// symlink), holding task output up to `max_bytes`.
+    pub fn create(path: &Path, max_bytes: u64) -> io::Result<Self> {
         let file = File::options()
             .create_new(true)
             .read(true)
             .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o600)
             .open(path)?;
         Ok(Self {
+            max_bytes,
             inner: Mutex::new(Inner {
                 offsets: vec![0],
                 complete: false,
                 scratch: Vec::with_capacity(64 * 1024),
+                dropped: 0,
             }),
             progress: watch::Sender::new(Progress::default()),
             file,
@@ -65,12 +77,38 @@ impl EventLog {
     }
 
     /// Appends an event and returns its sequence number. A result event completes the log;
-    /// anything appended after it is dropped (returns `None`).
+    /// anything appended after it, and output past the cap, is dropped (returns `None`).
     pub fn append(&self, event: Event) -> io::Result<Option<u64>> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.complete {
             return Ok(None);
         }
+        let size = inner.offsets.last().copied().unwrap_or(0);
+        match &event {
+            Event::Output(output) if size + output.data.len() as u64 > self.max_bytes => {
+                if inner.dropped == 0 {
+                    let note = format!(
+                        "the event log reached its cap of {} bytes (--max-log-bytes): task output is dropped from here on; the task goes on",
+                        self.max_bytes
+                    );
+                    self.write(&mut inner, cap_note(note))?;
+                }
+                inner.dropped += output.data.len() as u64;
+                return Ok(None);
+            }
+            Event::Result(_) if inner.dropped > 0 => {
+                let note = format!(
+                    "{} bytes of task output were dropped past the event log's cap of {} bytes",
+                    inner.dropped, self.max_bytes
+                );
+                self.write(&mut inner, cap_note(note))?;
+            }
+            _ => {}
+        }
+        self.write(&mut inner, event).map(Some)
+    }
+
+    fn write(&self, inner: &mut Inner, event: Event) -> io::Result<u64> {
         let sequence = inner.offsets.len() as u64;
         let is_result = matches!(event, Event::Result(_));
         let message = TaskEvent {
@@ -88,13 +126,16 @@ impl EventLog {
         let end = inner.offsets.last().copied().unwrap_or(0) + inner.scratch.len() as u64;
         inner.offsets.push(end);
         inner.complete = is_result;
-        let progress = Progress {
+        self.progress.send_replace(Progress {
             last: sequence,
             complete: is_result,
-        };
-        drop(inner);
-        self.progress.send_replace(progress);
-        Ok(Some(sequence))
+        });
+        Ok(sequence)
+    }
+
+    /// Output bytes dropped at the cap so far.
+    pub fn dropped(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).dropped
     }
 
     /// The highest sequence number written so far.
@@ -180,6 +221,16 @@ impl EventLog {
     }
 }
 
+/// The executor's warning about the cap, as a log event.
+fn cap_note(message: String) -> Event {
+    Event::Log(crate::rpc::TaskLog {
+        time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        level: crate::rpc::task_log::Level::Warn as i32,
+        message,
+        fields: Default::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +246,8 @@ mod tests {
     #[tokio::test]
     async fn resumes_from_any_sequence_and_ends_after_the_result() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(EventLog::create(&dir.path().join("events")).unwrap());
+        let log =
+            std::sync::Arc::new(EventLog::create(&dir.path().join("events"), u64::MAX).unwrap());
         for i in 0..200u32 {
             assert_eq!(
                 log.append(output(&i.to_le_bytes())).unwrap(),
@@ -220,7 +272,7 @@ mod tests {
     #[test]
     fn a_read_batch_stops_at_its_byte_budget_but_takes_at_least_one_event() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::create(&dir.path().join("events")).unwrap();
+        let log = EventLog::create(&dir.path().join("events"), u64::MAX).unwrap();
         log.append(output(&vec![b'x'; 2 * READ_BATCH_BYTES as usize]))
             .unwrap();
         for _ in 0..20 {
@@ -245,7 +297,8 @@ mod tests {
     #[tokio::test]
     async fn a_follower_waits_for_events_written_later() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(EventLog::create(&dir.path().join("events")).unwrap());
+        let log =
+            std::sync::Arc::new(EventLog::create(&dir.path().join("events"), u64::MAX).unwrap());
         let (tx, mut rx) = mpsc::channel(8);
         let follower = log.clone();
         tokio::spawn(async move { follower.follow(0, tx).await });

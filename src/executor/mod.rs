@@ -7,12 +7,16 @@
 //! - [`changes`]: what the task modified, by watcher and by snapshot comparison
 //! - [`run`]: one run from start to result
 //! - [`service`]: the gRPC adapter
+//! - [`auth`]: the per-run secret every call must carry
+//! - [`state_dir`]: the private directory of the event log and the archive
 
+pub mod auth;
 pub mod changes;
 pub mod event_log;
 pub mod process;
 pub mod run;
 pub mod service;
+pub mod state_dir;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,8 +67,15 @@ impl fmt::Display for ListenAddr {
 
 pub struct Config {
     pub listen: ListenAddr,
-    /// Holds the event log and the archive; must not be inside the workspace.
+    /// Holds the event log and the archive; must not be inside the workspace. Created private
+    /// if missing; refused if another user owns it or others can write to it.
     pub state_dir: PathBuf,
+    /// The only workspace root requests may name.
+    pub workspace: PathBuf,
+    /// Every call must carry it (see [`crate::secret`]); required on a non-loopback address.
+    pub secret: Option<crate::secret::Secret>,
+    /// The event log's cap: task output past it is dropped (and counted), the task goes on.
+    pub max_log_bytes: u64,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub grace: Duration,
     /// Exit when no client has called for this long while no task runs (a pod whose client
@@ -96,17 +107,62 @@ enum Incoming {
     Unix(UnixListener),
 }
 
+/// Why an executor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    StateDir(#[from] state_dir::StateDirError),
+    #[error("the workspace {} is not a directory", path.display())]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "refusing to listen on {0} without a secret: anyone who reaches it could run commands; \
+         give --secret-file or listen on a loopback address"
+    )]
+    NoSecret(SocketAddr),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: ListenAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Binds the listening socket, so that the caller can report the address before serving.
-pub async fn bind(config: Config) -> io::Result<Bound> {
-    std::fs::create_dir_all(&config.state_dir)?;
+pub async fn bind(mut config: Config) -> Result<Bound, StartError> {
+    state_dir::prepare(&config.state_dir)?;
+    config.workspace = config
+        .workspace
+        .canonicalize()
+        .and_then(|w| {
+            if w.is_dir() {
+                Ok(w)
+            } else {
+                Err(io::Error::from(io::ErrorKind::NotADirectory))
+            }
+        })
+        .map_err(|source| StartError::Workspace {
+            path: config.workspace.clone(),
+            source,
+        })?;
+    let listen_err = |source| StartError::Listen {
+        addr: config.listen.clone(),
+        source,
+    };
     let (incoming, local_addr) = match &config.listen {
+        ListenAddr::Tcp(addr) if !addr.ip().is_loopback() && config.secret.is_none() => {
+            return Err(StartError::NoSecret(*addr));
+        }
         ListenAddr::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
+            let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+            let local = listener.local_addr().map_err(listen_err)?;
             (Incoming::Tcp(listener), ListenAddr::Tcp(local))
         }
         ListenAddr::Unix(path) => {
-            let listener = UnixListener::bind(path)?;
+            let listener = UnixListener::bind(path).map_err(listen_err)?;
             (Incoming::Unix(listener), ListenAddr::Unix(path.clone()))
         }
     };
@@ -126,8 +182,12 @@ impl Bound {
     ) -> Result<(), tonic::transport::Error> {
         let done = CancellationToken::new();
         let service = Arc::new(ExecutorService::new(
-            self.config.state_dir.clone(),
-            self.config.grace,
+            service::Limits {
+                state_dir: self.config.state_dir.clone(),
+                workspace: self.config.workspace.clone(),
+                grace: self.config.grace,
+                max_log_bytes: self.config.max_log_bytes,
+            },
             self.config.task_env.clone(),
             done.clone(),
         ));
@@ -143,6 +203,9 @@ impl Bound {
             .initial_stream_window_size(WINDOW)
             .initial_connection_window_size(WINDOW)
             .max_frame_size(MAX_FRAME)
+            .layer(tonic::service::InterceptorLayer::new(
+                auth::Authenticate::new(self.config.secret.clone()),
+            ))
             .add_service(health_service)
             .add_service(ExecutorServer::from_arc(service.clone()));
 

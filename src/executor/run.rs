@@ -15,6 +15,7 @@ use tracing::{Instrument, Level};
 use super::changes::{Changes, Snapshot, Watcher};
 use super::event_log::EventLog;
 use super::process::{self, Exit, Stream};
+use super::service::Limits;
 use crate::archive;
 use crate::rpc::{ArchiveInfo, TaskLog, TaskOutput, TaskResult, task_event::Event};
 
@@ -40,10 +41,14 @@ pub struct Run {
 }
 
 impl Run {
-    /// Starts the run in the background; its events go to a log under `state_dir`.
-    pub fn start(spec: RunSpec, state_dir: &Path, grace: Duration) -> io::Result<Arc<Self>> {
+    /// Starts the run in the background; its events go to a log under the state directory,
+    /// capped at `limits.max_log_bytes`.
+    pub fn start(spec: RunSpec, limits: &Limits) -> io::Result<Arc<Self>> {
+        let state_dir = &limits.state_dir;
+        let grace = limits.grace;
         let log = Arc::new(EventLog::create(
             &state_dir.join(format!("{}.events", spec.run_id)),
+            limits.max_log_bytes,
         )?);
         let run = Arc::new(Self {
             id: spec.run_id.clone(),
@@ -216,11 +221,20 @@ impl Run {
         let span = tracing::info_span!("archive", files = sources.len());
         let summary = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            archive::create_file(&to_owned, &sources, &deleted)
+            // A new file: nothing planted at its name is followed or overwritten.
+            archive::create_new_file(&to_owned, &sources, &deleted)
         })
         .await
         .map_err(|e| format!("the archive writer failed: {e}"))?
-        .map_err(|e| format!("cannot write the archive of modified files: {e}"))?;
+        .map_err(|e| {
+            let mut message = format!("cannot write the archive of modified files: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            message
+        })?;
         self.note(
             Level::INFO,
             "archive written",

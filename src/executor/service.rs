@@ -28,9 +28,18 @@ const ARCHIVE_CHUNK: usize = 1024 * 1024;
 type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
 
+/// What the executor was started with that bounds its runs.
+pub struct Limits {
+    pub state_dir: PathBuf,
+    /// The only workspace a request may name (canonical).
+    pub workspace: PathBuf,
+    pub grace: Duration,
+    /// The event log's cap (see [`EventLog`](super::event_log::EventLog)).
+    pub max_log_bytes: u64,
+}
+
 pub struct ExecutorService {
-    state_dir: PathBuf,
-    grace: Duration,
+    limits: Limits,
     /// Environment every task gets below its own `env` (Secrets and ConfigMaps in a pod).
     task_env: BTreeMap<String, String>,
     run: Mutex<Option<Arc<Run>>>,
@@ -42,14 +51,12 @@ pub struct ExecutorService {
 
 impl ExecutorService {
     pub fn new(
-        state_dir: PathBuf,
-        grace: Duration,
+        limits: Limits,
         task_env: BTreeMap<String, String>,
         done: CancellationToken,
     ) -> Self {
         Self {
-            state_dir,
-            grace,
+            limits,
             task_env,
             run: Mutex::new(None),
             done,
@@ -127,18 +134,18 @@ impl ExecutorService {
                 )))
             };
         }
-        let mut spec = run_spec(request, &self.state_dir)?;
+        let mut spec = run_spec(request, &self.limits)?;
         for (key, value) in &self.task_env {
             spec.env.entry(key.clone()).or_insert_with(|| value.clone());
         }
-        let run = Run::start(spec, &self.state_dir, self.grace)
+        let run = Run::start(spec, &self.limits)
             .map_err(|e| Status::internal(format!("cannot start the run: {e}")))?;
         *slot = Some(run.clone());
         Ok(run)
     }
 }
 
-fn run_spec(request: &StartTaskRequest, state_dir: &Path) -> Result<RunSpec, Status> {
+fn run_spec(request: &StartTaskRequest, limits: &Limits) -> Result<RunSpec, Status> {
     if request.run_id.is_empty()
         || !request
             .run_id
@@ -170,8 +177,17 @@ fn run_spec(request: &StartTaskRequest, state_dir: &Path) -> Result<RunSpec, Sta
             workspace.display()
         )));
     }
+    // The executor was given its workspace at start: a request cannot point it elsewhere
+    // (`.../ws/../elsewhere` included, hence the canonical comparison).
+    if workspace.canonicalize().ok().as_ref() != Some(&limits.workspace) {
+        return Err(Status::permission_denied(format!(
+            "this executor serves the workspace {} only; the request names `{}`",
+            limits.workspace.display(),
+            workspace.display()
+        )));
+    }
     // The event log and the archive would otherwise count as files the task wrote.
-    if let (Ok(state), Ok(root)) = (state_dir.canonicalize(), workspace.canonicalize())
+    if let (Ok(state), Ok(root)) = (limits.state_dir.canonicalize(), workspace.canonicalize())
         && state.starts_with(&root)
     {
         return Err(Status::invalid_argument(format!(
@@ -346,28 +362,44 @@ mod tests {
         }
     }
 
+    fn limits(workspace: &Path, state_dir: &Path) -> Limits {
+        Limits {
+            state_dir: state_dir.to_path_buf(),
+            workspace: workspace.canonicalize().unwrap(),
+            grace: Duration::from_secs(1),
+            max_log_bytes: 1 << 20,
+        }
+    }
+
     #[test]
     fn a_request_is_checked_before_anything_runs() {
         let workspace = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let inside = workspace.path().join("state");
         std::fs::create_dir(&inside).unwrap();
+        let ok = limits(workspace.path(), elsewhere.path());
 
-        assert!(run_spec(&request(workspace.path(), "."), elsewhere.path()).is_ok());
+        assert!(run_spec(&request(workspace.path(), "."), &ok).is_ok());
         for (req, state) in [
             (request(workspace.path(), "../up"), elsewhere.path()),
             (request(workspace.path(), "/abs"), elsewhere.path()),
             (request(Path::new("relative"), "."), elsewhere.path()),
             (request(workspace.path(), "."), inside.as_path()),
         ] {
-            let status = run_spec(&req, state).unwrap_err();
+            let status = run_spec(&req, &limits(workspace.path(), state)).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         }
         let mut empty = request(workspace.path(), ".");
         empty.module = None;
         assert_eq!(
-            run_spec(&empty, elsewhere.path()).unwrap_err().code(),
+            run_spec(&empty, &ok).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+        // Another directory, or this one's parent by way of `..`: not this executor's.
+        let sneaky = workspace.path().join("state/../..");
+        for other in [elsewhere.path(), sneaky.as_path()] {
+            let status = run_spec(&request(other, "."), &ok).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        }
     }
 }

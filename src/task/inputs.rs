@@ -141,6 +141,10 @@ fn walk(
             root: root.to_path_buf(),
             source,
         })?;
+        // The walker attaches the errors of a directory's ignore files to its entry.
+        if let Some(error) = entry.error() {
+            return Err(ignore_error(error, entry.path()));
+        }
         let Ok(rel) = entry.path().strip_prefix(root) else {
             continue;
         };
@@ -169,6 +173,34 @@ fn walk(
         ));
     }
     Ok(found)
+}
+
+/// The first bad line of an ignore file, as file:line and what is wrong with it (the walker's
+/// error nests the file, the line number and the glob error, or lists several).
+fn ignore_error(error: &ignore::Error, dir: &Path) -> TaskError {
+    let (mut file, mut line) = (dir.to_path_buf(), 0);
+    let mut cur = error;
+    loop {
+        match cur {
+            ignore::Error::Partial(errors) if !errors.is_empty() => cur = &errors[0],
+            ignore::Error::WithPath { path, err } => {
+                file = path.clone();
+                cur = err;
+            }
+            ignore::Error::WithLineNumber { line: n, err } => {
+                line = *n;
+                cur = err;
+            }
+            ignore::Error::WithDepth { err, .. } => cur = err,
+            other => {
+                return TaskError::BadIgnorePattern {
+                    file,
+                    line,
+                    message: other.to_string(),
+                };
+            }
+        }
+    }
 }
 
 /// `.` as the empty path, which `Path::join` and `starts_with` treat as "here".

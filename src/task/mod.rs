@@ -278,7 +278,7 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     /// A task file or directory could not be read.
-    #[error("failed to read {}: {source}", path.display())]
+    #[error("failed to read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -334,8 +334,16 @@ pub enum TaskError {
         first: PathBuf,
         second: PathBuf,
     },
+    /// A `.gitignore` or `.buildrignore` line is not a valid pattern. It is an error, not a
+    /// warning: a pattern dropped silently would send what it was meant to keep back.
+    #[error("{}:{line}: {message}", file.display())]
+    BadIgnorePattern {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
     /// Walking the repository failed.
-    #[error("failed to walk the inputs under {}: {source}", root.display())]
+    #[error("failed to walk the inputs under {}", root.display())]
     Walk {
         root: PathBuf,
         #[source]

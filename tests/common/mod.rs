@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod frames;
+
 pub mod cluster;
 
 use std::path::{Path, PathBuf};
@@ -70,12 +72,20 @@ pub struct ExecutorProcess {
 
 impl ExecutorProcess {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with `extra` arguments too.
+    pub fn start_with(extra: &[&str]) -> Self {
         use std::io::BufRead;
         let state = tempfile::tempdir().unwrap();
         let workspace = tempfile::tempdir().unwrap();
         let mut child = Command::new(buildr_bin())
             .args(["executor", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state.path())
+            .arg("--workspace")
+            .arg(workspace.path())
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("the executor starts");
@@ -138,6 +148,8 @@ pub fn client_options(out: &Path) -> buildr::client::Options {
     buildr::client::Options {
         out: out.to_path_buf(),
         apply_deletions: false,
+        secret: None,
+        links: buildr::archive::LinkPolicy::Skip,
         ready_timeout: std::time::Duration::from_secs(20),
         reconnect: buildr::client::Reconnect::default(),
     }
@@ -153,16 +165,22 @@ pub async fn execute(
     Result<buildr::client::Outcome, buildr::client::ClientError>,
     Collected,
 ) {
+    execute_with(target, request, &client_options(out)).await
+}
+
+/// [`execute`] with these client options.
+pub async fn execute_with(
+    target: std::net::SocketAddr,
+    request: buildr::rpc::StartTaskRequest,
+    options: &buildr::client::Options,
+) -> (
+    Result<buildr::client::Outcome, buildr::client::ClientError>,
+    Collected,
+) {
     let (_interrupt, mut interrupts) = tokio::sync::mpsc::channel(1);
     let mut sink = Collected::default();
     let channel = buildr::client::connect::channel(&buildr::client::Target::Tcp(target));
-    let outcome = buildr::client::execute(
-        channel,
-        request,
-        &client_options(out),
-        &mut sink,
-        &mut interrupts,
-    )
-    .await;
+    let outcome =
+        buildr::client::execute(channel, request, options, &mut sink, &mut interrupts).await;
     (outcome, sink)
 }

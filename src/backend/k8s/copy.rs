@@ -86,6 +86,9 @@ pub async fn inputs(
         "-".to_string(),
         "--to".to_string(),
         WORKSPACE_DIR.to_string(),
+        // The task's world is its own: its links go in as they are (none is written through).
+        "--links".to_string(),
+        "allow".to_string(),
     ];
     let inputs = inputs.to_vec();
     exec_with_input(pods, client, pod, command, move |stdin| {

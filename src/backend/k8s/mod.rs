@@ -323,6 +323,9 @@ impl Backend for K8sBackend {
         Ok(Executor {
             channel: forward::channel(pods, name),
             workspace_root: objects::WORKSPACE_DIR.to_string(),
+            // The executor listens on the pod's loopback only; a secret copied in next to the
+            // binary (Secret::generate, write_file through exec) is the next step.
+            secret: None,
         })
     }
 

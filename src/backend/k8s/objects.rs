@@ -303,6 +303,7 @@ fn boot_script(keep: bool) -> String {
     );
     let executor = format!(
         "{BINARY_PATH} executor --listen 127.0.0.1:{EXECUTOR_PORT} --state-dir {BUILDR_DIR}/state \
+         --workspace {WORKSPACE_DIR} \
          --idle-timeout {}s --env-prefix {TASK_ENV_PREFIX}",
         IDLE_TIMEOUT.as_secs()
     );
