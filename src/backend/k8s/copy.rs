@@ -11,7 +11,8 @@ use kube::Api;
 use super::K8sError;
 use super::binary::ExecutorBinary;
 use super::exec::{ExecError, exec_with_input};
-use super::objects::{BINARY_PATH, BUILDR_DIR, WORKSPACE_DIR};
+use super::objects::{BINARY_PATH, BUILDR_DIR, SECRET_PATH, WORKSPACE_DIR};
+use crate::secret::Secret;
 use crate::task::InputFile;
 
 /// Where the binary lands before it is checked and renamed to [`BINARY_PATH`], which the
@@ -20,26 +21,30 @@ const INCOMING: &str = "/buildr/incoming";
 /// The exit status of `sh` for a command it cannot find.
 const COMMAND_NOT_FOUND: i32 = 127;
 
-/// Copies the executor binary in, checks its SHA-256 there (the binary hashes itself), and
-/// moves it into place.
+/// Copies the executor binary and the run's secret in (the secret travels only this way: never
+/// in the pod spec), checks the binary's SHA-256 there (it hashes itself), and moves both into
+/// place, the binary last: the container's main process starts it as soon as it appears.
 pub async fn binary(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     image: &str,
     binary: &ExecutorBinary,
+    secret: &Secret,
 ) -> Result<(), K8sError> {
     let script = format!(
         "set -e; umask 077; mkdir -p {INCOMING} {BUILDR_DIR}/bin; \
          tar -xf - -C {INCOMING}; \
          {INCOMING}/buildr self-check --sha256 {sha256}; \
+         mv {INCOMING}/secret {SECRET_PATH}; \
          mv {INCOMING}/buildr {BINARY_PATH}",
         sha256 = binary.sha256
     );
     let source = binary.path.clone();
     let size = binary.size;
+    let secret = format!("{}\n", secret.to_hex());
     let copied = exec_with_input(pods, client, pod, sh(script), move |stdin| {
-        write_binary_tar(stdin, &source, size)
+        write_binary_tar(stdin, &source, size, &secret)
     })
     .await;
     match copied {
@@ -59,16 +64,29 @@ pub async fn binary(
     }
 }
 
-/// One entry, `buildr`, executable by its owner only.
-fn write_binary_tar<W: Write>(out: W, source: &std::path::Path, size: u64) -> io::Result<W> {
-    let mut file = std::fs::File::open(source)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(size);
-    header.set_mode(0o700);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mtime(0);
+/// Two entries, private to their owner: `secret`, and `buildr`, executable.
+fn write_binary_tar<W: Write>(
+    out: W,
+    source: &std::path::Path,
+    size: u64,
+    secret: &str,
+) -> io::Result<W> {
+    let header = |size: u64, mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mtime(0);
+        header
+    };
     let mut builder = tar::Builder::new(out);
-    builder.append_data(&mut header, "buildr", &mut file)?;
+    builder.append_data(
+        &mut header(secret.len() as u64, 0o600),
+        "secret",
+        secret.as_bytes(),
+    )?;
+    let mut file = std::fs::File::open(source)?;
+    builder.append_data(&mut header(size, 0o700), "buildr", &mut file)?;
     builder.into_inner()
 }
 
@@ -114,11 +132,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_binary_tar_holds_one_private_executable() {
+    fn the_binary_tar_holds_the_secret_and_the_executable_both_private() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("bin");
         std::fs::write(&source, b"\x7fELF and the rest").unwrap();
-        let tar = write_binary_tar(Vec::new(), &source, 17).unwrap();
+        let tar = write_binary_tar(Vec::new(), &source, 17, "abc\n").unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
         let entries: Vec<_> = archive
             .entries()
@@ -132,6 +150,12 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(entries, [("buildr".to_string(), 0o700, 17)]);
+        assert_eq!(
+            entries,
+            [
+                ("secret".to_string(), 0o600, 4),
+                ("buildr".to_string(), 0o700, 17)
+            ]
+        );
     }
 }

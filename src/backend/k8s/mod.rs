@@ -31,6 +31,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::delete::{Error as DeleteError, delete_and_finalize};
 
 use super::{Backend, Executor};
+use crate::secret::Secret;
 use crate::task::{Egress, InputFile, Task};
 use crate::timeline::Timeline;
 use binary::{BinaryError, ExecutorBinary};
@@ -142,6 +143,8 @@ pub enum K8sError {
         "the image `{image}` has no `tar`; buildr needs an image with `sh` and `tar`, which copy the executor in"
     )]
     NoTar { image: String },
+    #[error("cannot make the run's secret")]
+    Secret(#[source] std::io::Error),
     #[error("cannot copy {what} into pod {pod}")]
     Copy {
         what: &'static str,
@@ -316,16 +319,23 @@ impl Backend for K8sBackend {
         let image = &self.settings.image;
         startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
         let mut step = Instant::now();
-        copy::binary(&pods, &self.client, &name, image, &self.settings.binary).await?;
+        let secret = Secret::generate().map_err(K8sError::Secret)?;
+        copy::binary(
+            &pods,
+            &self.client,
+            &name,
+            image,
+            &self.settings.binary,
+            &secret,
+        )
+        .await?;
         timeline.record("copy binary", &mut step);
         copy::inputs(&pods, &self.client, &name, inputs).await?;
         timeline.record("copy inputs", &mut step);
         Ok(Executor {
             channel: forward::channel(pods, name),
             workspace_root: objects::WORKSPACE_DIR.to_string(),
-            // The executor listens on the pod's loopback only; a secret copied in next to the
-            // binary (Secret::generate, write_file through exec) is the next step.
-            secret: None,
+            secret: Some(secret),
         })
     }
 

@@ -35,6 +35,8 @@ pub const EXECUTOR_PORT: u16 = 7070;
 /// Where the binary, the executor's state and the workspace live in the pod (emptyDirs).
 pub const BUILDR_DIR: &str = "/buildr";
 pub const BINARY_PATH: &str = "/buildr/bin/buildr";
+/// The run's secret, which every call to the executor must carry (see `crate::secret`).
+pub const SECRET_PATH: &str = "/buildr/secret";
 pub const WORKSPACE_DIR: &str = "/workspace";
 /// The environment variables prefix under which Secrets and ConfigMaps reach the executor; it
 /// hands them to the task without the prefix (the executor's own environment stays its own).
@@ -303,7 +305,7 @@ fn boot_script(keep: bool) -> String {
     );
     let executor = format!(
         "{BINARY_PATH} executor --listen 127.0.0.1:{EXECUTOR_PORT} --state-dir {BUILDR_DIR}/state \
-         --workspace {WORKSPACE_DIR} \
+         --workspace {WORKSPACE_DIR} --secret-file {SECRET_PATH} \
          --idle-timeout {}s --env-prefix {TASK_ENV_PREFIX}",
         IDLE_TIMEOUT.as_secs()
     );
