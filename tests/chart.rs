@@ -6,7 +6,6 @@
 mod k8s_support;
 
 use k8s_support::*;
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -31,25 +30,25 @@ fn expected_runner_rules() -> BTreeSet<(String, String, String)> {
     rules
 }
 
-/// A Role's rules as (apiGroup, resource, verb) triples.
+/// A Role's rules as (apiGroup, resource, verb) triples, as the API server stored them.
 fn role_rules(ns: &str, role: &str) -> BTreeSet<(String, String, String)> {
-    let json: Value = serde_json::from_str(&kubectl(&["-n", ns, "get", "role", role, "-o", "json"]))
-        .expect("kubectl prints JSON");
-    let mut out = BTreeSet::new();
-    for rule in json["rules"].as_array().expect("rules") {
-        let strings = |k: &str| -> Vec<String> {
-            rule[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-        };
-        assert!(rule.get("resourceNames").is_none(), "unexpected resourceNames in {rule}");
-        for g in strings("apiGroups") {
-            for r in strings("resources") {
-                for v in strings("verbs") {
-                    out.insert((g.clone(), r.clone(), v));
-                }
+    let template = concat!(
+        "{{range .rules}}{{$r := .}}{{if .resourceNames}}RESOURCE-NAMES {{.resourceNames}}\n{{end}}",
+        "{{range .apiGroups}}{{$g := .}}{{range $r.resources}}{{$res := .}}{{range $r.verbs}}",
+        "{{$g}}|{{$res}}|{{.}}\n{{end}}{{end}}{{end}}{{end}}"
+    );
+    let out = kubectl(&["-n", ns, "get", "role", role, "-o", &format!("go-template={template}")]);
+    out.lines()
+        .map(|line| {
+            assert!(!line.starts_with("RESOURCE-NAMES"), "role {role} has a rule with resourceNames: {line}");
+            let mut parts = line.splitn(3, '|').map(str::to_owned);
+            let triple = (parts.next(), parts.next(), parts.next());
+            match triple {
+                (Some(g), Some(r), Some(v)) => (g, r, v),
+                _ => panic!("unexpected line from kubectl: {line:?}"),
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// `kubectl auth can-i VERB RESOURCE -n NS --as SUBJECT`: the API server's authorizer decides.

@@ -88,6 +88,23 @@ netpol_stop() {
   rm -f "$PIDS/kube-router.pid"
 }
 
+# kube-router's iptables chains (filter table) and every rule that jumps to them, so that a
+# stopped enforcer leaves no stale policy behind on a cluster that keeps running.
+netpol_chains_clean() {
+  local dump chains re
+  dump="$(iptables-save -t filter 2>/dev/null)" || return 0
+  chains="$(awk '/^:(KUBE-ROUTER-|KUBE-POD-FW-|KUBE-NWPLCY-)/{print substr($1,2)}' <<< "$dump")"
+  [[ -n "$chains" ]] || return 0
+  re="($(tr '\n' '|' <<< "$chains" | sed 's/|$//'))"
+  {
+    echo "*filter"
+    grep '^-A ' <<< "$dump" | grep -E -- "-j $re( |\$)" | grep -vE "^-A $re " | sed 's/^-A /-D /' || true
+    for c in $chains; do echo "-F $c"; done
+    for c in $chains; do echo "-X $c"; done
+    echo COMMIT
+  } | iptables-restore --noflush || log "could not remove all of kube-router's chains"
+}
+
 # Its ipsets, once no iptables rule refers to them any more (down.sh calls this after it has
 # removed the KUBE-* chains). Sets that existed before the first up.sh are kept.
 ipsets_clean() {
@@ -116,6 +133,8 @@ case "${1:-}" in
     ;;
   stop)
     netpol_stop
+    netpol_chains_clean
+    ipsets_clean
     vip_stop
     ;;
   ipsets-clean)

@@ -254,7 +254,7 @@ pub fn pod_yaml(
     script: &str,
 ) -> String {
     let map = |kv: &[(&str, &str)]| {
-        let inner: Vec<String> = kv.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+        let inner: Vec<String> = kv.iter().map(|(k, v)| format!("{k}: {}", quote(v))).collect();
         format!("{{{}}}", inner.join(", "))
     };
     let (pod_security, container_security) = if restricted {
@@ -286,8 +286,25 @@ spec:
         labels = map(labels),
         annotations = map(annotations),
         image = base_image(),
-        script = serde_json::to_string(script).expect("a string serialises"),
+        script = quote(script),
     )
+}
+
+/// S as a double-quoted YAML (and JSON) string.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A pod shaped like buildr's build pod `buildr-RUN_ID`: its labels and expiry annotation,
