@@ -35,7 +35,12 @@ impl Net {
         ns.wait_ready("client");
         let server_ip = ns.pod_ip("server");
         let node_ip = ns.host_ip("server");
-        let net = Net { ns, server_ip, node_ip, api: api_server_vip() };
+        let net = Net {
+            ns,
+            server_ip,
+            node_ip,
+            api: api_server_vip(),
+        };
         // Controls: without a policy all of these are reachable.
         for (what, host, port) in net.targets() {
             assert!(
@@ -95,7 +100,10 @@ fn egress_none_reaches_nothing() {
         net.assert_blocked(&pod, what, &host, port);
     }
     // Loopback inside the pod is not the network: the executor's own port stays usable.
-    assert!(net.ns.connects(&pod, "127.0.0.1", 8080), "{pod} cannot reach its own 127.0.0.1:8080");
+    assert!(
+        net.ns.connects(&pod, "127.0.0.1", 8080),
+        "{pod} cannot reach its own 127.0.0.1:8080"
+    );
 }
 
 #[test]
@@ -128,7 +136,10 @@ fn nothing_reaches_a_build_pod() {
     // Even with egress "all" and a server on 0.0.0.0, ingress stays closed.
     let pod = net.build_pod("ing1", "all");
     let ip = net.ns.pod_ip(&pod);
-    assert!(net.ns.connects(&pod, "127.0.0.1", 8080), "{pod}'s server is not listening");
+    assert!(
+        net.ns.connects(&pod, "127.0.0.1", 8080),
+        "{pod}'s server is not listening"
+    );
     net.assert_blocked("client", &format!("build pod {pod}"), &ip, 8080);
     net.assert_blocked("server", &format!("build pod {pod}"), &ip, 8080);
     // The other build pod of the namespace cannot reach it either.
@@ -145,7 +156,11 @@ fn chart_default_deny_holds_for_buildr_pods_without_their_own_policy() {
     let _release = helm_install(
         &unique("chart-deny"),
         &net.ns.name,
-        &["namespace.create=false", "networkPolicy.enabled=true"],
+        &[
+            "namespace.create=false",
+            "namespace.name=",
+            "networkPolicy.enabled=true",
+        ],
     );
     // A buildr pod whose run policy is missing (not yet created, or lost).
     apply(&build_pod_yaml(

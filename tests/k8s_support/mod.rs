@@ -81,7 +81,11 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(repo_root())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -109,7 +113,11 @@ pub fn kubectl_try(args: &[&str]) -> Run {
 /// `kubectl apply -f -` of YAML.
 pub fn apply(yaml: &str) {
     let r = run(&tool("kubectl"), &["apply", "-f", "-"], Some(yaml));
-    assert!(r.ok, "kubectl apply failed:\n{}\n--- input ---\n{yaml}", r.stderr);
+    assert!(
+        r.ok,
+        "kubectl apply failed:\n{}\n--- input ---\n{yaml}",
+        r.stderr
+    );
 }
 
 /// helm ARGS, whatever the outcome.
@@ -183,10 +191,18 @@ impl Namespace {
 
     /// Waits until pod NAME is Ready; panics with its description otherwise.
     pub fn wait_ready(&self, pod: &str) {
-        let r = self.kubectl_try(&["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=120s"]);
+        let r = self.kubectl_try(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ]);
         if !r.ok {
             let describe = self.kubectl_try(&["describe", "pod", pod]).stdout;
-            panic!("pod {}/{pod} not Ready: {}\n{describe}", self.name, r.stderr);
+            panic!(
+                "pod {}/{pod} not Ready: {}\n{describe}",
+                self.name, r.stderr
+            );
         }
     }
 
@@ -201,7 +217,8 @@ impl Namespace {
     /// Whether a TCP connection from POD to HOST:PORT opens within 2 s.
     pub fn connects(&self, pod: &str, host: &str, port: u16) -> bool {
         let probe = format!("exec 3<>/dev/tcp/{host}/{port}");
-        self.kubectl_try(&["exec", pod, "--", "timeout", "2", "bash", "-c", &probe]).ok
+        self.kubectl_try(&["exec", pod, "--", "timeout", "2", "bash", "-c", &probe])
+            .ok
     }
 
     /// Whether POD still exists.
@@ -224,19 +241,37 @@ pub struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let _ = helm(&["uninstall", &self.name, "-n", &self.namespace, "--ignore-not-found"]);
+        let _ = helm(&[
+            "uninstall",
+            &self.name,
+            "-n",
+            &self.namespace,
+            "--ignore-not-found",
+        ]);
     }
 }
 
 /// Installs charts/buildr as release NAME into NAMESPACE with `--set` VALUES; panics on failure.
 pub fn helm_install(name: &str, namespace: &str, values: &[&str]) -> Release {
-    let mut args = vec!["install", name, "charts/buildr", "-n", namespace, "--wait", "--timeout", "120s"];
+    let mut args = vec![
+        "install",
+        name,
+        "charts/buildr",
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "120s",
+    ];
     for v in values {
         args.push("--set");
         args.push(v);
     }
     let r = helm(&args);
-    let release = Release { name: name.to_owned(), namespace: namespace.to_owned() };
+    let release = Release {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+    };
     assert!(r.ok, "helm {} failed:\n{}", args.join(" "), r.stderr);
     release
 }
@@ -254,7 +289,10 @@ pub fn pod_yaml(
     script: &str,
 ) -> String {
     let map = |kv: &[(&str, &str)]| {
-        let inner: Vec<String> = kv.iter().map(|(k, v)| format!("{k}: {}", quote(v))).collect();
+        let inner: Vec<String> = kv
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", quote(v)))
+            .collect();
         format!("{{{}}}", inner.join(", "))
     };
     let (pod_security, container_security) = if restricted {
@@ -313,7 +351,10 @@ pub fn build_pod_yaml(ns: &str, run_id: &str, expires_at: &str, script: &str) ->
     pod_yaml(
         ns,
         &format!("buildr-{run_id}"),
-        &[("app.kubernetes.io/managed-by", "buildr"), ("buildr.dev/run-id", run_id)],
+        &[
+            ("app.kubernetes.io/managed-by", "buildr"),
+            ("buildr.dev/run-id", run_id),
+        ],
         &[("buildr.dev/expires-at", expires_at)],
         true,
         script,
@@ -353,7 +394,23 @@ spec:
 
 /// The address and port pods reach the API server at: the `kubernetes` Service's cluster IP.
 pub fn api_server_vip() -> (String, u16) {
-    let ip = kubectl(&["-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
-    let port = kubectl(&["-n", "default", "get", "service", "kubernetes", "-o", "jsonpath={.spec.ports[0].port}"]);
+    let ip = kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let port = kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.ports[0].port}",
+    ]);
     (ip, port.trim().parse().expect("a port number"))
 }
