@@ -9,6 +9,7 @@
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
 //! - [`telemetry`]: tracing subscriber, OpenTelemetry export, trace context propagation.
+//! - [`timeline`]: the phases of a run and their durations (`buildr run -v`).
 //! - [`rpc`]: the generated protocol types (`proto/buildr/rpc/v1`).
 
 pub mod archive;
@@ -19,6 +20,7 @@ pub mod executor;
 pub mod progress;
 pub mod task;
 pub mod telemetry;
+pub mod timeline;
 
 /// The generated gRPC protocol, package `buildr.rpc.v1`.
 pub mod rpc {

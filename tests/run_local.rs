@@ -247,11 +247,11 @@ fn a_task_over_its_timeout_is_stopped_and_reported() {
 }
 
 #[test]
-fn the_k8s_backend_says_it_is_not_in_this_build() {
+fn the_k8s_backend_asks_for_an_image_before_it_touches_a_cluster() {
     let output = buildr(&["run", "--backend", "k8s", "--", "true"]);
     assert_eq!(output.status.code(), Some(125));
     assert!(
-        stderr(&output).contains("--backend local"),
+        stderr(&output).contains("give --image"),
         "{}",
         stderr(&output)
     );

@@ -170,6 +170,22 @@ fn command_and_script_together_are_refused() {
 }
 
 #[test]
+fn a_container_mistake_is_located_and_corrected() {
+    let (err, dir) = load_error(&[(
+        "tasks.hcl",
+        "task \"build\" {\n  command = [\"make\"]\n  container {\n    image  = \"debian\"\n    egress = \"dsn\"\n  }\n}\n",
+    )]);
+    assert_eq!(
+        err,
+        format!(
+            "{}:5:14: `egress` in `container` in task \"build\": expected one of: none, dns, all; \
+             found \"dsn\" (did you mean `dns`?)",
+            dir.join("tasks.hcl").display()
+        )
+    );
+}
+
+#[test]
 fn a_task_defined_in_two_files_names_both() {
     let (err, dir) = load_error(&[
         ("a.hcl", "task \"build\" {\n  command = [\"make\"]\n}\n"),

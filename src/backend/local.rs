@@ -1,20 +1,22 @@
 //! The local backend: a fresh sandbox directory whose workspace receives the inputs through the
 //! same `.tar.s2` path a pod does, and `buildr executor` as a child process on a Unix socket inside the sandbox.
-//! Dropping the sandbox kills the executor and removes the directory, so every error path
-//! cleans up; `keep` leaves the directory for a post-mortem.
+//! `clean_up` stops the executor and removes the directory on every path out; `keep` leaves the
+//! directory for a post-mortem.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
-use crate::executor::ListenAddr;
+use crate::executor::{LISTENING_PREFIX, ListenAddr};
 use crate::task::InputFile;
+use crate::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -32,30 +34,51 @@ pub enum LocalError {
     NoAddress(String),
 }
 
-pub struct LocalSandbox {
+/// A run's sandbox on this machine.
+pub struct LocalBackend {
+    executor_binary: PathBuf,
+    run_id: String,
+    keep: bool,
     root: Option<tempfile::TempDir>,
-    pub workspace: PathBuf,
-    pub target: Target,
-    executor: Child,
+    executor: Option<Child>,
 }
 
 /// How long the executor may take to exit after the client acknowledged the result.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-impl LocalSandbox {
-    /// Creates the sandbox, copies the inputs into its workspace and starts `executor` (a
-    /// `buildr` binary) listening on a Unix socket in the sandbox.
-    pub async fn start(
+impl LocalBackend {
+    /// A sandbox for run `run_id` whose executor is `executor_binary` (a `buildr` binary);
+    /// `keep` leaves the sandbox directory after the run.
+    pub fn new(executor_binary: PathBuf, run_id: &str, keep: bool) -> Self {
+        Self {
+            executor_binary,
+            run_id: run_id.to_string(),
+            keep,
+            root: None,
+            executor: None,
+        }
+    }
+}
+
+impl Backend for LocalBackend {
+    type Error = LocalError;
+
+    /// Creates the sandbox, copies the inputs into its workspace and starts the executor
+    /// listening on a Unix socket in the sandbox.
+    async fn start(
+        &mut self,
         inputs: &[InputFile],
-        executor: &Path,
-        run_id: &str,
-    ) -> Result<Self, LocalError> {
-        let root = tempfile::Builder::new()
-            .prefix(&format!("buildr-{run_id}-"))
-            // Private: the executor's socket is in here.
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .map_err(LocalError::CreateSandbox)?;
+        timeline: &mut Timeline,
+    ) -> Result<Executor, LocalError> {
+        let mut step = Instant::now();
+        let root = self.root.insert(
+            tempfile::Builder::new()
+                .prefix(&format!("buildr-{}-", self.run_id))
+                // Private: the executor's socket is in here.
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(LocalError::CreateSandbox)?,
+        );
         let workspace = root.path().join("workspace");
         let state = root.path().join("state");
         for dir in [&workspace, &state] {
@@ -75,52 +98,68 @@ impl LocalSandbox {
             .map_err(LocalError::CopyInputs)?
         };
         tracing::debug!(files = copied.files, bytes = copied.bytes, "inputs copied");
+        timeline.record("copy inputs", &mut step);
 
-        let mut child = spawn_executor(executor, &state)?;
-        let target = read_address(&mut child).await?;
-        Ok(Self {
-            root: Some(root),
-            workspace,
-            target,
-            executor: child,
+        let child = self
+            .executor
+            .insert(spawn_executor(&self.executor_binary, &state)?);
+        let target = read_address(child).await?;
+        timeline.record("start executor", &mut step);
+        Ok(Executor {
+            channel: crate::client::connect::channel(&target),
+            workspace_root: workspace.display().to_string(),
         })
     }
 
-    /// Leaves the sandbox directory in place when the sandbox goes; returns where it is.
-    pub fn keep(&mut self) -> Option<PathBuf> {
-        self.root.take().map(tempfile::TempDir::keep)
-    }
-
-    /// Resolves when the executor process exits, with how it ended.
-    pub async fn exited(&mut self) -> String {
-        match self.executor.wait().await {
+    async fn lost(&mut self) -> String {
+        let Some(executor) = self.executor.as_mut() else {
+            return std::future::pending().await;
+        };
+        match executor.wait().await {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         }
     }
 
-    /// Waits for the executor to exit (it does once the result is acknowledged), stopping it if
-    /// it does not (on drop), and removes the sandbox unless it is kept.
-    pub async fn finish(mut self) {
-        if tokio::time::timeout(EXIT_GRACE, self.executor.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the executor did not exit after the run; stopping it");
+    /// Waits for the executor to exit (it does once the result is acknowledged), stops it if it
+    /// does not, and removes the sandbox unless it is kept.
+    async fn clean_up(&mut self) {
+        if let Some(mut executor) = self.executor.take() {
+            stop(&mut executor);
+            if tokio::time::timeout(EXIT_GRACE, executor.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the executor did not exit after the run");
+            }
+        }
+        if let Some(root) = self.root.take() {
+            if self.keep {
+                eprintln!("buildr: keeping the sandbox at {}", root.keep().display());
+            } else if let Err(e) = root.close() {
+                eprintln!("buildr: cannot remove the sandbox: {e}");
+            }
         }
     }
 }
 
-impl Drop for LocalSandbox {
-    /// On every path out, the executor gets SIGTERM: it stops its task's whole process group
-    /// (SIGKILL after its grace period) and exits. A plain kill would orphan the task.
+impl Drop for LocalBackend {
+    /// A run that never reached `clean_up` (a panic) still stops its executor.
     fn drop(&mut self) {
-        if let Ok(None) = self.executor.try_wait()
-            && let Some(pid) = self.executor.id()
-        {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if let Some(executor) = self.executor.as_mut() {
+            stop(executor);
         }
+    }
+}
+
+/// SIGTERM to a running executor: it stops its task's whole process group (SIGKILL after its
+/// grace period) and exits. A plain kill would orphan the task.
+fn stop(executor: &mut Child) {
+    if let Ok(None) = executor.try_wait()
+        && let Some(pid) = executor.id()
+    {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     }
 }
 
@@ -169,7 +208,7 @@ async fn read_address(child: &mut Child) -> Result<Target, LocalError> {
         .map_err(|e| LocalError::NoAddress(e.to_string()))?
         .ok_or_else(|| LocalError::NoAddress("it exited before binding".to_string()))?;
     let addr = line
-        .strip_prefix(crate::cli::executor::LISTENING_PREFIX)
+        .strip_prefix(LISTENING_PREFIX)
         .ok_or_else(|| LocalError::NoAddress(format!("unexpected line `{line}`")))?;
     match addr.parse() {
         Ok(ListenAddr::Tcp(addr)) => Ok(Target::Tcp(addr)),

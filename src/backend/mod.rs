@@ -2,10 +2,22 @@
 //! and how the client reaches it. From the connection on, every backend uses [`crate::client`].
 //!
 //! - [`local`]: a sandbox directory and an executor child process on this machine
+//! - [`k8s`]: a fresh pod and NetworkPolicy, the binary and inputs copied in through exec, a
+//!   port-forward to the executor
 //! - [`copy`]: the inputs as a `.tar.s2` stream, shared by all backends
+//!
+//! Why a trait and not an enum: the run that drives a backend (`cli::run`) is written once,
+//! generic over [`Backend`], and each backend keeps its own state and error type; a new backend
+//! is a new implementation, never a new arm in every step of the run.
 
 pub mod copy;
+pub mod k8s;
 pub mod local;
+
+use std::future::Future;
+
+use crate::task::InputFile;
+use crate::timeline::Timeline;
 
 /// Where `buildr run` runs a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,4 +26,36 @@ pub enum BackendKind {
     Local,
     /// A fresh pod in a Kubernetes namespace.
     K8s,
+}
+
+/// A started executor, as the client sees it.
+pub struct Executor {
+    /// A channel that dials the executor afresh whenever its connection is lost.
+    pub channel: tonic::transport::Channel,
+    /// The workspace root on the executor's side.
+    pub workspace_root: String,
+}
+
+/// One run's place to execute a task. The run calls [`Backend::start`] once, then waits on the
+/// client and on [`Backend::lost`], and calls [`Backend::clean_up`] on every path out: success,
+/// error, or Ctrl-C (which may drop `start` half-way, so a backend records what it created
+/// before it creates it).
+pub trait Backend {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Prepares the workspace with `inputs` and starts the executor there, recording its phases
+    /// in `timeline`.
+    fn start(
+        &mut self,
+        inputs: &[InputFile],
+        timeline: &mut Timeline,
+    ) -> impl Future<Output = Result<Executor, Self::Error>>;
+
+    /// Resolves when the executor is gone for good (it cannot be redialled), saying how it
+    /// ended. Its normal end, right after the result is acknowledged, resolves it too.
+    fn lost(&mut self) -> impl Future<Output = String>;
+
+    /// Deletes what the run created, unless the user asked to keep it (then says where it is).
+    /// Idempotent, and never fails the run: what cannot be deleted is reported.
+    fn clean_up(&mut self) -> impl Future<Output = ()>;
 }

@@ -2,7 +2,9 @@
 
 pub mod archive;
 pub mod executor;
+pub mod k8s;
 pub mod run;
+pub mod self_check;
 pub mod tasks;
 
 use std::process::ExitCode;
@@ -30,6 +32,10 @@ pub enum Command {
     Executor(executor::ExecutorArgs),
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
+    #[command(hide = true)]
+    SelfCheck(self_check::SelfCheckArgs),
 }
 
 /// Exit status of `buildr` when buildr itself fails (not the task), as `docker run` does, so that
@@ -65,6 +71,8 @@ pub fn main() -> ExitCode {
             Command::Tasks(args) => (tasks::run(args), 1),
             Command::Executor(args) => (executor::run(args).await, 1),
             Command::Archive(command) => (archive::run(command), 1),
+            Command::K8s(command) => (k8s::run(command).await, 1),
+            Command::SelfCheck(args) => (self_check::run(args), 1),
         };
         let code = match result {
             Ok(code) => code,

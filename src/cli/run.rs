@@ -3,18 +3,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
-use crate::backend::BackendKind;
-use crate::backend::local::LocalSandbox;
+use crate::backend::k8s::{K8sArgs, K8sBackend};
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
-use crate::rpc::{CommandModule, StartTaskRequest, Workspace, start_task_request::Module};
 use crate::task::{Task, TaskSet, collect_inputs};
+use crate::timeline::Timeline;
 
 /// Run a task from the repository's .buildr/ task files, or a command given after `--`.
 ///
@@ -41,10 +42,6 @@ pub struct RunArgs {
     #[arg(long)]
     pub apply_deletions: bool,
 
-    /// Container image for the k8s backend (overrides the task's `container.image`).
-    #[arg(long)]
-    pub image: Option<String>,
-
     /// Keep the sandbox (or pod) after the run, for a post-mortem.
     #[arg(long)]
     pub keep: bool,
@@ -56,6 +53,9 @@ pub struct RunArgs {
     /// The buildr binary that runs as the executor (defaults to this one).
     #[arg(long)]
     pub executor_binary: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub k8s: K8sArgs,
 
     /// The task to run (see `buildr tasks`).
     #[arg(required_unless_present = "command", conflicts_with = "command")]
@@ -69,22 +69,31 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let task = resolve_task(&args)?;
     let out = args.out.clone().unwrap_or_else(|| args.repo.clone());
-    match args.backend {
+    let run_id = new_run_id();
+    let executor_binary = match &args.executor_binary {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe().context("cannot find the buildr binary")?,
+    };
+    let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
+    let outcome = match args.backend {
         BackendKind::Local => {
-            if args.image.is_some() {
+            if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
+            let backend = LocalBackend::new(executor_binary, &run_id, args.keep);
+            run_on(backend, &args, &task, &out, &run_id, verbosity)
+                .instrument(span)
+                .await
         }
-        BackendKind::K8s => bail!(
-            "the k8s backend is not part of this build yet; use --backend local (the default)"
-        ),
-    }
-    let run_id = new_run_id();
-    let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
-    match run_locally(&args, &task, &out, &run_id, verbosity)
-        .instrument(span)
-        .await
-    {
+        BackendKind::K8s => {
+            let settings = args.k8s.settings(&task, executor_binary, args.keep)?;
+            let backend = K8sBackend::connect(settings, &run_id).await?;
+            run_on(backend, &args, &task, &out, &run_id, verbosity)
+                .instrument(span)
+                .await
+        }
+    };
+    match outcome {
         Ok(outcome) => Ok(report(&outcome, &out, args.apply_deletions)),
         Err(e) if matches!(e.downcast_ref(), Some(client::ClientError::Interrupted)) => {
             eprintln!("buildr: interrupted");
@@ -114,7 +123,10 @@ fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
-async fn run_locally(
+/// One run on `backend`, the same for every backend: start it, drive the client, and clean up
+/// on every path out (errors and Ctrl-C included).
+async fn run_on(
+    mut backend: impl Backend,
     args: &RunArgs,
     task: &Task,
     out: &Path,
@@ -122,21 +134,48 @@ async fn run_locally(
     verbosity: u8,
 ) -> anyhow::Result<Outcome> {
     // Listen for Ctrl-C before anything is created, so that it never kills us mid-setup and
-    // leaves a sandbox behind; an early one cancels the task as soon as it starts.
+    // leaves a sandbox or a pod behind.
     let mut interrupts = forward_interrupts();
+    let mut timeline = Timeline::default();
+    let outcome = execute_on(
+        &mut backend,
+        args,
+        task,
+        out,
+        run_id,
+        verbosity,
+        &mut interrupts,
+        &mut timeline,
+    )
+    .await;
+    let mut step = Instant::now();
+    backend.clean_up().await;
+    timeline.record("clean up", &mut step);
+    if verbosity > 0 {
+        eprintln!("buildr: timeline\n{timeline}");
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_on(
+    backend: &mut impl Backend,
+    args: &RunArgs,
+    task: &Task,
+    out: &Path,
+    run_id: &str,
+    verbosity: u8,
+    interrupts: &mut mpsc::Receiver<()>,
+    timeline: &mut Timeline,
+) -> anyhow::Result<Outcome> {
     let inputs = collect_inputs(&args.repo, &task.inputs)
         .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
-    let executor = match &args.executor_binary {
-        Some(binary) => binary.clone(),
-        None => std::env::current_exe().context("cannot find the buildr binary")?,
+    // A Ctrl-C while the backend starts stops the start; what it created is cleaned up.
+    let executor = tokio::select! {
+        started = backend.start(&inputs, timeline) => started?,
+        Some(()) = interrupts.recv() => return Err(client::ClientError::Interrupted.into()),
     };
-    let mut sandbox = LocalSandbox::start(&inputs, &executor, run_id).await?;
-    if args.keep
-        && let Some(dir) = sandbox.keep()
-    {
-        eprintln!("buildr: keeping the sandbox at {}", dir.display());
-    }
-    let request = start_request(task, run_id, &sandbox.workspace.display().to_string());
+    let request = client::start_request(task, run_id, &executor.workspace_root);
     let options = client::Options {
         out: out.to_path_buf(),
         apply_deletions: args.apply_deletions,
@@ -147,45 +186,29 @@ async fn run_locally(
         },
     };
     let mut console = Console::new(verbosity > 0);
-    let channel = client::connect::channel(&sandbox.target);
-    let run = client::execute(channel, request, &options, &mut console, &mut interrupts);
+    let run = client::execute(
+        executor.channel,
+        request,
+        &options,
+        &mut console,
+        interrupts,
+    );
     tokio::pin!(run);
     let outcome = tokio::select! {
         outcome = &mut run => outcome?,
         // A dead executor cannot be redialled: say so now rather than after the reconnect
         // timeout. Its exit right after the acknowledgement is the normal end, hence the grace.
-        how = sandbox.exited() => match tokio::time::timeout(EXECUTOR_EXIT_GRACE, &mut run).await {
+        how = backend.lost() => match tokio::time::timeout(EXECUTOR_EXIT_GRACE, &mut run).await {
             Ok(outcome) => outcome?,
             Err(_) => bail!("the executor exited unexpectedly ({how})"),
         },
     };
-    sandbox.finish().await;
+    timeline.extend(outcome.timeline.clone());
     Ok(outcome)
 }
 
 /// How long a run may still take to finish once its executor has exited.
 const EXECUTOR_EXIT_GRACE: Duration = Duration::from_secs(2);
-
-/// The request that starts `task` in a workspace at `workspace_root`.
-pub fn start_request(task: &Task, run_id: &str, workspace_root: &str) -> StartTaskRequest {
-    StartTaskRequest {
-        run_id: run_id.to_string(),
-        module: Some(Module::Command(CommandModule {
-            argv: task.argv(),
-            env: task.env.clone().into_iter().collect(),
-            workdir: task.workdir.clone(),
-            timeout: task
-                .timeout
-                .and_then(|t| prost_types::Duration::try_from(t).ok()),
-            output_filters: task.outputs.clone(),
-        })),
-        workspace: Some(Workspace {
-            root: workspace_root.to_string(),
-        }),
-        trace_context: crate::telemetry::current_context_headers(),
-        after_sequence: 0,
-    }
-}
 
 /// Each Ctrl-C becomes a message; the run decides what it means (cancel, then give up).
 fn forward_interrupts() -> mpsc::Receiver<()> {

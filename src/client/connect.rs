@@ -1,11 +1,13 @@
 //! Channels to an executor, with the trace context attached to every call and HTTP/2 keep-alive
 //! so that a dead tunnel is noticed instead of hanging.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -30,36 +32,50 @@ fn with_trace_context(mut request: Request<()>) -> Result<Request<()>, Status> {
     Ok(request)
 }
 
+/// The endpoint every channel to an executor is built on: HTTP/2 keep-alive so that a dead
+/// tunnel is noticed, and big windows and frames for bulk output and archives.
+pub fn endpoint(uri: &str) -> Endpoint {
+    Endpoint::from_shared(uri.to_string())
+        .expect("a well-formed URI")
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(crate::executor::WINDOW)
+        .initial_connection_window_size(crate::executor::WINDOW)
+        .max_frame_size(crate::executor::MAX_FRAME)
+}
+
+/// The authority used in requests over a connector, which ignores it.
+const CONNECTOR_URI: &str = "http://executor.buildr.invalid";
+
 /// A lazily connecting channel: it (re)connects on demand, so a cut connection is redialled by
 /// the next call.
 pub fn channel(target: &Target) -> Channel {
-    let endpoint = |uri: String| {
-        Endpoint::from_shared(uri)
-            .expect("a well-formed URI")
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(crate::executor::WINDOW)
-            .initial_connection_window_size(crate::executor::WINDOW)
-            .max_frame_size(crate::executor::MAX_FRAME)
-    };
     match target {
-        Target::Tcp(addr) => endpoint(format!("http://{addr}")).connect_lazy(),
+        Target::Tcp(addr) => endpoint(&format!("http://{addr}")).connect_lazy(),
         Target::Unix(path) => {
             let path = path.clone();
-            endpoint("http://executor.buildr.invalid".to_string()).connect_with_connector_lazy(
-                tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(path)
-                            .await
-                            .map(TokioIo::new)
-                    }
-                }),
-            )
+            channel_through(move || {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await }
+            })
         }
     }
+}
+
+/// A lazily connecting channel whose every connection is a fresh stream from `dial`, such as a
+/// new port-forward through the Kubernetes API server.
+pub fn channel_through<D, F, S>(dial: D) -> Channel
+where
+    D: Fn() -> F + Send + 'static,
+    F: Future<Output = std::io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    endpoint(CONNECTOR_URI).connect_with_connector_lazy(tower::service_fn(move |_| {
+        let stream = dial();
+        async move { stream.await.map(TokioIo::new) }
+    }))
 }
 
 pub fn client(channel: Channel) -> Client {

@@ -3,13 +3,13 @@
 //! reported, and removed if it does not match.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 use super::ClientError;
 use super::connect::Client;
-use super::session::{Reconnect, is_transient};
+use super::redial::Redial;
+use super::session::Reconnect;
 use crate::rpc::{ArchiveInfo, FetchArchiveRequest};
 
 pub async fn fetch_archive(
@@ -26,7 +26,7 @@ pub async fn fetch_archive(
     };
     let mut file = tokio::fs::File::create(to).await.map_err(io_error)?;
     let mut offset = 0u64;
-    let mut lost_since: Option<Instant> = None;
+    let mut redial = Redial::new("FetchArchive", reconnect);
     progress.set_length(info.size);
     while offset < info.size {
         let request = FetchArchiveRequest {
@@ -42,7 +42,7 @@ pub async fn fetch_archive(
                             file.write_all(&chunk.data).await.map_err(io_error)?;
                             offset += chunk.data.len() as u64;
                             progress.set_position(offset);
-                            lost_since = None;
+                            redial.connected();
                         }
                         Ok(Some(chunk)) => {
                             break tonic::Status::data_loss(format!(
@@ -60,20 +60,9 @@ pub async fn fetch_archive(
         if status.code() == tonic::Code::Ok {
             break;
         }
-        if !is_transient(&status) {
-            return Err(ClientError::Rpc {
-                call: "FetchArchive",
-                status: Box::new(status),
-            });
-        }
-        if lost_since.get_or_insert_with(Instant::now).elapsed() >= reconnect.give_up_after {
-            return Err(ClientError::ConnectionLost {
-                after: reconnect.give_up_after,
-                last_error: status.message().to_string(),
-            });
-        }
-        tracing::warn!(offset, error = %status.message(), "archive fetch broken; resuming");
-        tokio::time::sleep(reconnect.first_delay.max(Duration::from_millis(100))).await;
+        let delay = redial.lost(status)?;
+        tracing::info!(offset, "resuming the archive fetch");
+        tokio::time::sleep(delay).await;
     }
     file.flush().await.map_err(io_error)?;
     drop(file);

@@ -5,21 +5,28 @@
 //! - [`connect`]: channels to an executor, trace context on every call, readiness
 //! - [`session`]: follows events to the result, resuming after a lost connection
 //! - [`fetch`]: resumable, verified archive download
+//! - `redial`: the reconnection policy both of those follow
 //! - [`render`]: events on the console
 
 pub mod connect;
 pub mod fetch;
+mod redial;
 pub mod render;
 pub mod session;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::archive::{self, Extracted};
-use crate::rpc::{AcknowledgeRequest, StartTaskRequest, TaskResult};
+use crate::rpc::{
+    AcknowledgeRequest, CommandModule, StartTaskRequest, TaskResult, Workspace,
+    start_task_request::Module,
+};
+use crate::task::Task;
+use crate::timeline::Timeline;
 pub use connect::Target;
 pub use session::{EventSink, Reconnect};
 
@@ -85,6 +92,29 @@ pub struct Outcome {
     pub interrupted: bool,
     pub extracted: Option<Extracted>,
     pub resumes: u32,
+    /// How long each step on the client's side took (ready, task, fetch).
+    pub timeline: Timeline,
+}
+
+/// The request that starts `task` in a workspace at `workspace_root` on the executor's side.
+pub fn start_request(task: &Task, run_id: &str, workspace_root: &str) -> StartTaskRequest {
+    StartTaskRequest {
+        run_id: run_id.to_string(),
+        module: Some(Module::Command(CommandModule {
+            argv: task.argv(),
+            env: task.env.clone().into_iter().collect(),
+            workdir: task.workdir.clone(),
+            timeout: task
+                .timeout
+                .and_then(|t| prost_types::Duration::try_from(t).ok()),
+            output_filters: task.outputs.clone(),
+        })),
+        workspace: Some(Workspace {
+            root: workspace_root.to_string(),
+        }),
+        trace_context: crate::telemetry::current_context_headers(),
+        after_sequence: 0,
+    }
 }
 
 /// Drives a run on an executor reachable through `channel`: waits for it, starts the task,
@@ -96,19 +126,25 @@ pub async fn execute(
     sink: &mut dyn EventSink,
     interrupts: &mut mpsc::Receiver<()>,
 ) -> Result<Outcome, ClientError> {
+    let mut timeline = Timeline::default();
+    let mut step = Instant::now();
     connect::wait_ready(&channel, options.ready_timeout).await?;
+    timeline.record("connect", &mut step);
     let mut client = connect::client(channel);
     let run_id = request.run_id.clone();
     let finished = session::follow(&mut client, request, sink, interrupts, options.reconnect)
         .instrument(tracing::info_span!("task"))
         .await?;
+    timeline.record("task", &mut step);
 
     let extracted = match finished.result.archive.clone() {
-        Some(info) if !info.path.is_empty() => Some(
-            fetch_and_extract(&mut client, &run_id, &info, options)
+        Some(info) if !info.path.is_empty() => {
+            let extracted = fetch_and_extract(&mut client, &run_id, &info, options)
                 .instrument(tracing::info_span!("archive", bytes = info.size))
-                .await?,
-        ),
+                .await?;
+            timeline.record("fetch and extract", &mut step);
+            Some(extracted)
+        }
         _ => None,
     };
     let ack = client.acknowledge(AcknowledgeRequest {
@@ -122,6 +158,7 @@ pub async fn execute(
         interrupted: finished.interrupted,
         extracted,
         resumes: finished.resumes,
+        timeline,
     })
 }
 

@@ -2,13 +2,14 @@
 //! resumed after the last sequence number seen, so every event arrives exactly once; an
 //! interrupt asks the executor to cancel and the result is still awaited.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::ClientError;
 use super::connect::Client;
+use super::redial::Redial;
 use crate::rpc::{
     CancelRequest, StartTaskRequest, TaskLog, TaskOutput, TaskResult, task_event::Event,
 };
@@ -66,8 +67,7 @@ pub async fn follow(
     };
     let mut last_seen = request.after_sequence;
     let mut resumes = 0;
-    let mut lost_since: Option<Instant> = None;
-    let mut delay = reconnect.first_delay;
+    let mut redial = Redial::new("StartTask", reconnect);
 
     loop {
         let attempt = StartTaskRequest {
@@ -77,11 +77,10 @@ pub async fn follow(
         let lost: Status = match client.start_task(attempt).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
-                if lost_since.take().is_some() {
+                if redial.connected() {
                     resumes += 1;
                     tracing::info!(after = last_seen, "resumed the event stream");
                 }
-                delay = reconnect.first_delay;
                 interrupt.redeliver(client).await;
                 loop {
                     tokio::select! {
@@ -112,25 +111,11 @@ pub async fn follow(
             }
             Err(status) => status,
         };
-        if !is_transient(&lost) {
-            return Err(ClientError::Rpc {
-                call: "StartTask",
-                status: Box::new(lost),
-            });
-        }
-        let since = *lost_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= reconnect.give_up_after {
-            return Err(ClientError::ConnectionLost {
-                after: reconnect.give_up_after,
-                last_error: lost.message().to_string(),
-            });
-        }
-        tracing::warn!(error = %lost.message(), after = last_seen, "lost the executor; reconnecting");
+        let delay = redial.lost(lost)?;
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = interrupt.next() => interrupt.handle(client).await?,
         }
-        delay = (delay * 2).min(reconnect.max_delay);
     }
 }
 
@@ -191,16 +176,4 @@ async fn cancel(client: &mut Client, run_id: &str) -> bool {
             false
         }
     }
-}
-
-/// Errors that a redial can cure: the connection, not the request, was at fault.
-pub(crate) fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-    )
 }

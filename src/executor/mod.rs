@@ -14,6 +14,7 @@ pub mod process;
 pub mod run;
 pub mod service;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -66,7 +67,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub grace: Duration,
+    /// Exit when no client has called for this long while no task runs (a pod whose client
+    /// died ends itself); `None` waits for the client forever.
+    pub idle_timeout: Option<Duration>,
+    /// Environment every task gets below its own `env`.
+    pub task_env: BTreeMap<String, String>,
 }
+
+/// What the executor prints on stdout once it is bound, followed by the address.
+pub const LISTENING_PREFIX: &str = "listening on ";
 
 /// HTTP/2 flow-control window and frame size, shared with the client's channel.
 pub const WINDOW: u32 = 8 * 1024 * 1024;
@@ -119,6 +128,7 @@ impl Bound {
         let service = Arc::new(ExecutorService::new(
             self.config.state_dir.clone(),
             self.config.grace,
+            self.config.task_env.clone(),
             done.clone(),
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -160,8 +170,18 @@ impl Bound {
             }
         };
         tokio::pin!(server);
+        let abandoned = async {
+            match self.config.idle_timeout {
+                Some(timeout) => service.abandoned(timeout).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut server => result,
+            () = abandoned => {
+                tracing::warn!("no client called for {:?} while no task ran; exiting", self.config.idle_timeout.unwrap_or_default());
+                Ok(())
+            }
             () = shutdown => {
                 tracing::info!("shutting down: stopping the task");
                 service.cancel_all();

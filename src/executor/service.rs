@@ -1,10 +1,11 @@
 //! The gRPC adapter: validates requests, hands the work to [`Run`], and maps failures to status
 //! codes. One executor runs one task.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -30,18 +31,55 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Sen
 pub struct ExecutorService {
     state_dir: PathBuf,
     grace: Duration,
+    /// Environment every task gets below its own `env` (Secrets and ConfigMaps in a pod).
+    task_env: BTreeMap<String, String>,
     run: Mutex<Option<Arc<Run>>>,
     /// Cancelled when the client acknowledges the result: the executor may exit.
     done: CancellationToken,
+    /// When a client last called: an executor whose client never comes back ends itself.
+    last_call: Mutex<Instant>,
 }
 
 impl ExecutorService {
-    pub fn new(state_dir: PathBuf, grace: Duration, done: CancellationToken) -> Self {
+    pub fn new(
+        state_dir: PathBuf,
+        grace: Duration,
+        task_env: BTreeMap<String, String>,
+        done: CancellationToken,
+    ) -> Self {
         Self {
             state_dir,
             grace,
+            task_env,
             run: Mutex::new(None),
             done,
+            last_call: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Resolves once no client has called for `timeout` while no task runs: before a first
+    /// task, or after the result (counted from the result, however long the task ran).
+    pub async fn abandoned(&self, timeout: Duration) {
+        let mut waited_for_result = false;
+        loop {
+            if !waited_for_result && let Some(run) = self.current() {
+                run.log.finished().await;
+                self.touch();
+                waited_for_result = true;
+            }
+            let idle = self
+                .last_call
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
         }
     }
 
@@ -89,7 +127,10 @@ impl ExecutorService {
                 )))
             };
         }
-        let spec = run_spec(request, &self.state_dir)?;
+        let mut spec = run_spec(request, &self.state_dir)?;
+        for (key, value) in &self.task_env {
+            spec.env.entry(key.clone()).or_insert_with(|| value.clone());
+        }
         let run = Run::start(spec, &self.state_dir, self.grace)
             .map_err(|e| Status::internal(format!("cannot start the run: {e}")))?;
         *slot = Some(run.clone());
@@ -188,6 +229,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<StartTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.touch();
         let span = tracing::info_span!("executor", run_id = %request.get_ref().run_id);
         crate::telemetry::adopt_remote_parent(
             &span,
@@ -204,6 +246,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<ResumeRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.touch();
         let request = request.into_inner();
         let run = self.find(&request.run_id)?;
         tracing::info!(run_id = %request.run_id, after = request.after_sequence, "client resumed");
@@ -214,6 +257,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
+        self.touch();
         let request = request.into_inner();
         let run = self.find(&request.run_id)?;
         tracing::info!(run_id = %request.run_id, reason = %request.reason, "cancel requested");
@@ -225,6 +269,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<FetchArchiveRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        self.touch();
         let request = request.into_inner();
         let run = self.find(&request.run_id)?;
         let info = run
@@ -272,6 +317,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
+        self.touch();
         let request = request.into_inner();
         self.find(&request.run_id)?;
         tracing::info!(run_id = %request.run_id, "result acknowledged");

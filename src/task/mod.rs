@@ -31,10 +31,30 @@
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
-//!     cpu_request    = "500m"
+//!     cpu_request    = "500m"  # quantities are passed to Kubernetes as written
 //!     cpu_limit      = "2"
 //!     memory_request = "256Mi"
 //!     memory_limit   = "1Gi"
+//!
+//!     node_selector   = { "disktype" = "ssd" }             # node labels to schedule on
+//!     labels          = { team = "infra" }                 # extra pod labels
+//!     annotations     = { "example.com/owner" = "me" }     # extra pod annotations
+//!     service_account = "builder"                          # its token is never mounted
+//!     image_pull_secrets   = ["regcred"]                   # Secret names
+//!     env_from_secrets     = ["build-tokens"]              # Secrets whose keys become env vars
+//!     env_from_config_maps = ["build-settings"]            # ConfigMaps, likewise
+//!     egress          = "dns"     # what the pod may reach: "none", "dns" or "all" (default)
+//!     start_timeout   = "3m"      # scheduling + image pull + start; a humantime duration
+//!     run_as_user     = 1000      # a number, not a string; never 0 (root)
+//!
+//!     # Repeatable; absent attributes take Kubernetes' defaults.
+//!     toleration {
+//!       key                = "dedicated"
+//!       operator           = "Equal"       # "Equal" (default) or "Exists"
+//!       value              = "builds"      # not with "Exists"
+//!       effect             = "NoExecute"   # "NoSchedule", "PreferNoSchedule" or "NoExecute"
+//!       toleration_seconds = 60            # only with effect "NoExecute"
+//!     }
 //!   }
 //! }
 //! ```
@@ -42,7 +62,8 @@
 //! Rules:
 //! - Task names (the label, quoted or bare) are non-empty, without whitespace, not starting
 //!   with `-`.
-//! - Values are literals: strings, lists of strings, objects of strings. Interpolation
+//! - Values are literals: strings, lists of strings, objects of strings, and whole numbers
+//!   where a number is expected (`run_as_user`, `toleration_seconds`). Interpolation
 //!   (`${...}`) and template directives (`%{...}`) are refused: write `$VAR` in a script and
 //!   let the shell expand it (`$GREETING`, without braces, is plain text to HCL). To pass a
 //!   literal `${HOME}` to the shell, escape it as `$${HOME}` (and `%{` as `%%{`). In a heredoc,
@@ -51,6 +72,15 @@
 //! - `<<-EOT` heredocs are dedented by their smallest indentation; `<<EOT` ones are kept as is.
 //! - Paths (`workdir`, input labels and `to`) are relative and may not contain `..`.
 //! - `shell` only goes with `script`.
+//! - In `container`, Kubernetes' own rules are checked on load rather than at pod creation:
+//!   `labels`, `annotations` and `node_selector` keys are qualified names (an optional
+//!   DNS-subdomain prefix and `/`, then at most 63 letters, digits, `-`, `_`, `.`, alphanumeric
+//!   at both ends), `labels` and `node_selector` values follow the same rule or are empty;
+//!   Secret, ConfigMap and service-account names are DNS subdomains (lowercase, at most 253
+//!   characters). A key or a name is given at most once. Label keys starting with `buildr.dev/`
+//!   or `app.kubernetes.io/managed-by` are buildr's own and refused. `run_as_user` is from 1 to
+//!   2147483647. A toleration has a `key` unless its operator is `Exists`, has no `value` with
+//!   `Exists`, and `toleration_seconds` (0 or more) only with effect `NoExecute`.
 //! - Every error names `file:line:column` and what was expected there.
 //!
 //! Inputs are gathered by [`collect_inputs`]: the mapped paths (or the whole repository), minus
@@ -58,6 +88,7 @@
 //! repository) and `.buildrignore` files (same syntax) exclude.
 
 mod inputs;
+mod names;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -145,7 +176,7 @@ pub struct InputMapping {
 }
 
 /// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
-/// strings, passed through unchecked.
+/// strings, passed through unchecked (the API server checks them when the pod is created).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: Option<String>,
@@ -153,6 +184,49 @@ pub struct Container {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// Node labels the pod must be scheduled on (on top of the binary's OS and architecture).
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    /// The pod's service account; its token is never mounted.
+    pub service_account: Option<String>,
+    /// Names of Secrets in the pod's namespace to pull the image with.
+    pub image_pull_secrets: Vec<String>,
+    /// Extra labels and annotations on the pod (buildr's own labels win).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Secrets and ConfigMaps whose keys become the task's environment variables. By reference:
+    /// the values are never in the pod spec, on the console or in the logs.
+    pub env_from_secrets: Vec<String>,
+    pub env_from_config_maps: Vec<String>,
+    /// What the pod may reach; ingress is always denied.
+    pub egress: Option<Egress>,
+    /// How long the pod may take to start (scheduling, image pull, container start).
+    pub start_timeout: Option<Duration>,
+    /// The numeric user the pod runs as (never root).
+    pub run_as_user: Option<i64>,
+}
+
+/// A Kubernetes toleration; absent fields take Kubernetes' defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: Option<String>,
+    /// `Equal` or `Exists`.
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: Option<String>,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// What a build pod may reach on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Egress {
+    /// Nothing at all.
+    None,
+    /// Only DNS (port 53, UDP and TCP).
+    Dns,
+    /// Anything (the default: a build behaves as it would on the developer's machine).
+    All,
 }
 
 /// A place in a task file. Line and column are one-based; the column counts characters.

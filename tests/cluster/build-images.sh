@@ -6,6 +6,9 @@
 #   buildr.local/base:1   a small image with the host's glibc, bash, sh, coreutils, tar, gzip,
 #                         grep, sed, findutils and a static HTTP echo server (/usr/bin/echoserver),
 #                         so that a binary built on this host (buildr) runs in it
+#   buildr.local/busybox:1  Debian's static BusyBox and nothing else: a shell and tar, no libc
+#                         (what a statically linked buildr must run in)
+#   buildr.local/notar:1  BusyBox with a shell but no tar (an image buildr must refuse clearly)
 #
 # Rebuilds only when these sources change. Import with: ctr -n k8s.io images import FILE.
 # BUILDR_BASE_EXTRA_BINS="/usr/bin/foo /usr/bin/bar" adds host binaries (and their libraries).
@@ -19,7 +22,8 @@ BASE_IMAGE=buildr.local/base:1
 stamp_want="$(cat "$HERE/build-images.sh" "$HERE/images/pause.c" "$HERE/images/echoserver/main.go" \
   <(echo "${BUILDR_BASE_EXTRA_BINS:-}") | sha256sum | cut -d' ' -f1)"
 if [[ -f "$IMG_DIR/stamp" && "$(cat "$IMG_DIR/stamp")" == "$stamp_want" \
-      && -f "$IMG_DIR/pause.tar" && -f "$IMG_DIR/base.tar" ]]; then
+      && -f "$IMG_DIR/pause.tar" && -f "$IMG_DIR/base.tar" && -f "$IMG_DIR/busybox.tar" \
+      && -f "$IMG_DIR/notar.tar" ]]; then
   echo "images: up to date in $IMG_DIR"
   exit 0
 fi
@@ -104,5 +108,24 @@ touch "$r/etc/hosts" "$r/etc/resolv.conf" "$r/etc/hostname"
 cp /etc/os-release "$r/etc/os-release" 2>/dev/null || true
 write_image "$BASE_IMAGE" "$r" "$IMG_DIR/base.tar" \
   '{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"}'
+
+# --- busybox and notar -------------------------------------------------------------------
+# busybox_image NAME OUT APPLET...: the static BusyBox with links for the given applets (all
+# of them when none are given).
+busybox_image() {
+  local name="$1" out="$2"; shift 2
+  local b; b="$(mktemp -d "$work/busybox.XXXXXX")"
+  mkdir -p "$b"/{bin,tmp,etc,workspace}
+  chmod 1777 "$b/tmp"
+  cp /bin/busybox "$b/bin/busybox"
+  local applets=("$@")
+  (( ${#applets[@]} )) || mapfile -t applets < <(/bin/busybox --list)
+  for a in "${applets[@]}"; do [[ "$a" == busybox ]] || ln -s busybox "$b/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/tmp:/bin/sh\n' > "$b/etc/passwd"
+  write_image "$name" "$b" "$out" '{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"}'
+}
+[[ -x /bin/busybox ]] || { echo "images: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+busybox_image buildr.local/busybox:1 "$IMG_DIR/busybox.tar"
+busybox_image buildr.local/notar:1 "$IMG_DIR/notar.tar" sh sleep mkdir mv cat ls echo
 
 echo "$stamp_want" > "$IMG_DIR/stamp"

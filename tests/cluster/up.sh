@@ -36,6 +36,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v curl >/dev/null || need+=(curl)
 command -v ipset >/dev/null || need+=(ipset) # kube-router's NetworkPolicy enforcement (addons.sh)
+[[ -x /bin/busybox ]] || need+=(busybox-static) # the BusyBox test images
 if (( ${#need[@]} )); then
   log "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -240,10 +241,10 @@ start kube-apiserver "$BIN_DIR/kube-apiserver" \
 
 # containerd is up by now: import the images while the API server starts.
 wait_for containerd 30 "containerd socket" ctr_ version
-for img in pause base; do
-  ctr_ images import "$CACHE_DIR/images/$img.tar" >/dev/null
+for img in "$CACHE_DIR"/images/*.tar; do
+  ctr_ images import "$img" >/dev/null
 done
-log "imported $PAUSE_IMAGE and $BASE_IMAGE into containerd (namespace k8s.io)"
+log "imported $(ls "$CACHE_DIR"/images/*.tar | xargs -n1 basename | tr '\n' ' ')into containerd (namespace k8s.io)"
 
 wait_for kube-apiserver 120 "kube-apiserver /readyz" kc get --raw /readyz
 # The API server's kubelet client identity needs nodes/proxy etc. for exec, logs, port-forward.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -98,7 +100,7 @@ impl ExecutorProcess {
     /// A request to run `sh -c script` in this executor's workspace.
     pub fn request(&self, run_id: &str, script: &str) -> buildr::rpc::StartTaskRequest {
         let task = buildr::task::Task::ad_hoc(vec!["sh".into(), "-c".into(), script.into()]);
-        buildr::cli::run::start_request(&task, run_id, self.workspace.path().to_str().unwrap())
+        buildr::client::start_request(&task, run_id, self.workspace.path().to_str().unwrap())
     }
 }
 

@@ -1,0 +1,101 @@
+//! The executor binary that travels into every pod: what architecture it needs, whether it
+//! brings its own C library, and its digest for the check after the copy.
+
+use std::path::{Path, PathBuf};
+
+use object::elf;
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+
+/// What is known of an executor binary before it is sent.
+#[derive(Debug, Clone)]
+pub struct ExecutorBinary {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Lower-hex SHA-256 of the file.
+    pub sha256: String,
+    /// `kubernetes.io/arch` of the nodes it runs on.
+    pub arch: String,
+    /// The dynamic loader it needs (`None`: statically linked, runs in any Linux image).
+    pub interpreter: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("cannot read the executor binary {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the executor binary {} is not a 64-bit ELF executable ({reason})", path.display())]
+    NotElf { path: PathBuf, reason: String },
+}
+
+impl ExecutorBinary {
+    pub fn inspect(path: &Path) -> Result<Self, BinaryError> {
+        let read_error = |source| BinaryError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let data = std::fs::read(path).map_err(read_error)?;
+        let not_elf = |reason: String| BinaryError::NotElf {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file =
+            ElfFile64::<object::Endianness>::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
+        let endian = file.endian();
+        let arch = match file.elf_header().e_machine(endian) {
+            elf::EM_X86_64 => "amd64",
+            elf::EM_AARCH64 => "arm64",
+            elf::EM_PPC64 => "ppc64le",
+            elf::EM_S390 => "s390x",
+            elf::EM_RISCV => "riscv64",
+            other => {
+                return Err(not_elf(format!(
+                    "machine type {other} is not one Kubernetes runs"
+                )));
+            }
+        };
+        let mut interpreter = None;
+        for header in file.elf_program_headers() {
+            if let Some(path) = header
+                .interpreter(endian, &*data)
+                .map_err(|e| not_elf(e.to_string()))?
+            {
+                interpreter = Some(String::from_utf8_lossy(path).into_owned());
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            size: data.len() as u64,
+            sha256: crate::archive::sha256_file(path).map_err(read_error)?,
+            arch: arch.to_string(),
+            interpreter,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_test_binary() {
+        let me = std::env::current_exe().unwrap();
+        let binary = ExecutorBinary::inspect(&me).unwrap();
+        let expected = crate::backend::k8s::objects::kubernetes_arch(std::env::consts::ARCH);
+        assert_eq!(binary.arch, expected);
+        assert_eq!(binary.size, std::fs::metadata(&me).unwrap().len());
+        assert_eq!(binary.sha256.len(), 64);
+    }
+
+    #[test]
+    fn a_script_is_not_an_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("buildr");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        let error = ExecutorBinary::inspect(&script).unwrap_err();
+        assert!(error.to_string().contains("is not a 64-bit ELF"), "{error}");
+    }
+}

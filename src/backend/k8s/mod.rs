@@ -1,0 +1,320 @@
+//! The Kubernetes backend: each run gets a fresh pod and a NetworkPolicy in the target
+//! namespace. The executor binary and then the inputs are copied in through the exec API, the
+//! client reaches the executor through the API server's port-forward, and both objects are
+//! deleted on every path out.
+//!
+//! - [`objects`]: the pod and the policy, as typed values
+//! - [`startup`]: watching the pod until it runs, failing fast when it will not
+//! - [`exec`]: commands in the pod with bulk stdin (the copies)
+//! - [`copy`]: the executor binary and the inputs into the pod
+//! - [`forward`]: a fresh port-forward for every connection the client makes
+//! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
+//! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
+//! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
+
+pub mod binary;
+pub mod cluster;
+pub mod copy;
+pub mod exec;
+pub mod forward;
+pub mod gc;
+pub mod objects;
+pub mod startup;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+use super::{Backend, Executor};
+use crate::task::{Egress, InputFile, Task};
+use crate::timeline::Timeline;
+use binary::{BinaryError, ExecutorBinary};
+pub use cluster::ClusterArgs;
+use exec::ExecError;
+use objects::PodPlan;
+
+/// How long a pod may take to start when neither the task nor the command line says.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long deleting the run's objects may take before buildr gives up and says what is left.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `buildr run` options for the k8s backend.
+#[derive(Debug, Clone, clap::Args)]
+pub struct K8sArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Container image for the k8s backend (overrides the task's `container.image`).
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// How long the pod may take to start: scheduling, image pull, container start (k8s
+    /// backend; overrides the task's `container.start_timeout`; default 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub start_timeout: Option<Duration>,
+
+    /// What the pod may reach (k8s backend; overrides the task's `container.egress`; default
+    /// all). Ingress is always denied.
+    #[arg(long, value_enum)]
+    pub egress: Option<Egress>,
+}
+
+/// One run's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: ClusterArgs,
+    pub image: String,
+    pub task: Task,
+    pub start_timeout: Duration,
+    pub binary: ExecutorBinary,
+    pub keep: bool,
+}
+
+impl K8sArgs {
+    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
+    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
+        let image = self
+            .image
+            .clone()
+            .or_else(|| task.container.image.clone())
+            .ok_or(K8sError::NoImage)?;
+        let binary = ExecutorBinary::inspect(&binary)?;
+        if let Some(interpreter) = &binary.interpreter {
+            eprintln!(
+                "buildr: warning: the executor binary {} is dynamically linked (it needs \
+                 {interpreter}) and runs only in images with a compatible glibc; `cargo dist` \
+                 builds a static one (see README, Install)",
+                binary.path.display()
+            );
+        }
+        let mut task = task.clone();
+        if let Some(egress) = self.egress {
+            task.container.egress = Some(egress);
+        }
+        Ok(Settings {
+            cluster: self.cluster.clone(),
+            image,
+            start_timeout: self
+                .start_timeout
+                .or(task.container.start_timeout)
+                .unwrap_or(DEFAULT_START_TIMEOUT),
+            task,
+            binary,
+            keep,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    #[error(
+        "no image to run the task in: give --image, or set `image` in the task's `container` block"
+    )]
+    NoImage,
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    #[error("cannot create {what} {namespace}/{name}: {}", api_message(error))]
+    Create {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        error: Box<kube::Error>,
+    },
+    #[error("pod {pod} cannot start: {reason}")]
+    PodFailed { pod: String, reason: String },
+    #[error(
+        "pod {pod} did not start within {}: {last} (a longer --start-timeout may help)",
+        humantime::format_duration(*waited)
+    )]
+    StartTimeout {
+        pod: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error(
+        "the image `{image}` has no `tar`; buildr needs an image with `sh` and `tar`, which copy the executor in"
+    )]
+    NoTar { image: String },
+    #[error("cannot copy {what} into pod {pod}")]
+    Copy {
+        what: &'static str,
+        pod: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error(
+        "cannot {verb} {what} in namespace {namespace}: {}",
+        api_message(error)
+    )]
+    Api {
+        verb: &'static str,
+        what: &'static str,
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+}
+
+/// The API server's own words for a failed request (kube's Display adds a debug dump).
+pub fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// A run in a fresh pod.
+pub struct K8sBackend {
+    settings: Settings,
+    client: kube::Client,
+    namespace: String,
+    run_id: String,
+    /// Set just before the pod is created, so that a start cut short still deletes it.
+    pod: Option<String>,
+}
+
+impl K8sBackend {
+    /// Loads the kubeconfig (or the in-cluster configuration) for a run.
+    pub async fn connect(settings: Settings, run_id: &str) -> Result<Self, K8sError> {
+        let (client, namespace) = settings.cluster.client().await?;
+        Ok(Self {
+            settings,
+            client,
+            namespace,
+            run_id: run_id.to_string(),
+            pod: None,
+        })
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn plan(&self) -> PodPlan {
+        let task = &self.settings.task;
+        PodPlan {
+            run_id: self.run_id.clone(),
+            namespace: self.namespace.clone(),
+            task_name: task.name.clone(),
+            image: self.settings.image.clone(),
+            container: task.container.clone(),
+            task_timeout: task.timeout,
+            arch: self.settings.binary.arch.clone(),
+            keep: self.settings.keep,
+            created_at: SystemTime::now(),
+        }
+    }
+
+    fn create_error(&self, what: &'static str, name: &str) -> impl FnOnce(kube::Error) -> K8sError {
+        let namespace = self.namespace.clone();
+        let name = name.to_string();
+        move |error| K8sError::Create {
+            what,
+            namespace,
+            name,
+            error: Box::new(error),
+        }
+    }
+
+    async fn delete_objects(&self, pod: &str) {
+        // The policy is owned by the pod and would go with it, but only once the garbage
+        // collector gets to it: delete it now so that nothing of the run is left when we exit.
+        if let Err(e) = self.policies().delete(pod, &DeleteParams::default()).await
+            && !is_not_found(&e)
+        {
+            eprintln!(
+                "buildr: cannot delete NetworkPolicy {}/{pod}: {}",
+                self.namespace,
+                api_message(&e)
+            );
+        }
+        let params = DeleteParams::default();
+        let deleted = kube::runtime::wait::delete::delete_and_finalize(self.pods(), pod, &params);
+        match tokio::time::timeout(DELETE_TIMEOUT, deleted).await {
+            Ok(Ok(())) => {}
+            Ok(Err(kube::runtime::wait::delete::Error::Delete(e))) if is_not_found(&e) => {}
+            Ok(Err(e)) => eprintln!(
+                "buildr: cannot delete pod {}/{pod} ({e}); `buildr k8s gc` removes it once it expires",
+                self.namespace
+            ),
+            Err(_) => eprintln!(
+                "buildr: pod {}/{pod} was not gone after {}s; `buildr k8s gc` removes it once it expires",
+                self.namespace,
+                DELETE_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+impl Backend for K8sBackend {
+    type Error = K8sError;
+
+    async fn start(
+        &mut self,
+        inputs: &[InputFile],
+        timeline: &mut Timeline,
+    ) -> Result<Executor, K8sError> {
+        let mut step = Instant::now();
+        let plan = self.plan();
+        let name = plan.name();
+        self.pod = Some(name.clone());
+        let pods = self.pods();
+        let pod = pods
+            .create(&PostParams::default(), &plan.pod())
+            .await
+            .map_err(self.create_error("pod", &name))?;
+        let uid = pod.metadata.uid.unwrap_or_default();
+        self.policies()
+            .create(&PostParams::default(), &plan.network_policy(&uid))
+            .await
+            .map_err(self.create_error("NetworkPolicy", &name))?;
+        timeline.record("create pod and policy", &mut step);
+
+        let image = &self.settings.image;
+        startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
+        let mut step = Instant::now();
+        copy::binary(&pods, &name, image, &self.settings.binary).await?;
+        timeline.record("copy binary", &mut step);
+        copy::inputs(&pods, &name, inputs).await?;
+        timeline.record("copy inputs", &mut step);
+        Ok(Executor {
+            channel: forward::channel(pods, name),
+            workspace_root: objects::WORKSPACE_DIR.to_string(),
+        })
+    }
+
+    async fn lost(&mut self) -> String {
+        match self.pod.clone() {
+            Some(pod) => startup::wait_stopped(&self.pods(), &pod).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn clean_up(&mut self) {
+        let Some(pod) = self.pod.take() else {
+            return;
+        };
+        if self.settings.keep {
+            let ns = &self.namespace;
+            eprintln!(
+                "buildr: keeping pod {ns}/{pod} (and its NetworkPolicy); look inside with \
+                 `kubectl -n {ns} exec -it {pod} -- sh`, remove it with `kubectl -n {ns} delete pod {pod}`"
+            );
+            return;
+        }
+        self.delete_objects(&pod).await;
+    }
+}

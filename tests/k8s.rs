@@ -1,0 +1,556 @@
+//! `buildr run --backend k8s` on the real single-node cluster of tests/cluster/: a real API
+//! server (enforcing Pod Security "restricted" on every test's namespace), a real kubelet and
+//! containerd, exec and port-forward through the API server. Run by tests/run-all.sh.
+
+mod common;
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    BUSYBOX_IMAGE, NO_TAR_IMAGE, Namespace, base_image, kubectl, kubectl_ok, snapshot,
+};
+use common::{buildr, stderr, stdout, write_files};
+
+/// What the round trip changes: every kind of file a build writes or removes.
+const ROUND_TRIP: &str = r#"
+    set -eu
+    echo after > edit.txt
+    echo deep after > src/lib/deep.txt
+    rm gone.txt
+    mkdir -p new/nested/dir empty/dir
+    echo nested > new/nested/dir/file.txt
+    printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
+    chmod 600 src/lib/deep.txt
+    ln -s nested/dir/file.txt new/link
+    echo spaced > 'with space.txt'
+    echo unicode > 'héllo wörld ✓.txt'
+    head -c 300000 /dev/urandom > new/random.bin
+"#;
+
+fn round_trip_repo() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            ("keep.txt", "unchanged"),
+            ("edit.txt", "before"),
+            ("gone.txt", "to be deleted"),
+            ("src/lib/deep.txt", "deep before"),
+        ],
+    );
+    repo
+}
+
+/// The local backend and the k8s backend in `image` bring back the same tree.
+fn round_trip_matches_local(image: &str, test: &str) {
+    let ns = Namespace::new(test);
+    let repo = round_trip_repo();
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let script = ["--", "sh", "-c", ROUND_TRIP];
+    let repo_arg = repo.path().to_str().unwrap();
+    let mut local_args = vec!["run", "--repo", repo_arg, "--out"];
+    local_args.push(local.path().to_str().unwrap());
+    local_args.extend(script);
+    let by_local = buildr(&local_args);
+    assert_eq!(by_local.status.code(), Some(0), "{}", stderr(&by_local));
+
+    let by_pod = ns.run(repo.path(), remote.path(), image, &script);
+    assert_eq!(by_pod.status.code(), Some(0), "{}", stderr(&by_pod));
+    assert!(stderr(&by_pod).contains("deleted 1 path; not applied"));
+
+    let pod_tree = snapshot(remote.path());
+    assert!(pod_tree.iter().any(|(path, _, _)| path == "new/random.bin"));
+    // The random bytes differ between the runs; everything else is identical.
+    let without_random = |tree: Vec<(String, String, Vec<u8>)>| -> Vec<_> {
+        tree.into_iter()
+            .map(|(p, k, d)| {
+                if p == "new/random.bin" {
+                    (p, k, d.len().to_le_bytes().to_vec())
+                } else {
+                    (p, k, d)
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_random(pod_tree),
+        without_random(snapshot(local.path()))
+    );
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn the_round_trip_matches_the_local_backend() {
+    round_trip_matches_local(&base_image(), "round-trip");
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn the_round_trip_works_in_busybox_with_no_libc() {
+    round_trip_matches_local(BUSYBOX_IMAGE, "busybox");
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn exit_statuses_and_both_streams_arrive_as_they_would_locally() {
+    let ns = Namespace::new("exit");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 7", 7),
+        ("kill -KILL $$", 128 + 9),
+        ("kill -TERM $$", 128 + 15),
+        ("exec /no/such/command", 127),
+    ] {
+        let output = ns.run(
+            repo.path(),
+            out.path(),
+            &base_image(),
+            &["--", "sh", "-c", script],
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{script}: {}",
+            stderr(&output)
+        );
+    }
+    let lines = 3000;
+    let script =
+        format!("i=1; while [ $i -le {lines} ]; do echo out $i; echo err $i >&2; i=$((i+1)); done");
+    let output = ns.run(
+        repo.path(),
+        out.path(),
+        &base_image(),
+        &["--", "sh", "-c", &script],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let expected =
+        |prefix: &str| -> String { (1..=lines).map(|i| format!("{prefix} {i}\n")).collect() };
+    assert_eq!(stdout(&output), expected("out"));
+    let errors: String = stderr(&output)
+        .lines()
+        .filter(|l| l.starts_with("err "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(errors, expected("err"));
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn only_mapped_inputs_arrive_at_their_mapped_places() {
+    let ns = Namespace::new("mapping");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            ("src/main.c", "int main;"),
+            ("docs/readme.md", "docs"),
+            ("secret.txt", "not an input"),
+            (
+                ".buildr/tasks.hcl",
+                r#"task "list" {
+  input "src" { to = "code" }
+  input "docs/readme.md" { to = "README" }
+  script = "find . -type f | sort > listing.txt"
+}
+"#,
+            ),
+        ],
+    );
+    let output = ns.run(repo.path(), out.path(), &base_image(), &["list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        fs::read_to_string(out.path().join("listing.txt")).unwrap(),
+        "./README\n./code/main.c\n"
+    );
+    ns.assert_nothing_left();
+}
+
+/// A run that must fail before the task starts: exit 125, one line on stderr containing
+/// `expected`, and nothing left in the namespace.
+fn fails_to_start(ns: &Namespace, image: &str, extra: &[&str], expected: &str) {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut args = extra.to_vec();
+    args.extend(["--", "sh", "-c", "echo ran > ran.txt"]);
+    let output = ns.run(repo.path(), out.path(), image, &args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(
+        message.contains(expected),
+        "expected `{expected}` in: {message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(started.elapsed() < Duration::from_secs(60), "failed slowly");
+    assert!(!out.path().join("ran.txt").exists());
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn start_failures_are_one_clear_line_and_leave_nothing() {
+    let ns = Namespace::new("start-failures");
+    fails_to_start(
+        &ns,
+        "buildr.local/does-not-exist:1",
+        &[],
+        "the image `buildr.local/does-not-exist:1` cannot be pulled",
+    );
+    fails_to_start(&ns, NO_TAR_IMAGE, &[], "has no `tar`");
+    fails_to_start(
+        &ns,
+        &base_image(),
+        &["--start-timeout", "300ms"],
+        "did not start within 300ms",
+    );
+    // A node selector no node has: the scheduler's own reason.
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            r#"task "nowhere" {
+  command = ["true"]
+  container { node_selector = { "buildr.dev/no-such-node" = "yes" } }
+}
+"#,
+        )],
+    );
+    let output = ns.run(repo.path(), out.path(), &base_image(), &["nowhere"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(message.contains("cannot be scheduled"), "{message}");
+    assert!(message.contains("node affinity/selector"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_pod_refused_by_admission_is_one_clear_line() {
+    let ns = Namespace::new("admission");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            // More memory than the namespace's quota: admission refuses the pod at create.
+            r#"task "big" {
+  command = ["true"]
+  container { memory_limit = "64Gi" }
+}
+"#,
+        )],
+    );
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "create",
+        "quota",
+        "small",
+        "--hard=limits.memory=1Gi",
+    ]);
+    let output = ns.run(repo.path(), out.path(), &base_image(), &["big"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(message.contains("cannot create pod"), "{message}");
+    assert!(message.contains("exceeded quota"), "{message}");
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
+    let ns = Namespace::new("ctrl-c");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = ns
+        .command(
+            repo.path(),
+            out.path(),
+            &base_image(),
+            &[
+                "--",
+                "sh",
+                "-c",
+                "echo partial > partial.txt; echo started; sleep 300",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert_eq!(
+        fs::read_to_string(out.path().join("partial.txt")).unwrap(),
+        "partial\n"
+    );
+    ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn the_executor_port_is_closed_to_other_pods() {
+    let ns = Namespace::new("port");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = ns
+        .command(
+            repo.path(),
+            out.path(),
+            &base_image(),
+            &["--", "sh", "-c", "echo started; sleep 20"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    let ip = kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/managed-by=buildr",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    assert!(!ip.is_empty());
+    let probe = format!(
+        "if timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/7070'; then echo open; else echo closed; fi"
+    );
+    let answer = run_probe_pod(&ns, &probe);
+    assert_eq!(
+        answer.trim(),
+        "closed",
+        "the executor's port answered from another pod"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `script` with bash in a restricted pod of the base image; its log.
+fn run_probe_pod(ns: &Namespace, script: &str) -> String {
+    let overrides = serde_json::json!({
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "probe",
+                "image": base_image(),
+                "command": ["bash", "-c", script],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]}
+                }
+            }]
+        }
+    });
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "run",
+        "probe",
+        "--image",
+        &base_image(),
+        "--restart=Never",
+        "--overrides",
+        &overrides.to_string(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let phase = kubectl_ok(&[
+            "-n",
+            &ns.name,
+            "get",
+            "pod",
+            "probe",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe pod did not finish ({phase})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kubectl_ok(&["-n", &ns.name, "logs", "probe"])
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn keep_leaves_the_pod_and_says_how_to_reach_it() {
+    let ns = Namespace::new("keep");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = ns.run(
+        repo.path(),
+        out.path(),
+        &base_image(),
+        &["--keep", "--", "sh", "-c", "echo kept > kept.txt"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("kubectl -n"), "{message}");
+    let pods = ns.buildr_objects();
+    assert_eq!(pods.len(), 2, "the pod and its policy: {pods:?}");
+    let pod = pods.iter().find(|p| p.starts_with("pod/")).unwrap();
+    // The workspace is still there to look at.
+    let listing = kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "exec",
+        &pod[4..],
+        "--",
+        "cat",
+        "/workspace/kept.txt",
+    ]);
+    assert_eq!(listing, "kept\n");
+    kubectl_ok(&["-n", &ns.name, "delete", "pod", &pod[4..], "--wait=true"]);
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn gc_removes_expired_buildr_pods_and_nothing_else() {
+    let ns = Namespace::new("gc");
+    let pod = |name: &str, labels: &str, expires: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": serde_json::from_str::<serde_json::Value>(labels).unwrap(),
+                "annotations": {"buildr.dev/expires-at": expires}
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "containers": [{
+                    "name": "c", "image": BUSYBOX_IMAGE, "command": ["sleep", "300"],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+                    }
+                }]
+            }
+        })
+    };
+    let buildr_labels = r#"{"app.kubernetes.io/managed-by": "buildr", "buildr.dev/run-id": "old"}"#;
+    let manifests = [
+        pod("buildr-expired", buildr_labels, "2000-01-01T00:00:00Z"),
+        pod("buildr-current", buildr_labels, "2999-01-01T00:00:00Z"),
+        pod("not-buildrs", r#"{"app": "other"}"#, "2000-01-01T00:00:00Z"),
+    ];
+    for manifest in manifests {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), manifest.to_string()).unwrap();
+        kubectl_ok(&[
+            "-n",
+            &ns.name,
+            "create",
+            "-f",
+            file.path().to_str().unwrap(),
+        ]);
+    }
+    let output = buildr(&["k8s", "gc", "-n", &ns.name]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("Pod/buildr-expired"),
+        "{}",
+        stdout(&output)
+    );
+    let left = kubectl_ok(&["-n", &ns.name, "get", "pods", "-o", "name"]);
+    let left: Vec<&str> = left.lines().collect();
+    assert!(left.contains(&"pod/buildr-current"), "{left:?}");
+    assert!(left.contains(&"pod/not-buildrs"), "{left:?}");
+    assert!(!left.contains(&"pod/buildr-expired") || terminating(&ns, "buildr-expired"));
+
+    // --older-than takes the unexpired one too, and still not the other.
+    let output = buildr(&["k8s", "gc", "-n", &ns.name, "--older-than", "0s"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("Pod/buildr-current"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        kubectl(&["-n", &ns.name, "get", "pod", "not-buildrs"])
+            .status
+            .success()
+    );
+}
+
+fn terminating(ns: &Namespace, pod: &str) -> bool {
+    let stamp = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    !stdout(&stamp).is_empty() || !stamp.status.success()
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn verbose_shows_the_timeline_of_the_run() {
+    let ns = Namespace::new("timeline");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = ns.run(
+        repo.path(),
+        out.path(),
+        &base_image(),
+        &["-v", "--", "true"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let message = stderr(&output);
+    for phase in [
+        "create pod and policy",
+        "schedule",
+        "start container",
+        "copy binary",
+        "copy inputs",
+        "connect",
+        "task",
+        "clean up",
+        "total",
+    ] {
+        assert!(
+            message.contains(&format!("  {phase} ")),
+            "no `{phase}` in: {message}"
+        );
+    }
+    ns.assert_nothing_left();
+}
