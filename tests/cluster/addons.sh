@@ -60,8 +60,13 @@ netpol_start() {
   if pid_of kube-router >/dev/null; then
     log "kube-router already running"
   else
-    [[ -x "$BIN_DIR/kube-router" ]] || die "no $BIN_DIR/kube-router: run $HERE/build-tools.sh"
-    command -v ipset >/dev/null || die "no ipset on PATH: apt-get install ipset"
+    # Usually done by up.sh already; here too for a cluster that older scripts started.
+    "$HERE/build-tools.sh" kube-router >/dev/null
+    if ! command -v ipset >/dev/null; then
+      log "installing Debian package: ipset"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ipset >/dev/null \
+        || die "cannot install ipset (apt-get install ipset)"
+    fi
     # No listener at all: health and metrics servers off. The admin kubeconfig is fine in this
     # throw-away cluster (kube-router needs to watch pods, namespaces and policies cluster-wide).
     start kube-router "$BIN_DIR/kube-router" \

@@ -6,8 +6,7 @@
 #
 # Usage: janitor-image.sh [--import] [BUILDR_BINARY]
 #   BUILDR_BINARY  default: $BUILDR_STATIC_BIN, else target/x86_64-unknown-linux-gnu/dist/buildr
-#                  (RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist
-#                   --target x86_64-unknown-linux-gnu)
+#                  (`cargo dist`, the alias in .cargo/config.toml: glibc linked statically)
 #   --import       also import it into the running tests/cluster containerd
 # Writes $CACHE_DIR/images/janitor.tar and prints the image name (buildr.local/janitor:<hash>,
 # the hash of the binary, so that a new build is never mistaken for an old one) as its last line.
@@ -18,7 +17,7 @@ import=0
 if [[ "${1:-}" == --import ]]; then import=1; shift; fi
 root="$(cd "$HERE/../.." && pwd)"
 bin="${1:-${BUILDR_STATIC_BIN:-$root/target/x86_64-unknown-linux-gnu/dist/buildr}}"
-[[ -x "$bin" ]] || die "no static buildr at $bin; build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --profile dist --target x86_64-unknown-linux-gnu"
+[[ -x "$bin" ]] || die "no static buildr at $bin; build it with: cargo dist"
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q 'statically linked'; then
   die "$bin is dynamically linked; the janitor image has no libc (build it with crt-static)"
 fi

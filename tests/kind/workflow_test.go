@@ -83,7 +83,7 @@ func TestWorkflow(t *testing.T) {
 		"tests/cluster/build-images.sh",
 		"tests/cluster/janitor-image.sh",
 		"kind load image-archive",
-		`RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile dist --target x86_64-unknown-linux-gnu`,
+		"cargo dist --locked", // the static buildr (.cargo/config.toml), as tests/common/cluster.rs expects
 		"helm install buildr charts/buildr",
 		"kind delete cluster --name buildr",
 	} {
