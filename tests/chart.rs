@@ -676,3 +676,87 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
         "the janitor deleted a pod that is not buildr's"
     );
 }
+
+/// The statically linked buildr that goes into pods (`cargo dist`).
+fn static_buildr() -> std::path::PathBuf {
+    let path = repo_root().join("target/x86_64-unknown-linux-gnu/dist/buildr");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo dist`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_run_as_the_chart_service_account_succeeds() {
+    // The Role is enough for a whole run: a kubeconfig holding only the chart's ServiceAccount
+    // token runs a task in a pod and brings its file back.
+    let ns = Namespace::create(
+        "chart-run",
+        &["pod-security.kubernetes.io/enforce=restricted"],
+    );
+    let release = unique("chart-run");
+    let _installed = helm_install(
+        &release,
+        &ns.name,
+        &["namespace.create=false", "namespace.name="],
+    );
+    let token = ns.kubectl(&[
+        "create",
+        "token",
+        &format!("{release}-buildr"),
+        "--duration=10m",
+    ]);
+    let kubeconfig = token_kubeconfig(token.trim());
+    let repo = tempfile::tempdir().expect("temporary repository");
+    let out = tempfile::tempdir().expect("temporary output");
+    let executor = static_buildr();
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args([
+            "run",
+            "--backend",
+            "k8s",
+            "-n",
+            &ns.name,
+            "--image",
+            &base_image(),
+        ])
+        .arg("--executor-binary")
+        .arg(&executor)
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--out")
+        .arg(out.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo made by the chart\\'s account > made.txt",
+        ])
+        .env("KUBECONFIG", kubeconfig.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("buildr runs");
+    assert!(
+        r.status.success(),
+        "buildr run as the chart's ServiceAccount failed ({}):\n{}",
+        r.status,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let made = std::fs::read_to_string(out.path().join("made.txt")).expect("made.txt came back");
+    assert_eq!(made, "made by the chart's account\n");
+    let left = ns.kubectl(&[
+        "get",
+        "pods,networkpolicies",
+        "-l",
+        "app.kubernetes.io/managed-by=buildr",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        left.trim().is_empty(),
+        "the run left objects behind: {left}"
+    );
+}
