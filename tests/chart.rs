@@ -618,7 +618,18 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
         "2001-01-01T00:00:00Z",
         "exec sleep infinity",
     ));
-    apply(&run_policy_yaml(&ns.name, "expired1", "none"));
+    apply(&run_policy_yaml(
+        &ns.name,
+        "expired1",
+        "2001-01-01T00:00:00Z",
+        "none",
+    ));
+    apply(&run_policy_yaml(
+        &ns.name,
+        "live1",
+        "2099-01-01T00:00:00Z",
+        "none",
+    ));
     apply(&build_pod_yaml(
         &ns.name,
         "live1",
@@ -670,6 +681,10 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
     assert!(
         ns.has_pod("buildr-live1"),
         "the janitor deleted a buildr pod that had not expired"
+    );
+    assert!(
+        ns.kubectl_try(&["get", "networkpolicy", "buildr-live1"]).ok,
+        "the janitor deleted a policy that had not expired"
     );
     assert!(
         ns.has_pod("not-buildr"),

@@ -63,7 +63,12 @@ impl Net {
 
     /// A build pod for a run with EGRESS, listening on 0.0.0.0:8080, and its policy; Ready.
     fn build_pod(&self, run_id: &str, egress: &str) -> String {
-        apply(&run_policy_yaml(&self.ns.name, run_id, egress));
+        apply(&run_policy_yaml(
+            &self.ns.name,
+            run_id,
+            "2099-01-01T00:00:00Z",
+            egress,
+        ));
         apply(&build_pod_yaml(
             &self.ns.name,
             run_id,

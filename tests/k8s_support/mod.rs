@@ -366,8 +366,9 @@ pub fn plain_pod_yaml(ns: &str, name: &str, script: &str) -> String {
     pod_yaml(ns, name, &[("app", name)], &[], false, script)
 }
 
-/// The per-run NetworkPolicy buildr creates for egress mode EGRESS ("none", "dns" or "all").
-pub fn run_policy_yaml(ns: &str, run_id: &str, egress: &str) -> String {
+/// The per-run NetworkPolicy buildr creates for egress mode EGRESS ("none", "dns" or "all"),
+/// expiring at EXPIRES_AT like its pod.
+pub fn run_policy_yaml(ns: &str, run_id: &str, expires_at: &str, egress: &str) -> String {
     let rules = match egress {
         "none" => String::new(),
         "dns" => "\n  egress:\n  - ports:\n    - {protocol: UDP, port: 53}\n    - {protocol: TCP, port: 53}".to_owned(),
@@ -383,6 +384,8 @@ metadata:
   labels:
     app.kubernetes.io/managed-by: buildr
     buildr.dev/run-id: "{run_id}"
+  annotations:
+    buildr.dev/expires-at: "{expires_at}"
 spec:
   podSelector:
     matchLabels:
