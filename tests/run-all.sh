@@ -14,7 +14,9 @@ if ! command -v cargo >/dev/null; then
   echo "run-all: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
 fi
-# Build before the cluster comes up, so that the cluster is not idling through a compile.
+# Build before the cluster comes up, so that the cluster is not idling through a compile: the
+# tests, and the static buildr that the Kubernetes tests send into their pods (`cargo dist`).
 cargo build --tests --bins
+cargo dist
 
 exec tests/cluster/with-cluster.sh bash -c 'tests/cluster/smoke.sh && cargo test -- --include-ignored'

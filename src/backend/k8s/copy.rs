@@ -24,6 +24,7 @@ const COMMAND_NOT_FOUND: i32 = 127;
 /// moves it into place.
 pub async fn binary(
     pods: &Api<Pod>,
+    client: &kube::Client,
     pod: &str,
     image: &str,
     binary: &ExecutorBinary,
@@ -37,7 +38,7 @@ pub async fn binary(
     );
     let source = binary.path.clone();
     let size = binary.size;
-    let copied = exec_with_input(pods, pod, sh(script), move |stdin| {
+    let copied = exec_with_input(pods, client, pod, sh(script), move |stdin| {
         write_binary_tar(stdin, &source, size)
     })
     .await;
@@ -72,7 +73,12 @@ fn write_binary_tar<W: Write>(out: W, source: &std::path::Path, size: u64) -> io
 }
 
 /// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` in the pod.
-pub async fn inputs(pods: &Api<Pod>, pod: &str, inputs: &[InputFile]) -> Result<(), K8sError> {
+pub async fn inputs(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    pod: &str,
+    inputs: &[InputFile],
+) -> Result<(), K8sError> {
     let command = vec![
         BINARY_PATH.to_string(),
         "archive".to_string(),
@@ -82,7 +88,7 @@ pub async fn inputs(pods: &Api<Pod>, pod: &str, inputs: &[InputFile]) -> Result<
         WORKSPACE_DIR.to_string(),
     ];
     let inputs = inputs.to_vec();
-    exec_with_input(pods, pod, command, move |stdin| {
+    exec_with_input(pods, client, pod, command, move |stdin| {
         crate::backend::copy::write_inputs(&inputs, stdin)
             .map(|(stdin, _summary)| stdin)
             .map_err(io::Error::other)

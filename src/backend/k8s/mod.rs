@@ -286,9 +286,9 @@ impl Backend for K8sBackend {
         let image = &self.settings.image;
         startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
         let mut step = Instant::now();
-        copy::binary(&pods, &name, image, &self.settings.binary).await?;
+        copy::binary(&pods, &self.client, &name, image, &self.settings.binary).await?;
         timeline.record("copy binary", &mut step);
-        copy::inputs(&pods, &name, inputs).await?;
+        copy::inputs(&pods, &self.client, &name, inputs).await?;
         timeline.record("copy inputs", &mut step);
         Ok(Executor {
             channel: forward::channel(pods, name),

@@ -1,0 +1,423 @@
+//! `buildr run --backend k8s` against the kubectl commands a user would pick instead, on the
+//! cluster of tests/cluster/ (KUBECONFIG must point at it; `cargo dist` must have built the
+//! static buildr). Each pair runs in one process, alternating, and the medians are printed with
+//! their ratio:
+//!
+//! 1. a trivial task (`true`) end to end, against `kubectl run --rm -i --restart=Never`
+//! 2. 200 MB of inputs in (buildr's `copy inputs` phase), against `kubectl cp` of the same tree
+//!    into a running pod
+//! 3. 100 MB of results back (`fetch and extract`), against `kubectl cp` out of a pod
+//! 4. 200 MB of stdout (the `task` phase), against `kubectl exec` printing the same
+//! 5. the timeline of a trivial run
+//!
+//! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
+//! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BUILDR: &str = env!("CARGO_BIN_EXE_buildr");
+const NAMESPACE: &str = "buildr-bench";
+
+fn main() {
+    let runs: usize = env_or("BUILDR_BENCH_RUNS", "3")
+        .parse()
+        .expect("a number of runs");
+    let image = env_or("BUILDR_BENCH_IMAGE", "buildr.local/base:1");
+    let executor =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/dist/buildr");
+    assert!(
+        executor.exists(),
+        "build the static buildr first: cargo dist"
+    );
+    println!("load before: {}", loadavg());
+    let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=true"]);
+    ok(kubectl(&["create", "namespace", NAMESPACE]));
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]));
+    let bench = Bench {
+        image,
+        executor,
+        runs,
+        scratch: tempfile::tempdir().unwrap(),
+    };
+
+    bench.trivial();
+    bench.inputs_in();
+    bench.results_back();
+    bench.stdout_stream();
+    bench.timeline();
+
+    let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"]);
+    println!("load after: {}", loadavg());
+}
+
+struct Bench {
+    image: String,
+    executor: PathBuf,
+    runs: usize,
+    scratch: tempfile::TempDir,
+}
+
+impl Bench {
+    fn buildr(&self, repo: &Path, args: &[&str]) -> Output {
+        let out = self.scratch.path().join("out");
+        let _ = fs::remove_dir_all(&out);
+        let output = Command::new(BUILDR)
+            .args([
+                "run",
+                "-v",
+                "--backend",
+                "k8s",
+                "-n",
+                NAMESPACE,
+                "--image",
+                &self.image,
+            ])
+            .arg("--executor-binary")
+            .arg(&self.executor)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--out")
+            .arg(&out)
+            .args(args)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn empty_repo(&self) -> PathBuf {
+        let repo = self.scratch.path().join("empty");
+        fs::create_dir_all(&repo).unwrap();
+        fs::write(repo.join("README"), "nothing\n").unwrap();
+        repo
+    }
+
+    /// 1. `true` end to end.
+    fn trivial(&self) {
+        let repo = self.empty_repo();
+        let overrides = restricted_overrides(&self.image, &["true"]);
+        let (ours, theirs) = self.pair(
+            || {
+                self.buildr(&repo, &["--", "true"]);
+            },
+            || {
+                ok(kubectl(&[
+                    "-n",
+                    NAMESPACE,
+                    "run",
+                    "bench-true",
+                    "--rm",
+                    "-i",
+                    "--restart=Never",
+                    "--image",
+                    &self.image,
+                    "--overrides",
+                    &overrides,
+                    "--quiet",
+                ]));
+            },
+        );
+        report(
+            "trivial task end to end",
+            "kubectl run --rm -i",
+            ours,
+            theirs,
+        );
+    }
+
+    /// 2. 200 MB of inputs into a pod.
+    fn inputs_in(&self) {
+        let repo = self.scratch.path().join("inputs");
+        make_tree(&repo, 2000, 100_000);
+        let pod = self.sleeper("bench-cp-in");
+        let (ours, theirs) = self.pair_timed(
+            || phase(&self.buildr(&repo, &["--", "true"]), "copy inputs"),
+            || {
+                let _ = kubectl(&[
+                    "-n",
+                    NAMESPACE,
+                    "exec",
+                    &pod,
+                    "--",
+                    "rm",
+                    "-rf",
+                    "/w/inputs",
+                ]);
+                let started = Instant::now();
+                ok(kubectl(&[
+                    "-n",
+                    NAMESPACE,
+                    "cp",
+                    repo.to_str().unwrap(),
+                    &format!("{pod}:/w/inputs"),
+                ]));
+                started.elapsed()
+            },
+        );
+        report("200 MB of inputs in", "kubectl cp DIR pod:", ours, theirs);
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "pod",
+            &pod,
+            "--wait=false",
+        ]));
+    }
+
+    /// 3. 100 MB of results back.
+    fn results_back(&self) {
+        let repo = self.empty_repo();
+        let make = "mkdir -p /workspace/results && cd /workspace/results && \
+                    i=0; while [ $i -lt 1000 ]; do head -c 75000 /dev/urandom | base64 > f$i; i=$((i+1)); done";
+        let pod = self.sleeper("bench-cp-out");
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            &make.replace("/workspace", "/w"),
+        ]));
+        let local = self.scratch.path().join("kubectl-out");
+        let (ours, theirs) = self.pair_timed(
+            || {
+                phase(
+                    &self.buildr(&repo, &["--", "sh", "-c", make]),
+                    "fetch and extract",
+                )
+            },
+            || {
+                let _ = fs::remove_dir_all(&local);
+                let started = Instant::now();
+                ok(kubectl(&[
+                    "-n",
+                    NAMESPACE,
+                    "cp",
+                    &format!("{pod}:/w/results"),
+                    local.to_str().unwrap(),
+                ]));
+                started.elapsed()
+            },
+        );
+        report(
+            "100 MB of results back",
+            "kubectl cp pod:DIR .",
+            ours,
+            theirs,
+        );
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "pod",
+            &pod,
+            "--wait=false",
+        ]));
+    }
+
+    /// 4. 200 MB of stdout.
+    fn stdout_stream(&self) {
+        let repo = self.empty_repo();
+        let print = "yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c 200000000";
+        let pod = self.sleeper("bench-exec");
+        let (ours, theirs) = self.pair_timed(
+            || phase(&self.buildr(&repo, &["--", "sh", "-c", print]), "task"),
+            || {
+                let started = Instant::now();
+                let status = Command::new("kubectl")
+                    .args(["-n", NAMESPACE, "exec", &pod, "--", "sh", "-c", print])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                started.elapsed()
+            },
+        );
+        report("200 MB of stdout", "kubectl exec", ours, theirs);
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "pod",
+            &pod,
+            "--wait=false",
+        ]));
+    }
+
+    /// 5. Where the time of a trivial run goes.
+    fn timeline(&self) {
+        let repo = self.empty_repo();
+        let output = self.buildr(&repo, &["--", "true"]);
+        println!("timeline of a trivial run:");
+        let text = String::from_utf8_lossy(&output.stderr);
+        for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
+            println!("{line}");
+        }
+    }
+
+    fn pair(&self, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (Duration, Duration) {
+        self.pair_timed(
+            || {
+                let t = Instant::now();
+                ours();
+                t.elapsed()
+            },
+            || {
+                let t = Instant::now();
+                theirs();
+                t.elapsed()
+            },
+        )
+    }
+
+    /// Runs both `runs` times, alternating which goes first; the medians.
+    fn pair_timed(
+        &self,
+        mut ours: impl FnMut() -> Duration,
+        mut theirs: impl FnMut() -> Duration,
+    ) -> (Duration, Duration) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..self.runs {
+            if i % 2 == 0 {
+                a.push(ours());
+                b.push(theirs());
+            } else {
+                b.push(theirs());
+                a.push(ours());
+            }
+        }
+        (median(a), median(b))
+    }
+
+    /// A restricted pod that sleeps, with an emptyDir at /w, ready.
+    fn sleeper(&self, name: &str) -> String {
+        let manifest = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"restartPolicy":"Never","securityContext":{{"runAsNonRoot":true,"runAsUser":65532,"seccompProfile":{{"type":"RuntimeDefault"}}}},"containers":[{{"name":"c","image":"{}","command":["sleep","3600"],"securityContext":{{"allowPrivilegeEscalation":false,"capabilities":{{"drop":["ALL"]}}}},"volumeMounts":[{{"name":"w","mountPath":"/w"}}]}}],"volumes":[{{"name":"w","emptyDir":{{}}}}]}}}}"#,
+            self.image
+        );
+        let file = self.scratch.path().join(format!("{name}.json"));
+        fs::write(&file, manifest).unwrap();
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+        ]));
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=120s",
+        ]));
+        name.to_string()
+    }
+}
+
+/// `count` files of `size` bytes of base64 text (random, so compressible only as text is).
+fn make_tree(root: &Path, count: usize, size: usize) {
+    use std::io::Read;
+    fs::create_dir_all(root).unwrap();
+    let mut random = fs::File::open("/dev/urandom").unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for i in 0..count {
+        let dir = root.join(format!("d{}", i % 20));
+        fs::create_dir_all(&dir).unwrap();
+        let mut bytes = vec![0u8; size];
+        random.read_exact(&mut bytes).unwrap();
+        for (j, b) in bytes.iter_mut().enumerate() {
+            *b = if j % 77 == 76 {
+                b'\n'
+            } else {
+                alphabet[(*b & 63) as usize]
+            };
+        }
+        fs::write(dir.join(format!("f{i}.txt")), bytes).unwrap();
+    }
+}
+
+/// The duration of `name` in a `buildr run -v` timeline.
+fn phase(output: &Output, name: &str) -> Duration {
+    let text = String::from_utf8_lossy(&output.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(name) && l.trim_end().ends_with('s'))
+        .unwrap_or_else(|| panic!("no `{name}` in the timeline: {text}"));
+    let seconds: f64 = line
+        .trim_end()
+        .trim_end_matches('s')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Duration::from_secs_f64(seconds)
+}
+
+fn restricted_overrides(image: &str, command: &[&str]) -> String {
+    let command: Vec<String> = command.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        r#"{{"spec":{{"securityContext":{{"runAsNonRoot":true,"runAsUser":65532,"seccompProfile":{{"type":"RuntimeDefault"}}}},"containers":[{{"name":"bench-true","image":"{image}","command":[{}],"stdin":true,"securityContext":{{"allowPrivilegeEscalation":false,"capabilities":{{"drop":["ALL"]}}}}}}]}}}}"#,
+        command.join(",")
+    )
+}
+
+fn report(what: &str, baseline: &str, ours: Duration, theirs: Duration) {
+    println!(
+        "{what:28} buildr {:>8.3}s   {baseline:22} {:>8.3}s   ratio (baseline / buildr) {:.2}",
+        ours.as_secs_f64(),
+        theirs.as_secs_f64(),
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
+fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
