@@ -9,7 +9,7 @@ set -euo pipefail
 echo "## ip link"; ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort
 for ipt in iptables ip6tables iptables-legacy ip6tables-legacy; do
   command -v "$ipt-save" >/dev/null || continue
-  echo "## $ipt-save"; "$ipt-save" 2>/dev/null | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'
+  echo "## $ipt-save"; { "$ipt-save" 2>/dev/null || true; } | sed -e '/^#/d' -e 's/ \[[0-9]*:[0-9]*\]$//'
 done
 echo "## nft tables"; nft list tables 2>/dev/null || true
 echo "## ipsets"; if command -v ipset >/dev/null; then ipset list -n 2>/dev/null | sort; fi
