@@ -34,6 +34,9 @@ if pid_of kube-apiserver >/dev/null && pid_of kubelet >/dev/null && [[ -f "$KUBE
   fi
 fi
 
+# kube-router (NetworkPolicy) and the API server VIP; their leftover chains go in step 5.
+"$HERE/addons.sh" stop
+
 # 2. Stop the node, then kill whatever containers remain, then the runtime.
 stop kubelet 15
 if pid_of containerd >/dev/null && [[ -S "$CONTAINERD_SOCK" ]]; then
@@ -116,6 +119,8 @@ clean_iptables() { # BINARY: drop our chains and every rule that jumps to them
   done
 }
 for ipt in iptables ip6tables iptables-legacy ip6tables-legacy; do clean_iptables "$ipt"; done
+# kube-router's ipsets, now that no rule refers to them.
+"$HERE/addons.sh" ipsets-clean
 # iptables-nft creates the nftables tables (ip filter, ip6 nat, ...) on first use: remove those
 # that did not exist before and hold no rules now.
 if command -v nft >/dev/null && [[ -f "$STATE/preexisting" ]]; then

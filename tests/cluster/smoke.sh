@@ -174,7 +174,7 @@ else
   fail "pod ticker not Running" "$(describe ticker)"
 fi
 
-# --- 5. a NetworkPolicy is accepted (no enforcer runs here) ---------------------------------
+# --- 5. a NetworkPolicy is accepted (enforcement: tests/netpol.rs, kube-router via addons.sh) ---
 if k apply -f - >/dev/null 2>"$WORK/err" <<EOF
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

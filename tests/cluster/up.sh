@@ -35,6 +35,7 @@ command -v nft >/dev/null || need+=(nftables) # down.sh removes the nftables tab
 command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v curl >/dev/null || need+=(curl)
+command -v ipset >/dev/null || need+=(ipset) # kube-router's NetworkPolicy enforcement (addons.sh)
 [[ -x /bin/busybox ]] || need+=(busybox-static) # the BusyBox test images
 if (( ${#need[@]} )); then
   log "installing Debian packages: ${need[*]}"
@@ -45,6 +46,7 @@ fi
 
 # --- binaries and images (cached outside the repository) ---------------------------------
 "$HERE/build.sh"
+"$HERE/build-tools.sh"   # helm, kube-router
 "$HERE/build-images.sh"
 
 # --- preflight ---------------------------------------------------------------------------
@@ -67,6 +69,7 @@ if [[ ! -f "$STATE/preexisting" ]]; then
       command -v "$ipt-save" >/dev/null || continue
       "$ipt-save" 2>/dev/null | awk -v b="$ipt" '/^\*/{t=substr($0,2)} /^:/{print "chain", b, t, substr($1,2)}'
     done
+    if command -v ipset >/dev/null; then ipset list -n 2>/dev/null | sed 's/^/ipset /'; fi
   } > "$STATE/preexisting"
 fi
 rm -f "$LOGS"/*.log
@@ -312,6 +315,8 @@ node_ready() {
 }
 wait_for kubelet 120 "node $NODE_NAME Ready" node_ready
 wait_for kube-controller-manager 60 "service account default/default" kc -n default get serviceaccount default
+# The API server's VIP for pods and NetworkPolicy enforcement (idempotent; down.sh stops them).
+"$HERE/addons.sh" start
 
 log "cluster ready in $(( $(date +%s) - T0 )) s: Kubernetes $K8S_VERSION, node $NODE_NAME"
 cat <<EOF
@@ -319,5 +324,7 @@ Cluster is up. Use it with:
   export KUBECONFIG=$KUBECONFIG_ADMIN
   kubectl get nodes
 Images (use imagePullPolicy: Never or IfNotPresent): $BASE_IMAGE, $PAUSE_IMAGE
+NetworkPolicy is enforced (kube-router's firewall); pods reach the API server at $SERVICE_IP:443.
+helm: $BIN_DIR/helm
 Logs: $LOGS/   Stop it with: $HERE/down.sh
 EOF

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the tools the cluster tests need besides Kubernetes itself, each from its own Go module
+# under tools/ (so that their Kubernetes libraries never move the cluster's), into the same
+# cache folder as the cluster's binaries ($BUILDR_CLUSTER_CACHE/<k8s version>/bin):
+#
+#   helm         Helm v4, for charts/buildr (tools/helm)
+#   kube-router  kube-router's NetworkPolicy firewall controller (tools/kube-router); only the
+#                firewall runs here (see netpol.sh)
+#
+# Each is rebuilt only when its go.mod, go.sum or this script change (a stamp per tool).
+# Usage: build-tools.sh [--force] [TOOL...]   (default: all)
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/versions.sh"
+
+force=0
+if [[ "${1:-}" == --force ]]; then force=1; shift; fi
+tools=("$@")
+(( ${#tools[@]} )) || tools=(helm kube-router)
+
+mod_version() { # TOOL MODULE: the version go.mod requires
+  awk -v m="$2" '$1 == m {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$HERE/tools/$1/go.mod"
+}
+
+build_tool() { # NAME
+  local name="$1" dir="$HERE/tools/$1" pkg ld version
+  [[ -f "$dir/go.mod" ]] || { echo "build-tools: unknown tool '$name' (no $dir/go.mod)" >&2; return 1; }
+  local stamp_file="$BIN_DIR/.stamp-$name" stamp
+  stamp="$(cat "$dir/go.mod" "$dir/go.sum" "$HERE/build-tools.sh" | sha256sum | cut -d' ' -f1)"
+  if (( !force )) && [[ -x "$BIN_DIR/$name" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]]; then
+    echo "build-tools: $name already in $BIN_DIR"
+    return 0
+  fi
+  case "$name" in
+    helm)
+      version="$(mod_version helm helm.sh/helm/v4)"
+      pkg=helm.sh/helm/v4/cmd/helm
+      ld="-s -w -X helm.sh/helm/v4/internal/version.version=$version -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+      ;;
+    kube-router)
+      version="$(mod_version kube-router github.com/cloudnativelabs/kube-router/v2)"
+      pkg=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+      ld="-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
+      ;;
+    *) echo "build-tools: no build recipe for '$name'" >&2; return 1 ;;
+  esac
+  command -v go >/dev/null || { echo "build-tools: no 'go' on PATH (need Go >= 1.26 for Helm 4)" >&2; return 1; }
+  mkdir -p "$BIN_DIR"
+  local tmp; tmp="$(mktemp -d "$CACHE_DIR/tool.tmp.XXXXXX")"
+  echo "build-tools: building $name $version into $BIN_DIR"
+  local start; start=$(date +%s)
+  # Static (no cgo): both only exec ipset/iptables or talk to the API server.
+  if ! (cd "$dir" && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 \
+        go build -p "${BUILD_JOBS:-2}" -trimpath -ldflags "$ld" -o "$tmp/$name" "$pkg"); then
+    rm -rf "$tmp"
+    echo "build-tools: building $name failed" >&2
+    return 1
+  fi
+  mv -f "$tmp/$name" "$BIN_DIR/$name"
+  rm -rf "$tmp"
+  echo "$stamp" > "$stamp_file"
+  echo "build-tools: $name done in $(( $(date +%s) - start )) s"
+}
+
+for t in "${tools[@]}"; do build_tool "$t"; done

@@ -1,0 +1,188 @@
+//! NetworkPolicy, enforced: pods shaped like buildr's build pods, with the per-run policy the
+//! Kubernetes backend creates for each egress mode, on a real cluster whose CNI enforces
+//! policies (kube-router's firewall in tests/cluster, kindnet on kind).
+//!
+//! Every "cannot reach" is paired with a control that reaches the same address from a pod
+//! without a policy, so a test fails if the network is simply broken rather than filtered.
+
+mod k8s_support;
+
+use k8s_support::*;
+use std::time::Duration;
+
+/// How long a freshly created pod or policy may take to be enforced.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A namespace with a server pod (echo servers on 8080 and 53, no policy) and a client pod
+/// (no policy), both Ready.
+struct Net {
+    ns: Namespace,
+    server_ip: String,
+    node_ip: String,
+    api: (String, u16),
+}
+
+impl Net {
+    fn new() -> Net {
+        let ns = Namespace::create("chart-netpol", &[]);
+        apply(&plain_pod_yaml(
+            &ns.name,
+            "server",
+            "echoserver -listen 0.0.0.0:53 & exec echoserver -listen 0.0.0.0:8080",
+        ));
+        apply(&plain_pod_yaml(&ns.name, "client", "exec sleep infinity"));
+        ns.wait_ready("server");
+        ns.wait_ready("client");
+        let server_ip = ns.pod_ip("server");
+        let node_ip = ns.host_ip("server");
+        let net = Net {
+            ns,
+            server_ip,
+            node_ip,
+            api: api_server_vip(),
+        };
+        // Controls: without a policy all of these are reachable.
+        for (what, host, port) in net.targets() {
+            assert!(
+                eventually(SETTLE, || net.ns.connects("client", &host, port)),
+                "control: a pod without a policy cannot reach {what} ({host}:{port}); the test network is broken"
+            );
+        }
+        net
+    }
+
+    /// What a build pod might try to reach: another pod (two ports), the node, the API server.
+    fn targets(&self) -> Vec<(&'static str, String, u16)> {
+        vec![
+            ("another pod, port 8080", self.server_ip.clone(), 8080),
+            ("another pod, port 53", self.server_ip.clone(), 53),
+            ("the node (kubelet)", self.node_ip.clone(), 10250),
+            ("the API server", self.api.0.clone(), self.api.1),
+        ]
+    }
+
+    /// A build pod for a run with EGRESS, listening on 0.0.0.0:8080, and its policy; Ready.
+    fn build_pod(&self, run_id: &str, egress: &str) -> String {
+        apply(&run_policy_yaml(
+            &self.ns.name,
+            run_id,
+            "2099-01-01T00:00:00Z",
+            egress,
+        ));
+        apply(&build_pod_yaml(
+            &self.ns.name,
+            run_id,
+            "2099-01-01T00:00:00Z",
+            "exec echoserver -listen 0.0.0.0:8080",
+        ));
+        let pod = format!("buildr-{run_id}");
+        self.ns.wait_ready(&pod);
+        pod
+    }
+
+    fn assert_blocked(&self, pod: &str, what: &str, host: &str, port: u16) {
+        assert!(
+            eventually(SETTLE, || !self.ns.connects(pod, host, port)),
+            "{pod} can still reach {what} ({host}:{port}) {}s after it started",
+            SETTLE.as_secs()
+        );
+    }
+
+    fn assert_reaches(&self, pod: &str, what: &str, host: &str, port: u16) {
+        assert!(
+            eventually(SETTLE, || self.ns.connects(pod, host, port)),
+            "{pod} cannot reach {what} ({host}:{port})"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn egress_none_reaches_nothing() {
+    let net = Net::new();
+    let pod = net.build_pod("none1", "none");
+    for (what, host, port) in net.targets() {
+        net.assert_blocked(&pod, what, &host, port);
+    }
+    // Loopback inside the pod is not the network: the executor's own port stays usable.
+    assert!(
+        net.ns.connects(&pod, "127.0.0.1", 8080),
+        "{pod} cannot reach its own 127.0.0.1:8080"
+    );
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn egress_dns_reaches_only_port_53() {
+    let net = Net::new();
+    let pod = net.build_pod("dns1", "dns");
+    net.assert_reaches(&pod, "another pod on port 53", &net.server_ip, 53);
+    for (what, host, port) in net.targets() {
+        if port != 53 {
+            net.assert_blocked(&pod, what, &host, port);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn egress_all_reaches_another_pod_and_the_api_server() {
+    let net = Net::new();
+    let pod = net.build_pod("all1", "all");
+    for (what, host, port) in net.targets() {
+        net.assert_reaches(&pod, what, &host, port);
+    }
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn nothing_reaches_a_build_pod() {
+    let net = Net::new();
+    // Even with egress "all" and a server on 0.0.0.0, ingress stays closed.
+    let pod = net.build_pod("ing1", "all");
+    let ip = net.ns.pod_ip(&pod);
+    assert!(
+        net.ns.connects(&pod, "127.0.0.1", 8080),
+        "{pod}'s server is not listening"
+    );
+    net.assert_blocked("client", &format!("build pod {pod}"), &ip, 8080);
+    net.assert_blocked("server", &format!("build pod {pod}"), &ip, 8080);
+    // The other build pod of the namespace cannot reach it either.
+    let other = net.build_pod("ing2", "all");
+    net.assert_blocked(&other, &format!("build pod {pod}"), &ip, 8080);
+    // Control: the same client still reaches a pod without a policy.
+    net.assert_reaches("client", "the server pod", &net.server_ip, 8080);
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn chart_default_deny_holds_for_buildr_pods_without_their_own_policy() {
+    let net = Net::new();
+    let _release = helm_install(
+        &unique("chart-deny"),
+        &net.ns.name,
+        &[
+            "namespace.create=false",
+            "namespace.name=",
+            "networkPolicy.enabled=true",
+        ],
+    );
+    // A buildr pod whose run policy is missing (not yet created, or lost).
+    apply(&build_pod_yaml(
+        &net.ns.name,
+        "nopolicy1",
+        "2099-01-01T00:00:00Z",
+        "exec echoserver -listen 0.0.0.0:8080",
+    ));
+    let pod = "buildr-nopolicy1";
+    net.ns.wait_ready(pod);
+    for (what, host, port) in net.targets() {
+        net.assert_blocked(pod, what, &host, port);
+    }
+    let ip = net.ns.pod_ip(pod);
+    net.assert_blocked("client", &format!("build pod {pod}"), &ip, 8080);
+    // Pods that are not buildr's are not affected by the chart's policy.
+    for (what, host, port) in net.targets() {
+        net.assert_reaches("client", what, &host, port);
+    }
+}
