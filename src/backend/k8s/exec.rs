@@ -120,7 +120,8 @@ where
         feed(stdin)?.flush()
     });
 
-    let sending = async {
+    // Owns the frame receiver: when it is dropped, a feeder still writing gets a broken pipe.
+    let sending = async move {
         while let Some(frame) = to_send.recv().await {
             sink.send(Message::binary(frame)).await?;
         }
@@ -147,9 +148,23 @@ where
         }
         Ok::<_, tokio_tungstenite::tungstenite::Error>((stdout, stderr, status))
     };
-    let (sent, received) = tokio::join!(sending, receiving);
-    // Once the status is in, nobody reads stdin any more: let a stuck feeder go.
-    to_send.close();
+    // Both at once; once the command has ended (its status is in), sending stops: a command
+    // that exits early (no `tar` in the image) reads no more, and its session may stay open.
+    let received = {
+        tokio::pin!(sending, receiving);
+        let mut sending_done = false;
+        loop {
+            tokio::select! {
+                received = &mut receiving => break received,
+                sent = &mut sending, if !sending_done => {
+                    sending_done = true;
+                    if let Err(e) = sent {
+                        tracing::debug!("exec stdin broke: {e}");
+                    }
+                }
+            }
+        }
+    };
     let fed = feeder.await.expect("the feeding thread does not panic");
     let (stdout, stderr, status) = received.map_err(ExecError::Session)?;
     let stderr = String::from_utf8_lossy(tail(&stderr, STDERR_KEPT)).into_owned();
@@ -161,8 +176,12 @@ where
     if status.status.as_deref() != Some("Success") {
         return Err(failure(&status, stderr));
     }
-    fed.map_err(ExecError::Feed)?;
-    sent.map_err(ExecError::Session)?;
+    // A command that succeeded may not have needed all of its stdin (tar stops at its end
+    // marker); a local failure to produce it is still an error.
+    match fed {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(ExecError::Feed(e)),
+        _ => {}
+    }
     Ok((stdout, stderr.into_bytes()))
 }
 

@@ -297,8 +297,10 @@ fn non_empty<T>(items: impl Iterator<Item = T>) -> Option<Vec<T>> {
 /// would orphan. It gives up if no binary comes, so that a pod whose client died early ends.
 /// A kept pod stays up after the executor, for a post-mortem, until it is deleted or expires.
 fn boot_script(keep: bool) -> String {
+    // As PID 1 the shell would ignore SIGTERM: without the trap a deleted pod lingers for its
+    // whole grace period.
     let wait = format!(
-        "i=0; while [ ! -x {BINARY_PATH} ]; do \
+        "trap 'exit 143' TERM INT; i=0; while [ ! -x {BINARY_PATH} ]; do \
            i=$((i+1)); if [ $i -gt 3000 ]; then echo 'buildr: no executor binary arrived within 300s' >&2; exit 1; fi; \
            sleep 0.1; \
          done; "
@@ -311,7 +313,7 @@ fn boot_script(keep: bool) -> String {
     );
     if keep {
         format!(
-            "{wait}{executor}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600; done"
+            "{wait}{executor}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done"
         )
     } else {
         format!("{wait}exec {executor}")
