@@ -18,8 +18,9 @@ use crate::task::InputFile;
 /// Where the binary lands before it is checked and renamed to [`BINARY_PATH`], which the
 /// container's main process waits for: it never sees a half-written binary.
 const INCOMING: &str = "/buildr/incoming";
-/// The exit status of `sh` for a command it cannot find.
-const COMMAND_NOT_FOUND: i32 = 127;
+/// How long the binary may take to arrive: tens of megabytes, which take well under a second
+/// on a healthy cluster. A stalled session ends here rather than hanging the run.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Copies the executor binary and the run's secret in (the secret travels only this way: never
 /// in the pod spec), checks the binary's SHA-256 there (it hashes itself), and moves both into
@@ -43,23 +44,38 @@ pub async fn binary(
     let source = binary.path.clone();
     let size = binary.size;
     let secret = format!("{}\n", secret.to_hex());
-    let copied = exec_with_input(pods, client, pod, sh(script), move |stdin| {
-        write_binary_tar(stdin, &source, size, &secret)
-    })
-    .await;
-    match copied {
-        Ok(_) => Ok(()),
-        Err(ExecError::Exited { code, stderr })
-            if code == COMMAND_NOT_FOUND && stderr.contains("tar") =>
-        {
-            Err(K8sError::NoTar {
+    // Asked first, with nothing to send: a command that exits without reading its stdin can
+    // leave a bulk upload stalled behind a session the server keeps open.
+    let has_tar = exec_with_input(pods, client, pod, sh("command -v tar".to_string()), Ok).await;
+    match has_tar {
+        Ok(_) => {}
+        Err(ExecError::Exited { .. }) => {
+            return Err(K8sError::NoTar {
                 image: image.to_string(),
-            })
+            });
         }
-        Err(source) => Err(K8sError::Copy {
+        Err(source) => {
+            return Err(K8sError::Copy {
+                what: "the executor binary",
+                pod: pod.to_string(),
+                source,
+            });
+        }
+    }
+    let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
+        write_binary_tar(stdin, &source, size, &secret)
+    });
+    match tokio::time::timeout(COPY_TIMEOUT, copy).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(K8sError::Copy {
             what: "the executor binary",
             pod: pod.to_string(),
             source,
+        }),
+        Err(_) => Err(K8sError::CopyTimeout {
+            what: "the executor binary",
+            pod: pod.to_string(),
+            waited: COPY_TIMEOUT,
         }),
     }
 }

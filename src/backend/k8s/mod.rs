@@ -143,6 +143,12 @@ pub enum K8sError {
         "the image `{image}` has no `tar`; buildr needs an image with `sh` and `tar`, which copy the executor in"
     )]
     NoTar { image: String },
+    #[error("copying {what} into pod {pod} did not finish within {}s", waited.as_secs())]
+    CopyTimeout {
+        what: &'static str,
+        pod: String,
+        waited: Duration,
+    },
     #[error("cannot make the run's secret")]
     Secret(#[source] std::io::Error),
     #[error("cannot copy {what} into pod {pod}")]
