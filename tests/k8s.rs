@@ -276,24 +276,8 @@ fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
     let ns = Namespace::new("ctrl-c");
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut child = ns
-        .command(
-            repo.path(),
-            out.path(),
-            &base_image(),
-            &[
-                "--",
-                "sh",
-                "-c",
-                "echo partial > partial.txt; echo started; sleep 300",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    let script = "echo partial > partial.txt; echo started; sleep 300";
+    let (child, _stdout) = spawn_until_started(&ns, repo.path(), out.path(), script);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -314,19 +298,8 @@ fn the_executor_port_is_closed_to_other_pods() {
     let ns = Namespace::new("port");
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut child = ns
-        .command(
-            repo.path(),
-            out.path(),
-            &base_image(),
-            &["--", "sh", "-c", "echo started; sleep 20"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    let (mut child, _stdout) =
+        spawn_until_started(&ns, repo.path(), out.path(), "echo started; sleep 20");
     let ip = kubectl_ok(&[
         "-n",
         &ns.name,
@@ -349,6 +322,29 @@ fn the_executor_port_is_closed_to_other_pods() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `buildr run --backend k8s -- sh -c script` in the background, once the task has printed
+/// `started` (its first line), with the rest of its stdout (kept open: buildr still writes).
+fn spawn_until_started(
+    ns: &Namespace,
+    repo: &std::path::Path,
+    out: &std::path::Path,
+    script: &str,
+) -> (
+    std::process::Child,
+    impl Iterator<Item = std::io::Result<String>>,
+) {
+    let mut child = ns
+        .command(repo, out, &base_image(), &["--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    (child, lines)
 }
 
 /// Runs `script` with bash in a restricted pod of the base image; its log.
