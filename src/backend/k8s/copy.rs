@@ -54,29 +54,27 @@ pub async fn binary(
                 image: image.to_string(),
             });
         }
-        Err(source) => {
-            return Err(K8sError::Copy {
-                what: "the executor binary",
-                pod: pod.to_string(),
-                source,
-            });
-        }
+        Err(source) => return Err(copy_failed(pod, source)),
     }
     let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
         write_binary_tar(stdin, &source, size, &secret)
     });
     match tokio::time::timeout(COPY_TIMEOUT, copy).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(source)) => Err(K8sError::Copy {
-            what: "the executor binary",
-            pod: pod.to_string(),
-            source,
-        }),
+        Ok(Err(source)) => Err(copy_failed(pod, source)),
         Err(_) => Err(K8sError::CopyTimeout {
             what: "the executor binary",
             pod: pod.to_string(),
             waited: COPY_TIMEOUT,
         }),
+    }
+}
+
+fn copy_failed(pod: &str, source: ExecError) -> K8sError {
+    K8sError::Copy {
+        what: "the executor binary",
+        pod: pod.to_string(),
+        source,
     }
 }
 
