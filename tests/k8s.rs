@@ -324,6 +324,26 @@ fn the_executor_port_is_closed_to_other_pods() {
     let _ = child.wait();
 }
 
+/// The spec of a one-container pod that Pod Security "restricted" admits, running `command`.
+fn restricted_pod_spec(container: &str, image: &str, command: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        },
+        "containers": [{
+            "name": container,
+            "image": image,
+            "command": command,
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]}
+            }
+        }]
+    })
+}
+
 /// `buildr run --backend k8s -- sh -c script` in the background, once the task has printed
 /// `started` (its first line), with the rest of its stdout (kept open: buildr still writes).
 fn spawn_until_started(
@@ -350,22 +370,7 @@ fn spawn_until_started(
 /// Runs `script` with bash in a restricted pod of the base image; its log.
 fn run_probe_pod(ns: &Namespace, script: &str) -> String {
     let overrides = serde_json::json!({
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {
-                "runAsNonRoot": true, "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "probe",
-                "image": base_image(),
-                "command": ["bash", "-c", script],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "capabilities": {"drop": ["ALL"]}
-                }
-            }]
-        }
+        "spec": restricted_pod_spec("probe", &base_image(), &["bash", "-c", script])
     });
     kubectl_ok(&[
         "-n",
@@ -445,19 +450,7 @@ fn gc_removes_expired_buildr_pods_and_nothing_else() {
                 "labels": serde_json::from_str::<serde_json::Value>(labels).unwrap(),
                 "annotations": {"buildr.dev/expires-at": expires}
             },
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {
-                    "runAsNonRoot": true, "runAsUser": 65532,
-                    "seccompProfile": {"type": "RuntimeDefault"}
-                },
-                "containers": [{
-                    "name": "c", "image": BUSYBOX_IMAGE, "command": ["sleep", "300"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
-                    }
-                }]
-            }
+            "spec": restricted_pod_spec("c", BUSYBOX_IMAGE, &["sleep", "300"])
         })
     };
     let buildr_labels = r#"{"app.kubernetes.io/managed-by": "buildr", "buildr.dev/run-id": "old"}"#;
