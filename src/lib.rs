@@ -8,6 +8,8 @@
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
+//! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
+//! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
 //! - [`secret`]: the per-run secret every call to an executor carries.
 //! - [`telemetry`]: tracing subscriber, OpenTelemetry export, trace context propagation.
 //! - [`timeline`]: the phases of a run and their durations (`buildr run -v`).
@@ -17,12 +19,14 @@ pub mod archive;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod elf;
 pub mod executor;
 pub mod progress;
 pub mod secret;
 pub mod task;
 pub mod telemetry;
 pub mod timeline;
+pub mod tools;
 
 /// The generated gRPC protocol, package `buildr.rpc.v1`.
 pub mod rpc {

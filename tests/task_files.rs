@@ -133,7 +133,7 @@ fn an_unknown_attribute_is_located_and_corrected() {
         err,
         format!(
             "{}:3:5: unknown attribute `comand` in task \"hello\"; expected one of: description, \
-             command, script, shell, env, workdir, timeout, outputs (did you mean `command`?)",
+             command, script, shell, env, workdir, timeout, outputs, tools (did you mean `command`?)",
             dir.join("tasks.hcl").display()
         )
     );

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::k8s::objects::kubernetes_arch;
 use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
@@ -18,6 +19,7 @@ use crate::executor::{LISTENING_PREFIX, ListenAddr};
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
+use crate::tools::{Check, Tool, ToolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -35,12 +37,19 @@ pub enum LocalError {
     NoAddress(String),
     #[error("cannot make the run's secret")]
     Secret(#[source] std::io::Error),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("cannot check what the tools need")]
+    CheckTools(#[source] std::io::Error),
+    #[error("cannot copy tool {} into the sandbox", .0.display())]
+    CopyTool(PathBuf, #[source] std::io::Error),
 }
 
 /// A run's sandbox on this machine.
 pub struct LocalBackend {
     executor_binary: PathBuf,
     run_id: String,
+    tools: Vec<Tool>,
     keep: bool,
     root: Option<tempfile::TempDir>,
     executor: Option<Child>,
@@ -50,12 +59,14 @@ pub struct LocalBackend {
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 impl LocalBackend {
-    /// A sandbox for run `run_id` whose executor is `executor_binary` (a `buildr` binary);
-    /// `keep` leaves the sandbox directory after the run.
-    pub fn new(executor_binary: PathBuf, run_id: &str, keep: bool) -> Self {
+    /// A sandbox for run `run_id` whose executor is `executor_binary` (a `buildr` binary) and
+    /// whose task finds `tools` first in its PATH; `keep` leaves the sandbox directory after
+    /// the run.
+    pub fn new(executor_binary: PathBuf, run_id: &str, tools: Vec<Tool>, keep: bool) -> Self {
         Self {
             executor_binary,
             run_id: run_id.to_string(),
+            tools,
             keep,
             root: None,
             executor: None,
@@ -84,8 +95,17 @@ impl Backend for LocalBackend {
         );
         let workspace = root.path().join("workspace");
         let state = root.path().join("state");
-        for dir in [&workspace, &state] {
+        let tools_dir = root.path().join("tools");
+        for dir in [&workspace, &state, &tools_dir] {
             std::fs::create_dir(dir).map_err(LocalError::CreateSandbox)?;
+        }
+        if !self.tools.is_empty() {
+            check_tools(&self.tools).await?;
+            for tool in &self.tools {
+                std::fs::copy(&tool.source, tools_dir.join(&tool.name))
+                    .map_err(|e| LocalError::CopyTool(tool.source.clone(), e))?;
+            }
+            timeline.record("check and copy tools", &mut step);
         }
 
         let copied = {
@@ -113,6 +133,7 @@ impl Backend for LocalBackend {
             &self.executor_binary,
             &state,
             &workspace,
+            &tools_dir,
             &secret_file,
         )?);
         let target = read_address(child).await?;
@@ -176,12 +197,37 @@ fn stop(executor: &mut Child) {
     }
 }
 
+/// Looks for what the tools need with this machine's shell, as a pod does with its image's.
+async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
+    let arch = kubernetes_arch(std::env::consts::ARCH);
+    let check = Check::new(tools, arch);
+    if check.is_empty() {
+        return Ok(());
+    }
+    let output = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(check.script())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(LocalError::CheckTools)?;
+    check.verdict(&String::from_utf8_lossy(&output.stdout), "on this machine")?;
+    Ok(())
+}
+
 fn spawn_executor(
     binary: &Path,
     state: &Path,
     workspace: &Path,
+    tools_dir: &Path,
     secret_file: &Path,
 ) -> Result<Child, LocalError> {
+    // The task inherits the executor's PATH: the tools come first in it.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::iter::once(tools_dir.to_path_buf()).chain(std::env::split_paths(&path)),
+    )
+    .unwrap_or(path);
     let mut command = Command::new(binary);
     command
         .arg("executor")
@@ -198,6 +244,7 @@ fn spawn_executor(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .env("PATH", path)
         // Its log lines reach the user as events; its console stays quiet unless asked.
         .env(
             "RUST_LOG",

@@ -11,12 +11,14 @@ use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
 use crate::archive::{LinkPolicy, Quoted};
+use crate::backend::k8s::objects::kubernetes_arch;
 use crate::backend::k8s::{K8sArgs, K8sBackend};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
 use crate::task::{Task, TaskSet, collect_inputs};
 use crate::timeline::Timeline;
+use crate::tools::{self, Tool};
 
 /// Run a task from the repository's .buildr/ task files, or a command given after `--`.
 ///
@@ -61,6 +63,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub executor_binary: Option<PathBuf>,
 
+    /// A program the task needs that its image may lack, sent along into a directory that
+    /// comes first in the task's PATH: a name found in PATH here, or a path (relative to the
+    /// current directory). Repeatable; adds to the task's `tools`.
+    #[arg(long = "tool", value_name = "NAME_OR_PATH")]
+    pub tools: Vec<String>,
+
     #[command(flatten)]
     pub k8s: K8sArgs,
 
@@ -88,13 +96,16 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
-            let backend = LocalBackend::new(executor_binary, &run_id, args.keep);
+            let host_arch = kubernetes_arch(std::env::consts::ARCH);
+            let tools = resolve_tools(&args, &task, host_arch, verbosity)?;
+            let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)
                 .await
         }
         BackendKind::K8s => {
-            let settings = args.k8s.settings(&task, executor_binary, args.keep)?;
+            let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
+            settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let backend = K8sBackend::connect(settings, &run_id).await?;
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)
@@ -125,6 +136,38 @@ fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
     let tasks = TaskSet::load(&args.repo)
         .with_context(|| format!("cannot load the tasks of {}", args.repo.display()))?;
     Ok(tasks.get(name)?.clone())
+}
+
+/// The task's tools and the `--tool` ones, found on this machine and checked for `arch`; `-v`
+/// lists them.
+fn resolve_tools(
+    args: &RunArgs,
+    task: &Task,
+    arch: &str,
+    verbosity: u8,
+) -> anyhow::Result<Vec<Tool>> {
+    let mut specs = task.tools.clone();
+    for spec in &args.tools {
+        // A path on the command line is the shell's: relative to the current directory.
+        let spec = if spec.contains('/') {
+            std::path::absolute(spec)
+                .with_context(|| format!("cannot resolve --tool {spec}"))?
+                .display()
+                .to_string()
+        } else {
+            spec.clone()
+        };
+        if !specs.contains(&spec) {
+            specs.push(spec);
+        }
+    }
+    let tools = tools::resolve(&specs, &args.repo, arch)?;
+    if verbosity > 0 {
+        for tool in &tools {
+            eprintln!("buildr: sending tool {tool}");
+        }
+    }
+    Ok(tools)
 }
 
 /// Whether `repo` holds anything but `.git`: inputs that come out empty from a repository that

@@ -28,6 +28,10 @@
 //!   # Glob filters (globset syntax) on the modified paths brought back; default: all of them.
 //!   outputs = ["out/**"]
 //!
+//!   # Programs the image may lack, sent along into a directory that comes first in PATH: a
+//!   # bare name is looked up in this machine's PATH, a path is relative to the repository.
+//!   tools = ["jq", "./bin/mylint"]
+//!
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
@@ -70,7 +74,8 @@
 //!   backslashes are literal (`printf 'a\n'` reaches the shell as written); in a quoted string
 //!   they are HCL escapes (`"\n"` is a newline).
 //! - `<<-EOT` heredocs are dedented by their smallest indentation; `<<EOT` ones are kept as is.
-//! - Paths (`workdir`, input labels and `to`) are relative and may not contain `..`.
+//! - Paths (`workdir`, input labels and `to`, `tools` with a `/`) are relative and may not
+//!   contain `..`. Tools are sent under their file names, each name once.
 //! - `shell` only goes with `script`.
 //! - In `container`, Kubernetes' own rules are checked on load rather than at pod creation:
 //!   `labels`, `annotations` and `node_selector` keys are qualified names (an optional
@@ -122,6 +127,9 @@ pub struct Task {
     pub inputs: Vec<InputMapping>,
     /// Glob filters on the modified paths brought back; empty: all of them.
     pub outputs: Vec<String>,
+    /// Programs sent along, as written: a bare name (looked up in PATH on this machine) or a
+    /// path relative to the repository (see [`crate::tools`]).
+    pub tools: Vec<String>,
     pub container: Container,
     pub defined_at: Location,
 }
@@ -160,6 +168,7 @@ impl Task {
             timeout: None,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            tools: Vec::new(),
             container: Container::default(),
             defined_at: Location::command_line(),
         }

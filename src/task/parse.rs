@@ -31,6 +31,7 @@ const TASK_ATTRIBUTES: &[&str] = &[
     "workdir",
     "timeout",
     "outputs",
+    "tools",
 ];
 const TASK_BLOCKS: &[&str] = &["input", "container"];
 const INPUT_ATTRIBUTES: &[&str] = &["to"];
@@ -177,6 +178,10 @@ impl File<'_> {
             Some(attr) => self.outputs(&attr.value, &context)?,
             None => Vec::new(),
         };
+        let tools = match attrs.get("tools") {
+            Some(attr) => self.tools(&attr.value, &context)?,
+            None => Vec::new(),
+        };
 
         Ok(Task {
             name,
@@ -187,6 +192,7 @@ impl File<'_> {
             timeout,
             inputs,
             outputs,
+            tools,
             container: container.map(|(c, _)| c).unwrap_or_default(),
             defined_at,
         })
@@ -789,6 +795,44 @@ impl File<'_> {
         Ok(elements.into_iter().map(|(pattern, _)| pattern).collect())
     }
 
+    /// Bare program names or repository paths, each sent under its file name, which must be
+    /// unique; kept as written, since `./x` is a path and `x` a name.
+    fn tools(&self, expr: &Expression, context: &str) -> Result<Vec<String>, TaskError> {
+        let elements = self.string_elements(expr, "tools", context)?;
+        let mut names: Vec<(&str, &Expression)> = Vec::new();
+        for (spec, element) in &elements {
+            let complaint = if spec.contains('/') {
+                clean_relative(Path::new(spec)).err()
+            } else if spec.is_empty() || spec == "." || spec == ".." {
+                Some(format!("{spec:?} names no program"))
+            } else {
+                None
+            };
+            if let Some(complaint) = complaint {
+                return Err(self.invalid(
+                    element.span(),
+                    format!(
+                        "`tools` in {context}: {complaint}; expected program names found in \
+                         PATH (\"jq\") or paths in the repository (\"./bin/lint\")"
+                    ),
+                ));
+            }
+            let name = spec.rsplit('/').next().unwrap_or(spec);
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+                return Err(self.invalid(
+                    element.span(),
+                    format!(
+                        "`tools` in {context}: a second tool named `{name}` (the first is at {}); \
+                         expected each name once",
+                        self.at(first.span())
+                    ),
+                ));
+            }
+            names.push((name, element));
+        }
+        Ok(elements.into_iter().map(|(spec, _)| spec).collect())
+    }
+
     /// A string literal, a quoted string or a heredoc without interpolation.
     fn string(&self, expr: &Expression, what: &str, context: &str) -> Result<String, TaskError> {
         match expr {
@@ -1084,6 +1128,7 @@ task build {
   input "src" { to = "./code" }
   input "." { to = "all" }
   outputs = ["out/**", "*.log"]
+  tools = ["jq", "./bin/lint"]
   container {
     image = "debian:bookworm"
     cpu_request = "500m"
@@ -1116,6 +1161,7 @@ task build {
             ]
         );
         assert_eq!(task.outputs, ["out/**", "*.log"]);
+        assert_eq!(task.tools, ["jq", "./bin/lint"]);
         assert_eq!(task.container.image.as_deref(), Some("debian:bookworm"));
         assert_eq!(task.container.memory_limit.as_deref(), Some("1Gi"));
         assert_eq!(task.defined_at.to_string(), "t.hcl:2:1");
@@ -1126,7 +1172,7 @@ task build {
         let cases: &[(&str, &str)] = &[
             (
                 "task \"a\" {\n  comand = [\"x\"]\n}\n",
-                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs (did you mean `command`?)",
+                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools (did you mean `command`?)",
             ),
             (
                 "task \"a\" {\n  command = \"make\"\n}\n",
@@ -1207,6 +1253,18 @@ task build {
             (
                 "task \"a\" {\n  script = \"x\"\n  outputs = [\"out/[\"]\n}\n",
                 "t.hcl:3:14: `outputs` in task \"a\": invalid glob \"out/[\": unclosed character class; missing ']'; expected glob patterns like \"out/**\"",
+            ),
+            (
+                "task \"a\" {\n  script = \"x\"\n  tools = [\"jq\", \"../bin/jq\"]\n}\n",
+                "t.hcl:3:18: `tools` in task \"a\": `..` is not allowed in paths, found \"../bin/jq\"; expected program names found in PATH (\"jq\") or paths in the repository (\"./bin/lint\")",
+            ),
+            (
+                "task \"a\" {\n  script = \"x\"\n  tools = [\"jq\", \"./bin/jq\"]\n}\n",
+                "t.hcl:3:18: `tools` in task \"a\": a second tool named `jq` (the first is at t.hcl:3:12); expected each name once",
+            ),
+            (
+                "task \"a\" {\n  script = \"x\"\n  tools = \"jq\"\n}\n",
+                "t.hcl:3:11: `tools` in task \"a\": expected a list of strings, found a string",
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  container = {}\n}\n",

@@ -1,10 +1,8 @@
-//! The executor binary that travels into every pod: what architecture it needs, whether it
-//! brings its own C library, and its digest for the check after the copy.
+//! The executor binary that travels into every pod: what architecture it needs (read by
+//! [`crate::elf`]), whether it brings its own C library, and its digest for the check after
+//! the copy.
 
 use std::path::{Path, PathBuf};
-
-use object::elf;
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 
 /// What is known of an executor binary before it is sent.
 #[derive(Debug, Clone)]
@@ -27,7 +25,7 @@ pub enum BinaryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the executor binary {} is not a 64-bit ELF executable ({reason})", path.display())]
+    #[error("the executor binary {} is not an ELF executable ({reason})", path.display())]
     NotElf { path: PathBuf, reason: String },
 }
 
@@ -42,36 +40,13 @@ impl ExecutorBinary {
             path: path.to_path_buf(),
             reason,
         };
-        let file =
-            ElfFile64::<object::Endianness>::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
-        let endian = file.endian();
-        let arch = match file.elf_header().e_machine(endian) {
-            elf::EM_X86_64 => "amd64",
-            elf::EM_AARCH64 => "arm64",
-            elf::EM_PPC64 => "ppc64le",
-            elf::EM_S390 => "s390x",
-            elf::EM_RISCV => "riscv64",
-            other => {
-                return Err(not_elf(format!(
-                    "machine type {other} is not one Kubernetes runs"
-                )));
-            }
-        };
-        let mut interpreter = None;
-        for header in file.elf_program_headers() {
-            if let Some(path) = header
-                .interpreter(endian, &*data)
-                .map_err(|e| not_elf(e.to_string()))?
-            {
-                interpreter = Some(String::from_utf8_lossy(path).into_owned());
-            }
-        }
+        let needs = crate::elf::needs(&data).map_err(not_elf)?;
         Ok(Self {
             path: path.to_path_buf(),
             size: data.len() as u64,
             sha256: crate::archive::sha256_file(path).map_err(read_error)?,
-            arch: arch.to_string(),
-            interpreter,
+            arch: needs.arch,
+            interpreter: needs.interpreter,
         })
     }
 }
@@ -96,6 +71,9 @@ mod tests {
         let script = dir.path().join("buildr");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         let error = ExecutorBinary::inspect(&script).unwrap_err();
-        assert!(error.to_string().contains("is not a 64-bit ELF"), "{error}");
+        assert!(
+            error.to_string().contains("is not an ELF executable"),
+            "{error}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Into the pod through exec: first the executor binary (a tar stream into the image's own
-//! `tar`, as `kubectl cp` does), then the inputs as a `.tar.s2` stream into the copied binary's
+//! Into the pod through exec: first the executor binary and the task's tools (a tar stream into
+//! the image's own `tar`, as `kubectl cp` does), then the inputs as a `.tar.s2` stream into the copied binary's
 //! own safe extractor, so that the inputs are checked on arrival by the same code that checks
 //! every archive.
 
@@ -11,9 +11,10 @@ use kube::Api;
 use super::K8sError;
 use super::binary::ExecutorBinary;
 use super::exec::{ExecError, exec_with_input};
-use super::objects::{BINARY_PATH, BUILDR_DIR, SECRET_PATH, WORKSPACE_DIR};
+use super::objects::{BINARY_PATH, BUILDR_DIR, SECRET_PATH, TOOLS_DIR, WORKSPACE_DIR};
 use crate::secret::Secret;
 use crate::task::InputFile;
+use crate::tools::{Check, Tool};
 
 /// Where the binary lands before it is checked and renamed to [`BINARY_PATH`], which the
 /// container's main process waits for: it never sees a half-written binary.
@@ -22,42 +23,45 @@ const INCOMING: &str = "/buildr/incoming";
 /// on a healthy cluster. A stalled session ends here rather than hanging the run.
 const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Copies the executor binary and the run's secret in (the secret travels only this way: never
-/// in the pod spec), checks the binary's SHA-256 there (it hashes itself), and moves both into
-/// place, the binary last: the container's main process starts it as soon as it appears.
+/// The exit status of the preflight when the image has no `tar`.
+const NO_TAR: i32 = 90;
+
+/// Copies the executor binary, the task's tools and the run's secret in (the secret travels
+/// only this way: never in the pod spec), checks the binary's SHA-256 there (it hashes itself),
+/// and moves them into place, the binary last: the container's main process starts it as soon
+/// as it appears. The image is asked first whether it has `tar` and what the tools need.
 pub async fn binary(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     image: &str,
     binary: &ExecutorBinary,
+    tools: &[Tool],
     secret: &Secret,
 ) -> Result<(), K8sError> {
+    preflight(pods, client, pod, image, &Check::new(tools, &binary.arch)).await?;
     let script = format!(
         "set -e; umask 077; mkdir -p {INCOMING} {BUILDR_DIR}/bin; \
          tar -xf - -C {INCOMING}; \
          {INCOMING}/buildr self-check --sha256 {sha256}; \
+         if [ -d {INCOMING}/tools ]; then mv {INCOMING}/tools {TOOLS_DIR}; fi; \
          mv {INCOMING}/secret {SECRET_PATH}; \
          mv {INCOMING}/buildr {BINARY_PATH}",
         sha256 = binary.sha256
     );
-    let source = binary.path.clone();
-    let size = binary.size;
-    let secret = format!("{}\n", secret.to_hex());
-    // Asked first, with nothing to send: a command that exits without reading its stdin can
-    // leave a bulk upload stalled behind a session the server keeps open.
-    let has_tar = exec_with_input(pods, client, pod, sh("command -v tar".to_string()), Ok).await;
-    match has_tar {
-        Ok(_) => {}
-        Err(ExecError::Exited { .. }) => {
-            return Err(K8sError::NoTar {
-                image: image.to_string(),
-            });
-        }
-        Err(source) => return Err(copy_failed(pod, source)),
+    let mut files = vec![(
+        binary.path.clone(),
+        binary.size,
+        "buildr".to_string(),
+        0o700,
+    )];
+    for tool in tools {
+        let name = format!("tools/{}", tool.name);
+        files.push((tool.source.clone(), tool.size, name, 0o755));
     }
+    let secret = format!("{}\n", secret.to_hex());
     let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
-        write_binary_tar(stdin, &source, size, &secret)
+        write_binary_tar(stdin, &secret, &files)
     });
     match tokio::time::timeout(COPY_TIMEOUT, copy).await {
         Ok(Ok(_)) => Ok(()),
@@ -70,6 +74,32 @@ pub async fn binary(
     }
 }
 
+/// Asks the image, with nothing to send, whether it has `tar` and what the tools need: a
+/// command that exits without reading its stdin can leave a bulk upload stalled behind a
+/// session the server keeps open, so the copy comes only after.
+async fn preflight(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    pod: &str,
+    image: &str,
+    tools: &Check,
+) -> Result<(), K8sError> {
+    let script = format!(
+        "command -v tar >/dev/null || exit {NO_TAR}\n{}",
+        tools.script()
+    );
+    match exec_with_input(pods, client, pod, sh(script), Ok).await {
+        Ok((stdout, _)) => {
+            let place = format!("in the image `{image}`");
+            Ok(tools.verdict(&String::from_utf8_lossy(&stdout), &place)?)
+        }
+        Err(ExecError::Exited { code: NO_TAR, .. }) => Err(K8sError::NoTar {
+            image: image.to_string(),
+        }),
+        Err(source) => Err(copy_failed(pod, source)),
+    }
+}
+
 fn copy_failed(pod: &str, source: ExecError) -> K8sError {
     K8sError::Copy {
         what: "the executor binary",
@@ -78,12 +108,11 @@ fn copy_failed(pod: &str, source: ExecError) -> K8sError {
     }
 }
 
-/// Two entries, private to their owner: `secret`, and `buildr`, executable.
+/// `secret`, private to its owner, then each of `files`: (source, size, name, mode).
 fn write_binary_tar<W: Write>(
     out: W,
-    source: &std::path::Path,
-    size: u64,
     secret: &str,
+    files: &[(std::path::PathBuf, u64, String, u32)],
 ) -> io::Result<W> {
     let header = |size: u64, mode: u32| {
         let mut header = tar::Header::new_gnu();
@@ -99,8 +128,10 @@ fn write_binary_tar<W: Write>(
         "secret",
         secret.as_bytes(),
     )?;
-    let mut file = std::fs::File::open(source)?;
-    builder.append_data(&mut header(size, 0o700), "buildr", &mut file)?;
+    for (source, size, name, mode) in files {
+        let mut file = std::fs::File::open(source)?;
+        builder.append_data(&mut header(*size, *mode), name, &mut file)?;
+    }
     builder.into_inner()
 }
 
@@ -146,11 +177,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_binary_tar_holds_the_secret_and_the_executable_both_private() {
+    fn the_binary_tar_holds_the_secret_the_executable_and_the_tools() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("bin");
         std::fs::write(&source, b"\x7fELF and the rest").unwrap();
-        let tar = write_binary_tar(Vec::new(), &source, 17, "abc\n").unwrap();
+        let files = [
+            (source.clone(), 17, "buildr".to_string(), 0o700),
+            (source, 17, "tools/jq".to_string(), 0o755),
+        ];
+        let tar = write_binary_tar(Vec::new(), "abc\n", &files).unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
         let entries: Vec<_> = archive
             .entries()
@@ -168,7 +203,8 @@ mod tests {
             entries,
             [
                 ("secret".to_string(), 0o600, 4),
-                ("buildr".to_string(), 0o700, 17)
+                ("buildr".to_string(), 0o700, 17),
+                ("tools/jq".to_string(), 0o755, 17)
             ]
         );
     }

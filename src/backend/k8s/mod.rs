@@ -34,6 +34,7 @@ use super::{Backend, Executor};
 use crate::secret::Secret;
 use crate::task::{Egress, InputFile, Task};
 use crate::timeline::Timeline;
+use crate::tools::{Tool, ToolError};
 use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub task: Task,
     pub start_timeout: Duration,
     pub binary: ExecutorBinary,
+    /// Sent in with the binary, first in the task's PATH.
+    pub tools: Vec<Tool>,
     pub keep: bool,
 }
 
@@ -106,6 +109,7 @@ impl K8sArgs {
                 .unwrap_or(DEFAULT_START_TIMEOUT),
             task,
             binary,
+            tools: Vec::new(),
             keep,
         })
     }
@@ -121,6 +125,8 @@ pub enum K8sError {
     NoImage,
     #[error(transparent)]
     Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("cannot create {what} {namespace}/{name}: {}", api_message(error))]
     Create {
         what: &'static str,
@@ -332,10 +338,16 @@ impl Backend for K8sBackend {
             &name,
             image,
             &self.settings.binary,
+            &self.settings.tools,
             &secret,
         )
         .await?;
-        timeline.record("copy binary", &mut step);
+        let copied = if self.settings.tools.is_empty() {
+            "copy binary"
+        } else {
+            "copy binary and tools"
+        };
+        timeline.record(copied, &mut step);
         copy::inputs(&pods, &self.client, &name, inputs).await?;
         timeline.record("copy inputs", &mut step);
         Ok(Executor {

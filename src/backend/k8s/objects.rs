@@ -35,6 +35,8 @@ pub const EXECUTOR_PORT: u16 = 7070;
 /// Where the binary, the executor's state and the workspace live in the pod (emptyDirs).
 pub const BUILDR_DIR: &str = "/buildr";
 pub const BINARY_PATH: &str = "/buildr/bin/buildr";
+/// The task's tools, first in its PATH.
+pub const TOOLS_DIR: &str = "/buildr/tools";
 /// The run's secret, which every call to the executor must carry (see `crate::secret`).
 pub const SECRET_PATH: &str = "/buildr/secret";
 pub const WORKSPACE_DIR: &str = "/workspace";
@@ -305,6 +307,8 @@ fn boot_script(keep: bool) -> String {
            sleep 0.1; \
          done; "
     );
+    // The executor hands its PATH on to the task.
+    let tools = format!("export PATH={TOOLS_DIR}:$PATH; ");
     let executor = format!(
         "{BINARY_PATH} executor --listen 127.0.0.1:{EXECUTOR_PORT} --state-dir {BUILDR_DIR}/state \
          --workspace {WORKSPACE_DIR} --secret-file {SECRET_PATH} \
@@ -313,10 +317,10 @@ fn boot_script(keep: bool) -> String {
     );
     if keep {
         format!(
-            "{wait}{executor}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done"
+            "{wait}{tools}{executor}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done"
         )
     } else {
-        format!("{wait}exec {executor}")
+        format!("{wait}{tools}exec {executor}")
     }
 }
 
