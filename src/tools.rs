@@ -109,7 +109,9 @@ pub fn resolve(specs: &[String], repo: &Path, arch: &str) -> Result<Vec<Tool>, T
 /// found).
 fn locate(spec: &str, repo: &Path) -> Result<PathBuf, ToolError> {
     if spec.contains('/') {
-        return Ok(repo.join(spec));
+        let path = repo.join(spec);
+        // Absolute and without `./`, for the messages and `-v`.
+        return Ok(std::path::absolute(&path).unwrap_or(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut candidates = std::env::split_paths(&path)
@@ -217,11 +219,20 @@ impl fmt::Display for Tool {
         };
         write!(
             f,
-            "{} ({}, {:.1} MB, {kind})",
+            "{} ({}, {}, {kind})",
             self.name,
             self.source.display(),
-            self.size as f64 / 1e6
+            human_size(self.size)
         )
+    }
+}
+
+/// `512 B`, `2.5 kB`, `16.4 MB`.
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
     }
 }
 
@@ -490,6 +501,13 @@ mod tests {
         let tools = [tool("no-such-tool-a", vec![]), tools[1].clone()];
         let error = check_here(&tools).unwrap_err().to_string();
         assert!(!error.contains("`no-such-tool-a` through env"), "{error}");
+    }
+
+    #[test]
+    fn sizes_read_like_sizes() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(2_500), "2.5 kB");
+        assert_eq!(human_size(16_472_200), "16.5 MB");
     }
 
     #[test]
