@@ -9,6 +9,8 @@
 //! 3. 100 MB of results back (`fetch and extract`), against `kubectl cp` out of a pod
 //! 4. 200 MB of stdout (the `task` phase), against `kubectl exec` printing the same
 //! 5. the timeline of a trivial run
+//! 6. a trivial run with two tools (static BusyBox and `gzip`), against the same run without:
+//!    the copy may take the binary's copy time plus the tools' bytes at the binary's rate
 //!
 //! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1).
@@ -53,6 +55,7 @@ fn main() {
     bench.results_back();
     bench.stdout_stream();
     bench.timeline();
+    bench.tools();
 
     let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"]);
     println!("load after: {}", loadavg());
@@ -270,6 +273,36 @@ impl Bench {
         for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
             println!("{line}");
         }
+    }
+
+    /// 6. The copy with two tools against the copy of the binary alone.
+    fn tools(&self) {
+        let repo = self.empty_repo();
+        let tools = ["/bin/busybox", "/usr/bin/gzip"];
+        let tool_bytes: u64 = tools
+            .iter()
+            .map(|t| fs::metadata(t).expect("the bench's tools exist").len())
+            .sum();
+        let (with, alone) = self.pair_timed(
+            || {
+                let output = self.buildr(
+                    &repo,
+                    &["--tool", tools[0], "--tool", tools[1], "--", "true"],
+                );
+                phase(&output, "copy binary and tools")
+            },
+            || phase(&self.buildr(&repo, &["--", "true"]), "copy binary"),
+        );
+        let binary_bytes = fs::metadata(&self.executor).unwrap().len();
+        let budget = alone.mul_f64(1.0 + tool_bytes as f64 / binary_bytes as f64);
+        println!(
+            "copy with 2 tools ({tool_bytes} B)   {:>8.3}s   binary alone ({binary_bytes} B) {:>8.3}s   \
+             budget {:>8.3}s   {}",
+            with.as_secs_f64(),
+            alone.as_secs_f64(),
+            budget.as_secs_f64(),
+            if with <= budget { "within" } else { "over" }
+        );
     }
 
     fn pair(&self, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (Duration, Duration) {
