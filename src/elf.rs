@@ -56,7 +56,7 @@ fn needs_of<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Needs, 
         .map_err(|e| e.to_string())?;
     let mut libraries = Vec::new();
     for entry in &dynamic {
-        if entry.tag == i64::from(elf::DT_NEEDED) {
+        if entry.tag == elf::DT_NEEDED {
             let name = dynamic.string(entry).map_err(|e| e.to_string())?;
             libraries.push(String::from_utf8_lossy(name).into_owned());
         }
