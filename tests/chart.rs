@@ -796,9 +796,11 @@ fn kubectl_resource(p: &Permission) -> String {
 
 /// The minor version of the API server (34 for 1.34).
 fn server_minor() -> u32 {
-    let minor = kubectl(&["version", "-o", "jsonpath={.serverVersion.minor}"]);
-    minor
-        .trim()
+    let version: serde_json::Value =
+        serde_json::from_str(&kubectl(&["get", "--raw", "/version"])).expect("JSON from /version");
+    version["minor"]
+        .as_str()
+        .expect("a minor version")
         .trim_end_matches('+')
         .parse()
         .expect("a minor version")
@@ -877,6 +879,16 @@ fn each_missing_permission_is_named_by_the_run_and_by_check() {
         let started = std::time::Instant::now();
         let r = installed.run_task();
         let took = started.elapsed();
+        eprintln!(
+            "without {removed}: the run {} in {took:.1?}:\n{}",
+            if r.ok { "succeeded" } else { "failed" },
+            r.stderr.trim_end()
+        );
+        assert!(
+            !r.stderr.contains("Status {"),
+            "without {removed}: a debug dump reached the console:\n{}",
+            r.stderr
+        );
         let upgrade_create = removed.verb == "create" && removed.resource.starts_with("pods/");
         if !removed.run || (upgrade_create && minor < 35 && r.ok) {
             // Not used by a run: gc's own list, and (before 1.35) the upgrades' create.

@@ -240,7 +240,10 @@ impl fmt::Display for Denial {
                 f,
                 "; run `buildr k8s check -n {ns}` to see every missing permission"
             ),
-            None => write!(f, "; run `buildr k8s check` to see every missing permission"),
+            None => write!(
+                f,
+                "; run `buildr k8s check` to see every missing permission"
+            ),
         }
     }
 }

@@ -249,7 +249,14 @@ mod tests {
                     let gone = missing
                         .iter()
                         .any(|(verb, resource)| p.verb == *verb && p.resource == *resource);
-                    (p, if gone { Verdict::Missing } else { Verdict::Allowed })
+                    (
+                        p,
+                        if gone {
+                            Verdict::Missing
+                        } else {
+                            Verdict::Allowed
+                        },
+                    )
                 })
                 .collect(),
             admission,
@@ -262,7 +269,10 @@ mod tests {
         assert!(report.ok());
         assert_eq!(report.summary(), "a run can succeed in namespace builds");
         let table = report.table();
-        assert!(!table.contains("MISSING") && !table.contains("grant"), "{table}");
+        assert!(
+            !table.contains("MISSING") && !table.contains("grant"),
+            "{table}"
+        );
         assert_eq!(
             table.lines().count(),
             2 + PERMISSIONS.len() + 1,

@@ -32,7 +32,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::wait::{self, delete::{Error as DeleteError, delete_and_finalize}};
+use kube::runtime::wait::{
+    self,
+    delete::{Error as DeleteError, delete_and_finalize},
+};
 
 use super::{Backend, Executor};
 use crate::secret::Secret;
