@@ -181,7 +181,7 @@ pub fn is_forbidden(error: &kube::Error) -> bool {
 pub struct Denial {
     /// The verb, resource, group and namespace, when the message names them.
     refused: Option<Refused>,
-    /// The API server's own words, for a message of another shape (an authorization webhook's).
+    /// The API server's own words, for a message of another shape (admission's).
     message: String,
 }
 
@@ -217,12 +217,10 @@ impl Denial {
 /// see every missing permission`.
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not an authorizer's refusal: admission's (Pod Security, a quota, a webhook), which
+        // speaks for itself and which the task's own settings may have caused.
         let Some(r) = &self.refused else {
-            return write!(
-                f,
-                "{}; run `buildr k8s check` to see every missing permission",
-                self.message
-            );
+            return f.write_str(&self.message);
         };
         write!(
             f,
@@ -322,13 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_of_another_shape_keeps_the_servers_words() {
-        let denial = Denial::from_message("admission webhook said no");
+    fn a_refusal_of_another_shape_keeps_the_servers_words_alone() {
+        let quota = r#"pods "buildr-abc" is forbidden: exceeded quota: small, requested: limits.memory=64Gi"#;
+        let denial = Denial::from_message(quota);
         assert_eq!(denial.namespace(), None);
-        assert_eq!(
-            denial.to_string(),
-            "admission webhook said no; run `buildr k8s check` to see every missing permission"
-        );
+        assert_eq!(denial.to_string(), quota);
         let cluster_scope = r#"pods is forbidden: User "u" cannot list resource "pods" in API group "" at the cluster scope"#;
         assert_eq!(
             Denial::from_message(cluster_scope).to_string(),

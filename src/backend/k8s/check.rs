@@ -194,15 +194,10 @@ async fn review(
         ..SelfSubjectAccessReview::default()
     };
     match reviews.create(&PostParams::default(), &asked).await {
+        // Not allowed is missing, whether an authorizer denied it or none allowed it.
         Ok(answer) => match answer.status {
             Some(status) if status.allowed => Verdict::Allowed,
-            Some(status) => match status.evaluation_error {
-                // An authorizer that could not decide is not a "no".
-                Some(error) if !error.is_empty() && status.denied != Some(true) => {
-                    Verdict::Unknown(error)
-                }
-                _ => Verdict::Missing,
-            },
+            Some(_) => Verdict::Missing,
             None => Verdict::Unknown("the API server gave no answer".to_string()),
         },
         Err(e) => Verdict::Unknown(super::api_message(&e)),

@@ -183,8 +183,8 @@ pub enum K8sError {
 }
 
 /// The API server's own words for a failed request (kube's Display adds a debug dump); for a
-/// refusal (403), which permission is missing and what shows them all (see [`access::Denial`]).
-/// Every error of the k8s path that carries a `kube::Error` shows it through here.
+/// refusal by the authorizer (403, RBAC), which permission is missing and what shows them all (see
+/// [`access::Denial`]). Every error of the k8s path that carries a `kube::Error` shows it here.
 pub fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 403 => {
