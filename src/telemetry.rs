@@ -28,7 +28,9 @@ impl Drop for Guard {
 /// The console filter for a `-v` count when `RUST_LOG` is not set.
 fn default_filter(verbosity: u8) -> &'static str {
     match verbosity {
-        0 => "warn",
+        // kube's watcher warns of every failed list with a debug dump; buildr reports what a
+        // watch's failure means itself (a refusal ends the run naming the permission).
+        0 => "warn,kube_runtime::watcher=error",
         1 => "info,buildr=debug,h2=warn,tower=warn,hyper_util=warn",
         2 => "debug",
         _ => "trace",

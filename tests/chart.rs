@@ -3,8 +3,11 @@
 //! the ServiceAccount's permissions (asked of the API server's authorizer) and the janitor.
 //! Needs helm (tests/cluster/build-tools.sh builds it) and a cluster.
 
+mod common;
 mod k8s_support;
 
+use buildr::backend::k8s::access::{PERMISSIONS, Permission};
+use common::cluster::static_buildr;
 use k8s_support::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,24 +15,13 @@ use std::time::Duration;
 const CHART: &str = "charts/buildr";
 const MANIFESTS: &str = "manifests/buildr.yaml";
 
-/// The Role rules the chart must hold: exactly what the backend and `buildr k8s gc` call.
+/// The Role rules the chart must hold: exactly what the backend and `buildr k8s gc` call, the
+/// table `buildr k8s check` asks about.
 fn expected_runner_rules() -> BTreeSet<(String, String, String)> {
-    let mut rules = BTreeSet::new();
-    let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
-        for r in resources {
-            for v in verbs {
-                rules.insert((group.to_owned(), (*r).to_owned(), (*v).to_owned()));
-            }
-        }
-    };
-    add("", &["pods"], &["create", "list", "watch", "delete"]);
-    add("", &["pods/exec", "pods/portforward"], &["get", "create"]);
-    add(
-        "networking.k8s.io",
-        &["networkpolicies"],
-        &["create", "list", "delete"],
-    );
-    rules
+    PERMISSIONS
+        .iter()
+        .map(|p| (p.group.to_owned(), p.resource.to_owned(), p.verb.to_owned()))
+        .collect()
 }
 
 /// A Role's rules as (apiGroup, resource, verb) triples, as the API server stored them.
@@ -684,86 +676,339 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
     );
 }
 
-/// The statically linked buildr that goes into pods (`cargo dist`).
-fn static_buildr() -> std::path::PathBuf {
-    let path = repo_root().join("target/x86_64-unknown-linux-gnu/dist/buildr");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo dist`",
-        path.display()
-    );
-    path
+/// A namespace enforcing Pod Security "restricted" with the chart installed into it, and a
+/// kubeconfig holding only its ServiceAccount's token: what a CI runner in the cluster has.
+struct Installed {
+    ns: Namespace,
+    _release: Release,
+    role: String,
+    /// The ServiceAccount as `kubectl --as` names it.
+    subject: String,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl Installed {
+    fn new(prefix: &str) -> Installed {
+        let ns = Namespace::create(prefix, &["pod-security.kubernetes.io/enforce=restricted"]);
+        let release = unique(prefix);
+        let installed = helm_install(
+            &release,
+            &ns.name,
+            &["namespace.create=false", "namespace.name="],
+        );
+        let account = format!("{release}-buildr");
+        let token = ns.kubectl(&["create", "token", &account, "--duration=30m"]);
+        Installed {
+            subject: format!("system:serviceaccount:{}:{account}", ns.name),
+            kubeconfig: token_kubeconfig(token.trim()),
+            role: account,
+            ns,
+            _release: installed,
+        }
+    }
+
+    /// The freshly built buildr with ARGS as the ServiceAccount, the static one going into the
+    /// pod; killed after 90 s, so that a hang fails the test instead of stalling it.
+    fn buildr(&self, args: &[&str]) -> Run {
+        // The cluster flags belong to the subcommand: `buildr k8s check --kubeconfig …`.
+        let (subcommand, rest) = args.split_at(if args[0] == "k8s" { 2 } else { 1 });
+        let kubeconfig = self.kubeconfig.path().to_str().expect("utf-8 path");
+        let mut all = vec!["90", env!("CARGO_BIN_EXE_buildr")];
+        all.extend_from_slice(subcommand);
+        all.extend(["--kubeconfig", kubeconfig, "-n", &self.ns.name]);
+        all.extend_from_slice(rest);
+        let r = run(std::path::Path::new("timeout"), &all, None);
+        assert_ne!(r.code, Some(124), "buildr {args:?} hung:\n{}", r.stderr);
+        r
+    }
+
+    /// A run of `true` in the base image; the task's output is not the point.
+    fn run_task(&self) -> Run {
+        let repo = tempfile::tempdir().expect("temporary repository");
+        let out = tempfile::tempdir().expect("temporary output");
+        let executor = static_buildr();
+        self.buildr(&[
+            "run",
+            "--backend",
+            "k8s",
+            "--image",
+            &base_image(),
+            "--executor-binary",
+            executor.to_str().expect("utf-8 path"),
+            "--repo",
+            repo.path().to_str().expect("utf-8 path"),
+            "--out",
+            out.path().to_str().expect("utf-8 path"),
+            "--",
+            "true",
+        ])
+    }
+
+    /// Sets the Role's rules to PERMISSIONS, one rule each, and waits until the authorizer
+    /// answers accordingly for CHANGED (RBAC takes a moment to follow).
+    fn grant(&self, permissions: &[&Permission], changed: &[&Permission]) {
+        let rules: Vec<String> = permissions
+            .iter()
+            .map(|p| {
+                format!(
+                    r#"{{"apiGroups":["{}"],"resources":["{}"],"verbs":["{}"]}}"#,
+                    p.group, p.resource, p.verb
+                )
+            })
+            .collect();
+        let patch = format!(r#"{{"rules":[{}]}}"#, rules.join(","));
+        self.ns
+            .kubectl(&["patch", "role", &self.role, "--type=merge", "-p", &patch]);
+        for p in changed {
+            let granted = permissions.contains(p);
+            assert!(
+                eventually(Duration::from_secs(30), || can_i(
+                    &self.subject,
+                    &self.ns.name,
+                    p.verb,
+                    &kubectl_resource(p)
+                ) == granted),
+                "the authorizer does not follow the Role for {p}"
+            );
+        }
+    }
+
+    fn buildr_objects(&self) -> String {
+        self.ns.kubectl(&[
+            "get",
+            "pods,networkpolicies",
+            "-l",
+            "app.kubernetes.io/managed-by=buildr",
+            "-o",
+            "name",
+        ])
+    }
+}
+
+/// How kubectl names a permission's resource: `pods/exec`, `networkpolicies.networking.k8s.io`.
+fn kubectl_resource(p: &Permission) -> String {
+    if p.group.is_empty() {
+        p.resource.to_owned()
+    } else {
+        format!("{}.{}", p.resource, p.group)
+    }
+}
+
+/// The minor version of the API server (34 for 1.34).
+fn server_minor() -> u32 {
+    let version: serde_json::Value =
+        serde_json::from_str(&kubectl(&["get", "--raw", "/version"])).expect("JSON from /version");
+    version["minor"]
+        .as_str()
+        .expect("a minor version")
+        .trim_end_matches('+')
+        .parse()
+        .expect("a minor version")
 }
 
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn a_run_as_the_chart_service_account_succeeds() {
     // The Role is enough for a whole run: a kubeconfig holding only the chart's ServiceAccount
-    // token runs a task in a pod and brings its file back.
-    let ns = Namespace::create(
-        "chart-run",
-        &["pod-security.kubernetes.io/enforce=restricted"],
+    // token passes `buildr k8s check`, runs a task in a pod and brings its file back.
+    let installed = Installed::new("chart-run");
+    let check = installed.buildr(&["k8s", "check", "--image", &base_image()]);
+    assert!(
+        check.ok && !check.stdout.contains("MISSING") && !check.stdout.contains("REFUSED"),
+        "buildr k8s check as the chart's ServiceAccount failed:\n{}{}",
+        check.stdout,
+        check.stderr
     );
-    let release = unique("chart-run");
-    let _installed = helm_install(
-        &release,
-        &ns.name,
-        &["namespace.create=false", "namespace.name="],
+    assert!(
+        check.stderr.contains("a run can succeed in namespace"),
+        "{}",
+        check.stderr
     );
-    let token = ns.kubectl(&[
-        "create",
-        "token",
-        &format!("{release}-buildr"),
-        "--duration=10m",
-    ]);
-    let kubeconfig = token_kubeconfig(token.trim());
     let repo = tempfile::tempdir().expect("temporary repository");
     let out = tempfile::tempdir().expect("temporary output");
     let executor = static_buildr();
-    let r = std::process::Command::new(env!("CARGO_BIN_EXE_buildr"))
-        .args([
-            "run",
-            "--backend",
-            "k8s",
-            "-n",
-            &ns.name,
-            "--image",
-            &base_image(),
-        ])
-        .arg("--executor-binary")
-        .arg(&executor)
-        .arg("--repo")
-        .arg(repo.path())
-        .arg("--out")
-        .arg(out.path())
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "echo made by the chart\\'s account > made.txt",
-        ])
-        .env("KUBECONFIG", kubeconfig.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("buildr runs");
+    let r = installed.buildr(&[
+        "run",
+        "--backend",
+        "k8s",
+        "--image",
+        &base_image(),
+        "--executor-binary",
+        executor.to_str().expect("utf-8 path"),
+        "--repo",
+        repo.path().to_str().expect("utf-8 path"),
+        "--out",
+        out.path().to_str().expect("utf-8 path"),
+        "--",
+        "sh",
+        "-c",
+        "echo made by the chart\\'s account > made.txt",
+    ]);
     assert!(
-        r.status.success(),
-        "buildr run as the chart's ServiceAccount failed ({}):\n{}",
-        r.status,
-        String::from_utf8_lossy(&r.stderr)
+        r.ok,
+        "buildr run as the chart's ServiceAccount failed ({:?}):\n{}",
+        r.code, r.stderr
     );
     let made = std::fs::read_to_string(out.path().join("made.txt")).expect("made.txt came back");
     assert_eq!(made, "made by the chart's account\n");
-    let left = ns.kubectl(&[
-        "get",
-        "pods,networkpolicies",
-        "-l",
-        "app.kubernetes.io/managed-by=buildr",
-        "-o",
-        "name",
-    ]);
+    let left = installed.buildr_objects();
     assert!(
         left.trim().is_empty(),
         "the run left objects behind: {left}"
     );
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn each_missing_permission_is_named_by_the_run_and_by_check() {
+    // One rule at a time taken out of the chart's Role: the run fails fast and names it (or,
+    // for what only gc uses, gc does), `buildr k8s check` names it, and nothing is left behind
+    // that the remaining permissions allow deleting.
+    let installed = Installed::new("chart-perm");
+    let ns = &installed.ns.name;
+    let minor = server_minor();
+    let mut previous: Option<&Permission> = None;
+    for removed in PERMISSIONS {
+        let kept: Vec<&Permission> = PERMISSIONS.iter().filter(|p| *p != removed).collect();
+        let changed: Vec<&Permission> = [Some(removed), previous].into_iter().flatten().collect();
+        installed.grant(&kept, &changed);
+        previous = Some(removed);
+
+        let named = format!("not allowed to {removed} in namespace {ns}");
+        let points = format!("run `buildr k8s check -n {ns}`");
+        let started = std::time::Instant::now();
+        let r = installed.run_task();
+        let took = started.elapsed();
+        eprintln!(
+            "without {removed}: the run {} in {took:.1?}:\n{}",
+            if r.ok { "succeeded" } else { "failed" },
+            r.stderr.trim_end()
+        );
+        assert!(
+            !r.stderr.contains("Status {"),
+            "without {removed}: a debug dump reached the console:\n{}",
+            r.stderr
+        );
+        let upgrade_create = removed.verb == "create" && removed.resource.starts_with("pods/");
+        if !removed.run || (upgrade_create && minor < 35 && r.ok) {
+            // Not used by a run: gc's own list, and (before 1.35) the upgrades' create.
+            assert!(r.ok, "without {removed} the run failed:\n{}", r.stderr);
+        } else if removed.verb == "delete" {
+            // The task ran; what could not be deleted is named, and said to be left.
+            assert!(
+                r.stderr.contains(&named) && r.stderr.contains(&points),
+                "without {removed}: clean-up does not name it:\n{}",
+                r.stderr
+            );
+            let left = if removed.resource == "pods" {
+                format!("pod {ns}/")
+            } else {
+                format!("NetworkPolicy {ns}/")
+            };
+            assert!(
+                r.stderr.contains(&left) && r.stderr.contains(" is left "),
+                "without {removed}: does not say what is left:\n{}",
+                r.stderr
+            );
+        } else {
+            assert!(!r.ok, "without {removed} the run succeeded");
+            assert!(
+                r.stderr.contains(&named) && r.stderr.contains(&points),
+                "without {removed}: the run's error does not name it, or not the check:\n{}",
+                r.stderr
+            );
+            assert!(
+                took < Duration::from_secs(45),
+                "without {removed}: the run took {took:?} to fail"
+            );
+        }
+        if removed.resource == "networkpolicies" && removed.verb == "list" {
+            let gc = installed.buildr(&["k8s", "gc"]);
+            assert!(
+                !gc.ok && gc.stderr.contains(&named) && gc.stderr.contains(&points),
+                "without {removed}: gc does not name it:\n{}",
+                gc.stderr
+            );
+        }
+
+        let check = installed.buildr(&["k8s", "check"]);
+        let row = check
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{removed} ")))
+            .unwrap_or_else(|| panic!("no row for {removed}:\n{}", check.stdout));
+        assert!(
+            check.code == Some(1)
+                && row.contains(" MISSING ")
+                && check.stderr.contains(&format!("({removed})")),
+            "without {removed}: buildr k8s check says:\n{}{}",
+            check.stdout,
+            check.stderr
+        );
+        assert_eq!(
+            check.stdout.matches("MISSING").count(),
+            1,
+            "{}",
+            check.stdout
+        );
+
+        if removed.resource == "pods" && removed.verb == "delete" {
+            assert!(
+                installed.buildr_objects().contains("pod/buildr-"),
+                "without {removed} the pod is gone all the same"
+            );
+            installed.ns.kubectl(&[
+                "delete",
+                "pods,networkpolicies",
+                "-l",
+                "app.kubernetes.io/managed-by=buildr",
+                "--wait=true",
+            ]);
+        }
+        // A policy that could not be deleted goes with its pod (it is owned by it), a moment
+        // later.
+        assert!(
+            eventually(Duration::from_secs(30), || installed
+                .buildr_objects()
+                .trim()
+                .is_empty()),
+            "without {removed} the run left: {}",
+            installed.buildr_objects()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn check_reports_a_namespace_that_refuses_buildrs_pod() {
+    // Admission judges the dry-run pod as it would the real one. A ResourceQuota of zero pods is
+    // the simplest real refusal: buildr's pod passes Pod Security "restricted" by design, and
+    // the quota admission plugin runs on dry runs like the Pod Security one does.
+    let ns = Namespace::create(
+        "chart-quota",
+        &["pod-security.kubernetes.io/enforce=restricted"],
+    );
+    ns.kubectl(&["create", "quota", "no-pods", "--hard=pods=0"]);
+    let r = run(
+        std::path::Path::new(env!("CARGO_BIN_EXE_buildr")),
+        &["k8s", "check", "-n", &ns.name],
+        None,
+    );
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("admission of buildr's pod "))
+        .unwrap_or_else(|| panic!("no admission row:\n{}", r.stdout));
+    assert!(
+        r.code == Some(1)
+            && row.contains(" REFUSED ")
+            && r.stdout.contains("exceeded quota: no-pods")
+            && !r.stdout.contains("MISSING")
+            && r.stderr.contains("the namespace refuses buildr's pod"),
+        "buildr k8s check in a namespace without room for a pod:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let left = ns.kubectl(&["get", "pods", "-o", "name"]);
+    assert!(left.trim().is_empty(), "the dry run created {left}");
 }

@@ -3,11 +3,25 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::backend::k8s::{ClusterArgs, gc};
+use crate::backend::k8s::{ClusterArgs, check, gc};
 
 /// Work with the objects buildr creates in a cluster.
 #[derive(Debug, clap::Subcommand)]
 pub enum K8sCommand {
+    /// Check whether `buildr run --backend k8s` (and `buildr k8s gc`) can succeed in a
+    /// namespace: asks the API server about every permission they use, and has the namespace's
+    /// admission (Pod Security, LimitRange, quotas, policies) judge a dry run of the pod a run
+    /// creates. Prints a table, with the Role rule for each missing permission; exit status 0
+    /// when a run can succeed, else 1. Creates nothing.
+    Check {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+
+        /// The image to put in the checked pod, for policies that judge images (default: a
+        /// placeholder).
+        #[arg(long)]
+        image: Option<String>,
+    },
     /// Delete the pods and NetworkPolicies of runs that are over (their expiry has passed, or
     /// they are older than --older-than). Objects that are not buildr's are never touched.
     Gc {
@@ -22,6 +36,16 @@ pub enum K8sCommand {
 
 pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
     match command {
+        K8sCommand::Check { cluster, image } => {
+            let (client, namespace) = cluster.client().await?;
+            let image = image.as_deref().unwrap_or(check::PLACEHOLDER_IMAGE);
+            let report = check::check(&client, &namespace, image).await;
+            print!("{}", report.table());
+            eprintln!("buildr: {}", report.summary());
+            if !report.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         K8sCommand::Gc {
             cluster,
             older_than,

@@ -124,14 +124,17 @@ pub async fn wait_ready(
                 return Ok(());
             }
             Ok(Ok(response)) => last_error = format!("status {:?}", response.get_ref().status()),
-            // Retrying cannot fix a refused secret.
+            // Retrying cannot fix a refused secret, nor a refused way in.
             Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
                 return Err(ClientError::Rpc {
                     call: "Health",
                     status: Box::new(status),
                 });
             }
-            Ok(Err(status)) => last_error = status.message().to_string(),
+            Ok(Err(status)) => match denied(&status) {
+                Some(reason) => return Err(ClientError::Denied { reason }),
+                None => last_error = status.message().to_string(),
+            },
             Err(_) => last_error = "no answer within 5s".to_string(),
         }
         if Instant::now() >= deadline {
@@ -141,5 +144,45 @@ pub async fn wait_ready(
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why the connection under a failed call was refused for good, if it was: a dialler says so
+/// with [`std::io::ErrorKind::PermissionDenied`] (a port-forward the API server forbids), which
+/// no redial can cure.
+pub(crate) fn denied(status: &Status) -> Option<String> {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Some(io.to_string());
+        }
+        cause = error.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_dial_ends_the_wait_at_once() {
+        let channel = channel_through(|| async {
+            Err::<tokio::net::UnixStream, _>(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "port-forward to p: not allowed",
+            ))
+        });
+        let started = Instant::now();
+        let error = wait_ready(&channel, None, Duration::from_secs(20))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "it retried");
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to the executor: port-forward to p: not allowed"
+        );
     }
 }

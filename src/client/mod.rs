@@ -41,6 +41,9 @@ pub enum ClientError {
         "lost the executor and could not reconnect within {after:?} (last error: {last_error})"
     )]
     ConnectionLost { after: Duration, last_error: String },
+    /// The way to the executor is refused for good (a port-forward the API server forbids).
+    #[error("cannot connect to the executor: {reason}")]
+    Denied { reason: String },
     #[error("{call} failed: {}", status.message())]
     Rpc {
         call: &'static str,

@@ -35,6 +35,9 @@ impl Redial {
     /// The call failed with `status`: the delay before the next attempt, or the error to end
     /// with when a redial cannot help (the request was at fault) or has been tried long enough.
     pub(crate) fn lost(&mut self, status: Status) -> Result<Duration, ClientError> {
+        if let Some(reason) = super::connect::denied(&status) {
+            return Err(ClientError::Denied { reason });
+        }
         if !is_transient(&status) {
             return Err(ClientError::Rpc {
                 call: self.call,

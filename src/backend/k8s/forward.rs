@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tonic::transport::Channel;
 
+use super::access::is_forbidden;
 use super::api_message;
 use super::objects::EXECUTOR_PORT;
 
@@ -22,7 +23,13 @@ pub fn channel(pods: Api<Pod>, pod: String) -> Channel {
                 .portforward(&pod, &[EXECUTOR_PORT])
                 .await
                 .map_err(|e| {
-                    io::Error::other(format!("port-forward to {pod}: {}", api_message(&e)))
+                    // A refusal is final: the client stops retrying on PermissionDenied.
+                    let kind = if is_forbidden(&e) {
+                        io::ErrorKind::PermissionDenied
+                    } else {
+                        io::ErrorKind::Other
+                    };
+                    io::Error::new(kind, format!("port-forward to {pod}: {}", api_message(&e)))
                 })?;
             let stream = forwarder
                 .take_stream(EXECUTOR_PORT)

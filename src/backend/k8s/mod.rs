@@ -10,9 +10,13 @@
 //! - [`forward`]: a fresh port-forward for every connection the client makes
 //! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
 //! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
+//! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
+//! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
 //! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
 
+pub mod access;
 pub mod binary;
+pub mod check;
 pub mod cluster;
 pub mod copy;
 pub mod exec;
@@ -28,7 +32,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::wait::delete::{Error as DeleteError, delete_and_finalize};
+use kube::runtime::wait::{
+    self,
+    delete::{Error as DeleteError, delete_and_finalize},
+};
 
 use super::{Backend, Executor};
 use crate::secret::Secret;
@@ -134,6 +141,11 @@ pub enum K8sError {
         name: String,
         error: Box<kube::Error>,
     },
+    #[error("cannot watch pod {pod}: {}", api_message(error))]
+    Watch {
+        pod: String,
+        error: Box<kube::Error>,
+    },
     #[error("pod {pod} cannot start: {reason}")]
     PodFailed { pod: String, reason: String },
     #[error(
@@ -176,9 +188,14 @@ pub enum K8sError {
     },
 }
 
-/// The API server's own words for a failed request (kube's Display adds a debug dump).
+/// The API server's own words for a failed request (kube's Display adds a debug dump); for a
+/// refusal by the authorizer (403, RBAC), which permission is missing and what shows them all (see
+/// [`access::Denial`]). Every error of the k8s path that carries a `kube::Error` shows it here.
 pub fn api_message(error: &kube::Error) -> String {
     match error {
+        kube::Error::Api(status) if status.code == 403 => {
+            access::Denial::from_message(&status.message).to_string()
+        }
         kube::Error::Api(status) => status.message.clone(),
         other => other.to_string(),
     }
@@ -257,6 +274,11 @@ impl K8sBackend {
         match until_reachable(deadline, || policies.delete(pod, &params)).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
+            Err(e) if access::is_forbidden(&e) => eprintln!(
+                "buildr: NetworkPolicy {ns}/{pod} is left until its pod is gone (the pod owns it): \
+                 cannot delete it: {}",
+                api_message(&e)
+            ),
             Err(e) => eprintln!(
                 "buildr: cannot delete NetworkPolicy {ns}/{pod}: {}",
                 api_message(&e)
@@ -268,19 +290,30 @@ impl K8sBackend {
                 Ok(()) => Ok(()),
                 Err(DeleteError::Delete(e)) if is_not_found(&e) => Ok(()),
                 Err(DeleteError::Delete(e)) => Err(e),
+                // Deleted, but watching it go is refused: it goes all the same, and the run's
+                // error already names the missing permission.
+                Err(DeleteError::Await(wait::Error::ProbeFailed(e)))
+                    if startup::refusal(&e).is_some() =>
+                {
+                    tracing::debug!("cannot watch pod {ns}/{pod} go: {e}");
+                    Ok(())
+                }
                 Err(other) => Err(kube::Error::Service(other.into())),
             }
         });
+        let left = |why: String| {
+            eprintln!(
+                "buildr: pod {ns}/{pod} is left behind (remove it with `kubectl -n {ns} delete pod \
+                 {pod}`; `buildr k8s gc` removes it once it expires): {why}"
+            )
+        };
         match tokio::time::timeout(DELETE_TIMEOUT, deleted).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!(
-                "buildr: cannot delete pod {ns}/{pod} ({}); `buildr k8s gc` removes it once it expires",
-                api_message(&e)
-            ),
-            Err(_) => eprintln!(
-                "buildr: pod {ns}/{pod} was not gone after {}s; `buildr k8s gc` removes it once it expires",
+            Ok(Err(e)) => left(format!("cannot delete it: {}", api_message(&e))),
+            Err(_) => left(format!(
+                "it was not gone after {}s",
                 DELETE_TIMEOUT.as_secs()
-            ),
+            )),
         }
     }
 }

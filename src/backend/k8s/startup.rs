@@ -10,6 +10,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::K8sError;
+use super::access::is_forbidden;
 use crate::timeline::Timeline;
 
 /// What a pod's status says about its start.
@@ -161,8 +162,19 @@ pub async fn wait_running(
             }
             Ok(Some(_)) => continue,
             Ok(None) => unreachable!("a watch with backoff never ends"),
-            // The watch retries with backoff; a lasting error (no rights, no server) ends in the
-            // timeout with this error as the last thing seen.
+            // A refusal will not pass: say which permission is missing now.
+            Err(
+                watcher::Error::InitialListFailed(e)
+                | watcher::Error::WatchStartFailed(e)
+                | watcher::Error::WatchFailed(e),
+            ) if is_forbidden(&e) => {
+                return Err(K8sError::Watch {
+                    pod: name.to_string(),
+                    error: Box::new(e),
+                });
+            }
+            // The watch retries with backoff; a lasting error (no server) ends in the timeout
+            // with this error as the last thing seen.
             Err(e) => {
                 last = e.to_string();
                 continue;
@@ -191,6 +203,16 @@ pub async fn wait_running(
             }
             Start::Waiting(what) => last = what,
         }
+    }
+}
+
+/// The API server's refusal (403) behind a watch's failure, if that is what it is.
+pub fn refusal(error: &watcher::Error) -> Option<&kube::Error> {
+    match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => is_forbidden(e).then_some(e),
+        _ => None,
     }
 }
 

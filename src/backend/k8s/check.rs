@@ -1,0 +1,327 @@
+//! `buildr k8s check`: whether a run can succeed in a namespace, asked of the API server itself.
+//! Every permission of [`PERMISSIONS`] is a `SelfSubjectAccessReview` (which any authenticated
+//! user may make), and the namespace's admission (Pod Security, LimitRange, quotas, policies)
+//! judges a server-side dry-run create of the very pod a run would make; nothing is created.
+//! The cluster calls are [`check`]; what is made of their answers is plain [`Report`] logic.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+
+use super::access::{PERMISSIONS, Permission};
+use super::objects::{PodPlan, kubernetes_arch};
+use crate::task;
+
+/// The image the dry-run pod names when none is given: admission that looks at images (an
+/// allowed-registries policy) judges this one, so `--image` gives the real one.
+pub const PLACEHOLDER_IMAGE: &str = "buildr-check.invalid/placeholder:1";
+
+/// The API server's answer about one permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Missing,
+    /// The review itself failed; why.
+    Unknown(String),
+}
+
+/// What the namespace's admission made of buildr's pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Refused; the API server's message.
+    Refused(String),
+    /// Not asked: creating pods is not allowed, so the dry run would only be refused for that.
+    NotChecked,
+}
+
+/// Everything `buildr k8s check` found out about a namespace.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub namespace: String,
+    pub permissions: Vec<(&'static Permission, Verdict)>,
+    pub admission: Admission,
+}
+
+impl Report {
+    /// Whether a run (and gc) can succeed: every permission allowed, the pod admitted.
+    pub fn ok(&self) -> bool {
+        self.permissions.iter().all(|(_, v)| *v == Verdict::Allowed)
+            && self.admission == Admission::Admitted
+    }
+
+    /// One row per permission and one for the pod's admission; under a missing permission the
+    /// Role rule that grants it, under a refused pod the API server's reason.
+    pub fn table(&self) -> String {
+        // (what, answer, what for, the line under it)
+        let mut rows: Vec<(String, &str, &str, Option<String>)> = self
+            .permissions
+            .iter()
+            .map(|(permission, verdict)| {
+                let (answer, detail) = match verdict {
+                    Verdict::Allowed => ("yes", None),
+                    Verdict::Missing => (
+                        "MISSING",
+                        Some(format!("grant it with: {}", permission.rule())),
+                    ),
+                    Verdict::Unknown(why) => ("UNKNOWN", Some(format!("cannot ask: {why}"))),
+                };
+                (permission.to_string(), answer, permission.purpose, detail)
+            })
+            .collect();
+        let (answer, detail) = match &self.admission {
+            Admission::Admitted => ("yes", None),
+            Admission::Refused(why) => ("REFUSED", Some(one_line(why))),
+            Admission::NotChecked => (
+                "UNKNOWN",
+                Some("not asked: creating pods is not allowed".to_string()),
+            ),
+        };
+        rows.push((
+            "admission of buildr's pod".to_string(),
+            answer,
+            "a dry-run create of the pod a run makes (Pod Security, LimitRange, quotas, policies)",
+            detail,
+        ));
+        let width = rows
+            .iter()
+            .map(|row| row.0.len())
+            .chain(["PERMISSION".len()])
+            .max()
+            .unwrap_or_default();
+        let indent = " ".repeat(width + 2 + 7 + 2);
+        let mut out = format!("namespace {}\n", self.namespace);
+        let _ = writeln!(out, "{:width$}  {:7}  FOR", "PERMISSION", "ALLOWED");
+        for (name, answer, what, detail) in rows {
+            let _ = writeln!(out, "{name:width$}  {answer:7}  {what}");
+            if let Some(detail) = detail {
+                let _ = writeln!(out, "{indent}{detail}");
+            }
+        }
+        out
+    }
+
+    /// One line: that a run can succeed, or what stops it.
+    pub fn summary(&self) -> String {
+        let ns = &self.namespace;
+        if self.ok() {
+            return format!("a run can succeed in namespace {ns}");
+        }
+        let named = |wanted: fn(&Verdict) -> bool| {
+            self.permissions
+                .iter()
+                .filter(|(_, v)| wanted(v))
+                .map(|(p, _)| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut problems = Vec::new();
+        let missing = named(|v| *v == Verdict::Missing);
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} missing permission{} ({})",
+                missing.len(),
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", ")
+            ));
+        }
+        let unknown = named(|v| matches!(v, Verdict::Unknown(_)));
+        if !unknown.is_empty() {
+            problems.push(format!("could not ask about {}", unknown.join(", ")));
+        }
+        if let Admission::Refused(_) = self.admission {
+            problems.push("the namespace refuses buildr's pod".to_string());
+        }
+        format!(
+            "a run cannot succeed in namespace {ns}: {}",
+            problems.join("; ")
+        )
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Asks the API server about every permission and about the pod's admission in `namespace`.
+pub async fn check(client: &kube::Client, namespace: &str, image: &str) -> Report {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let asked = PERMISSIONS
+        .iter()
+        .map(|permission| review(&reviews, namespace, permission));
+    let permissions: Vec<_> = PERMISSIONS
+        .iter()
+        .zip(futures::future::join_all(asked).await)
+        .collect();
+    let may_create_pods = permissions
+        .iter()
+        .any(|(p, v)| p.resource == "pods" && p.verb == "create" && *v == Verdict::Allowed);
+    let admission = if may_create_pods {
+        admit(client, namespace, image).await
+    } else {
+        Admission::NotChecked
+    };
+    Report {
+        namespace: namespace.to_string(),
+        permissions,
+        admission,
+    }
+}
+
+async fn review(
+    reviews: &Api<SelfSubjectAccessReview>,
+    namespace: &str,
+    permission: &Permission,
+) -> Verdict {
+    let (resource, subresource) = permission.resource_and_subresource();
+    let asked = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_string()),
+                group: Some(permission.group.to_string()),
+                resource: Some(resource.to_string()),
+                subresource: subresource.map(str::to_string),
+                verb: Some(permission.verb.to_string()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    match reviews.create(&PostParams::default(), &asked).await {
+        // Not allowed is missing, whether an authorizer denied it or none allowed it.
+        Ok(answer) => match answer.status {
+            Some(status) if status.allowed => Verdict::Allowed,
+            Some(_) => Verdict::Missing,
+            None => Verdict::Unknown("the API server gave no answer".to_string()),
+        },
+        Err(e) => Verdict::Unknown(super::api_message(&e)),
+    }
+}
+
+/// A server-side dry run of the pod a run makes with default task settings: admission runs in
+/// full, nothing is stored.
+async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission {
+    let plan = PodPlan {
+        run_id: format!("check-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        namespace: namespace.to_string(),
+        task_name: "buildr k8s check".to_string(),
+        image: image.to_string(),
+        container: task::Container::default(),
+        task_timeout: None,
+        arch: kubernetes_arch(std::env::consts::ARCH).to_string(),
+        keep: false,
+        created_at: SystemTime::now(),
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match pods.create(&params, &plan.pod()).await {
+        Ok(_) => Admission::Admitted,
+        // Admission's own words: a 403 here is admission refusing (creating pods is allowed).
+        Err(kube::Error::Api(status)) => Admission::Refused(status.message),
+        Err(other) => Admission::Refused(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(missing: &[(&str, &str)], admission: Admission) -> Report {
+        Report {
+            namespace: "builds".to_string(),
+            permissions: PERMISSIONS
+                .iter()
+                .map(|p| {
+                    let gone = missing
+                        .iter()
+                        .any(|(verb, resource)| p.verb == *verb && p.resource == *resource);
+                    (
+                        p,
+                        if gone {
+                            Verdict::Missing
+                        } else {
+                            Verdict::Allowed
+                        },
+                    )
+                })
+                .collect(),
+            admission,
+        }
+    }
+
+    #[test]
+    fn everything_allowed_and_admitted_is_ok() {
+        let report = report(&[], Admission::Admitted);
+        assert!(report.ok());
+        assert_eq!(report.summary(), "a run can succeed in namespace builds");
+        let table = report.table();
+        assert!(
+            !table.contains("MISSING") && !table.contains("grant"),
+            "{table}"
+        );
+        assert_eq!(
+            table.lines().count(),
+            2 + PERMISSIONS.len() + 1,
+            "namespace, header, a row each, admission:\n{table}"
+        );
+    }
+
+    #[test]
+    fn a_missing_permission_shows_the_rule_that_grants_it() {
+        let report = report(&[("create", "pods/exec")], Admission::Admitted);
+        assert!(!report.ok());
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        let row = lines
+            .iter()
+            .position(|l| l.starts_with("create pods/exec "))
+            .unwrap();
+        assert!(lines[row].contains(" MISSING  copying buildr"), "{table}");
+        assert_eq!(
+            lines[row + 1].trim_start(),
+            r#"grant it with: - apiGroups: [""]  resources: [pods/exec]  verbs: [create]"#
+        );
+        // The columns line up: the answer starts at the same place on every row.
+        let column = lines[1].find("ALLOWED").unwrap();
+        assert_eq!(lines[row].find("MISSING"), Some(column));
+        assert_eq!(
+            report.summary(),
+            "a run cannot succeed in namespace builds: 1 missing permission (create pods/exec)"
+        );
+    }
+
+    #[test]
+    fn a_refused_pod_shows_admissions_reason() {
+        let report = report(
+            &[("delete", "pods"), ("list", "networkpolicies")],
+            Admission::Refused(
+                "pods \"buildr-check-1\" is forbidden: exceeded quota: q,\n requested: pods=1"
+                    .to_string(),
+            ),
+        );
+        let table = report.table();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("admission of buildr's pod "))
+            .unwrap();
+        assert!(row.contains(" REFUSED  a dry-run create"), "{table}");
+        assert!(
+            table.contains("forbidden: exceeded quota: q, requested: pods=1\n"),
+            "{table}"
+        );
+        assert_eq!(
+            report.summary(),
+            "a run cannot succeed in namespace builds: 2 missing permissions (delete pods, list \
+             networkpolicies.networking.k8s.io); the namespace refuses buildr's pod"
+        );
+    }
+}
