@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    BUSYBOX_IMAGE, NO_TAR_IMAGE, Namespace, base_image, kubectl, kubectl_ok, snapshot,
+    BUSYBOX_IMAGE, ClusterTest, NO_TAR_IMAGE, Namespace, base_image, kubectl, kubectl_ok, snapshot,
 };
 use common::{buildr, stderr, stdout, write_files};
 
@@ -97,9 +97,7 @@ fn the_round_trip_works_in_busybox_with_no_libc() {
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn exit_statuses_and_both_streams_arrive_as_they_would_locally() {
-    let ns = Namespace::new("exit");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let t = ClusterTest::new("exit");
     for (script, code) in [
         ("exit 0", 0),
         ("exit 1", 1),
@@ -108,12 +106,7 @@ fn exit_statuses_and_both_streams_arrive_as_they_would_locally() {
         ("kill -TERM $$", 128 + 15),
         ("exec /no/such/command", 127),
     ] {
-        let output = ns.run(
-            repo.path(),
-            out.path(),
-            &base_image(),
-            &["--", "sh", "-c", script],
-        );
+        let output = t.run(&base_image(), &["--", "sh", "-c", script]);
         assert_eq!(
             output.status.code(),
             Some(code),
@@ -124,12 +117,7 @@ fn exit_statuses_and_both_streams_arrive_as_they_would_locally() {
     let lines = 3000;
     let script =
         format!("i=1; while [ $i -le {lines} ]; do echo out $i; echo err $i >&2; i=$((i+1)); done");
-    let output = ns.run(
-        repo.path(),
-        out.path(),
-        &base_image(),
-        &["--", "sh", "-c", &script],
-    );
+    let output = t.run(&base_image(), &["--", "sh", "-c", &script]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let expected =
         |prefix: &str| -> String { (1..=lines).map(|i| format!("{prefix} {i}\n")).collect() };
@@ -140,17 +128,15 @@ fn exit_statuses_and_both_streams_arrive_as_they_would_locally() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(errors, expected("err"));
-    ns.assert_nothing_left();
+    t.ns.assert_nothing_left();
 }
 
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn only_mapped_inputs_arrive_at_their_mapped_places() {
-    let ns = Namespace::new("mapping");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let t = ClusterTest::new("mapping");
     write_files(
-        repo.path(),
+        t.repo.path(),
         &[
             ("src/main.c", "int main;"),
             ("docs/readme.md", "docs"),
@@ -166,13 +152,13 @@ fn only_mapped_inputs_arrive_at_their_mapped_places() {
             ),
         ],
     );
-    let output = ns.run(repo.path(), out.path(), &base_image(), &["list"]);
+    let output = t.run(&base_image(), &["list"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
-        fs::read_to_string(out.path().join("listing.txt")).unwrap(),
+        fs::read_to_string(t.out.path().join("listing.txt")).unwrap(),
         "./README\n./code/main.c\n"
     );
-    ns.assert_nothing_left();
+    t.ns.assert_nothing_left();
 }
 
 /// A run that must fail before the task starts: exit 125, one line on stderr containing
@@ -239,11 +225,9 @@ fn start_failures_are_one_clear_line_and_leave_nothing() {
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn a_pod_refused_by_admission_is_one_clear_line() {
-    let ns = Namespace::new("admission");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let t = ClusterTest::new("admission");
     write_files(
-        repo.path(),
+        t.repo.path(),
         &[(
             ".buildr/tasks.hcl",
             // More memory than the namespace's quota: admission refuses the pod at create.
@@ -256,28 +240,26 @@ fn a_pod_refused_by_admission_is_one_clear_line() {
     );
     kubectl_ok(&[
         "-n",
-        &ns.name,
+        &t.ns.name,
         "create",
         "quota",
         "small",
         "--hard=limits.memory=1Gi",
     ]);
-    let output = ns.run(repo.path(), out.path(), &base_image(), &["big"]);
+    let output = t.run(&base_image(), &["big"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(125), "{message}");
     assert!(message.contains("cannot create pod"), "{message}");
     assert!(message.contains("exceeded quota"), "{message}");
-    ns.assert_nothing_left();
+    t.ns.assert_nothing_left();
 }
 
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
-    let ns = Namespace::new("ctrl-c");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let t = ClusterTest::new("ctrl-c");
     let script = "echo partial > partial.txt; echo started; sleep 300";
-    let (child, _stdout) = spawn_until_started(&ns, repo.path(), out.path(), script);
+    let (child, _stdout) = spawn_until_started(&t, script);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -286,23 +268,20 @@ fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert_eq!(
-        fs::read_to_string(out.path().join("partial.txt")).unwrap(),
+        fs::read_to_string(t.out.path().join("partial.txt")).unwrap(),
         "partial\n"
     );
-    ns.assert_nothing_left();
+    t.ns.assert_nothing_left();
 }
 
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn the_executor_port_is_closed_to_other_pods() {
-    let ns = Namespace::new("port");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let (mut child, _stdout) =
-        spawn_until_started(&ns, repo.path(), out.path(), "echo started; sleep 20");
+    let t = ClusterTest::new("port");
+    let (mut child, _stdout) = spawn_until_started(&t, "echo started; sleep 20");
     let ip = kubectl_ok(&[
         "-n",
-        &ns.name,
+        &t.ns.name,
         "get",
         "pods",
         "-l",
@@ -314,7 +293,7 @@ fn the_executor_port_is_closed_to_other_pods() {
     let probe = format!(
         "if timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/7070' 2>/dev/null; then echo open; else echo closed; fi"
     );
-    let answer = run_probe_pod(&ns, &probe);
+    let answer = run_probe_pod(&t.ns, &probe);
     assert_eq!(
         answer.trim(),
         "closed",
@@ -347,16 +326,14 @@ fn restricted_pod_spec(container: &str, image: &str, command: &[&str]) -> serde_
 /// `buildr run --backend k8s -- sh -c script` in the background, once the task has printed
 /// `started` (its first line), with the rest of its stdout (kept open: buildr still writes).
 fn spawn_until_started(
-    ns: &Namespace,
-    repo: &std::path::Path,
-    out: &std::path::Path,
+    t: &ClusterTest,
     script: &str,
 ) -> (
     std::process::Child,
     impl Iterator<Item = std::io::Result<String>>,
 ) {
-    let mut child = ns
-        .command(repo, out, &base_image(), &["--", "sh", "-c", script])
+    let mut child = t
+        .command(&base_image(), &["--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -409,25 +386,21 @@ fn run_probe_pod(ns: &Namespace, script: &str) -> String {
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn keep_leaves_the_pod_and_says_how_to_reach_it() {
-    let ns = Namespace::new("keep");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let output = ns.run(
-        repo.path(),
-        out.path(),
+    let t = ClusterTest::new("keep");
+    let output = t.run(
         &base_image(),
         &["--keep", "--", "sh", "-c", "echo kept > kept.txt"],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(message.contains("kubectl -n"), "{message}");
-    let pods = ns.buildr_objects();
+    let pods = t.ns.buildr_objects();
     assert_eq!(pods.len(), 2, "the pod and its policy: {pods:?}");
     let pod = pods.iter().find(|p| p.starts_with("pod/")).unwrap();
     // The workspace is still there to look at.
     let listing = kubectl_ok(&[
         "-n",
-        &ns.name,
+        &t.ns.name,
         "exec",
         &pod[4..],
         "--",
@@ -435,7 +408,7 @@ fn keep_leaves_the_pod_and_says_how_to_reach_it() {
         "/workspace/kept.txt",
     ]);
     assert_eq!(listing, "kept\n");
-    kubectl_ok(&["-n", &ns.name, "delete", "pod", &pod[4..], "--wait=true"]);
+    kubectl_ok(&["-n", &t.ns.name, "delete", "pod", &pod[4..], "--wait=true"]);
 }
 
 #[test]
@@ -514,15 +487,8 @@ fn terminating(ns: &Namespace, pod: &str) -> bool {
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn verbose_shows_the_timeline_of_the_run() {
-    let ns = Namespace::new("timeline");
-    let repo = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let output = ns.run(
-        repo.path(),
-        out.path(),
-        &base_image(),
-        &["-v", "--", "true"],
-    );
+    let t = ClusterTest::new("timeline");
+    let output = t.run(&base_image(), &["-v", "--", "true"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let message = stderr(&output);
     for phase in [
@@ -541,5 +507,5 @@ fn verbose_shows_the_timeline_of_the_run() {
             "no `{phase}` in: {message}"
         );
     }
-    ns.assert_nothing_left();
+    t.ns.assert_nothing_left();
 }

@@ -125,6 +125,35 @@ impl Drop for Namespace {
     }
 }
 
+/// One test's namespace, with a scratch repository to run from and a directory for what comes
+/// back.
+pub struct ClusterTest {
+    pub ns: Namespace,
+    pub repo: tempfile::TempDir,
+    pub out: tempfile::TempDir,
+}
+
+impl ClusterTest {
+    pub fn new(test: &str) -> Self {
+        Self {
+            ns: Namespace::new(test),
+            repo: tempfile::tempdir().unwrap(),
+            out: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// [`Namespace::run`] from the scratch repository into the scratch output.
+    pub fn run(&self, image: &str, extra: &[&str]) -> Output {
+        self.ns.run(self.repo.path(), self.out.path(), image, extra)
+    }
+
+    /// The command of [`ClusterTest::run`], to spawn it.
+    pub fn command(&self, image: &str, extra: &[&str]) -> Command {
+        self.ns
+            .command(self.repo.path(), self.out.path(), image, extra)
+    }
+}
+
 /// A file tree as `(path, kind and mode, contents or link target)`, to compare two outputs
 /// byte for byte and mode for mode.
 pub fn snapshot(root: &Path) -> Vec<(String, String, Vec<u8>)> {
