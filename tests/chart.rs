@@ -722,12 +722,13 @@ impl Installed {
         r
     }
 
-    /// A run of `true` in the base image; the task's output is not the point.
-    fn run_task(&self) -> Run {
+    /// A run of `sh -c SCRIPT` in the base image from an empty repository; its result and where
+    /// its files came back.
+    fn run_task(&self, script: &str) -> (Run, tempfile::TempDir) {
         let repo = tempfile::tempdir().expect("temporary repository");
         let out = tempfile::tempdir().expect("temporary output");
         let executor = static_buildr();
-        self.buildr(&[
+        let run = self.buildr(&[
             "run",
             "--backend",
             "k8s",
@@ -740,8 +741,11 @@ impl Installed {
             "--out",
             out.path().to_str().expect("utf-8 path"),
             "--",
-            "true",
-        ])
+            "sh",
+            "-c",
+            script,
+        ]);
+        (run, out)
     }
 
     /// Sets the Role's rules to PERMISSIONS, one rule each, and waits until the authorizer
@@ -824,26 +828,7 @@ fn a_run_as_the_chart_service_account_succeeds() {
         "{}",
         check.stderr
     );
-    let repo = tempfile::tempdir().expect("temporary repository");
-    let out = tempfile::tempdir().expect("temporary output");
-    let executor = static_buildr();
-    let r = installed.buildr(&[
-        "run",
-        "--backend",
-        "k8s",
-        "--image",
-        &base_image(),
-        "--executor-binary",
-        executor.to_str().expect("utf-8 path"),
-        "--repo",
-        repo.path().to_str().expect("utf-8 path"),
-        "--out",
-        out.path().to_str().expect("utf-8 path"),
-        "--",
-        "sh",
-        "-c",
-        "echo made by the chart\\'s account > made.txt",
-    ]);
+    let (r, out) = installed.run_task("echo made by the chart\\'s account > made.txt");
     assert!(
         r.ok,
         "buildr run as the chart's ServiceAccount failed ({:?}):\n{}",
@@ -877,7 +862,7 @@ fn each_missing_permission_is_named_by_the_run_and_by_check() {
         let named = format!("not allowed to {removed} in namespace {ns}");
         let points = format!("run `buildr k8s check -n {ns}`");
         let started = std::time::Instant::now();
-        let r = installed.run_task();
+        let (r, _out) = installed.run_task("true");
         let took = started.elapsed();
         eprintln!(
             "without {removed}: the run {} in {took:.1?}:\n{}",
