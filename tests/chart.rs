@@ -4,11 +4,15 @@
 //! Needs helm (tests/cluster/build-tools.sh builds it) and a cluster.
 
 mod common;
-mod k8s_support;
 
 use buildr::backend::k8s::access::{PERMISSIONS, Permission};
-use common::cluster::static_buildr;
-use k8s_support::*;
+use common::cluster::{
+    Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_buildr,
+    unique,
+};
+use common::helm::{Release, helm, helm_install};
+use common::manifests::{build_pod_yaml, plain_pod_yaml, pod_yaml, run_policy_yaml};
+use common::{Run, eventually, repo_root, run};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -166,11 +170,7 @@ fn helm_template_renders_every_object() {
         );
     }
     // The client accepts every object (kubectl's own schema check, no cluster needed).
-    let dry = run(
-        &tool("kubectl"),
-        &["apply", "--dry-run=client", "-f", "-"],
-        Some(&r.stdout),
-    );
+    let dry = kubectl_input(&["apply", "--dry-run=client", "-f", "-"], &r.stdout);
     assert!(
         dry.ok,
         "kubectl apply --dry-run=client refused the rendered chart: {}",
@@ -273,19 +273,10 @@ fn helm_install_is_accepted_and_uninstall_removes_everything() {
     let release = unique("chart-inst");
     let system = Namespace::create(&format!("{release}-sys"), &[]);
     let builds = format!("{release}-builds");
-    struct DeleteNs(String);
-    impl Drop for DeleteNs {
-        fn drop(&mut self) {
-            let _ = kubectl_try(&[
-                "delete",
-                "namespace",
-                &self.0,
-                "--ignore-not-found",
-                "--wait=false",
-            ]);
-        }
-    }
-    let _builds_guard = DeleteNs(builds.clone());
+    // The chart creates it; deleted here too in case the test fails before uninstalling.
+    let _builds_guard = Namespace {
+        name: builds.clone(),
+    };
     let installed = helm_install(
         &release,
         &system.name,
@@ -330,7 +321,7 @@ fn helm_install_is_accepted_and_uninstall_removes_everything() {
         "{labels}"
     );
     let root_pod = plain_pod_yaml(&builds, "root", "sleep 1");
-    let r = run(&tool("kubectl"), &["apply", "-f", "-"], Some(&root_pod));
+    let r = kubectl_input(&["apply", "-f", "-"], &root_pod);
     assert!(
         !r.ok && r.stderr.contains("violates PodSecurity \"restricted"),
         "a root pod was admitted: {}{}",
@@ -576,10 +567,7 @@ fn janitor_image() -> String {
 fn janitor_cronjob_removes_expired_buildr_pods_only() {
     let image = janitor_image();
     let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
-    let ns = Namespace::create(
-        "chart-janitor",
-        &["pod-security.kubernetes.io/enforce=restricted"],
-    );
+    let ns = Namespace::create("chart-janitor", &[RESTRICTED]);
     let release = unique("chart-jan");
     let _installed = helm_install(
         &release,
@@ -689,7 +677,7 @@ struct Installed {
 
 impl Installed {
     fn new(prefix: &str) -> Installed {
-        let ns = Namespace::create(prefix, &["pod-security.kubernetes.io/enforce=restricted"]);
+        let ns = Namespace::create(prefix, &[RESTRICTED]);
         let release = unique(prefix);
         let installed = helm_install(
             &release,
@@ -776,17 +764,6 @@ impl Installed {
             );
         }
     }
-
-    fn buildr_objects(&self) -> String {
-        self.ns.kubectl(&[
-            "get",
-            "pods,networkpolicies",
-            "-l",
-            "app.kubernetes.io/managed-by=buildr",
-            "-o",
-            "name",
-        ])
-    }
 }
 
 /// How kubectl names a permission's resource: `pods/exec`, `networkpolicies.networking.k8s.io`.
@@ -836,11 +813,8 @@ fn a_run_as_the_chart_service_account_succeeds() {
     );
     let made = std::fs::read_to_string(out.path().join("made.txt")).expect("made.txt came back");
     assert_eq!(made, "made by the chart's account\n");
-    let left = installed.buildr_objects();
-    assert!(
-        left.trim().is_empty(),
-        "the run left objects behind: {left}"
-    );
+    let left = installed.ns.buildr_objects();
+    assert!(left.is_empty(), "the run left objects behind: {left:?}");
 }
 
 #[test]
@@ -939,7 +913,11 @@ fn each_missing_permission_is_named_by_the_run_and_by_check() {
 
         if removed.resource == "pods" && removed.verb == "delete" {
             assert!(
-                installed.buildr_objects().contains("pod/buildr-"),
+                installed
+                    .ns
+                    .buildr_objects()
+                    .iter()
+                    .any(|o| o.starts_with("pod/buildr-")),
                 "without {removed} the pod is gone all the same"
             );
             installed.ns.kubectl(&[
@@ -954,11 +932,11 @@ fn each_missing_permission_is_named_by_the_run_and_by_check() {
         // later.
         assert!(
             eventually(Duration::from_secs(30), || installed
+                .ns
                 .buildr_objects()
-                .trim()
                 .is_empty()),
-            "without {removed} the run left: {}",
-            installed.buildr_objects()
+            "without {removed} the run left: {:?}",
+            installed.ns.buildr_objects()
         );
     }
 }
@@ -969,10 +947,7 @@ fn check_reports_a_namespace_that_refuses_buildrs_pod() {
     // Admission judges the dry-run pod as it would the real one. A ResourceQuota of zero pods is
     // the simplest real refusal: buildr's pod passes Pod Security "restricted" by design, and
     // the quota admission plugin runs on dry runs like the Pod Security one does.
-    let ns = Namespace::create(
-        "chart-quota",
-        &["pod-security.kubernetes.io/enforce=restricted"],
-    );
+    let ns = Namespace::create("chart-quota", &[RESTRICTED]);
     ns.kubectl(&["create", "quota", "no-pods", "--hard=pods=0"]);
     let r = run(
         std::path::Path::new(env!("CARGO_BIN_EXE_buildr")),

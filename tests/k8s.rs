@@ -8,9 +8,7 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    BUSYBOX_IMAGE, ClusterTest, NO_TAR_IMAGE, Namespace, base_image, kubectl, kubectl_ok, snapshot,
-};
+use common::cluster::{BUSYBOX_IMAGE, ClusterTest, NO_TAR_IMAGE, Namespace, base_image, snapshot};
 use common::{buildr, stderr, stdout, write_files};
 
 /// What the round trip changes: every kind of file a build writes or removes.
@@ -238,14 +236,7 @@ fn a_pod_refused_by_admission_is_one_clear_line() {
 "#,
         )],
     );
-    kubectl_ok(&[
-        "-n",
-        &t.ns.name,
-        "create",
-        "quota",
-        "small",
-        "--hard=limits.memory=1Gi",
-    ]);
+    t.ns.kubectl(&["create", "quota", "small", "--hard=limits.memory=1Gi"]);
     let output = t.run(&base_image(), &["big"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(125), "{message}");
@@ -279,9 +270,7 @@ fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
 fn the_executor_port_is_closed_to_other_pods() {
     let t = ClusterTest::new("port");
     let (mut child, _stdout) = spawn_until_started(&t, "echo started; sleep 20");
-    let ip = kubectl_ok(&[
-        "-n",
-        &t.ns.name,
+    let ip = t.ns.kubectl(&[
         "get",
         "pods",
         "-l",
@@ -349,9 +338,7 @@ fn run_probe_pod(ns: &Namespace, script: &str) -> String {
     let overrides = serde_json::json!({
         "spec": restricted_pod_spec("probe", &base_image(), &["bash", "-c", script])
     });
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
+    ns.kubectl(&[
         "run",
         "probe",
         "--image",
@@ -362,15 +349,7 @@ fn run_probe_pod(ns: &Namespace, script: &str) -> String {
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let phase = kubectl_ok(&[
-            "-n",
-            &ns.name,
-            "get",
-            "pod",
-            "probe",
-            "-o",
-            "jsonpath={.status.phase}",
-        ]);
+        let phase = ns.kubectl(&["get", "pod", "probe", "-o", "jsonpath={.status.phase}"]);
         if phase == "Succeeded" || phase == "Failed" {
             break;
         }
@@ -380,7 +359,7 @@ fn run_probe_pod(ns: &Namespace, script: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    kubectl_ok(&["-n", &ns.name, "logs", "probe"])
+    ns.kubectl(&["logs", "probe"])
 }
 
 #[test]
@@ -398,17 +377,10 @@ fn keep_leaves_the_pod_and_says_how_to_reach_it() {
     assert_eq!(pods.len(), 2, "the pod and its policy: {pods:?}");
     let pod = pods.iter().find(|p| p.starts_with("pod/")).unwrap();
     // The workspace is still there to look at.
-    let listing = kubectl_ok(&[
-        "-n",
-        &t.ns.name,
-        "exec",
-        &pod[4..],
-        "--",
-        "cat",
-        "/workspace/kept.txt",
-    ]);
+    let listing =
+        t.ns.kubectl(&["exec", &pod[4..], "--", "cat", "/workspace/kept.txt"]);
     assert_eq!(listing, "kept\n");
-    kubectl_ok(&["-n", &t.ns.name, "delete", "pod", &pod[4..], "--wait=true"]);
+    t.ns.kubectl(&["delete", "pod", &pod[4..], "--wait=true"]);
 }
 
 #[test]
@@ -435,13 +407,7 @@ fn gc_removes_expired_buildr_pods_and_nothing_else() {
     for manifest in manifests {
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), manifest.to_string()).unwrap();
-        kubectl_ok(&[
-            "-n",
-            &ns.name,
-            "create",
-            "-f",
-            file.path().to_str().unwrap(),
-        ]);
+        ns.kubectl(&["create", "-f", file.path().to_str().unwrap()]);
     }
     let output = buildr(&["k8s", "gc", "-n", &ns.name]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -450,7 +416,7 @@ fn gc_removes_expired_buildr_pods_and_nothing_else() {
         "{}",
         stdout(&output)
     );
-    let left = kubectl_ok(&["-n", &ns.name, "get", "pods", "-o", "name"]);
+    let left = ns.kubectl(&["get", "pods", "-o", "name"]);
     let left: Vec<&str> = left.lines().collect();
     assert!(left.contains(&"pod/buildr-current"), "{left:?}");
     assert!(left.contains(&"pod/not-buildrs"), "{left:?}");
@@ -464,24 +430,18 @@ fn gc_removes_expired_buildr_pods_and_nothing_else() {
         "{}",
         stdout(&output)
     );
-    assert!(
-        kubectl(&["-n", &ns.name, "get", "pod", "not-buildrs"])
-            .status
-            .success()
-    );
+    assert!(ns.kubectl_try(&["get", "pod", "not-buildrs"]).ok);
 }
 
 fn terminating(ns: &Namespace, pod: &str) -> bool {
-    let stamp = kubectl(&[
-        "-n",
-        &ns.name,
+    let stamp = ns.kubectl_try(&[
         "get",
         "pod",
         pod,
         "-o",
         "jsonpath={.metadata.deletionTimestamp}",
     ]);
-    !stdout(&stamp).is_empty() || !stamp.status.success()
+    !stamp.stdout.is_empty() || !stamp.ok
 }
 
 #[test]

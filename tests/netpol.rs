@@ -5,9 +5,12 @@
 //! Every "cannot reach" is paired with a control that reaches the same address from a pod
 //! without a policy, so a test fails if the network is simply broken rather than filtered.
 
-mod k8s_support;
+mod common;
 
-use k8s_support::*;
+use common::cluster::{Namespace, api_server_vip, apply, unique};
+use common::eventually;
+use common::helm::helm_install;
+use common::manifests::{build_pod_yaml, plain_pod_yaml, run_policy_yaml};
 use std::time::Duration;
 
 /// How long a freshly created pod or policy may take to be enforced.

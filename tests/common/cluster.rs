@@ -1,26 +1,31 @@
-//! Helpers for the tests that run against the real cluster of tests/cluster/ (the README's test
-//! command brings it up and exports KUBECONFIG): a fresh namespace per test that enforces Pod
-//! Security "restricted", kubectl, and `buildr run --backend k8s` with the static executor.
+//! The real cluster of tests/cluster (the README's test command brings it up and exports
+//! KUBECONFIG; hosted CI uses kind): kubectl found the way the cluster scripts find it,
+//! throw-away namespaces that delete themselves (also when a test panics), connection probes run
+//! inside pods, and `buildr run --backend k8s` with the static executor.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use super::{buildr_bin, stderr, stdout};
+use super::{Run, buildr_bin, eventually, repo_root, run};
 
-/// Why the cluster tests are ignored by a plain `cargo test`.
-pub const NEEDS_CLUSTER: &str = "needs the cluster from tests/cluster (tests/run-all.sh)";
-
-/// The image with a shell, tar and the host's glibc; BusyBox alone; BusyBox without tar.
+/// The image with a shell, tar, the host's glibc, bash, coreutils' timeout and echoserver;
+/// BusyBox alone; BusyBox without tar.
 pub fn base_image() -> String {
     std::env::var("BUILDR_CLUSTER_BASE_IMAGE").unwrap_or_else(|_| "buildr.local/base:1".into())
 }
 pub const BUSYBOX_IMAGE: &str = "buildr.local/busybox:1";
 pub const NO_TAR_IMAGE: &str = "buildr.local/notar:1";
 
+/// The label that makes the API server itself refuse a pod that is not Pod Security "restricted".
+pub const RESTRICTED: &str = "pod-security.kubernetes.io/enforce=restricted";
+
+/// The label on every object buildr creates.
+const MANAGED_BY_BUILDR: &str = "app.kubernetes.io/managed-by=buildr";
+
 /// The statically linked, stripped buildr that goes into pods (`cargo dist`).
 pub fn static_buildr() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/dist/buildr");
+    let path = repo_root().join("target/x86_64-unknown-linux-gnu/dist/buildr");
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo dist` (tests/run-all.sh does)",
@@ -29,42 +34,177 @@ pub fn static_buildr() -> PathBuf {
     path
 }
 
-pub fn kubectl(args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(args)
-        .output()
-        .expect("kubectl runs")
+/// The folder tests/cluster's scripts build kubectl (when missing), helm and kube-router into.
+fn cluster_bin_dir() -> PathBuf {
+    let go_mod = std::fs::read_to_string(repo_root().join("tests/cluster/go.mod"))
+        .expect("read tests/cluster/go.mod");
+    let version = go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes "))
+        .expect("tests/cluster/go.mod requires k8s.io/kubernetes")
+        .trim()
+        .to_owned();
+    let cache = std::env::var("BUILDR_CLUSTER_CACHE")
+        .unwrap_or_else(|_| "/var/cache/buildr-cluster".into());
+    Path::new(&cache).join(version).join("bin")
 }
 
-/// kubectl that must succeed; its stdout.
-pub fn kubectl_ok(args: &[&str]) -> String {
-    let output = kubectl(args);
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}",
-        stderr(&output)
+/// A tool from tests/cluster's cache (where build-tools.sh puts helm, pinned by its go.mod), else
+/// from PATH (a hosted runner's kubectl). The cache comes first so that a preinstalled Helm 3 on
+/// a runner does not stand in for the Helm the tests are written for.
+pub fn tool(name: &str) -> PathBuf {
+    let cached = cluster_bin_dir().join(name);
+    if cached.is_file() {
+        return cached;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "{name} is neither in {} (tests/cluster/up.sh builds it there) nor on PATH",
+        cached.display()
     );
-    stdout(&output)
 }
 
-/// A namespace of its own for one test, enforcing Pod Security "restricted" so that the API
-/// server itself refuses a pod that is not. Deleted (without waiting) when dropped.
+/// kubectl ARGS; panics with its stderr when it fails.
+pub fn kubectl(args: &[&str]) -> String {
+    let r = kubectl_try(args);
+    assert!(r.ok, "kubectl {} failed:\n{}", args.join(" "), r.stderr);
+    r.stdout
+}
+
+/// kubectl ARGS, whatever the outcome.
+pub fn kubectl_try(args: &[&str]) -> Run {
+    run(&tool("kubectl"), args, None)
+}
+
+/// kubectl ARGS reading INPUT on stdin (`-f -`), whatever the outcome.
+pub fn kubectl_input(args: &[&str], input: &str) -> Run {
+    run(&tool("kubectl"), args, Some(input))
+}
+
+/// `kubectl apply -f -` of YAML.
+pub fn apply(yaml: &str) {
+    let r = kubectl_input(&["apply", "-f", "-"], yaml);
+    assert!(
+        r.ok,
+        "kubectl apply failed:\n{}\n--- input ---\n{yaml}",
+        r.stderr
+    );
+}
+
+/// A fresh name, PREFIX-<random>, that is a DNS label: for namespaces and releases.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..8]).replace('_', "-")
+}
+
+/// The address and port pods reach the API server at: the `kubernetes` Service's cluster IP.
+pub fn api_server_vip() -> (String, u16) {
+    let address = kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "service",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    let (ip, port) = address
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("the kubernetes Service's address: {address:?}"));
+    (ip.to_owned(), port.trim().parse().expect("a port number"))
+}
+
+/// A namespace of its own for one test, deleted (without waiting) when dropped, also when the
+/// test panics.
 pub struct Namespace {
     pub name: String,
 }
 
 impl Namespace {
+    /// `t-TEST-…`, enforcing Pod Security "restricted" as the namespaces buildr runs in should.
     pub fn new(test: &str) -> Self {
-        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
-        let name = format!("t-{test}-{suffix}").replace('_', "-");
-        kubectl_ok(&["create", "namespace", &name]);
-        kubectl_ok(&[
-            "label",
-            "namespace",
-            &name,
-            "pod-security.kubernetes.io/enforce=restricted",
+        Self::create(&format!("t-{test}"), &[RESTRICTED])
+    }
+
+    /// `PREFIX-…` with LABELS ("key=value"), ready for pods.
+    pub fn create(prefix: &str, labels: &[&str]) -> Self {
+        let name = unique(prefix);
+        kubectl(&["create", "namespace", &name]);
+        let ns = Namespace { name };
+        if !labels.is_empty() {
+            let mut args = vec!["label", "namespace", ns.name.as_str()];
+            args.extend_from_slice(labels);
+            kubectl(&args);
+        }
+        // Pods need the namespace's default ServiceAccount, made by the controller manager.
+        assert!(
+            eventually(Duration::from_secs(30), || ns
+                .kubectl_try(&["get", "serviceaccount", "default"])
+                .ok),
+            "namespace {}: no default ServiceAccount after 30 s",
+            ns.name
+        );
+        ns
+    }
+
+    /// kubectl -n NAMESPACE ARGS; panics with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        kubectl(&self.scoped(args))
+    }
+
+    /// kubectl -n NAMESPACE ARGS, whatever the outcome.
+    pub fn kubectl_try(&self, args: &[&str]) -> Run {
+        kubectl_try(&self.scoped(args))
+    }
+
+    fn scoped<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut scoped = vec!["-n", self.name.as_str()];
+        scoped.extend_from_slice(args);
+        scoped
+    }
+
+    /// Waits until pod NAME is Ready; panics with its description otherwise.
+    pub fn wait_ready(&self, pod: &str) {
+        let r = self.kubectl_try(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
         ]);
-        Self { name }
+        if !r.ok {
+            let describe = self.kubectl_try(&["describe", "pod", pod]).stdout;
+            panic!(
+                "pod {}/{pod} not Ready: {}\n{describe}",
+                self.name, r.stderr
+            );
+        }
+    }
+
+    pub fn pod_ip(&self, pod: &str) -> String {
+        self.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+    }
+
+    pub fn host_ip(&self, pod: &str) -> String {
+        self.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.hostIP}"])
+    }
+
+    /// Whether a TCP connection from POD to HOST:PORT opens within 2 s.
+    pub fn connects(&self, pod: &str, host: &str, port: u16) -> bool {
+        let probe = format!("exec 3<>/dev/tcp/{host}/{port}");
+        self.kubectl_try(&["exec", pod, "--", "timeout", "2", "bash", "-c", &probe])
+            .ok
+    }
+
+    /// Whether POD still exists.
+    pub fn has_pod(&self, pod: &str) -> bool {
+        self.kubectl_try(&["get", "pod", pod, "-o", "name"]).ok
     }
 
     /// `buildr run --backend k8s` in this namespace with the static executor.
@@ -100,13 +240,11 @@ impl Namespace {
 
     /// The names of the pods and NetworkPolicies labelled as buildr's in this namespace.
     pub fn buildr_objects(&self) -> Vec<String> {
-        let listed = kubectl_ok(&[
-            "-n",
-            &self.name,
+        let listed = self.kubectl(&[
             "get",
             "pods,networkpolicies",
             "-l",
-            "app.kubernetes.io/managed-by=buildr",
+            MANAGED_BY_BUILDR,
             "-o",
             "name",
         ]);
@@ -121,7 +259,7 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = kubectl_try(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 

@@ -1,13 +1,27 @@
-//! Helpers shared by the integration tests: the real `buildr` binary and scratch repositories.
+//! Helpers shared by the integration tests: the real `buildr` binary, other programs run to
+//! completion, and scratch repositories.
+//!
+//! - `cluster`: the real cluster of tests/cluster: kubectl, throw-away namespaces, buildr runs
+//!   with the k8s backend.
+//! - `helm`: Helm releases of charts/buildr that uninstall themselves.
+//! - `manifests`: pods and NetworkPolicies as YAML, shaped like buildr's or not.
+//! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
 #![allow(dead_code)] // each test file uses its own subset
 
-pub mod frames;
-
 pub mod cluster;
+pub mod frames;
+pub mod helm;
+pub mod manifests;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 pub fn buildr_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_buildr"))
@@ -60,6 +74,61 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What a command printed and how it ended.
+pub struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            ok: output.status.success(),
+            code: output.status.code(),
+            stdout: stdout(&output),
+            stderr: stderr(&output),
+        }
+    }
+}
+
+/// Runs PROGRAM ARGS with STDIN, from the repository's root (where charts/ and manifests/ are).
+pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().expect("stdin is piped");
+        w.write_all(input.as_bytes()).expect("write stdin");
+    }
+    Run::from(child.wait_with_output().expect("wait for command"))
+}
+
+/// Polls F every 300 ms until it returns true or TIMEOUT passes; says whether it did.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// A real `buildr executor` child process on a loopback port, killed when dropped.
