@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it and CI runs it: brings up the real single-node
 # Kubernetes of tests/cluster/ (building it on first use), runs its smoke test and every Rust
-# test including those marked #[ignore] because they need the cluster, and brings the cluster
+# test including those marked #[ignore = "needs the cluster ..."], and brings the cluster
 # down again, also on failure or Ctrl-C. Needs root (it starts containerd and a kubelet).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,6 +1,7 @@
 //! Tools (`tools = [...]`, `--tool`): programs sent along with the task, first in its PATH. On
 //! the local backend with real files and processes, and in real pods on the cluster of
-//! tests/cluster (those tests are `#[ignore]`d and run by tests/run-all.sh).
+//! tests/cluster (marked `#[ignore = "needs the cluster ..."]`; tests/run-all.sh, the README's
+//! test command, runs them with the cluster up).
 
 mod common;
 
