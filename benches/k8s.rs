@@ -160,26 +160,11 @@ impl Bench {
                     "-rf",
                     "/w/inputs",
                 ]);
-                let started = Instant::now();
-                ok(kubectl(&[
-                    "-n",
-                    NAMESPACE,
-                    "cp",
-                    repo.to_str().unwrap(),
-                    &format!("{pod}:/w/inputs"),
-                ]));
-                started.elapsed()
+                kubectl_cp(repo.to_str().unwrap(), &format!("{pod}:/w/inputs"))
             },
         );
         report("200 MB of inputs in", "kubectl cp DIR pod:", ours, theirs);
-        ok(kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            "pod",
-            &pod,
-            "--wait=false",
-        ]));
+        delete_pod(&pod);
     }
 
     /// 3. 100 MB of results back.
@@ -208,15 +193,7 @@ impl Bench {
             },
             || {
                 let _ = fs::remove_dir_all(&local);
-                let started = Instant::now();
-                ok(kubectl(&[
-                    "-n",
-                    NAMESPACE,
-                    "cp",
-                    &format!("{pod}:/w/results"),
-                    local.to_str().unwrap(),
-                ]));
-                started.elapsed()
+                kubectl_cp(&format!("{pod}:/w/results"), local.to_str().unwrap())
             },
         );
         report(
@@ -225,14 +202,7 @@ impl Bench {
             ours,
             theirs,
         );
-        ok(kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            "pod",
-            &pod,
-            "--wait=false",
-        ]));
+        delete_pod(&pod);
     }
 
     /// 4. 200 MB of stdout.
@@ -254,14 +224,7 @@ impl Bench {
             },
         );
         report("200 MB of stdout", "kubectl exec", ours, theirs);
-        ok(kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            "pod",
-            &pod,
-            "--wait=false",
-        ]));
+        delete_pod(&pod);
     }
 
     /// 5. Where the time of a trivial run goes.
@@ -426,6 +389,24 @@ fn report(what: &str, baseline: &str, ours: Duration, theirs: Duration) {
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
+}
+
+/// How long `kubectl cp FROM TO` took in the bench's namespace.
+fn kubectl_cp(from: &str, to: &str) -> Duration {
+    let started = Instant::now();
+    ok(kubectl(&["-n", NAMESPACE, "cp", from, to]));
+    started.elapsed()
+}
+
+fn delete_pod(pod: &str) {
+    ok(kubectl(&[
+        "-n",
+        NAMESPACE,
+        "delete",
+        "pod",
+        pod,
+        "--wait=false",
+    ]));
 }
 
 fn kubectl(args: &[&str]) -> Output {
