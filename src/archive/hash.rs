@@ -46,6 +46,11 @@ impl<W: Write> Write for Sha256Writer<W> {
     }
 }
 
+/// Lower-hex SHA-256 of bytes already in memory.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// Lower-hex SHA-256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = File::open(path)?;

@@ -24,7 +24,7 @@
 //! - `staging`: where extraction keeps files until the archive is verified.
 //! - `beneath`: path resolution beneath the destination that never follows a symlink.
 //! - `names`: the path rules shared by writing and extraction, and [`Quoted`] names.
-//! - `hash`: [`Sha256Writer`], [`sha256_file`].
+//! - `hash`: [`Sha256Writer`], [`sha256_file`], [`sha256_hex`].
 //! - `error`: [`ArchiveError`], [`Refusal`] and [`Corruption`].
 
 mod beneath;
@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ArchiveError, Corruption, Refusal};
 pub use extract::extract;
-pub use hash::{Sha256Writer, sha256_file};
+pub use hash::{Sha256Writer, sha256_file, sha256_hex};
 pub use names::{MAX_NAME, MAX_PATH, Quoted};
 pub use read::{list, list_each};
 pub use writer::{Writer, create_file, create_new_file, sources_under};

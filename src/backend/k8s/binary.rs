@@ -44,7 +44,8 @@ impl ExecutorBinary {
         Ok(Self {
             path: path.to_path_buf(),
             size: data.len() as u64,
-            sha256: crate::archive::sha256_file(path).map_err(read_error)?,
+            // The bytes are in memory already: hashed here, not read a second time.
+            sha256: crate::archive::sha256_hex(&data),
             arch: needs.arch,
             interpreter: needs.interpreter,
         })
