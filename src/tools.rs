@@ -172,14 +172,19 @@ fn inspect(path: &Path, spec: &str, arch: &str) -> Result<Tool, ToolError> {
     } else {
         return Err(ToolError::NotAProgram(path.to_path_buf()));
     };
-    let name = spec.rsplit('/').next().unwrap_or(spec).to_string();
     Ok(Tool {
-        name,
+        name: name_of(spec).to_string(),
         source: path.to_path_buf(),
         size: data.len() as u64,
         kind,
         needs,
     })
+}
+
+/// The name a tool is sent under: the last component of what the user wrote (`jq`,
+/// `./bin/mylint` -> `mylint`).
+pub fn name_of(spec: &str) -> &str {
+    spec.rsplit('/').next().unwrap_or(spec)
 }
 
 fn read_error(path: &Path, error: std::io::Error) -> ToolError {
@@ -358,10 +363,7 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host_arch() -> &'static str {
-        crate::backend::k8s::objects::kubernetes_arch(std::env::consts::ARCH)
-    }
+    use crate::backend::local::host_arch;
 
     fn write_tool(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
         let path = dir.join(name);

@@ -45,6 +45,11 @@ pub enum LocalError {
     CopyTool(PathBuf, #[source] std::io::Error),
 }
 
+/// `kubernetes.io/arch` of this machine, the one the local backend's tools must be built for.
+pub fn host_arch() -> &'static str {
+    kubernetes_arch(std::env::consts::ARCH)
+}
+
 /// A run's sandbox on this machine.
 pub struct LocalBackend {
     executor_binary: PathBuf,
@@ -199,8 +204,7 @@ fn stop(executor: &mut Child) {
 
 /// Looks for what the tools need with this machine's shell, as a pod does with its image's.
 async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
-    let arch = kubernetes_arch(std::env::consts::ARCH);
-    let check = Check::new(tools, arch);
+    let check = Check::new(tools, host_arch());
     if check.is_empty() {
         return Ok(());
     }

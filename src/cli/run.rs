@@ -11,9 +11,8 @@ use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
 use crate::archive::{LinkPolicy, Quoted};
-use crate::backend::k8s::objects::kubernetes_arch;
 use crate::backend::k8s::{K8sArgs, K8sBackend};
-use crate::backend::local::LocalBackend;
+use crate::backend::local::{self, LocalBackend};
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
 use crate::task::{Task, TaskSet, collect_inputs};
@@ -96,8 +95,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
-            let host_arch = kubernetes_arch(std::env::consts::ARCH);
-            let tools = resolve_tools(&args, &task, host_arch, verbosity)?;
+            let tools = resolve_tools(&args, &task, local::host_arch(), verbosity)?;
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)

@@ -817,7 +817,7 @@ impl File<'_> {
                     ),
                 ));
             }
-            let name = spec.rsplit('/').next().unwrap_or(spec);
+            let name = crate::tools::name_of(spec);
             if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
                 return Err(self.invalid(
                     element.span(),

@@ -16,6 +16,7 @@ use kube::api::PostParams;
 
 use super::access::{PERMISSIONS, Permission};
 use super::objects::{PodPlan, kubernetes_arch};
+use super::one_line;
 use crate::task;
 
 /// The image the dry-run pod names when none is given: admission that looks at images (an
@@ -142,10 +143,6 @@ impl Report {
             problems.join("; ")
         )
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Asks the API server about every permission and about the pod's admission in `namespace`.

@@ -57,7 +57,7 @@ pub enum ExecError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    let stderr = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stderr = super::one_line(stderr);
     if stderr.is_empty() {
         String::new()
     } else {

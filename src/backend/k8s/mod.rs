@@ -141,11 +141,8 @@ pub enum K8sError {
         name: String,
         error: Box<kube::Error>,
     },
-    #[error("cannot watch pod {pod}: {}", api_message(error))]
-    Watch {
-        pod: String,
-        error: Box<kube::Error>,
-    },
+    #[error("cannot watch pod {pod}: {refusal}")]
+    Watch { pod: String, refusal: String },
     #[error("pod {pod} cannot start: {reason}")]
     PodFailed { pod: String, reason: String },
     #[error(
@@ -193,12 +190,18 @@ pub enum K8sError {
 /// [`access::Denial`]). Every error of the k8s path that carries a `kube::Error` shows it here.
 pub fn api_message(error: &kube::Error) -> String {
     match error {
-        kube::Error::Api(status) if status.code == 403 => {
+        kube::Error::Api(status) if access::is_forbidden(error) => {
             access::Denial::from_message(&status.message).to_string()
         }
         kube::Error::Api(status) => status.message.clone(),
         other => other.to_string(),
     }
+}
+
+/// `text` with every run of whitespace (newlines included) made one space: the API server's and
+/// the kubelet's messages span lines, buildr's errors take one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_not_found(error: &kube::Error) -> bool {

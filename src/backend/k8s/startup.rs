@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::K8sError;
 use super::access::is_forbidden;
+use super::{K8sError, api_message, one_line};
 use crate::timeline::Timeline;
 
 /// What a pod's status says about its start.
@@ -126,10 +126,6 @@ fn lacks_shell(message: &str, image: &str) -> Option<String> {
     })
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// Watches the pod until its container runs; records `schedule` and `start container`.
 pub async fn wait_running(
     pods: &Api<Pod>,
@@ -162,20 +158,16 @@ pub async fn wait_running(
             }
             Ok(Some(_)) => continue,
             Ok(None) => unreachable!("a watch with backoff never ends"),
-            // A refusal will not pass: say which permission is missing now.
-            Err(
-                watcher::Error::InitialListFailed(e)
-                | watcher::Error::WatchStartFailed(e)
-                | watcher::Error::WatchFailed(e),
-            ) if is_forbidden(&e) => {
-                return Err(K8sError::Watch {
-                    pod: name.to_string(),
-                    error: Box::new(e),
-                });
-            }
-            // The watch retries with backoff; a lasting error (no server) ends in the timeout
-            // with this error as the last thing seen.
             Err(e) => {
+                // A refusal will not pass: say which permission is missing now.
+                if let Some(refused) = refusal(&e) {
+                    return Err(K8sError::Watch {
+                        pod: name.to_string(),
+                        refusal: api_message(refused),
+                    });
+                }
+                // The watch retries with backoff; a lasting error (no server) ends in the
+                // timeout with this error as the last thing seen.
                 last = e.to_string();
                 continue;
             }
