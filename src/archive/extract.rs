@@ -203,11 +203,7 @@ impl Stager<'_> {
         };
         self.staging
             .record(&record)
-            .map_err(|source| ArchiveError::Extract {
-                entry: rel.to_path_buf(),
-                dest: self.dest.to_path_buf(),
-                source,
-            })
+            .map_err(write_err(rel, self.dest))
     }
 
     fn file(
@@ -289,11 +285,7 @@ fn reach<'b, 'r>(
     beneath.parent(rel, true).map_err(|e| match e {
         Unreachable::Refused(reason) => refused(rel, reason),
         Unreachable::Missing => write_err(rel, dest)(Errno::ENOENT),
-        Unreachable::Io(source) => ArchiveError::Extract {
-            entry: rel.to_path_buf(),
-            dest: dest.to_path_buf(),
-            source,
-        },
+        Unreachable::Io(source) => write_err(rel, dest)(source),
     })
 }
 

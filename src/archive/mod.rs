@@ -114,7 +114,7 @@ pub struct Entry {
 /// What extraction does with a symlink whose target may resolve outside the destination
 /// (absolute, or climbing above it). Extraction never writes through any symlink whatever the
 /// policy, so this is about what the links point at once they are in place.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LinkPolicy {
     /// Refuse the archive.
     #[default]

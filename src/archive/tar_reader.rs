@@ -419,18 +419,14 @@ impl<R: Read> TarReader<R> {
 
     /// Reads one whole block (the caller hashes it); false at a clean end of input before it.
     fn read_block(&mut self, block: &mut [u8; BLOCK]) -> Result<bool, ArchiveError> {
-        let mut filled = 0;
-        while filled < BLOCK {
-            match self.inner.read(&mut block[filled..]) {
-                Ok(0) if filled == 0 => return Ok(false),
-                Ok(0) => return Err(self.corrupt(Corruption::Truncated)),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ArchiveError::ReadArchive(e)),
+        match super::read::fill(&mut self.inner, block).map_err(ArchiveError::ReadArchive)? {
+            0 => Ok(false),
+            BLOCK => {
+                self.offset += BLOCK as u64;
+                Ok(true)
             }
+            _ => Err(self.corrupt(Corruption::Truncated)),
         }
-        self.offset += BLOCK as u64;
-        Ok(true)
     }
 
     fn field(

@@ -38,7 +38,7 @@ pub enum ArchiveCommand {
         /// Symlinks that point outside --to (absolute, or climbing above it): `refuse` the
         /// archive, `skip` them with a warning, or `allow` them (a workspace's inputs). No
         /// policy writes through a link.
-        #[arg(long, default_value = "refuse", value_parser = parse_links)]
+        #[arg(long, value_enum, default_value_t = LinkPolicy::Refuse)]
         links: LinkPolicy,
     },
 }
@@ -124,15 +124,6 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn parse_links(s: &str) -> Result<LinkPolicy, String> {
-    match s {
-        "refuse" => Ok(LinkPolicy::Refuse),
-        "skip" => Ok(LinkPolicy::Skip),
-        "allow" => Ok(LinkPolicy::Allow),
-        _ => Err(format!("`{s}` is not one of refuse, skip, allow")),
-    }
 }
 
 fn open(file: &Path) -> anyhow::Result<Box<dyn Read>> {

@@ -133,11 +133,6 @@ impl EventLog {
         Ok(sequence)
     }
 
-    /// Output bytes dropped at the cap so far.
-    pub fn dropped(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).dropped
-    }
-
     /// The highest sequence number written so far.
     pub fn last_sequence(&self) -> u64 {
         self.progress.borrow().last

@@ -226,14 +226,12 @@ impl Run {
         })
         .await
         .map_err(|e| format!("the archive writer failed: {e}"))?
+        // `{:#}`: the error and each of its causes, joined by ": ".
         .map_err(|e| {
-            let mut message = format!("cannot write the archive of modified files: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            message
+            format!(
+                "cannot write the archive of modified files: {:#}",
+                anyhow::Error::new(e)
+            )
         })?;
         self.note(
             Level::INFO,

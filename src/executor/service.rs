@@ -187,13 +187,14 @@ fn run_spec(request: &StartTaskRequest, limits: &Limits) -> Result<RunSpec, Stat
         )));
     }
     // The event log and the archive would otherwise count as files the task wrote.
-    if let (Ok(state), Ok(root)) = (limits.state_dir.canonicalize(), workspace.canonicalize())
-        && state.starts_with(&root)
+    // (The workspace equals `limits.workspace`, canonical, by the check above.)
+    if let Ok(state) = limits.state_dir.canonicalize()
+        && state.starts_with(&limits.workspace)
     {
         return Err(Status::invalid_argument(format!(
             "the executor's state directory {} is inside the workspace {}",
             state.display(),
-            root.display()
+            limits.workspace.display()
         )));
     }
     let workdir = PathBuf::from(&command.workdir);
