@@ -11,6 +11,7 @@
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
 //! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
 //! - [`secret`]: the per-run secret every call to an executor carries.
+//! - [`printable`]: text from the other side (executor, pod, kubelet) escaped for the terminal.
 //! - [`telemetry`]: tracing subscriber, OpenTelemetry export, trace context propagation.
 //! - [`timeline`]: the phases of a run and their durations (`buildr run -v`).
 //! - [`rpc`]: the generated protocol types (`proto/buildr/rpc/v1`).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod elf;
 pub mod executor;
+pub mod printable;
 pub mod progress;
 pub mod secret;
 pub mod task;

@@ -151,6 +151,27 @@ fn a_command_that_cannot_start_exits_as_a_shell_would() {
 }
 
 #[test]
+fn what_the_executor_reports_cannot_drive_the_terminal() {
+    // The executor quotes the command in its error; a command named with escape sequences must
+    // reach the console escaped (only the task's own stdout and stderr are passed through raw).
+    let repo = tempfile::tempdir().unwrap();
+    let command = "no-such\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}cmd";
+    let output = buildr(&["run", "--repo", path_str(repo.path()), "--", command]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(127), "{err}");
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !err.contains(raw),
+            "{raw:?} reached the console raw: {err:?}"
+        );
+    }
+    assert!(
+        err.contains("no-such\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}cmd"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_sandbox_is_private_and_the_executor_listens_inside_it() {
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();

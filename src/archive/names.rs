@@ -45,23 +45,16 @@ pub(crate) fn check_bytes(p: &Path) -> Result<(), Refusal> {
     }
 }
 
-/// A path as it is shown in messages and listings: control characters (ESC, BEL, newlines, …),
-/// backslashes and bytes that are not UTF-8 escaped, so a name can neither drive the terminal
-/// nor break a line.
+/// A path as it is shown in messages and listings: escaped as [`crate::printable::Printable`]
+/// escapes text, and bytes that are not UTF-8 as `\xNN`, so a name can neither drive the
+/// terminal nor break a line.
 pub struct Quoted<'a>(pub &'a Path);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
             for c in chunk.valid().chars() {
-                match c {
-                    '\\' => f.write_str("\\\\")?,
-                    '\n' => f.write_str("\\n")?,
-                    '\t' => f.write_str("\\t")?,
-                    '\r' => f.write_str("\\r")?,
-                    c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
-                    c => write!(f, "{c}")?,
-                }
+                crate::printable::write_char(f, c)?;
             }
             for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;

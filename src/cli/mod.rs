@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::printable::Printable;
+
 /// Run build steps in a fresh sandbox or Kubernetes pod and bring back exactly the files they
 /// changed.
 #[derive(Debug, Parser)]
@@ -88,14 +90,13 @@ pub fn main() -> ExitCode {
     })
 }
 
-/// One line with the cause; the chain of causes under `-v`.
+/// One line with the cause; the chain of causes under `-v`. Escaped: an error may quote what
+/// the executor, the pod or the API server said.
 fn report(error: &anyhow::Error, verbose: bool) {
+    eprintln!("buildr: {}", Printable(&format!("{error:#}")));
     if verbose {
-        eprintln!("buildr: {error:#}");
         for cause in error.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            eprintln!("  caused by: {}", Printable(&cause.to_string()));
         }
-    } else {
-        eprintln!("buildr: {error:#}");
     }
 }

@@ -15,6 +15,7 @@ use crate::backend::k8s::{K8sArgs, K8sBackend};
 use crate::backend::local::{self, LocalBackend};
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
+use crate::printable::Printable;
 use crate::task::{Task, TaskSet, collect_inputs};
 use crate::timeline::Timeline;
 use crate::tools::{self, Tool};
@@ -333,7 +334,7 @@ fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
         }
     }
     if !result.error.is_empty() {
-        eprintln!("buildr: {}", result.error);
+        eprintln!("buildr: {}", Printable(&result.error));
     }
     if outcome.interrupted {
         return ExitCode::from(EXIT_INTERRUPTED);

@@ -1,9 +1,11 @@
 //! Renders a run's events on the console: the task's stdout and stderr go to ours, unchanged and
-//! as they arrive; the executor's log lines go to stderr (warnings always, the rest under `-v`).
+//! as they arrive; the executor's log lines go to stderr (warnings always, the rest under `-v`),
+//! escaped.
 
 use std::io::{self, Write};
 
 use super::session::EventSink;
+use crate::printable::Printable;
 use crate::rpc::{TaskLog, TaskOutput, task_log::Level, task_output::Stream};
 
 pub struct Console {
@@ -51,7 +53,8 @@ impl EventSink for Console {
     }
 }
 
-/// `executor WARN: message key=value ...`, fields sorted by name.
+/// `executor WARN: message key=value ...`, fields sorted by name; the message and the fields
+/// escaped (see [`Printable`]).
 pub fn format_log(log: &TaskLog) -> String {
     let level = match log.level() {
         Level::Error => "ERROR",
@@ -63,9 +66,28 @@ pub fn format_log(log: &TaskLog) -> String {
     };
     let mut fields: Vec<_> = log.fields.iter().collect();
     fields.sort();
-    let mut line = format!("executor {level}: {}", log.message);
+    let mut line = format!("executor {level}: {}", Printable(&log.message));
     for (key, value) in fields {
-        line.push_str(&format!(" {key}={value}"));
+        line.push_str(&format!(" {}={}", Printable(key), Printable(value)));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_from_the_executor_cannot_drive_the_terminal() {
+        let log = TaskLog {
+            level: Level::Warn as i32,
+            message: "watch overflow\u{1b}[1A\u{1b}[2K".to_string(),
+            fields: [("path\u{7}".to_string(), "a\nb".to_string())].into(),
+            ..TaskLog::default()
+        };
+        assert_eq!(
+            format_log(&log),
+            "executor WARN: watch overflow\\u{1b}[1A\\u{1b}[2K path\\u{7}=a\\nb"
+        );
+    }
 }
