@@ -28,9 +28,12 @@ impl Drop for Guard {
 /// The console filter for a `-v` count when `RUST_LOG` is not set.
 fn default_filter(verbosity: u8) -> &'static str {
     match verbosity {
-        // kube's watcher warns of every failed list with a debug dump; buildr reports what a
-        // watch's failure means itself (a refusal ends the run naming the permission).
-        0 => "warn,kube_runtime::watcher=error",
+        // The Kubernetes client logs every failed request (an unreachable server, twenty
+        // times while a deletion retries), its watcher every failed list and its TLS verifier
+        // every refused certificate; buildr says itself, once, what a failure means (the
+        // server and why it cannot be reached, the permission a refusal lacks). `-v` shows
+        // them.
+        0 => "warn,kube_client=off,kube_runtime=off,rustls_platform_verifier=off",
         1 => "info,buildr=debug,h2=warn,tower=warn,hyper_util=warn",
         2 => "debug",
         _ => "trace",

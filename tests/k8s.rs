@@ -269,6 +269,25 @@ fn ctrl_c_mid_task_brings_back_what_changed_and_leaves_nothing() {
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn the_executor_port_is_closed_to_other_pods() {
     let t = ClusterTest::new("port");
+    // The control: a pod of the test's own, without buildr's NetworkPolicy, listening on the
+    // executor's port. The probe must find it open, or "closed" would prove nothing (no
+    // `bash` or `timeout` in the probe's image, no pod network at all).
+    let control = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "control"},
+        "spec": restricted_pod_spec("control", BUSYBOX_IMAGE, &["httpd", "-f", "-p", "7070"])
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), control.to_string()).unwrap();
+    t.ns.kubectl(&["create", "-f", file.path().to_str().unwrap()]);
+    t.ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/control",
+        "--timeout=60s",
+    ]);
+    let control_ip =
+        t.ns.kubectl(&["get", "pod", "control", "-o", "jsonpath={.status.podIP}"]);
     let (mut child, _stdout) = spawn_until_started(&t, "echo started; sleep 20");
     let ip = t.ns.kubectl(&[
         "get",
@@ -278,18 +297,28 @@ fn the_executor_port_is_closed_to_other_pods() {
         "-o",
         "jsonpath={.items[0].status.podIP}",
     ]);
-    assert!(!ip.is_empty());
-    let probe = format!(
-        "if timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/7070' 2>/dev/null; then echo open; else echo closed; fi"
-    );
-    let answer = run_probe_pod(&t.ns, &probe);
+    assert!(!ip.is_empty() && !control_ip.is_empty());
+    let probe = |target: &str| {
+        format!(
+            "if timeout 5 bash -c 'exec 3<>/dev/tcp/{target}/7070' 2>/dev/null; then echo {target} open; \
+             else echo {target} closed; fi"
+        )
+    };
+    let answer = run_probe_pod(&t.ns, &format!("{}; {}", probe(&control_ip), probe(&ip)));
     assert_eq!(
         answer.trim(),
-        "closed",
-        "the executor's port answered from another pod"
+        format!("{control_ip} open\n{ip} closed"),
+        "the control pod's port must answer, the executor's must not"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    // Ctrl-C: the run stops the task and deletes its pod and policy before it exits.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    t.ns.assert_nothing_left();
 }
 
 /// The spec of a one-container pod that Pod Security "restricted" admits, running `command`.

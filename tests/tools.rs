@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::cluster::{BUSYBOX_IMAGE, Namespace, base_image};
-use common::{buildr_bin, stderr, write_files};
+use common::{buildr_bin, stderr, stdout, write_files};
 
 /// A repository with a task `greet` that uses two tools of its own: `greet`, a shell script,
 /// and `say`, a copy of this machine's `echo` (a dynamically linked ELF).
@@ -244,15 +244,30 @@ fn a_dynamic_tool_is_refused_by_an_image_without_its_loader_and_nothing_is_left(
     let ns = Namespace::new("tools-dynamic");
     let repo = repo_with_tools();
     let out = tempfile::tempdir().unwrap();
-    let marker = out.path().join("the-task-ran");
     // BusyBox has no C library: this machine's `echo` (by name, from PATH) cannot run there.
+    // Had the task run, in the pod, it would have said so and its file would have come back.
     let output = ns.run(
         repo.path(),
         out.path(),
         BUSYBOX_IMAGE,
-        &["--tool", "echo", "--", "touch", marker.to_str().unwrap()],
+        &[
+            "--tool",
+            "echo",
+            "--",
+            "sh",
+            "-c",
+            "busybox echo the-task-ran; touch the-task-ran",
+        ],
     );
     let err = stderr(&output);
+    assert!(
+        !stdout(&output).contains("the-task-ran"),
+        "the task ran: {err}"
+    );
+    assert!(
+        !out.path().join("the-task-ran").exists(),
+        "the task ran: {err}"
+    );
     assert_eq!(output.status.code(), Some(125), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -261,6 +276,5 @@ fn a_dynamic_tool_is_refused_by_an_image_without_its_loader_and_nothing_is_left(
         )),
         "{err}"
     );
-    assert!(!marker.exists(), "the task ran");
     ns.assert_nothing_left();
 }

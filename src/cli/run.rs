@@ -103,9 +103,12 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 .await
         }
         BackendKind::K8s => {
+            // The cluster first: a wrong kubeconfig is named in seconds, before the binary
+            // that would be sent is read and hashed.
+            let (client, namespace) = args.k8s.cluster.client().await?;
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
-            let backend = K8sBackend::connect(settings, &run_id).await?;
+            let backend = K8sBackend::new(settings, client, namespace, &run_id);
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)
                 .await

@@ -105,7 +105,19 @@ impl Report {
                 let _ = writeln!(out, "{indent}{detail}");
             }
         }
+        let _ = writeln!(out, "\n{}", self.trust_note());
         out
+    }
+
+    /// What no permission shows: RBAC cannot limit exec to one's own pods when their names are
+    /// generated, so whoever may run here may also reach into every other run here.
+    fn trust_note(&self) -> String {
+        format!(
+            "note: namespace {} is one trust domain: whoever may run buildr here may also exec \
+             into the other runs' pods, read their secrets and change the files they bring back; \
+             give each user or CI pipeline its own namespace (README, Security)",
+            self.namespace
+        )
     }
 
     /// One line: that a run can succeed, or what stops it.
@@ -267,8 +279,15 @@ mod tests {
         );
         assert_eq!(
             table.lines().count(),
-            2 + PERMISSIONS.len() + 1,
-            "namespace, header, a row each, admission:\n{table}"
+            2 + PERMISSIONS.len() + 1 + 2,
+            "namespace, header, a row each, admission, the note:\n{table}"
+        );
+        // Everything allowed is when the note matters most.
+        let note = table.lines().last().unwrap();
+        assert!(
+            note.starts_with("note: namespace builds is one trust domain")
+                && note.contains("its own namespace"),
+            "{table}"
         );
     }
 

@@ -27,7 +27,10 @@ use super::objects::CONTAINER;
 const FRAME: usize = 256 * 1024;
 /// Frames the writer may run ahead of the socket.
 const FRAMES_AHEAD: usize = 8;
-/// How much of a failed command's stderr is kept for the error message.
+/// How much of a command's stdout is kept: the copies print nothing, the image check a few
+/// lines; whatever a broken image prints instead stays within this.
+const STDOUT_KEPT: usize = 64 * 1024;
+/// How much of a command's stderr is kept, for the error message: its tail says why it failed.
 const STDERR_KEPT: usize = 4096;
 
 const STDIN: u8 = 0;
@@ -129,7 +132,8 @@ where
         sink.send(Message::binary(vec![CLOSE, STDIN])).await
     };
     let receiving = async {
-        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+        let (mut stdout, mut stderr) = (Tail::new(STDOUT_KEPT), Tail::new(STDERR_KEPT));
+        let mut status = None;
         while let Some(message) = stream.next().await {
             let data = match message? {
                 Message::Binary(data) => data,
@@ -137,8 +141,8 @@ where
                 _ => continue,
             };
             match data.first() {
-                Some(&STDOUT) => stdout.extend_from_slice(&data[1..]),
-                Some(&STDERR) => stderr.extend_from_slice(&data[1..]),
+                Some(&STDOUT) => stdout.push(&data[1..]),
+                Some(&STDERR) => stderr.push(&data[1..]),
                 Some(&STATUS) => {
                     status = Some(data[1..].to_vec());
                     break;
@@ -167,7 +171,8 @@ where
     };
     let fed = feeder.await.expect("the feeding thread does not panic");
     let (stdout, stderr, status) = received.map_err(ExecError::Session)?;
-    let stderr = String::from_utf8_lossy(tail(&stderr, STDERR_KEPT)).into_owned();
+    let (stdout, stderr) = (stdout.into_bytes(), stderr.into_bytes());
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
     // The command's own verdict explains a broken stdin better than the broken pipe does.
     let Some(status) = status else {
         return Err(ExecError::NoStatus { stderr });
@@ -225,8 +230,47 @@ fn is_not_ready(error: &kube::Error) -> bool {
     text.contains("container not found") || text.contains("unable to upgrade connection")
 }
 
-fn tail(bytes: &[u8], keep: usize) -> &[u8] {
-    &bytes[bytes.len().saturating_sub(keep)..]
+/// The last `keep` bytes of a stream, in memory bounded by twice that whatever the command
+/// prints, and how many came before them.
+struct Tail {
+    keep: usize,
+    bytes: Vec<u8>,
+    cut: u64,
+}
+
+impl Tail {
+    fn new(keep: usize) -> Self {
+        Self {
+            keep,
+            bytes: Vec::new(),
+            cut: 0,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        // Trimmed only once twice the tail is held: each byte is moved at most once.
+        if self.bytes.len() > 2 * self.keep {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        let excess = self.bytes.len().saturating_sub(self.keep);
+        self.bytes.drain(..excess);
+        self.cut += excess as u64;
+    }
+
+    /// The tail, after a note of what was cut before it when something was.
+    fn into_bytes(mut self) -> Vec<u8> {
+        self.trim();
+        if self.cut == 0 {
+            return self.bytes;
+        }
+        let mut bytes = format!("[{} earlier bytes cut] ", self.cut).into_bytes();
+        bytes.append(&mut self.bytes);
+        bytes
+    }
 }
 
 /// The exit code of a failed command is in `details.causes[reason=ExitCode].message`.
@@ -276,6 +320,30 @@ mod tests {
             error.to_string(),
             "it exited with status 127; it said: sh: tar: not found"
         );
+    }
+
+    #[test]
+    fn output_beyond_the_cap_keeps_its_tail_and_says_how_much_was_cut() {
+        let mut tail = Tail::new(100);
+        let mut sent = Vec::new();
+        for i in 0..1000u32 {
+            let line = format!("line {i}\n");
+            sent.extend_from_slice(line.as_bytes());
+            tail.push(line.as_bytes());
+            assert!(tail.bytes.len() <= 200, "{} bytes held", tail.bytes.len());
+        }
+        let kept = tail.into_bytes();
+        let note = format!("[{} earlier bytes cut] ", sent.len() - 100);
+        assert!(kept.starts_with(note.as_bytes()), "{kept:?}");
+        assert_eq!(&kept[note.len()..], &sent[sent.len() - 100..]);
+        assert!(kept.ends_with(b"line 999\n"));
+    }
+
+    #[test]
+    fn output_within_the_cap_is_kept_whole() {
+        let mut tail = Tail::new(100);
+        tail.push(b"sh: tar: not found\n");
+        assert_eq!(tail.into_bytes(), b"sh: tar: not found\n");
     }
 
     #[test]

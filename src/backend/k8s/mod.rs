@@ -13,6 +13,7 @@
 //! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
 //! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
 //! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
+//! - [`reach`]: whether a failed request reached the API server, and why not
 
 pub mod access;
 pub mod binary;
@@ -23,6 +24,7 @@ pub mod exec;
 pub mod forward;
 pub mod gc;
 pub mod objects;
+pub mod reach;
 pub mod startup;
 
 use std::path::PathBuf;
@@ -76,7 +78,6 @@ pub struct K8sArgs {
 /// One run's resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub cluster: ClusterArgs,
     pub image: String,
     pub task: Task,
     pub start_timeout: Duration,
@@ -108,7 +109,6 @@ impl K8sArgs {
             task.container.egress = Some(egress);
         }
         Ok(Settings {
-            cluster: self.cluster.clone(),
             image,
             start_timeout: self
                 .start_timeout
@@ -124,8 +124,6 @@ impl K8sArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    #[error(transparent)]
-    Cluster(#[from] cluster::ClusterError),
     #[error(
         "no image to run the task in: give --image, or set `image` in the task's `container` block"
     )]
@@ -194,7 +192,10 @@ pub fn api_message(error: &kube::Error) -> String {
             access::Denial::from_message(&status.message).to_string()
         }
         kube::Error::Api(status) => status.message.clone(),
-        other => other.to_string(),
+        other => match reach::not_sent(other) {
+            Some(cause) => format!("cannot reach the API server: {cause}"),
+            None => other.to_string(),
+        },
     }
 }
 
@@ -215,20 +216,27 @@ pub struct K8sBackend {
     namespace: String,
     run_id: String,
     /// Set just before the pod is created, so that a start cut short still deletes it.
-    pod: Option<String>,
+    pod: Option<RunPod>,
+}
+
+/// The run's pod, as far as buildr knows it exists.
+struct RunPod {
+    name: String,
+    /// Its create was answered. Until then it may or may not exist: the request was cut short,
+    /// or its connection broke after it went out.
+    created: bool,
 }
 
 impl K8sBackend {
-    /// Loads the kubeconfig (or the in-cluster configuration) for a run.
-    pub async fn connect(settings: Settings, run_id: &str) -> Result<Self, K8sError> {
-        let (client, namespace) = settings.cluster.client().await?;
-        Ok(Self {
+    /// A run in `namespace` of the cluster `client` talks to (see [`ClusterArgs::client`]).
+    pub fn new(settings: Settings, client: kube::Client, namespace: String, run_id: &str) -> Self {
+        Self {
             settings,
             client,
             namespace,
             run_id: run_id.to_string(),
             pod: None,
-        })
+        }
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -319,6 +327,26 @@ impl K8sBackend {
             )),
         }
     }
+
+    /// Whether the pod whose create got no answer exists after all; when that cannot be found
+    /// out either, says that it may be left behind.
+    async fn exists(&self, pod: &str) -> bool {
+        let ns = &self.namespace;
+        let deadline = Instant::now() + DELETE_TIMEOUT;
+        let pods = self.pods();
+        match until_reachable(deadline, || pods.get_opt(pod)).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                eprintln!(
+                    "buildr: pod {ns}/{pod} may be left behind (its create got no answer, and \
+                     whether it exists cannot be asked: {}); `buildr k8s gc` removes it once it \
+                     expires",
+                    api_message(&e)
+                );
+                false
+            }
+        }
+    }
 }
 
 /// Runs `call` until the API server answers it (a refusal is an answer) or `deadline` passes.
@@ -351,12 +379,26 @@ impl Backend for K8sBackend {
         let mut step = Instant::now();
         let plan = self.plan();
         let name = plan.name();
-        self.pod = Some(name.clone());
+        self.pod = Some(RunPod {
+            name: name.clone(),
+            created: false,
+        });
         let pods = self.pods();
-        let pod = pods
-            .create(&PostParams::default(), &plan.pod())
-            .await
-            .map_err(self.create_error("pod", &name))?;
+        let pod = match pods.create(&PostParams::default(), &plan.pod()).await {
+            Ok(pod) => pod,
+            Err(e) => {
+                // A refusal, or a request that never left, created nothing: nothing to delete,
+                // and nothing to claim is left behind.
+                let refused = matches!(&e, kube::Error::Api(status) if status.code < 500);
+                if refused || reach::not_sent(&e).is_some() {
+                    self.pod = None;
+                }
+                return Err(self.create_error("pod", &name)(e));
+            }
+        };
+        if let Some(run_pod) = &mut self.pod {
+            run_pod.created = true;
+        }
         let uid = pod.metadata.uid.unwrap_or_default();
         self.policies()
             .create(&PostParams::default(), &plan.network_policy(&uid))
@@ -394,16 +436,19 @@ impl Backend for K8sBackend {
     }
 
     async fn lost(&mut self) -> String {
-        match self.pod.clone() {
+        match self.pod.as_ref().map(|pod| pod.name.clone()) {
             Some(pod) => startup::wait_stopped(&self.pods(), &pod).await,
             None => std::future::pending().await,
         }
     }
 
     async fn clean_up(&mut self) {
-        let Some(pod) = self.pod.take() else {
+        let Some(RunPod { name: pod, created }) = self.pod.take() else {
             return;
         };
+        if !created && !self.exists(&pod).await {
+            return;
+        }
         if self.settings.keep {
             let ns = &self.namespace;
             eprintln!(
