@@ -103,8 +103,10 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 .await
         }
         BackendKind::K8s => {
-            // The cluster first: a wrong kubeconfig is named in seconds, before the binary
-            // that would be sent is read and hashed.
+            // What needs no cluster first (an image to run in), then the cluster: a wrong
+            // kubeconfig is named in seconds, before the binary that would be sent is read and
+            // hashed.
+            args.k8s.image(&task)?;
             let (client, namespace) = args.k8s.cluster.client().await?;
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;

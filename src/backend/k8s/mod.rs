@@ -88,13 +88,17 @@ pub struct Settings {
 }
 
 impl K8sArgs {
-    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
-    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
-        let image = self
-            .image
+    /// The image the task runs in: `--image`, else the task's `container.image`.
+    pub fn image(&self, task: &Task) -> Result<String, K8sError> {
+        self.image
             .clone()
             .or_else(|| task.container.image.clone())
-            .ok_or(K8sError::NoImage)?;
+            .ok_or(K8sError::NoImage)
+    }
+
+    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
+    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
+        let image = self.image(task)?;
         let binary = ExecutorBinary::inspect(&binary)?;
         if let Some(interpreter) = &binary.interpreter {
             eprintln!(
