@@ -95,6 +95,7 @@
 mod inputs;
 mod names;
 mod parse;
+pub(crate) mod quantity;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -185,7 +186,8 @@ pub struct InputMapping {
 }
 
 /// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
-/// strings, passed through unchecked (the API server checks them when the pod is created).
+/// strings, checked on load and passed to Kubernetes as written. Unset bounds take the
+/// backend's defaults (see `crate::backend::k8s::objects`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: Option<String>,
@@ -193,6 +195,14 @@ pub struct Container {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// Local disk the container is scheduled for and may use in all (its writable layer, its
+    /// logs and both emptyDirs); past the limit the kubelet evicts the pod.
+    pub ephemeral_storage_request: Option<String>,
+    pub ephemeral_storage_limit: Option<String>,
+    /// The `sizeLimit` of the workspace's emptyDir.
+    pub workspace_size_limit: Option<String>,
+    /// The pod's `activeDeadlineSeconds`: how long it may live, whatever becomes of its client.
+    pub active_deadline: Option<Duration>,
     /// Node labels the pod must be scheduled on (on top of the binary's OS and architecture).
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
@@ -228,13 +238,18 @@ pub struct Toleration {
 }
 
 /// What a build pod may reach on the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Egress {
     /// Nothing at all.
     None,
     /// Only DNS (port 53, UDP and TCP).
     Dns,
-    /// Anything (the default: a build behaves as it would on the developer's machine).
+    /// Anything but link-local addresses (169.254.0.0/16 and fe80::/10), where the cloud
+    /// metadata service hands out the node's credentials (the default: a build downloads its
+    /// dependencies as it would on the developer's machine).
+    #[default]
+    NoLinkLocal,
+    /// Anything, link-local addresses included.
     All,
 }
 
