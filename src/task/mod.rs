@@ -35,10 +35,16 @@
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
-//!     cpu_request    = "500m"  # quantities are passed to Kubernetes as written
+//!     cpu_request    = "500m"  # Kubernetes quantities, checked on load, passed as written
 //!     cpu_limit      = "2"
 //!     memory_request = "256Mi"
 //!     memory_limit   = "1Gi"
+//!
+//!     # Bounds every pod has; these are the defaults.
+//!     ephemeral_storage_request = "1Gi"   # local disk the pod is scheduled for
+//!     ephemeral_storage_limit   = "10Gi"  # the most it may use: layer, logs, emptyDirs
+//!     workspace_size_limit      = "10Gi"  # the workspace emptyDir; default: the limit above
+//!     active_deadline = "24h"     # pod's life; default: `timeout` + 10m if set, else 24h
 //!
 //!     node_selector   = { "disktype" = "ssd" }             # node labels to schedule on
 //!     labels          = { team = "infra" }                 # extra pod labels
@@ -47,7 +53,8 @@
 //!     image_pull_secrets   = ["regcred"]                   # Secret names
 //!     env_from_secrets     = ["build-tokens"]              # Secrets whose keys become env vars
 //!     env_from_config_maps = ["build-settings"]            # ConfigMaps, likewise
-//!     egress          = "dns"     # what the pod may reach: "none", "dns" or "all" (default)
+//!     egress          = "dns"     # what the pod may reach: "none", "dns",
+//!                                 # "no-link-local" (default) or "all"
 //!     start_timeout   = "3m"      # scheduling + image pull + start; a humantime duration
 //!     run_as_user     = 1000      # a number, not a string; never 0 (root)
 //!
@@ -84,7 +91,11 @@
 //!   Secret, ConfigMap and service-account names are DNS subdomains (lowercase, at most 253
 //!   characters). A key or a name is given at most once. Label keys starting with `buildr.dev/`
 //!   or `app.kubernetes.io/managed-by` are buildr's own and refused. `run_as_user` is from 1 to
-//!   2147483647. A toleration has a `key` unless its operator is `Exists`, has no `value` with
+//!   2147483647. Quantities are Kubernetes quantities (`500m`, `256Mi`, `10Gi`, `2G`, `1e9`):
+//!   requests zero or more, limits and `workspace_size_limit` more than zero, a request at most
+//!   its limit when both are given. An unset ephemeral-storage request or limit never
+//!   contradicts the other: the default request is lowered to a smaller limit, the default limit
+//!   raised to a larger request. `active_deadline` is whole seconds, longer than `timeout`. A toleration has a `key` unless its operator is `Exists`, has no `value` with
 //!   `Exists`, and `toleration_seconds` (0 or more) only with effect `NoExecute`.
 //! - Every error names `file:line:column` and what was expected there.
 //!

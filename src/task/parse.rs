@@ -810,8 +810,8 @@ impl File<'_> {
         bound: Bound,
     ) -> Result<(String, f64), TaskError> {
         let text = self.string(expr, what, context)?;
-        let amount =
-            quantity::value(&text).map_err(|reason| self.complaint(expr, what, context, &reason))?;
+        let amount = quantity::value(&text)
+            .map_err(|reason| self.complaint(expr, what, context, &reason))?;
         let refused = match bound {
             Bound::Request if amount < 0.0 => Some("zero or more"),
             Bound::Limit if amount <= 0.0 => Some("more than zero"),
@@ -1725,10 +1725,9 @@ task "a" {
         let cases: Vec<(String, String)> = cases
             .iter()
             .map(|(body, expected)| {
-                let expected = expected.replace("RULE", QUANTITY_RULE).replace(
-                    "LIST",
-                    &CONTAINER_ATTRIBUTES.join(", "),
-                );
+                let expected = expected
+                    .replace("RULE", QUANTITY_RULE)
+                    .replace("LIST", &CONTAINER_ATTRIBUTES.join(", "));
                 (body.to_string(), expected)
             })
             .collect();
@@ -1751,7 +1750,9 @@ task "a" {
             "t.hcl:5:23: `active_deadline` in `container` in task \"a\": 1h is not longer than the task's timeout (1h), so the pod would be killed before the task times out; expected a longer deadline (the task's timeout plus the time to start the pod and copy files in and out)"
         );
         assert_eq!(
-            parse(&source("1h 15m")).unwrap()[0].container.active_deadline,
+            parse(&source("1h 15m")).unwrap()[0]
+                .container
+                .active_deadline,
             Some(Duration::from_secs(4500))
         );
     }

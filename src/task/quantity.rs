@@ -87,8 +87,8 @@ mod tests {
     #[test]
     fn malformed_quantities_are_refused_with_the_rule() {
         for text in [
-            "", "Gi", "10GB", "10gi", "10 Gi", " 10Gi", "1.2.3", "--1", "1-", "1e", "1e1.5", "1e.5",
-            "0x10", "ten", "1Gi ",
+            "", "Gi", "10GB", "10gi", "10 Gi", " 10Gi", "1.2.3", "--1", "1-", "1e", "1e1.5",
+            "1e.5", "0x10", "ten", "1Gi ",
         ] {
             let error = value(text).expect_err(text);
             assert_eq!(

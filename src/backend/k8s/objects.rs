@@ -488,7 +488,13 @@ mod tests {
     fn workspace_size_limit(pod: &Pod) -> Option<String> {
         let volumes = pod.spec.as_ref().unwrap().volumes.clone().unwrap();
         let workspace = volumes.iter().find(|v| v.name == "workspace").unwrap();
-        workspace.empty_dir.as_ref().unwrap().size_limit.clone().map(|q| q.0)
+        workspace
+            .empty_dir
+            .as_ref()
+            .unwrap()
+            .size_limit
+            .clone()
+            .map(|q| q.0)
     }
 
     fn some(text: &str) -> Option<String> {
