@@ -587,6 +587,12 @@ fn a_tasks_bounds_reach_the_pod_and_its_deadline_ends_it() {
     let output = child.wait_with_output().unwrap();
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(125), "{message}");
+    let last = message.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Kubernetes stopped the pod (DeadlineExceeded")
+            && last.contains("raise `active_deadline`"),
+        "{message}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(90),
         "the run ended {:?} after it started",
