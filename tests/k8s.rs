@@ -608,3 +608,45 @@ fn a_tasks_bounds_reach_the_pod_and_its_deadline_ends_it() {
     );
     t.ns.assert_nothing_left();
 }
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_workspace_past_its_size_limit_is_evicted() {
+    let t = ClusterTest::new("evicted");
+    write_files(
+        t.repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            r#"task "fill" {
+  script = "echo started; head -c 60000000 /dev/zero > big; sleep 600"
+  timeout = "100s"  # a bound for this test when nothing evicts the pod
+  container { workspace_size_limit = "20Mi" }
+}
+"#,
+        )],
+    );
+    let started = Instant::now();
+    let output = t.run(&base_image(), &["--reconnect-timeout", "5s", "fill"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "ended only {:?} after the start",
+        started.elapsed()
+    );
+    // The kubelet's word for it (the executor, stopped by the kubelet, exits cleanly, so the
+    // pod itself keeps no reason).
+    let events = t.ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Evicted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains(r#"Usage of EmptyDir volume "workspace" exceeds the limit "20Mi""#),
+        "no eviction for the workspace: {events:?}; buildr said: {message}"
+    );
+    t.ns.assert_nothing_left();
+}

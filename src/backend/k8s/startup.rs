@@ -259,9 +259,10 @@ fn stopped(pod: &Pod) -> Option<String> {
     }
 }
 
-/// Why Kubernetes itself stopped the pod, if it did, and what in the task to change: the pod's
-/// deadline (`activeDeadlineSeconds`), or an eviction by the kubelet (for one, disk used past
-/// the ephemeral-storage limit or the workspace's size limit).
+/// Why Kubernetes itself stopped the pod, if it did and says so, and what in the task to
+/// change: the pod's deadline (`activeDeadlineSeconds`), or an eviction by the kubelet whose
+/// container did not exit cleanly (a kept pod's; an executor stopped by the kubelet exits
+/// cleanly and its pod ends Succeeded, without a reason).
 fn stopped_by_kubernetes(status: &PodStatus) -> Option<String> {
     let reason = status.reason.as_deref()?;
     let fix = match reason {
@@ -277,7 +278,7 @@ fn stopped_by_kubernetes(status: &PodStatus) -> Option<String> {
     };
     Some(format!(
         "Kubernetes stopped the pod ({reason}: {}){fix}",
-        status.message.as_deref().unwrap_or("no message")
+        status.message.as_deref().unwrap_or("no message").trim()
     ))
 }
 
