@@ -1,6 +1,11 @@
 //! The two objects of a run, built as typed values: the build pod and the NetworkPolicy that
 //! isolates it. Plain functions of the run's settings, so that their shape is unit-tested here
-//! and proven on a real API server (which enforces Pod Security "restricted") in tests/k8s.rs.
+//! and proven on a real API server (which enforces Pod Security "restricted") in tests/k8s.rs,
+//! and the policy on a CNI that enforces it in tests/netpol.rs.
+//!
+//! Every pod is bounded, whatever its task says or leaves out: an ephemeral-storage request and
+//! limit, a `sizeLimit` on the workspace's emptyDir, and `activeDeadlineSeconds`. The default
+//! egress is everything but link-local addresses, where the cloud metadata service is.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -49,19 +54,19 @@ pub const DEFAULT_USER: i64 = 65532;
 /// How long the executor stays after its task when no client comes back for the result.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a pod lives, at most, when its task has neither a timeout nor an `active_deadline`:
-/// the API server fails it then, and `buildr k8s gc` removes it.
+/// Kubernetes fails it then, and `buildr k8s gc` removes it.
 pub const DEFAULT_ACTIVE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// What a pod gets beyond its task's timeout for start, copies and fetch.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(600);
 /// The local disk a pod is scheduled for, and the most it may use (writable layer, logs and
 /// emptyDirs together), when its task names neither. The request is kept small so that a node
 /// holds many builds; the limit is what one build may take before the kubelet evicts it.
-pub const DEFAULT_EPHEMERAL_STORAGE_REQUEST: &str = "1Gi";
-pub const DEFAULT_EPHEMERAL_STORAGE_LIMIT: &str = "10Gi";
+const DEFAULT_EPHEMERAL_STORAGE_REQUEST: &str = "1Gi";
+const DEFAULT_EPHEMERAL_STORAGE_LIMIT: &str = "10Gi";
 /// The link-local ranges the default egress leaves out: they hold the cloud metadata service
 /// (169.254.169.254 on most clouds), which hands out the node's credentials.
-pub const LINK_LOCAL_V4: &str = "169.254.0.0/16";
-pub const LINK_LOCAL_V6: &str = "fe80::/10";
+const LINK_LOCAL_V4: &str = "169.254.0.0/16";
+const LINK_LOCAL_V6: &str = "fe80::/10";
 
 /// Everything the objects of one run are made from.
 #[derive(Debug, Clone)]
