@@ -7,12 +7,13 @@
 mod common;
 
 use buildr::backend::k8s::access::{PERMISSIONS, Permission};
+use buildr::task::Container;
 use common::cluster::{
     Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_buildr,
     unique,
 };
 use common::helm::{Release, helm, helm_install};
-use common::manifests::{build_pod_yaml, plain_pod_yaml, pod_yaml, run_policy_yaml};
+use common::manifests::{build_pod_yaml, plain_pod_yaml, pod_yaml, run_plan, run_policy_json};
 use common::{Run, eventually, repo_root, run};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -591,18 +592,14 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
         "2001-01-01T00:00:00Z",
         "exec sleep infinity",
     ));
-    apply(&run_policy_yaml(
-        &ns.name,
-        "expired1",
-        "2001-01-01T00:00:00Z",
-        "none",
-    ));
-    apply(&run_policy_yaml(
-        &ns.name,
-        "live1",
-        "2099-01-01T00:00:00Z",
-        "none",
-    ));
+    // buildr's policies, without owners: left behind, they outlive their pods.
+    for (run_id, expires_at) in [
+        ("expired1", "2001-01-01T00:00:00Z"),
+        ("live1", "2099-01-01T00:00:00Z"),
+    ] {
+        let plan = run_plan(&ns.name, run_id, expires_at, Container::default());
+        apply(&run_policy_json(&plan, None));
+    }
     apply(&build_pod_yaml(
         &ns.name,
         "live1",

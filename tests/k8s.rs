@@ -498,3 +498,184 @@ fn verbose_shows_the_timeline_of_the_run() {
     }
     t.ns.assert_nothing_left();
 }
+
+/// The pod of the namespace's one buildr run, as the API server has it.
+fn the_pod(ns: &Namespace) -> serde_json::Value {
+    let listed = ns.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/managed-by=buildr",
+        "-o",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pods = listed["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 1, "one buildr pod: {pods:?}");
+    pods[0].clone()
+}
+
+/// A pod's bounds as the API server has them: the ephemeral-storage request and limit, the
+/// workspace emptyDir's sizeLimit, activeDeadlineSeconds.
+fn bounds(pod: &serde_json::Value) -> (&str, &str, &str, u64) {
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    let workspace = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "workspace")
+        .unwrap();
+    (
+        resources["requests"]["ephemeral-storage"]
+            .as_str()
+            .unwrap_or("none"),
+        resources["limits"]["ephemeral-storage"]
+            .as_str()
+            .unwrap_or("none"),
+        workspace["emptyDir"]["sizeLimit"]
+            .as_str()
+            .unwrap_or("none"),
+        pod["spec"]["activeDeadlineSeconds"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh) and helm (tests/cluster/build-tools.sh)"]
+fn the_default_pod_passes_the_charts_quota_and_is_bounded_once_abandoned() {
+    let t = ClusterTest::new("bounds");
+    // The chart's LimitRange and ResourceQuota (which requires CPU and memory requests), in a
+    // namespace enforcing Pod Security "restricted".
+    let _release = common::helm::helm_install(
+        &common::cluster::unique("bounds"),
+        &t.ns.name,
+        &[
+            "namespace.create=false",
+            "namespace.name=",
+            "limitRange.enabled=true",
+            "resourceQuota.enabled=true",
+        ],
+    );
+    let (mut child, _stdout) = spawn_until_started(&t, "echo started; sleep 600");
+    // The client is gone for good: nothing will delete the pod but its own bounds.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pod = the_pod(&t.ns);
+    assert_eq!(bounds(&pod), ("1Gi", "10Gi", "10Gi", 24 * 3600));
+    // The chart's LimitRange filled in CPU and memory.
+    let limits = &pod["spec"]["containers"][0]["resources"]["limits"];
+    assert_eq!(
+        (&limits["cpu"], &limits["memory"]),
+        (&"2".into(), &"2Gi".into())
+    );
+    // Its expiry for `buildr k8s gc` is the same deadline.
+    let created = pod["metadata"]["creationTimestamp"].as_str().unwrap();
+    let expires = pod["metadata"]["annotations"]["buildr.dev/expires-at"]
+        .as_str()
+        .unwrap();
+    let created = humantime::parse_rfc3339(created).unwrap();
+    let expires = humantime::parse_rfc3339(expires).unwrap();
+    let lifetime = expires.duration_since(created).unwrap().as_secs();
+    assert!(
+        (24 * 3600 - 5..=24 * 3600 + 5).contains(&lifetime),
+        "expires {lifetime}s after creation"
+    );
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_tasks_bounds_reach_the_pod_and_its_deadline_ends_it() {
+    let t = ClusterTest::new("deadline");
+    write_files(
+        t.repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            r#"task "forever" {
+  script = "echo started; sleep 600"
+  container {
+    ephemeral_storage_request = "100Mi"
+    ephemeral_storage_limit   = "2Gi"
+    workspace_size_limit      = "1Gi"
+    active_deadline           = "20s"
+  }
+}
+"#,
+        )],
+    );
+    let started = Instant::now();
+    let mut child = t
+        .command(&base_image(), &["--reconnect-timeout", "5s", "forever"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    let pod = the_pod(&t.ns);
+    assert_eq!(bounds(&pod), ("100Mi", "2Gi", "1Gi", 20));
+    let output = child.wait_with_output().unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    let last = message.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Kubernetes stopped the pod (DeadlineExceeded")
+            && last.contains("raise `active_deadline`"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "the run ended {:?} after it started",
+        started.elapsed()
+    );
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let reason =
+        t.ns.kubectl_try(&["get", "pod", name, "-o", "jsonpath={.status.reason}"]);
+    assert!(
+        !reason.ok || reason.stdout == "DeadlineExceeded",
+        "the pod is still there, not past its deadline: {}",
+        reason.stdout
+    );
+    t.ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_workspace_past_its_size_limit_is_evicted() {
+    let t = ClusterTest::new("evicted");
+    write_files(
+        t.repo.path(),
+        &[(
+            ".buildr/tasks.hcl",
+            r#"task "fill" {
+  script = "echo started; head -c 60000000 /dev/zero > big; sleep 600"
+  timeout = "100s"  # a bound for this test when nothing evicts the pod
+  container { workspace_size_limit = "20Mi" }
+}
+"#,
+        )],
+    );
+    let started = Instant::now();
+    let output = t.run(&base_image(), &["--reconnect-timeout", "5s", "fill"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "ended only {:?} after the start",
+        started.elapsed()
+    );
+    // The kubelet's word for it (the executor, stopped by the kubelet, exits cleanly, so the
+    // pod itself keeps no reason).
+    let events = t.ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Evicted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains(r#"Usage of EmptyDir volume "workspace" exceeds the limit "20Mi""#),
+        "no eviction for the workspace: {events:?}; buildr said: {message}"
+    );
+    t.ns.assert_nothing_left();
+}

@@ -1,16 +1,19 @@
-//! NetworkPolicy, enforced: pods shaped like buildr's build pods, with the per-run policy the
-//! Kubernetes backend creates for each egress mode, on a real cluster whose CNI enforces
-//! policies (kube-router's firewall in tests/cluster, kindnet on kind).
+//! NetworkPolicy, enforced: buildr's build pods and the per-run policies its code builds
+//! (`PodPlan::pod` and `PodPlan::network_policy`) for each egress mode, on a real cluster whose
+//! CNI enforces policies (kube-router's firewall in tests/cluster, kindnet on kind).
 //!
 //! Every "cannot reach" is paired with a control that reaches the same address from a pod
 //! without a policy, so a test fails if the network is simply broken rather than filtered.
 
 mod common;
 
+use buildr::task::{Container, Egress};
 use common::cluster::{Namespace, api_server_vip, apply, unique};
 use common::eventually;
 use common::helm::helm_install;
-use common::manifests::{build_pod_yaml, plain_pod_yaml, run_policy_yaml};
+use common::manifests::{build_pod_yaml, plain_pod_yaml, run_plan, run_pod_json, run_policy_json};
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::Duration;
 
 /// How long a freshly created pod or policy may take to be enforced.
@@ -64,21 +67,21 @@ impl Net {
         ]
     }
 
-    /// A build pod for a run with EGRESS, listening on 0.0.0.0:8080, and its policy; Ready.
-    fn build_pod(&self, run_id: &str, egress: &str) -> String {
-        apply(&run_policy_yaml(
-            &self.ns.name,
-            run_id,
-            "2099-01-01T00:00:00Z",
+    /// buildr's pod for a run with EGRESS (None: the task does not say, so the default),
+    /// listening on 0.0.0.0:8080 instead of running an executor, and buildr's policy for it,
+    /// owned by it; Ready.
+    fn build_pod(&self, run_id: &str, egress: Option<Egress>) -> String {
+        let container = Container {
             egress,
-        ));
-        apply(&build_pod_yaml(
-            &self.ns.name,
-            run_id,
-            "2099-01-01T00:00:00Z",
-            "exec echoserver -listen 0.0.0.0:8080",
-        ));
-        let pod = format!("buildr-{run_id}");
+            ..Container::default()
+        };
+        let plan = run_plan(&self.ns.name, run_id, "2099-01-01T00:00:00Z", container);
+        apply(&run_pod_json(&plan, "exec echoserver -listen 0.0.0.0:8080"));
+        let pod = plan.name();
+        let uid = self
+            .ns
+            .kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.uid}"]);
+        apply(&run_policy_json(&plan, Some(&uid)));
         self.ns.wait_ready(&pod);
         pod
     }
@@ -103,7 +106,7 @@ impl Net {
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn egress_none_reaches_nothing() {
     let net = Net::new();
-    let pod = net.build_pod("none1", "none");
+    let pod = net.build_pod("none1", Some(Egress::None));
     for (what, host, port) in net.targets() {
         net.assert_blocked(&pod, what, &host, port);
     }
@@ -118,7 +121,7 @@ fn egress_none_reaches_nothing() {
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn egress_dns_reaches_only_port_53() {
     let net = Net::new();
-    let pod = net.build_pod("dns1", "dns");
+    let pod = net.build_pod("dns1", Some(Egress::Dns));
     net.assert_reaches(&pod, "another pod on port 53", &net.server_ip, 53);
     for (what, host, port) in net.targets() {
         if port != 53 {
@@ -131,7 +134,7 @@ fn egress_dns_reaches_only_port_53() {
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn egress_all_reaches_another_pod_and_the_api_server() {
     let net = Net::new();
-    let pod = net.build_pod("all1", "all");
+    let pod = net.build_pod("all1", Some(Egress::All));
     for (what, host, port) in net.targets() {
         net.assert_reaches(&pod, what, &host, port);
     }
@@ -139,10 +142,96 @@ fn egress_all_reaches_another_pod_and_the_api_server() {
 
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn the_default_egress_reaches_another_pod_the_node_and_the_api_server() {
+    let net = Net::new();
+    let pod = net.build_pod("default1", None);
+    for (what, host, port) in net.targets() {
+        net.assert_reaches(&pod, what, &host, port);
+    }
+}
+
+/// A link-local address the test adds to the node's loopback interface (so that it is one of
+/// the node's addresses, reachable from its pods the way 169.254.169.254 is on a cloud VM),
+/// with a TCP listener on it; both removed when dropped.
+struct LinkLocalListener {
+    address: &'static str,
+    port: u16,
+    // Never accepted from: the kernel completes the handshakes a probe needs.
+    _listener: TcpListener,
+}
+
+impl LinkLocalListener {
+    const ADDRESS: &'static str = "169.254.77.1";
+
+    fn new() -> LinkLocalListener {
+        // `replace`, not `add`: an address left by a killed run is taken over.
+        ip(&[
+            "addr",
+            "replace",
+            &format!("{}/32", Self::ADDRESS),
+            "dev",
+            "lo",
+        ]);
+        let listener = TcpListener::bind((Self::ADDRESS, 0)).unwrap_or_else(|e| {
+            ip(&["addr", "del", &format!("{}/32", Self::ADDRESS), "dev", "lo"]);
+            panic!("listen on {}: {e}", Self::ADDRESS)
+        });
+        LinkLocalListener {
+            address: Self::ADDRESS,
+            port: listener.local_addr().unwrap().port(),
+            _listener: listener,
+        }
+    }
+}
+
+impl Drop for LinkLocalListener {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.address), "dev", "lo"])
+            .status();
+    }
+}
+
+/// `ip ARGS`; panics when it fails (adding an address needs root).
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {} failed (the test adds a link-local address to the node's loopback: run it as \
+         root on the cluster's node): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh), run as root on its node (it adds 169.254.77.1 to lo)"]
+fn the_default_egress_refuses_link_local_addresses_and_all_reaches_them() {
+    let net = Net::new();
+    let metadata = LinkLocalListener::new();
+    let (what, host, port) = (
+        "a link-local address of the node",
+        metadata.address,
+        metadata.port,
+    );
+    // Control: a pod without a policy reaches the listener.
+    net.assert_reaches("client", what, host, port);
+    let default = net.build_pod("ll-default", None);
+    net.assert_blocked(&default, what, host, port);
+    // Refused, not unreachable: the same pod still reaches the rest of the node.
+    net.assert_reaches(&default, "the node (kubelet)", &net.node_ip, 10250);
+    let all = net.build_pod("ll-all", Some(Egress::All));
+    net.assert_reaches(&all, what, host, port);
+    let named = net.build_pod("ll-named", Some(Egress::NoLinkLocal));
+    net.assert_blocked(&named, what, host, port);
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn nothing_reaches_a_build_pod() {
     let net = Net::new();
     // Even with egress "all" and a server on 0.0.0.0, ingress stays closed.
-    let pod = net.build_pod("ing1", "all");
+    let pod = net.build_pod("ing1", Some(Egress::All));
     let ip = net.ns.pod_ip(&pod);
     assert!(
         net.ns.connects(&pod, "127.0.0.1", 8080),
@@ -151,7 +240,7 @@ fn nothing_reaches_a_build_pod() {
     net.assert_blocked("client", &format!("build pod {pod}"), &ip, 8080);
     net.assert_blocked("server", &format!("build pod {pod}"), &ip, 8080);
     // The other build pod of the namespace cannot reach it either.
-    let other = net.build_pod("ing2", "all");
+    let other = net.build_pod("ing2", Some(Egress::All));
     net.assert_blocked(&other, &format!("build pod {pod}"), &ip, 8080);
     // Control: the same client still reaches a pod without a policy.
     net.assert_reaches("client", "the server pod", &net.server_ip, 8080);

@@ -178,7 +178,7 @@ fn a_container_mistake_is_located_and_corrected() {
     assert_eq!(
         err,
         format!(
-            "{}:5:14: `egress` in `container` in task \"build\": expected one of: none, dns, all; \
+            "{}:5:14: `egress` in `container` in task \"build\": expected one of: none, dns, no-link-local, all; \
              found \"dsn\" (did you mean `dns`?)",
             dir.join("tasks.hcl").display()
         )

@@ -35,10 +35,16 @@
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
-//!     cpu_request    = "500m"  # quantities are passed to Kubernetes as written
+//!     cpu_request    = "500m"  # Kubernetes quantities, checked on load, passed as written
 //!     cpu_limit      = "2"
 //!     memory_request = "256Mi"
 //!     memory_limit   = "1Gi"
+//!
+//!     # Bounds every pod has; these are the defaults.
+//!     ephemeral_storage_request = "1Gi"   # local disk the pod is scheduled for
+//!     ephemeral_storage_limit   = "10Gi"  # the most it may use: layer, logs, emptyDirs
+//!     workspace_size_limit      = "10Gi"  # the workspace emptyDir; default: the limit above
+//!     active_deadline = "24h"     # pod's life; default: `timeout` + 10m if set, else 24h
 //!
 //!     node_selector   = { "disktype" = "ssd" }             # node labels to schedule on
 //!     labels          = { team = "infra" }                 # extra pod labels
@@ -47,7 +53,8 @@
 //!     image_pull_secrets   = ["regcred"]                   # Secret names
 //!     env_from_secrets     = ["build-tokens"]              # Secrets whose keys become env vars
 //!     env_from_config_maps = ["build-settings"]            # ConfigMaps, likewise
-//!     egress          = "dns"     # what the pod may reach: "none", "dns" or "all" (default)
+//!     egress          = "dns"     # what the pod may reach: "none", "dns",
+//!                                 # "no-link-local" (default) or "all"
 //!     start_timeout   = "3m"      # scheduling + image pull + start; a humantime duration
 //!     run_as_user     = 1000      # a number, not a string; never 0 (root)
 //!
@@ -84,7 +91,11 @@
 //!   Secret, ConfigMap and service-account names are DNS subdomains (lowercase, at most 253
 //!   characters). A key or a name is given at most once. Label keys starting with `buildr.dev/`
 //!   or `app.kubernetes.io/managed-by` are buildr's own and refused. `run_as_user` is from 1 to
-//!   2147483647. A toleration has a `key` unless its operator is `Exists`, has no `value` with
+//!   2147483647. Quantities are Kubernetes quantities (`500m`, `256Mi`, `10Gi`, `2G`, `1e9`):
+//!   requests zero or more, limits and `workspace_size_limit` more than zero, a request at most
+//!   its limit when both are given. An unset ephemeral-storage request or limit never
+//!   contradicts the other: the default request is lowered to a smaller limit, the default limit
+//!   raised to a larger request. `active_deadline` is whole seconds, longer than `timeout`. A toleration has a `key` unless its operator is `Exists`, has no `value` with
 //!   `Exists`, and `toleration_seconds` (0 or more) only with effect `NoExecute`.
 //! - Every error names `file:line:column` and what was expected there.
 //!
@@ -95,6 +106,7 @@
 mod inputs;
 mod names;
 mod parse;
+pub(crate) mod quantity;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -185,7 +197,8 @@ pub struct InputMapping {
 }
 
 /// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
-/// strings, passed through unchecked (the API server checks them when the pod is created).
+/// strings, checked on load and passed to Kubernetes as written. Unset bounds take the
+/// backend's defaults (see `crate::backend::k8s::objects`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
     pub image: Option<String>,
@@ -193,6 +206,14 @@ pub struct Container {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// Local disk the container is scheduled for and may use in all (its writable layer, its
+    /// logs and both emptyDirs); past the limit the kubelet evicts the pod.
+    pub ephemeral_storage_request: Option<String>,
+    pub ephemeral_storage_limit: Option<String>,
+    /// The `sizeLimit` of the workspace's emptyDir.
+    pub workspace_size_limit: Option<String>,
+    /// The pod's `activeDeadlineSeconds`: how long it may live, whatever becomes of its client.
+    pub active_deadline: Option<Duration>,
     /// Node labels the pod must be scheduled on (on top of the binary's OS and architecture).
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
@@ -228,13 +249,18 @@ pub struct Toleration {
 }
 
 /// What a build pod may reach on the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Egress {
     /// Nothing at all.
     None,
     /// Only DNS (port 53, UDP and TCP).
     Dns,
-    /// Anything (the default: a build behaves as it would on the developer's machine).
+    /// Anything but link-local addresses (169.254.0.0/16 and fe80::/10), where the cloud
+    /// metadata service hands out the node's credentials (the default: a build downloads its
+    /// dependencies as it would on the developer's machine).
+    #[default]
+    NoLinkLocal,
+    /// Anything, link-local addresses included.
     All,
 }
 

@@ -17,6 +17,7 @@ use hcl_edit::template::{Element, Template};
 
 use super::inputs::clean_relative;
 use super::names;
+use super::quantity::{self, QUANTITY_RULE};
 use super::{
     Container, DEFAULT_SHELL, Egress, InputMapping, Location, Run, Task, TaskError, Toleration,
     closest,
@@ -41,6 +42,9 @@ const CONTAINER_ATTRIBUTES: &[&str] = &[
     "cpu_limit",
     "memory_request",
     "memory_limit",
+    "ephemeral_storage_request",
+    "ephemeral_storage_limit",
+    "workspace_size_limit",
     "node_selector",
     "service_account",
     "image_pull_secrets",
@@ -50,6 +54,7 @@ const CONTAINER_ATTRIBUTES: &[&str] = &[
     "env_from_config_maps",
     "egress",
     "start_timeout",
+    "active_deadline",
     "run_as_user",
 ];
 const CONTAINER_BLOCKS: &[&str] = &["toleration"];
@@ -129,6 +134,10 @@ impl File<'_> {
             .into_iter()
             .map(|attr| (attr.key.as_str(), attr))
             .collect();
+        let timeout = match attrs.get("timeout") {
+            Some(attr) => Some(self.duration(&attr.value, "timeout", &context)?),
+            None => None,
+        };
         let mut inputs = Vec::new();
         let mut container: Option<(Container, Location)> = None;
         for inner in blocks {
@@ -145,7 +154,7 @@ impl File<'_> {
                     ),
                 });
             }
-            container = Some((self.container(inner, &context)?, at));
+            container = Some((self.container(inner, &context, timeout)?, at));
         }
 
         let description = match attrs.get("description") {
@@ -169,10 +178,6 @@ impl File<'_> {
                 clean.to_string_lossy().into_owned()
             }
             None => ".".to_string(),
-        };
-        let timeout = match attrs.get("timeout") {
-            Some(attr) => Some(self.duration(&attr.value, "timeout", &context)?),
-            None => None,
         };
         let outputs = match attrs.get("outputs") {
             Some(attr) => self.outputs(&attr.value, &context)?,
@@ -411,22 +416,49 @@ impl File<'_> {
         Ok(InputMapping { from, to })
     }
 
-    fn container(&self, block: &Block, context: &str) -> Result<Container, TaskError> {
+    /// The `container` block of a task whose `timeout` is `task_timeout`.
+    fn container(
+        &self,
+        block: &Block,
+        context: &str,
+        task_timeout: Option<Duration>,
+    ) -> Result<Container, TaskError> {
         let here = format!("`container` in {context}");
         self.no_label(block, &here)?;
         let (attributes, blocks) =
             self.body(block, &here, CONTAINER_ATTRIBUTES, CONTAINER_BLOCKS)?;
         let mut container = Container::default();
+        // Each resource's request, checked against its limit once both are read.
+        let mut requests: Vec<(&str, &Expression, f64)> = Vec::new();
+        let mut limits: BTreeMap<&str, f64> = BTreeMap::new();
         for attr in attributes {
             let (key, value) = (attr.key.as_str(), &attr.value);
             match key {
                 "image" => container.image = Some(self.required(value, key, &here)?),
-                "cpu_request" => container.cpu_request = Some(self.required(value, key, &here)?),
-                "cpu_limit" => container.cpu_limit = Some(self.required(value, key, &here)?),
-                "memory_request" => {
-                    container.memory_request = Some(self.required(value, key, &here)?);
+                "cpu_request" | "memory_request" | "ephemeral_storage_request" => {
+                    let (text, amount) = self.quantity(value, key, &here, Bound::Request)?;
+                    requests.push((key, value, amount));
+                    let field = match key {
+                        "cpu_request" => &mut container.cpu_request,
+                        "memory_request" => &mut container.memory_request,
+                        _ => &mut container.ephemeral_storage_request,
+                    };
+                    *field = Some(text);
                 }
-                "memory_limit" => container.memory_limit = Some(self.required(value, key, &here)?),
+                "cpu_limit" | "memory_limit" | "ephemeral_storage_limit" => {
+                    let (text, amount) = self.quantity(value, key, &here, Bound::Limit)?;
+                    limits.insert(key, amount);
+                    let field = match key {
+                        "cpu_limit" => &mut container.cpu_limit,
+                        "memory_limit" => &mut container.memory_limit,
+                        _ => &mut container.ephemeral_storage_limit,
+                    };
+                    *field = Some(text);
+                }
+                "workspace_size_limit" => {
+                    let (text, _) = self.quantity(value, key, &here, Bound::Limit)?;
+                    container.workspace_size_limit = Some(text);
+                }
                 // Node labels are labels, but the node's, so no key of them is reserved.
                 "node_selector" => container.node_selector = self.labels(value, key, &here, &[])?,
                 "labels" => {
@@ -455,8 +487,28 @@ impl File<'_> {
                 "start_timeout" => {
                     container.start_timeout = Some(self.duration(value, key, &here)?)
                 }
+                "active_deadline" => {
+                    container.active_deadline =
+                        Some(self.active_deadline(value, &here, task_timeout)?);
+                }
                 "run_as_user" => container.run_as_user = Some(self.run_as_user(value, &here)?),
                 _ => unreachable!("`body` lets only CONTAINER_ATTRIBUTES through, not {key}"),
+            }
+        }
+        for (request_key, expr, request) in requests {
+            let limit_key = request_key.replace("_request", "_limit");
+            if let Some(&limit) = limits.get(limit_key.as_str())
+                && request > limit
+            {
+                return Err(self.complaint(
+                    expr,
+                    request_key,
+                    &here,
+                    &format!(
+                        "the request is more than `{limit_key}`, which Kubernetes refuses; \
+                         expected at most the limit"
+                    ),
+                ));
             }
         }
         // `toleration` is the only block `body` lets through.
@@ -748,6 +800,63 @@ impl File<'_> {
         Err(self.complaint(expr, what, context, &reason))
     }
 
+    /// A quantity of a request (zero or more) or of a limit (more than zero): its text, as
+    /// written, and its value.
+    fn quantity(
+        &self,
+        expr: &Expression,
+        what: &str,
+        context: &str,
+        bound: Bound,
+    ) -> Result<(String, f64), TaskError> {
+        let text = self.string(expr, what, context)?;
+        let amount = quantity::value(&text)
+            .map_err(|reason| self.complaint(expr, what, context, &reason))?;
+        let refused = match bound {
+            Bound::Request if amount < 0.0 => Some("zero or more"),
+            Bound::Limit if amount <= 0.0 => Some("more than zero"),
+            _ => None,
+        };
+        match refused {
+            Some(expected) => Err(self.complaint(
+                expr,
+                what,
+                context,
+                &format!("{text:?} is out of range; expected {QUANTITY_RULE}, {expected}"),
+            )),
+            None => Ok((text, amount)),
+        }
+    }
+
+    /// A whole number of seconds (Kubernetes' unit for it), longer than the task's timeout:
+    /// a deadline within it would kill the pod before the task times out.
+    fn active_deadline(
+        &self,
+        expr: &Expression,
+        context: &str,
+        task_timeout: Option<Duration>,
+    ) -> Result<Duration, TaskError> {
+        let what = "active_deadline";
+        let deadline = self.duration(expr, what, context)?;
+        let reason = if deadline.subsec_nanos() != 0 {
+            format!(
+                "{} is not a whole number of seconds; expected a duration like \"2h\" or \"90s\"",
+                humantime::format_duration(deadline)
+            )
+        } else if let Some(timeout) = task_timeout.filter(|timeout| deadline <= *timeout) {
+            format!(
+                "{} is not longer than the task's timeout ({}), so the pod would be killed \
+                 before the task times out; expected a longer deadline (the task's timeout plus \
+                 the time to start the pod and copy files in and out)",
+                humantime::format_duration(deadline),
+                humantime::format_duration(timeout)
+            )
+        } else {
+            return Ok(deadline);
+        };
+        Err(self.complaint(expr, what, context, &reason))
+    }
+
     fn duration(
         &self,
         expr: &Expression,
@@ -1015,6 +1124,13 @@ impl File<'_> {
     }
 }
 
+/// Which side of a resource a quantity bounds.
+#[derive(Clone, Copy)]
+enum Bound {
+    Request,
+    Limit,
+}
+
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     closest(word, candidates.iter().copied())
         .map(|c| format!(" (did you mean `{c}`?)"))
@@ -1248,7 +1364,7 @@ task build {
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  container {\n    imag = \"x\"\n  }\n}\n",
-                "t.hcl:4:5: unknown attribute `imag` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, run_as_user (did you mean `image`?)",
+                "t.hcl:4:5: unknown attribute `imag` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, ephemeral_storage_request, ephemeral_storage_limit, workspace_size_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, active_deadline, run_as_user (did you mean `image`?)",
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  outputs = [\"out/[\"]\n}\n",
@@ -1299,7 +1415,11 @@ task "a" {
     env_from_config_maps = ["build-settings"]
     egress               = "dns"
     start_timeout        = "3m"
+    active_deadline      = "2h"
     run_as_user          = 1000
+    ephemeral_storage_request = "2Gi"
+    ephemeral_storage_limit   = "20Gi"
+    workspace_size_limit      = "15Gi"
     toleration {
       key                = "dedicated"
       operator           = "Equal"
@@ -1353,7 +1473,11 @@ task "a" {
                 env_from_config_maps: strings(&["build-settings"]),
                 egress: Some(Egress::Dns),
                 start_timeout: Some(Duration::from_secs(180)),
+                active_deadline: Some(Duration::from_secs(7200)),
                 run_as_user: Some(1000),
+                ephemeral_storage_request: Some("2Gi".into()),
+                ephemeral_storage_limit: Some("20Gi".into()),
+                workspace_size_limit: Some("15Gi".into()),
             }
         );
     }
@@ -1363,6 +1487,7 @@ task "a" {
         for (name, egress) in [
             ("none", Egress::None),
             ("dns", Egress::Dns),
+            ("no-link-local", Egress::NoLinkLocal),
             ("all", Egress::All),
         ] {
             let source = format!(
@@ -1382,7 +1507,7 @@ task "a" {
         let cases: &[(&str, &str)] = &[
             (
                 "    egres = \"dns\"",
-                "t.hcl:4:5: unknown attribute `egres` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, run_as_user (did you mean `egress`?)",
+                "t.hcl:4:5: unknown attribute `egres` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, ephemeral_storage_request, ephemeral_storage_limit, workspace_size_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, active_deadline, run_as_user (did you mean `egress`?)",
             ),
             (
                 "    tolerations {}",
@@ -1410,11 +1535,11 @@ task "a" {
             ),
             (
                 "    egress = \"dsn\"",
-                "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, all; found \"dsn\" (did you mean `dns`?)",
+                "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, no-link-local, all; found \"dsn\" (did you mean `dns`?)",
             ),
             (
                 "    egress = \"\"",
-                "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, all; found \"\"",
+                "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, no-link-local, all; found \"\"",
             ),
             (
                 "    toleration {\n      operator = \"exists\"\n    }",
@@ -1556,8 +1681,80 @@ task "a" {
                 "    service_account = -1",
                 "t.hcl:4:23: `service_account` in `container` in task \"a\": expected a string, found a number",
             ),
+            (
+                "    ephemeral_storage_limit = \"10GB\"",
+                "t.hcl:4:31: `ephemeral_storage_limit` in `container` in task \"a\": invalid quantity \"10GB\"; expected RULE",
+            ),
+            (
+                "    workspace_size_limit = \"0\"",
+                "t.hcl:4:28: `workspace_size_limit` in `container` in task \"a\": \"0\" is out of range; expected RULE, more than zero",
+            ),
+            (
+                "    ephemeral_storage_request = \"-1Gi\"",
+                "t.hcl:4:33: `ephemeral_storage_request` in `container` in task \"a\": \"-1Gi\" is out of range; expected RULE, zero or more",
+            ),
+            (
+                "    ephemeral_storage_limit = 10",
+                "t.hcl:4:31: `ephemeral_storage_limit` in `container` in task \"a\": expected a string, found a number",
+            ),
+            (
+                "    cpu_limit = \"two\"",
+                "t.hcl:4:17: `cpu_limit` in `container` in task \"a\": invalid quantity \"two\"; expected RULE",
+            ),
+            (
+                "    ephemeral_storage_request = \"20Gi\"\n    ephemeral_storage_limit = \"10Gi\"",
+                "t.hcl:4:33: `ephemeral_storage_request` in `container` in task \"a\": the request is more than `ephemeral_storage_limit`, which Kubernetes refuses; expected at most the limit",
+            ),
+            (
+                "    memory_limit = \"1Gi\"\n    memory_request = \"2000Mi\"",
+                "t.hcl:5:22: `memory_request` in `container` in task \"a\": the request is more than `memory_limit`, which Kubernetes refuses; expected at most the limit",
+            ),
+            (
+                "    active_deadline = \"1.5s\"",
+                "t.hcl:4:23: `active_deadline` in `container` in task \"a\": 1s 500ms is not a whole number of seconds; expected a duration like \"2h\" or \"90s\"",
+            ),
+            (
+                "    active_deadline = \"0s\"",
+                "t.hcl:4:23: `active_deadline` in `container` in task \"a\" is zero; expected a duration like \"90s\", \"10m\" or \"1h 30m\"",
+            ),
+            (
+                "    active_dedline = \"1h\"",
+                "t.hcl:4:5: unknown attribute `active_dedline` in `container` in task \"a\"; expected one of: LIST (did you mean `active_deadline`?)",
+            ),
         ];
-        assert_errors(cases, in_container);
+        let cases: Vec<(String, String)> = cases
+            .iter()
+            .map(|(body, expected)| {
+                let expected = expected
+                    .replace("RULE", QUANTITY_RULE)
+                    .replace("LIST", &CONTAINER_ATTRIBUTES.join(", "));
+                (body.to_string(), expected)
+            })
+            .collect();
+        let cases: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(body, expected)| (body.as_str(), expected.as_str()))
+            .collect();
+        assert_errors(&cases, in_container);
+    }
+
+    #[test]
+    fn an_active_deadline_must_outlast_the_task_timeout() {
+        let source = |deadline: &str| {
+            format!(
+                "task \"a\" {{\n  script = \"x\"\n  timeout = \"1h\"\n  container {{\n    active_deadline = \"{deadline}\"\n  }}\n}}\n"
+            )
+        };
+        assert_eq!(
+            error(&source("1h")),
+            "t.hcl:5:23: `active_deadline` in `container` in task \"a\": 1h is not longer than the task's timeout (1h), so the pod would be killed before the task times out; expected a longer deadline (the task's timeout plus the time to start the pod and copy files in and out)"
+        );
+        assert_eq!(
+            parse(&source("1h 15m")).unwrap()[0]
+                .container
+                .active_deadline,
+            Some(Duration::from_secs(4500))
+        );
     }
 
     #[test]

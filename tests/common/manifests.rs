@@ -1,6 +1,9 @@
-//! Pods and NetworkPolicies as YAML for `kubectl apply`: shaped like buildr's build pods and
-//! per-run policies (to test the chart's janitor and the CNI's enforcement without a run), or
-//! plain ones.
+//! Pods and NetworkPolicies for `kubectl apply`: buildr's own per-run objects as its code builds
+//! them (to test the CNI's enforcement and the chart's janitor without a run), pods shaped like
+//! buildr's (its labels and security settings, nothing more) or plain ones.
+
+use buildr::backend::k8s::objects::{DEFAULT_ACTIVE_DEADLINE, PodPlan, kubernetes_arch};
+use buildr::task::Container;
 
 use super::cluster::base_image;
 
@@ -94,31 +97,38 @@ pub fn plain_pod_yaml(ns: &str, name: &str, script: &str) -> String {
     pod_yaml(ns, name, &[("app", name)], &[], false, script)
 }
 
-/// The per-run NetworkPolicy buildr creates for egress mode EGRESS ("none", "dns" or "all"),
-/// expiring at EXPIRES_AT like its pod.
-pub fn run_policy_yaml(ns: &str, run_id: &str, expires_at: &str, egress: &str) -> String {
-    let rules = match egress {
-        "none" => String::new(),
-        "dns" => "\n  egress:\n  - ports:\n    - {protocol: UDP, port: 53}\n    - {protocol: TCP, port: 53}".to_owned(),
-        "all" => "\n  egress:\n  - {}".to_owned(),
-        other => panic!("unknown egress mode {other}"),
-    };
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: buildr-{run_id}
-  namespace: {ns}
-  labels:
-    app.kubernetes.io/managed-by: buildr
-    buildr.dev/run-id: "{run_id}"
-  annotations:
-    buildr.dev/expires-at: "{expires_at}"
-spec:
-  podSelector:
-    matchLabels:
-      buildr.dev/run-id: "{run_id}"
-  policyTypes: [Ingress, Egress]{rules}
-"#
-    )
+/// The plan of run RUN_ID in NS with CONTAINER settings and no timeout, made so that its pod and
+/// policy expire at EXPIRES_AT (RFC 3339): the objects buildr itself builds, for tests that apply
+/// them without a run.
+pub fn run_plan(ns: &str, run_id: &str, expires_at: &str, container: Container) -> PodPlan {
+    let expires_at = humantime::parse_rfc3339(expires_at).expect("an RFC 3339 time");
+    PodPlan {
+        run_id: run_id.to_owned(),
+        namespace: ns.to_owned(),
+        task_name: "test".to_owned(),
+        image: base_image(),
+        container,
+        task_timeout: None,
+        arch: kubernetes_arch(std::env::consts::ARCH).to_owned(),
+        keep: false,
+        created_at: expires_at - DEFAULT_ACTIVE_DEADLINE,
+    }
+}
+
+/// PLAN's pod, running SCRIPT (`sh -c`) instead of waiting for an executor, as JSON.
+pub fn run_pod_json(plan: &PodPlan, script: &str) -> String {
+    let mut pod = plan.pod();
+    let container = &mut pod.spec.as_mut().expect("a pod spec").containers[0];
+    container.command = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    serde_json::to_string(&pod).expect("a pod serialises")
+}
+
+/// PLAN's NetworkPolicy, as JSON: owned by the pod of uid OWNER_UID, or by none (a policy left
+/// behind, which outlives any pod).
+pub fn run_policy_json(plan: &PodPlan, owner_uid: Option<&str>) -> String {
+    let mut policy = plan.network_policy(owner_uid.unwrap_or_default());
+    if owner_uid.is_none() {
+        policy.metadata.owner_references = None;
+    }
+    serde_json::to_string(&policy).expect("a policy serialises")
 }

@@ -4,7 +4,8 @@
 //! - `cluster`: the real cluster of tests/cluster: kubectl, throw-away namespaces, buildr runs
 //!   with the k8s backend.
 //! - `helm`: Helm releases of charts/buildr that uninstall themselves.
-//! - `manifests`: pods and NetworkPolicies as YAML, shaped like buildr's or not.
+//! - `manifests`: pods and NetworkPolicies: buildr's own as its code builds them, shaped like
+//!   buildr's, or plain.
 //! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
 #![allow(dead_code)] // each test file uses its own subset

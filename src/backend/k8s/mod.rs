@@ -70,7 +70,7 @@ pub struct K8sArgs {
     pub start_timeout: Option<Duration>,
 
     /// What the pod may reach (k8s backend; overrides the task's `container.egress`; default
-    /// all). Ingress is always denied.
+    /// no-link-local: everything but the cloud metadata service). Ingress is always denied.
     #[arg(long, value_enum)]
     pub egress: Option<Egress>,
 }

@@ -1,6 +1,11 @@
 //! The two objects of a run, built as typed values: the build pod and the NetworkPolicy that
 //! isolates it. Plain functions of the run's settings, so that their shape is unit-tested here
-//! and proven on a real API server (which enforces Pod Security "restricted") in tests/k8s.rs.
+//! and proven on a real API server (which enforces Pod Security "restricted") in tests/k8s.rs,
+//! and the policy on a CNI that enforces it in tests/netpol.rs.
+//!
+//! Every pod is bounded, whatever its task says or leaves out: an ephemeral-storage request and
+//! limit, a `sizeLimit` on the workspace's emptyDir, and `activeDeadlineSeconds`. The default
+//! egress is everything but link-local addresses, where the cloud metadata service is.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -11,7 +16,8 @@ use k8s_openapi::api::core::v1::{
     SecretEnvSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -47,10 +53,20 @@ pub const TASK_ENV_PREFIX: &str = "BUILDR_TASK_ENV_";
 pub const DEFAULT_USER: i64 = 65532;
 /// How long the executor stays after its task when no client comes back for the result.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a pod lives, at most, when its task has no timeout; `buildr k8s gc` removes it then.
-pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// How long a pod lives, at most, when its task has neither a timeout nor an `active_deadline`:
+/// Kubernetes fails it then, and `buildr k8s gc` removes it.
+pub const DEFAULT_ACTIVE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// What a pod gets beyond its task's timeout for start, copies and fetch.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(600);
+/// The local disk a pod is scheduled for, and the most it may use (writable layer, logs and
+/// emptyDirs together), when its task names neither. The request is kept small so that a node
+/// holds many builds; the limit is what one build may take before the kubelet evicts it.
+const DEFAULT_EPHEMERAL_STORAGE_REQUEST: &str = "1Gi";
+const DEFAULT_EPHEMERAL_STORAGE_LIMIT: &str = "10Gi";
+/// The link-local ranges the default egress leaves out: they hold the cloud metadata service
+/// (169.254.169.254 on most clouds), which hands out the node's credentials.
+const LINK_LOCAL_V4: &str = "169.254.0.0/16";
+const LINK_LOCAL_V6: &str = "fe80::/10";
 
 /// Everything the objects of one run are made from.
 #[derive(Debug, Clone)]
@@ -81,13 +97,45 @@ impl PodPlan {
         labels
     }
 
-    /// Hard limit of the pod's life: the task's timeout plus a margin, if it has one.
-    fn active_deadline(&self) -> Option<Duration> {
-        self.task_timeout.map(|t| t + DEADLINE_MARGIN)
+    /// Hard limit of the pod's life, always set: the task's `active_deadline`, else its timeout
+    /// plus a margin, else a day.
+    fn active_deadline(&self) -> Duration {
+        self.container.active_deadline.unwrap_or_else(|| {
+            self.task_timeout
+                .map_or(DEFAULT_ACTIVE_DEADLINE, |t| t + DEADLINE_MARGIN)
+        })
     }
 
     fn expires_at(&self) -> SystemTime {
-        self.created_at + self.active_deadline().unwrap_or(DEFAULT_EXPIRY)
+        self.created_at + self.active_deadline()
+    }
+
+    /// The ephemeral-storage request and limit. A default never contradicts what the task set:
+    /// the default request is lowered to the task's limit, the default limit raised to its
+    /// request.
+    fn ephemeral_storage(&self) -> (String, String) {
+        let c = &self.container;
+        let request = c.ephemeral_storage_request.as_deref();
+        let limit = c.ephemeral_storage_limit.as_deref();
+        let (request, limit) = match (request, limit) {
+            (Some(request), Some(limit)) => (request, limit),
+            (Some(request), None) => (request, larger(request, DEFAULT_EPHEMERAL_STORAGE_LIMIT)),
+            (None, Some(limit)) => (smaller(DEFAULT_EPHEMERAL_STORAGE_REQUEST, limit), limit),
+            (None, None) => (
+                DEFAULT_EPHEMERAL_STORAGE_REQUEST,
+                DEFAULT_EPHEMERAL_STORAGE_LIMIT,
+            ),
+        };
+        (request.to_string(), limit.to_string())
+    }
+
+    /// The workspace emptyDir's `sizeLimit`: the task's, else the pod's whole ephemeral-storage
+    /// limit (a task that raises that one means its workspace too).
+    fn workspace_size_limit(&self) -> String {
+        self.container
+            .workspace_size_limit
+            .clone()
+            .unwrap_or_else(|| self.ephemeral_storage().1)
     }
 
     fn metadata(&self) -> ObjectMeta {
@@ -113,9 +161,14 @@ impl PodPlan {
         let mut node_selector = self.container.node_selector.clone();
         node_selector.insert("kubernetes.io/os".to_string(), "linux".to_string());
         node_selector.insert("kubernetes.io/arch".to_string(), self.arch.clone());
-        let volume = |name: &str| Volume {
+        // The buildr emptyDir (binary, state, event log, archive) is bounded by the pod's
+        // ephemeral-storage limit; the workspace by its own size limit too.
+        let volume = |name: &str, size_limit: Option<String>| Volume {
             name: name.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: size_limit.map(Quantity),
+                ..EmptyDirVolumeSource::default()
+            }),
             ..Volume::default()
         };
         let mount = |name: &str, path: &str| VolumeMount {
@@ -131,7 +184,7 @@ impl PodPlan {
                 service_account_name: self.container.service_account.clone(),
                 // Service links would put every Service of the namespace into the environment.
                 enable_service_links: Some(false),
-                active_deadline_seconds: self.active_deadline().map(|d| d.as_secs() as i64),
+                active_deadline_seconds: Some(self.active_deadline().as_secs() as i64),
                 // The executor stops its task (SIGTERM, then SIGKILL 5 s later) on deletion.
                 termination_grace_period_seconds: Some(10),
                 node_selector: Some(node_selector),
@@ -162,7 +215,7 @@ impl PodPlan {
                     ]),
                     working_dir: Some(WORKSPACE_DIR.to_string()),
                     env_from: non_empty(self.env_from()),
-                    resources: self.resources(),
+                    resources: Some(self.resources()),
                     security_context: Some(SecurityContext {
                         allow_privilege_escalation: Some(false),
                         privileged: Some(false),
@@ -178,7 +231,10 @@ impl PodPlan {
                     ]),
                     ..Container::default()
                 }],
-                volumes: Some(vec![volume("buildr"), volume("workspace")]),
+                volumes: Some(vec![
+                    volume("buildr", None),
+                    volume("workspace", Some(self.workspace_size_limit())),
+                ]),
                 ..PodSpec::default()
             }),
             status: None,
@@ -213,28 +269,33 @@ impl PodPlan {
         secrets.chain(config_maps)
     }
 
-    fn resources(&self) -> Option<ResourceRequirements> {
+    /// CPU and memory as the task asks (a namespace's LimitRange fills what it leaves out);
+    /// ephemeral storage always, so that no build can fill its node's disk.
+    fn resources(&self) -> ResourceRequirements {
         let c = &self.container;
-        let quantities = |cpu: &Option<String>, memory: &Option<String>| {
-            let map: BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", memory)]
+        let (storage_request, storage_limit) = self.ephemeral_storage();
+        let quantities = |cpu: &Option<String>, memory: &Option<String>, storage: String| {
+            [("cpu", cpu.clone()), ("memory", memory.clone())]
                 .into_iter()
-                .filter_map(|(name, value)| Some((name.to_string(), Quantity(value.clone()?))))
-                .collect();
-            (!map.is_empty()).then_some(map)
+                .chain([("ephemeral-storage", Some(storage))])
+                .filter_map(|(name, value)| Some((name.to_string(), Quantity(value?))))
+                .collect::<BTreeMap<String, Quantity>>()
         };
-        let requests = quantities(&c.cpu_request, &c.memory_request);
-        let limits = quantities(&c.cpu_limit, &c.memory_limit);
-        (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
-            requests,
-            limits,
+        ResourceRequirements {
+            requests: Some(quantities(
+                &c.cpu_request,
+                &c.memory_request,
+                storage_request,
+            )),
+            limits: Some(quantities(&c.cpu_limit, &c.memory_limit, storage_limit)),
             ..ResourceRequirements::default()
-        })
+        }
     }
 
     /// The policy that isolates the pod: no ingress at all (port-forward does not cross it), and
     /// the egress the task asked for. Owned by the pod, so that it goes when the pod goes.
     pub fn network_policy(&self, pod_uid: &str) -> NetworkPolicy {
-        let egress = match self.container.egress.unwrap_or(Egress::All) {
+        let egress = match self.container.egress.unwrap_or_default() {
             Egress::None => Vec::new(),
             Egress::Dns => vec![NetworkPolicyEgressRule {
                 ports: Some(
@@ -248,6 +309,13 @@ impl PodPlan {
                         .collect(),
                 ),
                 to: None,
+            }],
+            Egress::NoLinkLocal => vec![NetworkPolicyEgressRule {
+                to: Some(vec![
+                    everywhere_but("0.0.0.0/0", LINK_LOCAL_V4),
+                    everywhere_but("::/0", LINK_LOCAL_V6),
+                ]),
+                ports: None,
             }],
             Egress::All => vec![NetworkPolicyEgressRule::default()],
         };
@@ -275,6 +343,33 @@ impl PodPlan {
                 egress: Some(egress),
             }),
         }
+    }
+}
+
+/// A policy peer: every address of `cidr` but those of `except`.
+fn everywhere_but(cidr: &str, except: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.to_string(),
+            except: Some(vec![except.to_string()]),
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Of two quantities, the larger; `a` if they cannot be compared.
+fn larger<'a>(a: &'a str, b: &'a str) -> &'a str {
+    match (task::quantity::value(a), task::quantity::value(b)) {
+        (Ok(x), Ok(y)) if y > x => b,
+        _ => a,
+    }
+}
+
+/// Of two quantities, the smaller; `a` if they cannot be compared.
+fn smaller<'a>(a: &'a str, b: &'a str) -> &'a str {
+    match (task::quantity::value(a), task::quantity::value(b)) {
+        (Ok(x), Ok(y)) if y < x => b,
+        _ => a,
     }
 }
 
@@ -369,7 +464,7 @@ mod tests {
         let spec = pod.spec.unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.automount_service_account_token, Some(false));
-        assert_eq!(spec.active_deadline_seconds, None);
+        assert_eq!(spec.active_deadline_seconds, Some(24 * 3600));
         let security = spec.security_context.unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.run_as_user, Some(DEFAULT_USER));
@@ -383,7 +478,122 @@ mod tests {
         );
         assert_eq!(spec.node_selector.unwrap()["kubernetes.io/arch"], "amd64");
         assert!(spec.volumes.unwrap().iter().all(|v| v.empty_dir.is_some()));
-        assert!(container.resources.is_none());
+    }
+
+    /// (request, limit) of a resource of the pod's container, as Kubernetes gets them.
+    fn resource(pod: &Pod, name: &str) -> (Option<String>, Option<String>) {
+        let resources = pod.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        let get = |map: Option<BTreeMap<String, Quantity>>| map?.get(name).map(|q| q.0.clone());
+        (get(resources.requests), get(resources.limits))
+    }
+
+    fn workspace_size_limit(pod: &Pod) -> Option<String> {
+        let volumes = pod.spec.as_ref().unwrap().volumes.clone().unwrap();
+        let workspace = volumes.iter().find(|v| v.name == "workspace").unwrap();
+        workspace
+            .empty_dir
+            .as_ref()
+            .unwrap()
+            .size_limit
+            .clone()
+            .map(|q| q.0)
+    }
+
+    fn some(text: &str) -> Option<String> {
+        Some(text.to_string())
+    }
+
+    #[test]
+    fn the_default_pod_is_bounded_in_disk_and_time() {
+        let pod = plan().pod();
+        assert_eq!(
+            resource(&pod, "ephemeral-storage"),
+            (some("1Gi"), some("10Gi"))
+        );
+        assert_eq!(workspace_size_limit(&pod), some("10Gi"));
+        let volumes = pod.spec.as_ref().unwrap().volumes.clone().unwrap();
+        let buildr = volumes.iter().find(|v| v.name == "buildr").unwrap();
+        assert_eq!(buildr.empty_dir, Some(EmptyDirVolumeSource::default()));
+        // CPU and memory stay the namespace's to default (its LimitRange, if any).
+        assert_eq!(resource(&pod, "cpu"), (None, None));
+        assert_eq!(resource(&pod, "memory"), (None, None));
+        assert_eq!(
+            pod.spec.unwrap().active_deadline_seconds,
+            Some(DEFAULT_ACTIVE_DEADLINE.as_secs() as i64)
+        );
+    }
+
+    #[test]
+    fn bounds_set_by_the_task_reach_the_pod_and_defaults_do_not_contradict_them() {
+        let with = |container: task::Container| {
+            let mut plan = plan();
+            plan.container = container;
+            plan.pod()
+        };
+        let pod = with(task::Container {
+            ephemeral_storage_request: some("2Gi"),
+            ephemeral_storage_limit: some("50Gi"),
+            workspace_size_limit: some("40Gi"),
+            active_deadline: Some(Duration::from_secs(7200)),
+            ..task::Container::default()
+        });
+        assert_eq!(
+            resource(&pod, "ephemeral-storage"),
+            (some("2Gi"), some("50Gi"))
+        );
+        assert_eq!(workspace_size_limit(&pod), some("40Gi"));
+        assert_eq!(pod.spec.unwrap().active_deadline_seconds, Some(7200));
+
+        // A raised limit raises the workspace's bound with it; a low one lowers the request.
+        let pod = with(task::Container {
+            ephemeral_storage_limit: some("500Mi"),
+            ..task::Container::default()
+        });
+        assert_eq!(
+            resource(&pod, "ephemeral-storage"),
+            (some("500Mi"), some("500Mi"))
+        );
+        assert_eq!(workspace_size_limit(&pod), some("500Mi"));
+        let pod = with(task::Container {
+            ephemeral_storage_limit: some("50Gi"),
+            ..task::Container::default()
+        });
+        assert_eq!(
+            resource(&pod, "ephemeral-storage"),
+            (some("1Gi"), some("50Gi"))
+        );
+        assert_eq!(workspace_size_limit(&pod), some("50Gi"));
+        // A large request raises the default limit.
+        let pod = with(task::Container {
+            ephemeral_storage_request: some("20Gi"),
+            ..task::Container::default()
+        });
+        assert_eq!(
+            resource(&pod, "ephemeral-storage"),
+            (some("20Gi"), some("20Gi"))
+        );
+    }
+
+    #[test]
+    fn the_deadline_and_the_expiry_follow_the_timeout_unless_the_task_sets_one() {
+        let mut plan = plan();
+        plan.task_timeout = Some(Duration::from_secs(60));
+        let pod = plan.pod();
+        assert_eq!(
+            pod.metadata.annotations.unwrap()[EXPIRES_AT_ANNOTATION],
+            "1970-01-01T00:11:00Z"
+        );
+        assert_eq!(pod.spec.unwrap().active_deadline_seconds, Some(660));
+        plan.container.active_deadline = Some(Duration::from_secs(3600));
+        let pod = plan.pod();
+        assert_eq!(
+            pod.metadata.annotations.unwrap()[EXPIRES_AT_ANNOTATION],
+            "1970-01-01T01:00:00Z"
+        );
+        assert_eq!(pod.spec.unwrap().active_deadline_seconds, Some(3600));
     }
 
     #[test]
@@ -410,6 +620,7 @@ mod tests {
         assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "500m");
         assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "1Gi");
         assert!(!resources.limits.as_ref().unwrap().contains_key("cpu"));
+        assert!(!resources.requests.as_ref().unwrap().contains_key("memory"));
         let env_from = &container.env_from.as_ref().unwrap()[0];
         assert_eq!(env_from.secret_ref.as_ref().unwrap().name, "tokens");
         assert_eq!(env_from.prefix.as_deref(), Some(TASK_ENV_PREFIX));
@@ -419,7 +630,12 @@ mod tests {
     #[test]
     fn the_policy_denies_ingress_and_allows_the_chosen_egress() {
         let mut plan = plan();
-        for (egress, rules) in [(Egress::None, 0), (Egress::Dns, 1), (Egress::All, 1)] {
+        for (egress, rules) in [
+            (Egress::None, 0),
+            (Egress::Dns, 1),
+            (Egress::NoLinkLocal, 1),
+            (Egress::All, 1),
+        ] {
             plan.container.egress = Some(egress);
             let policy = plan.network_policy("uid-1");
             let owner = &policy.metadata.owner_references.as_ref().unwrap()[0];
@@ -435,7 +651,33 @@ mod tests {
             if egress == Egress::Dns {
                 let ports = spec.egress.unwrap()[0].ports.clone().unwrap();
                 assert!(ports.iter().all(|p| p.port == Some(IntOrString::Int(53))));
+            } else if egress == Egress::All {
+                assert_eq!(spec.egress.unwrap()[0], NetworkPolicyEgressRule::default());
             }
         }
+    }
+
+    #[test]
+    fn the_default_egress_is_everything_but_link_local() {
+        let policy = plan().network_policy("uid-1");
+        let rules = policy.spec.unwrap().egress.unwrap();
+        let blocks: Vec<(String, Vec<String>)> = rules[0]
+            .to
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|peer| {
+                let block = peer.ip_block.unwrap();
+                (block.cidr, block.except.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
+                ("::/0".to_string(), vec!["fe80::/10".to_string()]),
+            ]
+        );
+        assert_eq!(rules[0].ports, None, "every port");
     }
 }

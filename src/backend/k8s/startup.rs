@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ContainerState, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, Pod, PodStatus};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
@@ -233,6 +233,10 @@ fn stopped(pod: &Pod) -> Option<String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Some("the pod is being deleted".to_string());
     }
+    // Before the container's own exit, which is only the result of it.
+    if let Some(why) = stopped_by_kubernetes(status) {
+        return Some(why);
+    }
     let terminated = status
         .container_statuses
         .iter()
@@ -253,6 +257,29 @@ fn stopped(pod: &Pod) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Why Kubernetes itself stopped the pod, if it did and says so, and what in the task to
+/// change: the pod's deadline (`activeDeadlineSeconds`), or an eviction by the kubelet whose
+/// container did not exit cleanly (a kept pod's; an executor stopped by the kubelet exits
+/// cleanly and its pod ends Succeeded, without a reason).
+fn stopped_by_kubernetes(status: &PodStatus) -> Option<String> {
+    let reason = status.reason.as_deref()?;
+    let fix = match reason {
+        "DeadlineExceeded" => {
+            "; raise `active_deadline` in the task's `container` block (default: its timeout \
+             plus 10m, else 24h)"
+        }
+        "Evicted" => {
+            "; if it ran out of disk, raise `ephemeral_storage_limit` or `workspace_size_limit` \
+             in the task's `container` block"
+        }
+        _ => "",
+    };
+    Some(format!(
+        "Kubernetes stopped the pod ({reason}: {}){fix}",
+        status.message.as_deref().unwrap_or("no message").trim()
+    ))
 }
 
 #[cfg(test)]
@@ -367,6 +394,41 @@ mod tests {
         assert_eq!(
             stopped(&pod).as_deref(),
             Some("its container exited with status 1 (Error)")
+        );
+    }
+
+    #[test]
+    fn a_pod_stopped_by_kubernetes_says_why_and_which_bound_to_raise() {
+        let exited = ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 0,
+                reason: Some("Completed".to_string()),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        };
+        let mut pod = pod_with(exited);
+        let status = pod.status.as_mut().unwrap();
+        status.phase = Some("Failed".to_string());
+        status.reason = Some("DeadlineExceeded".to_string());
+        status.message =
+            Some("Pod was active on the node longer than the specified deadline".to_string());
+        assert_eq!(
+            stopped(&pod).as_deref(),
+            Some(
+                "Kubernetes stopped the pod (DeadlineExceeded: Pod was active on the node longer \
+                 than the specified deadline); raise `active_deadline` in the task's `container` \
+                 block (default: its timeout plus 10m, else 24h)"
+            )
+        );
+        let status = pod.status.as_mut().unwrap();
+        status.reason = Some("Evicted".to_string());
+        status.message =
+            Some("Usage of EmptyDir volume \"workspace\" exceeds the limit \"1Gi\". ".to_string());
+        assert!(
+            stopped(&pod)
+                .unwrap()
+                .ends_with("raise `ephemeral_storage_limit` or `workspace_size_limit` in the task's `container` block")
         );
     }
 }
