@@ -2,6 +2,9 @@
 //! written while the task runs, and a snapshot of the tree's metadata taken before is compared
 //! with one taken after. A watcher overflow, a missed event or a watch limit therefore loses
 //! nothing; the watcher in turn catches rewrites that leave size and times as they were.
+//!
+//! Paths under a `.git` (see [`is_git_path`]) are never reported: nothing a task legitimately
+//! produces lives there, and the client leaves them out anyway.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -12,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher as _};
+
+use crate::archive::is_git_path;
 
 /// What the task did to the workspace, as paths relative to its root, sorted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -105,14 +110,14 @@ impl Snapshot {
                 (Kind::Other, _) => false,
                 (_, Some(was)) => was != now || touched.contains(path),
             };
-            if changed && now.kind != Kind::Other {
+            if changed && now.kind != Kind::Other && !is_git_path(path) {
                 modified.insert(path.clone());
             }
         }
         let gone: BTreeSet<&PathBuf> = self
             .0
             .keys()
-            .filter(|path| !after.0.contains_key(*path))
+            .filter(|path| !after.0.contains_key(*path) && !is_git_path(path))
             .collect();
         let deleted = gone
             .iter()
@@ -210,6 +215,28 @@ mod tests {
             .collect();
         assert_eq!(names, ["chmod", "edit", "new", "new/empty"]);
         assert_eq!(changes.deleted, [PathBuf::from("gone")]);
+    }
+
+    #[test]
+    fn paths_under_git_are_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("sub/.git")).unwrap();
+        fs::write(root.join("sub/.git/config"), "old").unwrap();
+        fs::create_dir(root.join(".GIT")).unwrap();
+        let before = Snapshot::take(root).unwrap();
+
+        fs::create_dir_all(root.join(".git/hooks")).unwrap();
+        fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\n").unwrap();
+        fs::remove_dir_all(root.join("sub/.git")).unwrap();
+        fs::remove_dir(root.join(".GIT")).unwrap();
+        fs::write(root.join("built"), "x").unwrap();
+        let after = Snapshot::take(root).unwrap();
+
+        let touched = HashSet::from([PathBuf::from(".git/hooks/pre-commit")]);
+        let changes = before.changes(&after, &touched);
+        assert_eq!(changes.modified, [PathBuf::from("built")]);
+        assert!(changes.deleted.is_empty(), "{:?}", changes.deleted);
     }
 
     #[test]
