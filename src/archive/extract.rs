@@ -256,9 +256,7 @@ impl Stager<'_> {
         if !is_git_path(rel) {
             return false;
         }
-        let left_out = &mut self.out.git_left_out;
-        left_out.count += 1;
-        left_out.first.get_or_insert_with(|| rel.to_path_buf());
+        self.out.git_left_out.add(rel);
         true
     }
 

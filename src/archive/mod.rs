@@ -168,6 +168,30 @@ pub struct LeftOut {
     pub first: Option<PathBuf>,
 }
 
+impl LeftOut {
+    /// Counts `path`, left out.
+    pub fn add(&mut self, path: &Path) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| path.to_path_buf());
+    }
+}
+
+/// `left out 3 paths under .git (the first: `.git/hooks/pre-commit`): …`, one line.
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "left out {} path{} under .git",
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )?;
+        if let Some(first) = &self.first {
+            write!(f, " (the first: `{}`)", Quoted(first))?;
+        }
+        f.write_str(": a task's results never go into a repository's .git")
+    }
+}
+
 /// A symlink [`LinkPolicy::Skip`] left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedLink {
