@@ -86,6 +86,13 @@ fn populate(dest: &Path) {
     // A repository's own: nothing an archive holds ever lands in or removes it.
     fs::create_dir(dest.join(".git")).unwrap();
     fs::write(dest.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    // A fixed mtime, so that trees populated at different times compare equal.
+    fs::File::options()
+        .write(true)
+        .open(dest.join(".git/HEAD"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap();
 }
 
 fn describe(root: &Path) -> Vec<(PathBuf, String)> {
