@@ -1282,10 +1282,6 @@ fn paths_under_git_are_left_out_and_the_rest_lands() {
     fs::write(a.dest.join("gone"), "old").unwrap();
     let got = extract(&bytes, &a.dest, true).unwrap();
 
-    assert_eq!(got.git_left_out.count, 4);
-    assert_eq!(got.git_left_out.first, Some(PathBuf::from(".git")));
-    assert_eq!(got.deleted, [PathBuf::from("gone")]);
-    assert_eq!((got.files, got.dirs), (2, 0));
     assert_eq!(fs::read(a.dest.join("built.txt")).unwrap(), b"built");
     assert_eq!(fs::read(a.dest.join("sub/kept.txt")).unwrap(), b"kept");
     assert!(!a.dest.join("gone").exists());
@@ -1297,6 +1293,10 @@ fn paths_under_git_are_left_out_and_the_rest_lands() {
     assert!(!a.dest.join("sub/.git").exists());
     assert!(!a.dest.join("Sub").exists());
     a.assert_outside_untouched();
+    assert_eq!(got.git_left_out.count, 4);
+    assert_eq!(got.git_left_out.first, Some(PathBuf::from(".git")));
+    assert_eq!(got.deleted, [PathBuf::from("gone")]);
+    assert_eq!((got.files, got.dirs), (2, 0));
 }
 
 /// `buildr archive extract` of `archive` into `dest` under `umask`.
@@ -1318,6 +1318,7 @@ fn modes_get_the_umask_and_existing_directories_keep_theirs() {
     let archive = tmp.path().join("a.tar.s2");
     let bytes = RawTar::default()
         .entry_mode("existing", EntryType::Directory, "", 0o777, b"")
+        .entry_mode("mine", EntryType::Directory, "", 0o777, b"")
         .entry_mode("fresh", EntryType::Directory, "", 0o777, b"")
         .entry_mode("private", EntryType::Directory, "", 0o700, b"")
         .entry_mode("fresh/rw.txt", EntryType::Regular, "", 0o666, b"rw")
@@ -1327,12 +1328,20 @@ fn modes_get_the_umask_and_existing_directories_keep_theirs() {
     fs::write(&archive, bytes).unwrap();
     let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
     for (umask, want) in [
-        ("022", [0o755, 0o755, 0o700, 0o644, 0o755, 0o755, 0o644]),
-        ("027", [0o755, 0o750, 0o700, 0o640, 0o750, 0o750, 0o640]),
+        (
+            "022",
+            [0o755, 0o700, 0o755, 0o700, 0o644, 0o755, 0o755, 0o644],
+        ),
+        (
+            "027",
+            [0o755, 0o700, 0o750, 0o700, 0o640, 0o750, 0o750, 0o640],
+        ),
     ] {
         let dest = tmp.path().join(format!("dest-{umask}"));
         fs::create_dir_all(dest.join("existing")).unwrap();
         fs::set_permissions(dest.join("existing"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(dest.join("mine")).unwrap();
+        fs::set_permissions(dest.join("mine"), fs::Permissions::from_mode(0o700)).unwrap();
         let out = extract_with_umask(umask, &archive, &dest);
         assert!(
             out.status.success(),
@@ -1341,6 +1350,7 @@ fn modes_get_the_umask_and_existing_directories_keep_theirs() {
         );
         let got: Vec<u32> = [
             "existing",
+            "mine",
             "fresh",
             "private",
             "fresh/rw.txt",
