@@ -41,10 +41,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 use super::beneath::{Beneath, Unreachable};
-use super::error::Limit;
-use super::error::{ArchiveError, Refusal};
-use super::names::is_git_path;
-use super::names::{check_bytes, check_link_target, clean_relative};
+use super::error::{ArchiveError, Limit, Refusal};
+use super::names::{check_bytes, check_link_target, clean_relative, is_git_path};
 use super::plan::Plan;
 use super::read::{ChannelReader, pipelined};
 use super::staging::{Record, Staging, Step};
