@@ -125,12 +125,15 @@ fn extract(
 struct RawTar(Vec<u8>);
 
 impl RawTar {
-    fn entry(mut self, name: &str, ty: EntryType, link: &str, data: &[u8]) -> Self {
+    fn entry(self, name: &str, ty: EntryType, link: &str, data: &[u8]) -> Self {
+        self.entry_mode(name, ty, link, 0o644, data)
+    }
+    fn entry_mode(mut self, name: &str, ty: EntryType, link: &str, mode: u32, data: &[u8]) -> Self {
         let mut h = Header::new_ustar();
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(ty);
-        h.set_mode(0o644);
+        h.set_mode(mode);
         h.set_size(data.len() as u64);
         h.set_mtime(1_000_000_000);
         h.set_cksum();
@@ -1252,4 +1255,331 @@ fn an_allowed_link_is_never_written_through() {
         assert!(err.to_string().contains("symlink"), "{what}: {err}");
         a.assert_outside_untouched();
     }
+}
+
+// ---------------------------------------------------------------- the trust boundary
+
+#[test]
+fn paths_under_git_are_left_out_and_the_rest_lands() {
+    let a = Arena::new();
+    fs::create_dir_all(a.dest.join(".git/hooks")).unwrap();
+    fs::write(a.dest.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    fs::create_dir_all(a.dest.join("sub")).unwrap();
+    let bytes = RawTar::default()
+        .global(&[("BUILDR.deleted.0", ".git"), ("BUILDR.deleted.1", "gone")])
+        .entry_mode(
+            ".git/hooks/pre-commit",
+            EntryType::Regular,
+            "",
+            0o755,
+            b"#!/bin/sh\ntouch /tmp/pwned\n",
+        )
+        .file("sub/.git/config", "[core]\n\tfsmonitor = evil\n")
+        .entry("Sub/.GIT", EntryType::Directory, "", b"")
+        .file("built.txt", "built")
+        .file("sub/kept.txt", "kept")
+        .s2();
+    fs::write(a.dest.join("gone"), "old").unwrap();
+    let got = extract(&bytes, &a.dest, true).unwrap();
+
+    assert_eq!(fs::read(a.dest.join("built.txt")).unwrap(), b"built");
+    assert_eq!(fs::read(a.dest.join("sub/kept.txt")).unwrap(), b"kept");
+    assert!(!a.dest.join("gone").exists());
+    assert_eq!(
+        fs::read(a.dest.join(".git/HEAD")).unwrap(),
+        b"ref: refs/heads/main\n"
+    );
+    assert!(!a.dest.join(".git/hooks/pre-commit").exists());
+    assert!(!a.dest.join("sub/.git").exists());
+    assert!(!a.dest.join("Sub").exists());
+    a.assert_outside_untouched();
+    assert_eq!(got.git_left_out.count, 4);
+    assert_eq!(got.git_left_out.first, Some(PathBuf::from(".git")));
+    assert_eq!(got.deleted, [PathBuf::from("gone")]);
+    assert_eq!((got.files, got.dirs), (2, 0));
+}
+
+/// `buildr archive extract` of `archive` into `dest` under `umask`.
+fn extract_with_umask(umask: &str, archive: &Path, dest: &Path) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "extract", "--to"])
+        .arg(dest)
+        .arg(archive)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn modes_get_the_umask_and_existing_directories_keep_theirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.s2");
+    let bytes = RawTar::default()
+        .entry_mode("existing", EntryType::Directory, "", 0o777, b"")
+        .entry_mode("mine", EntryType::Directory, "", 0o777, b"")
+        .entry_mode("fresh", EntryType::Directory, "", 0o777, b"")
+        .entry_mode("private", EntryType::Directory, "", 0o700, b"")
+        .entry_mode("fresh/rw.txt", EntryType::Regular, "", 0o666, b"rw")
+        .entry_mode("tool", EntryType::Regular, "", 0o777, b"#!/bin/sh\n")
+        .entry_mode("implicit/deep/f", EntryType::Regular, "", 0o664, b"f")
+        .s2();
+    fs::write(&archive, bytes).unwrap();
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    for (umask, want) in [
+        (
+            "022",
+            [0o755, 0o700, 0o755, 0o700, 0o644, 0o755, 0o755, 0o644],
+        ),
+        (
+            "027",
+            [0o755, 0o700, 0o750, 0o700, 0o640, 0o750, 0o750, 0o640],
+        ),
+    ] {
+        let dest = tmp.path().join(format!("dest-{umask}"));
+        fs::create_dir_all(dest.join("existing")).unwrap();
+        fs::set_permissions(dest.join("existing"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(dest.join("mine")).unwrap();
+        fs::set_permissions(dest.join("mine"), fs::Permissions::from_mode(0o700)).unwrap();
+        let out = extract_with_umask(umask, &archive, &dest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<u32> = [
+            "existing",
+            "mine",
+            "fresh",
+            "private",
+            "fresh/rw.txt",
+            "tool",
+            "implicit/deep",
+            "implicit/deep/f",
+        ]
+        .iter()
+        .map(|p| mode(&dest.join(p)))
+        .collect();
+        let show = |v: &[u32]| v.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>();
+        assert_eq!(show(&got), show(&want), "umask {umask}");
+    }
+}
+
+/// Three 10-byte files under `d/`, one directory entry and one deletion: 5 entries, plus `d`
+/// created for them (the directory entry comes last).
+fn five_entries() -> Vec<u8> {
+    RawTar::default()
+        .global(&[("BUILDR.deleted.0", "old")])
+        .file("d/one", "0123456789")
+        .file("d/two", "0123456789")
+        .file("d/three", "0123456789")
+        .entry("d", EntryType::Directory, "", b"")
+        .s2()
+}
+
+#[test]
+fn an_archive_over_a_limit_is_refused_whole_naming_the_flag() {
+    let a = Arena::new();
+    fs::write(a.dest.join("old"), "old").unwrap();
+    fs::create_dir(a.dest.join("d")).unwrap();
+    fs::write(a.dest.join("d/one"), "before").unwrap();
+    let before = describe(&a.dest);
+    let bytes = five_entries();
+    let within = |max_bytes, max_entries| {
+        let opts = ExtractOptions {
+            apply_deletions: true,
+            ..ExtractOptions::default()
+        };
+        let limits = archive::Limits {
+            max_bytes,
+            max_entries,
+        };
+        archive::extract_within(&bytes[..], &a.dest, &opts, limits)
+    };
+    for (max_bytes, max_entries, flag) in [
+        (29, 100, "--max-output-bytes"),
+        (100, 4, "--max-output-entries"),
+    ] {
+        let err = within(max_bytes, max_entries).unwrap_err();
+        assert!(matches!(err, ArchiveError::OverLimit { .. }), "{err}");
+        assert!(err.to_string().contains(flag), "{err}");
+        assert_eq!(describe(&a.dest), before, "nothing applied");
+        a.assert_outside_untouched();
+    }
+    // The directories extraction would create count too.
+    let deep = RawTar::default().file("x/y/z/f", "f").s2();
+    let opts = ExtractOptions::default();
+    let limits = archive::Limits {
+        max_bytes: 100,
+        max_entries: 3,
+    };
+    let err = archive::extract_within(&deep[..], &a.dest, &opts, limits).unwrap_err();
+    assert!(err.to_string().contains("--max-output-entries"), "{err}");
+    assert_eq!(describe(&a.dest), before, "nothing applied");
+    // At the limits exactly, it lands.
+    within(30, 5).unwrap();
+    assert_eq!(fs::read(a.dest.join("d/one")).unwrap(), b"0123456789");
+    assert!(!a.dest.join("old").exists());
+}
+
+#[test]
+fn archive_extract_takes_the_limit_flags_with_human_sizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.s2");
+    let big = vec![7u8; 3 << 10];
+    fs::write(
+        &archive,
+        RawTar::default()
+            .entry("big", EntryType::Regular, "", &big)
+            .s2(),
+    )
+    .unwrap();
+    let dest = tmp.path().join("dest");
+    let run = |flag: &str, value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_buildr"))
+            .args(["archive", "extract", flag, value, "--to"])
+            .arg(&dest)
+            .arg(&archive)
+            .output()
+            .unwrap()
+    };
+    let out = run("--max-output-bytes", "2KiB");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("limit of 2048 bytes"), "{stderr}");
+    assert!(stderr.contains("--max-output-bytes"), "{stderr}");
+    assert!(
+        !dest.exists(),
+        "a destination that did not exist is not left behind"
+    );
+    let out = run("--max-output-entries", "0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-output-entries"));
+    let out = run("--max-output-bytes", "3KiB");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(dest.join("big")).unwrap(), big);
+}
+
+/// Extracts `bytes` into a destination `prepare` filled, expects the refusal of `entry` saying
+/// `why`, and checks that nothing at all changed (what came before in the archive included).
+fn refused_before_anything_lands(prepare: impl Fn(&Arena), bytes: &[u8], entry: &str, why: &str) {
+    let a = Arena::new();
+    prepare(&a);
+    let before = describe(&a.dest);
+    let err = a.refuses(bytes, entry, why);
+    assert!(
+        matches!(
+            err,
+            ArchiveError::Refused { .. } | ArchiveError::RefusedDeletion { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(describe(&a.dest), before, "the destination changed");
+}
+
+#[test]
+fn refusals_that_depend_on_the_destination_are_decided_before_the_first_rename() {
+    // A file where a parent directory goes.
+    refused_before_anything_lands(
+        |a| fs::write(a.dest.join("a"), "file").unwrap(),
+        &RawTar::default().file("z_first", "z").file("a/b", "b").s2(),
+        "a/b",
+        "its parent `a` exists and is not a directory",
+    );
+    // A symlink on the way.
+    refused_before_anything_lands(
+        |a| symlink(&a.outside, a.dest.join("link")).unwrap(),
+        &RawTar::default().file("ok", "ok").file("link/x", "x").s2(),
+        "link/x",
+        "its parent `link` is a symlink",
+    );
+    // A non-empty directory where a file goes.
+    refused_before_anything_lands(
+        |a| {
+            fs::create_dir(a.dest.join("d")).unwrap();
+            fs::write(a.dest.join("d/keep"), "keep").unwrap();
+        },
+        &RawTar::default().file("ok", "ok").file("d", "file").s2(),
+        "d",
+        "non-empty directory",
+    );
+    // A deletion through a symlink, after an entry.
+    refused_before_anything_lands(
+        |a| symlink(&a.outside, a.dest.join("out")).unwrap(),
+        &RawTar::default()
+            .file("ok", "ok")
+            .global(&[("BUILDR.deleted.0", "out/keep")])
+            .s2(),
+        "out/keep",
+        "symlink",
+    );
+    // What the archive itself put there earlier: a file, then something beneath it.
+    refused_before_anything_lands(
+        |_| {},
+        &RawTar::default()
+            .file("ok", "ok")
+            .file("f", "f")
+            .file("f/x", "x")
+            .s2(),
+        "f/x",
+        "its parent `f` exists and is not a directory",
+    );
+    // A link the archive created, then a file through it.
+    refused_before_anything_lands(
+        |_| {},
+        &RawTar::default()
+            .file("ok", "ok")
+            .entry("l", EntryType::Symlink, "sub", b"")
+            .file("l/x", "x")
+            .s2(),
+        "l/x",
+        "its parent `l` is a symlink",
+    );
+    // A file into a directory, then a file in place of that directory.
+    refused_before_anything_lands(
+        |_| {},
+        &RawTar::default()
+            .file("ok", "ok")
+            .file("d/x", "x")
+            .file("d", "file")
+            .s2(),
+        "d",
+        "non-empty directory",
+    );
+}
+
+#[test]
+fn what_the_archive_does_earlier_clears_the_way() {
+    let a = Arena::new();
+    fs::write(a.dest.join("was-file"), "file").unwrap();
+    symlink(&a.outside, a.dest.join("was-link")).unwrap();
+    fs::create_dir_all(a.dest.join("full/sub")).unwrap();
+    fs::write(a.dest.join("full/sub/f"), "f").unwrap();
+    fs::create_dir(a.dest.join("emptied")).unwrap();
+    fs::write(a.dest.join("emptied/f"), "f").unwrap();
+    let bytes = RawTar::default()
+        .global(&[
+            ("BUILDR.deleted.0", "full"),
+            ("BUILDR.deleted.1", "emptied/f"),
+        ])
+        // A directory entry replaces a file and a link.
+        .entry("was-file", EntryType::Directory, "", b"")
+        .file("was-file/x", "x")
+        .entry("was-link", EntryType::Directory, "", b"")
+        .file("was-link/y", "y")
+        // A deleted directory is gone: a file takes its place, and another goes beneath a
+        // new one there.
+        .file("full", "now a file")
+        .file("emptied", "now a file")
+        .s2();
+    extract(&bytes, &a.dest, true).unwrap();
+    assert_eq!(fs::read(a.dest.join("was-file/x")).unwrap(), b"x");
+    assert_eq!(fs::read(a.dest.join("was-link/y")).unwrap(), b"y");
+    assert_eq!(fs::read(a.dest.join("full")).unwrap(), b"now a file");
+    assert_eq!(fs::read(a.dest.join("emptied")).unwrap(), b"now a file");
+    a.assert_outside_untouched();
 }

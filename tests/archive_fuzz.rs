@@ -45,9 +45,12 @@ fn original() -> &'static Original {
         .unwrap();
         fs::write(root.join("dir/ünïcödé.txt"), "u\n").unwrap();
         symlink("../a.txt", root.join("dir/link")).unwrap();
+        // Left out at extraction, whatever the mutation.
+        fs::create_dir_all(root.join("dir/.git/hooks")).unwrap();
+        fs::write(root.join("dir/.git/hooks/pre-commit"), "#!/bin/sh\n").unwrap();
         let mut w = Writer::with_workers(Vec::new(), 1);
-        w.record_deleted(&[PathBuf::from("gone"), PathBuf::from("dir/gone")])
-            .unwrap();
+        let deleted = ["gone", "dir/gone", ".git"].map(PathBuf::from);
+        w.record_deleted(&deleted).unwrap();
         for s in archive::sources_under(root, &[]).unwrap() {
             w.append(&s).unwrap();
         }
@@ -80,6 +83,16 @@ fn populate(dest: &Path) {
     fs::write(dest.join("top.txt"), "mine\n").unwrap();
     fs::write(dest.join("gone"), "to be deleted\n").unwrap();
     fs::create_dir(dest.join("dir")).unwrap();
+    // A repository's own: nothing an archive holds ever lands in or removes it.
+    fs::create_dir(dest.join(".git")).unwrap();
+    fs::write(dest.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    // A fixed mtime, so that trees populated at different times compare equal.
+    fs::File::options()
+        .write(true)
+        .open(dest.join(".git/HEAD"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap();
 }
 
 fn describe(root: &Path) -> Vec<(PathBuf, String)> {
@@ -307,7 +320,11 @@ fn check(m: &Mutation) -> Result<(), TestCaseError> {
         Err(e) => prop_assert!(!e.to_string().contains('\n'), "{}", e),
     }
     match archive::extract(&mutant[..], &dest, &options()) {
-        Ok(_) => prop_assert_eq!(&describe(&dest), &o.extracted, "corruption accepted"),
+        Ok(_) => {
+            prop_assert_eq!(&describe(&dest), &o.extracted, "corruption accepted");
+            let git: Vec<_> = fs::read_dir(dest.join(".git")).unwrap().collect();
+            prop_assert_eq!(git.len(), 1, "something landed in .git");
+        }
         Err(e) => {
             let mut chain = e.to_string();
             let mut cur = std::error::Error::source(&e);

@@ -566,3 +566,64 @@ fn a_task_whose_inputs_are_all_ignored_gets_a_warning() {
         "{err}"
     );
 }
+
+#[test]
+fn a_task_cannot_plant_a_git_hook_in_the_repository() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            ("src.txt", "source"),
+            (".git/HEAD", "ref: refs/heads/main\n"),
+        ],
+    );
+    let script = r#"
+        mkdir -p .git/hooks
+        printf '#!/bin/sh\ntouch pwned\n' > .git/hooks/pre-commit
+        chmod 755 .git/hooks/pre-commit
+        echo built > built.txt
+        exit 3
+    "#;
+    // The results go into the repository itself, as by default.
+    let output = run_script(repo.path(), repo.path(), &[], script);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    assert_eq!(
+        fs::read_to_string(repo.path().join("built.txt")).unwrap(),
+        "built\n"
+    );
+    assert_eq!(tree(&repo.path().join(".git")), ["HEAD"], "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains(".git")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("left out 3 paths under .git (the first: `.git`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn results_over_a_limit_are_refused_and_nothing_lands() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(out.path(), &[("a", "before"), ("keep/me", "mine")]);
+    let before: Vec<_> = tree(out.path())
+        .into_iter()
+        .map(|p| (fs::read(out.path().join(&p)).ok(), p))
+        .collect();
+    let script = "head -c 3000 /dev/zero > a && echo b > b && echo c > c";
+    for (flag, value) in [
+        ("--max-output-entries", "2"),
+        ("--max-output-bytes", "2KiB"),
+    ] {
+        let output = run_script(repo.path(), out.path(), &[flag, value], script);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert!(err.contains(flag), "{err}");
+        assert!(err.contains("nothing was extracted"), "{err}");
+        let after: Vec<_> = tree(out.path())
+            .into_iter()
+            .map(|p| (fs::read(out.path().join(&p)).ok(), p))
+            .collect();
+        assert_eq!(after, before, "{flag}");
+    }
+}

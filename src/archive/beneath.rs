@@ -20,8 +20,8 @@ use super::error::Refusal;
 pub(crate) enum Unreachable {
     /// The entry is refused (a symlink or a non-directory on the way).
     Refused(Refusal),
-    /// A parent is missing (and was not to be created).
-    Missing,
+    /// A parent is missing (and was not to be created): the first one missing.
+    Missing(PathBuf),
     Io(io::Error),
 }
 
@@ -108,7 +108,7 @@ impl Beneath {
             };
             at = Some(match opened {
                 Ok(fd) => fd,
-                Err(Errno::ENOENT) => return Err(Unreachable::Missing),
+                Err(Errno::ENOENT) => return Err(Unreachable::Missing(so_far)),
                 Err(Errno::ELOOP) => {
                     return Err(Unreachable::Refused(Refusal::ThroughSymlink(so_far)));
                 }
@@ -119,7 +119,7 @@ impl Beneath {
             });
         }
         // `parent` is not empty, so the loop ran at least once.
-        at.ok_or(Unreachable::Missing)
+        at.ok_or_else(|| Unreachable::Missing(parent.to_path_buf()))
     }
 
     /// Opens the directory `rel` itself for reading (to set its mode and times), beneath the

@@ -47,6 +47,30 @@ pub enum Refusal {
     NonEmptyDirectory,
 }
 
+/// Which of the [`Limits`](super::Limits) an archive went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Bytes,
+    Entries,
+}
+
+impl Limit {
+    fn unit(self) -> &'static str {
+        match self {
+            Limit::Bytes => "bytes of file data",
+            Limit::Entries => "entries (deletions and the directories it creates included)",
+        }
+    }
+
+    /// The option of `buildr run` and `buildr archive extract` that sets it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Limit::Bytes => "--max-output-bytes",
+            Limit::Entries => "--max-output-entries",
+        }
+    }
+}
+
 /// What is wrong with an archive's tar stream (see [`ArchiveError::Corrupt`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
@@ -153,6 +177,12 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the archive is over the limit of {limit} {}; nothing was extracted (raise {} to accept it)",
+        .what.unit(),
+        .what.flag()
+    )]
+    OverLimit { what: Limit, limit: u64 },
     /// Plain I/O around an archive operation (e.g. a caller's pipe); the archive functions
     /// themselves report the operation-specific variants above.
     #[error("archive I/O failed")]

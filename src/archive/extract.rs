@@ -8,15 +8,26 @@
 //!    relative with no `..` and fit Linux limits; hard links, devices, FIFOs, sparse files and
 //!    unknown types are refused; symlinks whose target may resolve outside the destination
 //!    follow [`LinkPolicy`]. Nothing outside the staging directory changes in this phase.
-//! 2. **Commit.** Once the archive has proved whole, the journal is replayed in archive order:
-//!    directories are created, staged entries are renamed into place, deletions applied. Every
-//!    parent is reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see `beneath`),
-//!    so a symlink on the way, whoever put it there, refuses the entry, and an existing entry
-//!    is replaced by the rename (a symlink or hard link there is replaced, never written
-//!    through). Directory modes and mtimes come last.
+//!    Paths with a `.git` component (in any case) are left out, deletions included, and counted
+//!    in [`Extracted::git_left_out`]. The [`Limits`] are checked as the stream is read: past
+//!    either, the archive is refused before more is staged.
+//! 2. **Plan.** The journal is replayed against the destination as the archive's own earlier
+//!    steps leave it (see `plan`): every refusal that depends on what is already there (a file
+//!    or a symlink where a parent directory goes, a non-empty directory where a file goes, a
+//!    deletion through a symlink) is decided here, so a refused archive changes nothing.
+//! 3. **Commit.** The journal is replayed in archive order: directories are created, staged
+//!    entries are renamed into place, deletions applied. Every parent is reached with
+//!    `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see `beneath`), so a symlink on the
+//!    way, whoever put it there, refuses the entry, and an existing entry is replaced by the
+//!    rename (a symlink or hard link there is replaced, never written through). Modes of the
+//!    directories extraction created, and directory mtimes, come last.
 //!
-//! A refusal in the commit phase (a symlink or a file in the way of a parent, a non-empty
-//! directory in the way) leaves the entries before it in place, inside the destination.
+//! Modes get the user's umask, as `tar` gives them for a user who is not root: an archive
+//! cannot make anything group- or world-writable that the umask keeps private, and a directory
+//! that existed before keeps its mode.
+//!
+//! The commit phase still checks every step: what another process changes in the destination
+//! between the plan and the commit is refused there, leaving the entries before it in place.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -30,21 +41,34 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 use super::beneath::{Beneath, Unreachable};
-use super::error::{ArchiveError, Refusal};
-use super::names::{check_bytes, check_link_target, clean_relative};
+use super::error::{ArchiveError, Limit, Refusal};
+use super::names::{check_bytes, check_link_target, clean_relative, is_git_path};
+use super::plan::Plan;
 use super::read::{ChannelReader, pipelined};
 use super::staging::{Record, Staging, Step};
 use super::tar_reader::{Header, Item, Kind, TarReader};
-use super::{ExtractOptions, Extracted, LinkPolicy, SkippedLink};
+use super::{ExtractOptions, Extracted, Limits, LinkPolicy, SkippedLink};
 
 /// Copy buffer between the tar stream and a file.
 const COPY_BUF: usize = 256 << 10;
 
-/// Extracts a `.tar.s2` stream into `dest` (created if missing), trusting nothing in it.
+/// Extracts a `.tar.s2` stream into `dest` (created if missing), trusting nothing in it, within
+/// the default [`Limits`].
+pub fn extract<R: Read>(
+    input: R,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<Extracted, ArchiveError> {
+    extract_within(input, dest, opts, Limits::default())
+}
+
+/// Extracts a `.tar.s2` stream into `dest` (created if missing), trusting nothing in it and
+/// refusing it whole past `limits`.
 ///
 /// Existing files at an entry's path are replaced; a non-empty directory in the way is an
-/// error. Permission bits are restored without setuid/setgid (directories keep the sticky bit);
-/// mtimes of files, directories and symlinks are restored; owners are not.
+/// error. Permission bits are restored without setuid/setgid (directories keep the sticky bit)
+/// and with the umask applied; an existing directory keeps its mode. Mtimes of files,
+/// directories and symlinks are restored; owners are not. Paths under `.git` are left out.
 ///
 /// Recorded deletions are returned in [`Extracted::deleted`]. With
 /// [`ExtractOptions::apply_deletions`] they are applied in stream order: a file or symlink is
@@ -52,17 +76,18 @@ const COPY_BUF: usize = 256 << 10;
 /// deletion records (absolute, `..`, through a symlink) are refused whether applied or not.
 ///
 /// Decompression runs on this thread while another thread stages files.
-pub fn extract<R: Read>(
+pub fn extract_within<R: Read>(
     input: R,
     dest: &Path,
     opts: &ExtractOptions,
+    limits: Limits,
 ) -> Result<Extracted, ArchiveError> {
     let existed = fs::symlink_metadata(dest).is_ok();
     fs::create_dir_all(dest).map_err(|source| ArchiveError::Prepare {
         dest: dest.to_path_buf(),
         source,
     })?;
-    let result = extract_into(input, dest, opts);
+    let result = extract_into(input, dest, opts, limits);
     if result.is_err() && !existed {
         // Leave no trace: the destination did not exist before (removed only if empty).
         let _ = fs::remove_dir(dest);
@@ -74,6 +99,7 @@ fn extract_into<R: Read>(
     input: R,
     dest: &Path,
     opts: &ExtractOptions,
+    limits: Limits,
 ) -> Result<Extracted, ArchiveError> {
     let prepare = |source| ArchiveError::Prepare {
         dest: dest.to_path_buf(),
@@ -82,32 +108,40 @@ fn extract_into<R: Read>(
     let beneath = Beneath::open(dest).map_err(prepare)?;
     let mut staging = Staging::create(beneath.root(), dest).map_err(prepare)?;
     let umask = current_umask();
-    let out = pipelined(input, |reader| {
+    let (out, items) = pipelined(input, |reader| {
         let mut stager = Stager {
             staging: &mut staging,
             dest,
             opts,
+            limits,
             umask,
             buf: vec![0; COPY_BUF],
+            items: 0,
+            data_bytes: 0,
             out: Extracted::default(),
         };
         stager.run(reader)?;
-        Ok(stager.out)
+        Ok((stager.out, stager.items))
     })?;
     let mut commit = Commit {
         beneath,
         staging: &mut staging,
+        plan: Plan::new(dest, items, limits.max_entries),
         dest,
     };
     commit.run(opts.apply_deletions)?;
     Ok(out)
 }
 
-/// The process umask, from /proc (reading it with umask(2) would race other threads).
-fn current_umask() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
-    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+/// The process umask, from /proc (reading it with umask(2) would race other threads); the
+/// usual 022 if /proc does not say.
+fn current_umask() -> u32 {
+    let read = || {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+    };
+    read().unwrap_or(0o022)
 }
 
 fn refused(entry: &Path, reason: Refusal) -> ArchiveError {
@@ -138,8 +172,13 @@ struct Stager<'a> {
     staging: &'a mut Staging,
     dest: &'a Path,
     opts: &'a ExtractOptions,
-    umask: Option<u32>,
+    limits: Limits,
+    umask: u32,
     buf: Vec<u8>,
+    /// Entries and deletions read, `.git` ones included.
+    items: u64,
+    /// File data bytes announced, `.git` ones included.
+    data_bytes: u64,
     out: Extracted,
 }
 
@@ -147,6 +186,13 @@ impl Stager<'_> {
     fn run(&mut self, reader: ChannelReader) -> Result<(), ArchiveError> {
         let mut tar = TarReader::new(reader);
         while let Some(item) = tar.next_item()? {
+            self.items += 1;
+            if self.items > self.limits.max_entries {
+                return Err(ArchiveError::OverLimit {
+                    what: Limit::Entries,
+                    limit: self.limits.max_entries,
+                });
+            }
             match item {
                 Item::Deleted(d) => {
                     let rel =
@@ -154,6 +200,9 @@ impl Stager<'_> {
                             entry: d.clone(),
                             reason,
                         })?;
+                    if self.left_out(&rel) {
+                        continue;
+                    }
                     self.journal(Step::Delete, 0, 0, 0, &rel)?;
                     self.out.deleted.push(rel);
                 }
@@ -170,12 +219,25 @@ impl Stager<'_> {
             Err(Refusal::EmptyPath) if h.kind == Kind::Dir => return Ok(()),
             Err(reason) => return Err(refused(&h.path, reason)),
         };
+        if h.kind == Kind::File {
+            self.data_bytes = self.data_bytes.saturating_add(h.size);
+            if self.data_bytes > self.limits.max_bytes {
+                return Err(ArchiveError::OverLimit {
+                    what: Limit::Bytes,
+                    limit: self.limits.max_bytes,
+                });
+            }
+        }
+        if self.left_out(&rel) {
+            // Its data, if any, is skipped by the next read.
+            return Ok(());
+        }
         let link = h.link.clone().unwrap_or_default();
         match h.kind {
             Kind::File => self.file(&rel, &h, tar),
             Kind::Dir => {
                 self.out.dirs += 1;
-                self.journal(Step::Dir, h.mode & 0o1777, h.mtime, 0, &rel)
+                self.journal(Step::Dir, h.mode & 0o1777 & !self.umask, h.mtime, 0, &rel)
             }
             Kind::Symlink => self.symlink(&rel, link, h.mtime),
             Kind::HardLink => Err(refused(&h.path, Refusal::HardLink(link))),
@@ -184,6 +246,16 @@ impl Stager<'_> {
             Kind::Fifo => Err(refused(&h.path, Refusal::Special("FIFO"))),
             Kind::Other(flag) => Err(refused(&h.path, Refusal::Unsupported(char::from(flag)))),
         }
+    }
+
+    /// Leaves out a path under `.git`, counting it: nothing a task produces belongs there, and
+    /// a hook or a config there would run code in the user's repository.
+    fn left_out(&mut self, rel: &Path) -> bool {
+        if !is_git_path(rel) {
+            return false;
+        }
+        self.out.git_left_out.add(rel);
+        true
     }
 
     fn journal(
@@ -212,7 +284,8 @@ impl Stager<'_> {
         h: &Header,
         tar: &mut TarReader<ChannelReader>,
     ) -> Result<(), ArchiveError> {
-        let mode = h.mode & 0o777;
+        // Created with the umask applied, as the kernel applies it anyway.
+        let mode = h.mode & 0o777 & !self.umask;
         let (id, name) = self.staging.next_name();
         let fd = nix::fcntl::openat(
             self.staging.dir(),
@@ -232,11 +305,6 @@ impl Stager<'_> {
             if let Some(p) = &self.opts.progress {
                 p.inc(n as u64);
             }
-        }
-        // The umask trimmed the mode at creation: put the archived bits back.
-        if self.umask.is_none_or(|u| mode & u != 0) {
-            nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))
-                .map_err(write_err(rel, self.dest))?;
         }
         nix::sys::stat::futimens(&file, &TimeSpec::UTIME_OMIT, &time(h.mtime))
             .map_err(write_err(rel, self.dest))?;
@@ -284,7 +352,7 @@ fn reach<'b, 'r>(
 ) -> Result<(BorrowedFd<'b>, &'r std::ffi::OsStr), ArchiveError> {
     beneath.parent(rel, true).map_err(|e| match e {
         Unreachable::Refused(reason) => refused(rel, reason),
-        Unreachable::Missing => write_err(rel, dest)(Errno::ENOENT),
+        Unreachable::Missing(_) => write_err(rel, dest)(Errno::ENOENT),
         Unreachable::Io(source) => write_err(rel, dest)(source),
     })
 }
@@ -293,6 +361,7 @@ fn reach<'b, 'r>(
 struct Commit<'a> {
     beneath: Beneath,
     staging: &'a mut Staging,
+    plan: Plan,
     dest: &'a Path,
 }
 
@@ -304,6 +373,10 @@ impl Commit<'_> {
         };
         let mut journal = self.staging.replay().map_err(journal_err)?;
         while let Some(r) = journal.next_record().map_err(journal_err)? {
+            self.plan.check(&mut self.beneath, &r, apply_deletions)?;
+        }
+        let mut journal = self.staging.replay().map_err(journal_err)?;
+        while let Some(r) = journal.next_record().map_err(journal_err)? {
             match r.step {
                 Step::File | Step::Symlink => self.place(&r)?,
                 Step::Dir => self.make_dir(&r)?,
@@ -313,13 +386,15 @@ impl Commit<'_> {
         }
         // Directory modes and mtimes last: entries placed in a directory change its mtime, and
         // a read-only one would have kept them out. A directory that a later entry replaced is
-        // no longer reachable as one and is left alone.
+        // no longer reachable as one and is left alone; one that existed keeps its mode.
         let mut journal = self.staging.replay().map_err(journal_err)?;
         while let Some(r) = journal.next_record().map_err(journal_err)? {
             if r.step == Step::Dir
                 && let Ok(fd) = self.beneath.open_dir_for_update(&r.path)
             {
-                let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(r.mode));
+                if self.plan.created_dir(&r.path) {
+                    let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(r.mode));
+                }
                 let _ = nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &time(r.mtime));
             }
         }
@@ -386,7 +461,7 @@ impl Commit<'_> {
         };
         let (parent, name) = match self.beneath.parent(rel, false) {
             Ok(found) => found,
-            Err(Unreachable::Missing | Unreachable::Refused(Refusal::ParentNotDirectory(_))) => {
+            Err(Unreachable::Missing(_) | Unreachable::Refused(Refusal::ParentNotDirectory(_))) => {
                 return Ok(());
             }
             Err(Unreachable::Refused(reason)) => {

@@ -22,6 +22,7 @@
 //! - `read`: [`list`] and the decompress-while-writing pipeline.
 //! - `extract`: [`extract`], which trusts nothing (its module doc lists the rules).
 //! - `staging`: where extraction keeps files until the archive is verified.
+//! - `plan`: the refusals that depend on the destination, decided before anything is renamed.
 //! - `beneath`: path resolution beneath the destination that never follows a symlink.
 //! - `names`: the path rules shared by writing and extraction, and [`Quoted`] names.
 //! - `hash`: [`Sha256Writer`], [`sha256_file`], [`sha256_hex`].
@@ -33,6 +34,7 @@ mod extract;
 pub mod frame;
 mod hash;
 mod names;
+mod plan;
 mod read;
 mod staging;
 mod tar_format;
@@ -42,10 +44,10 @@ mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use error::{ArchiveError, Corruption, Refusal};
-pub use extract::extract;
+pub use error::{ArchiveError, Corruption, Limit, Refusal};
+pub use extract::{extract, extract_within};
 pub use hash::{Sha256Writer, sha256_file, sha256_hex};
-pub use names::{MAX_NAME, MAX_PATH, Quoted};
+pub use names::{MAX_NAME, MAX_PATH, Quoted, is_git_path};
 pub use read::{list, list_each};
 pub use writer::{Writer, create_file, create_new_file, sources_under};
 
@@ -135,6 +137,61 @@ pub struct ExtractOptions {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
+/// What extraction accepts at most; an archive over either is refused before anything is
+/// applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total file data bytes.
+    pub max_bytes: u64,
+    /// Entries, deletions and the directories extraction creates for them, together.
+    pub max_entries: u64,
+}
+
+/// 20 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;
+pub const DEFAULT_MAX_ENTRIES: u64 = 2_000_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+/// Entries and deletions left out because their path is under `.git` (see [`is_git_path`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    pub count: u64,
+    /// The first one, in archive order.
+    pub first: Option<PathBuf>,
+}
+
+impl LeftOut {
+    /// Counts `path`, left out.
+    pub fn add(&mut self, path: &Path) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| path.to_path_buf());
+    }
+}
+
+/// `left out 3 paths under .git (the first: `.git/hooks/pre-commit`): …`, one line.
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "left out {} path{} under .git",
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )?;
+        if let Some(first) = &self.first {
+            write!(f, " (the first: `{}`)", Quoted(first))?;
+        }
+        f.write_str(": a task's results never go into a repository's .git")
+    }
+}
+
 /// A symlink [`LinkPolicy::Skip`] left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedLink {
@@ -154,6 +211,8 @@ pub struct Extracted {
     pub deleted: Vec<PathBuf>,
     /// Symlinks left out under [`LinkPolicy::Skip`].
     pub skipped_links: Vec<SkippedLink>,
+    /// Entries and deletions left out because they are under `.git`.
+    pub git_left_out: LeftOut,
 }
 
 /// [`list`] of the archive file at `path`.

@@ -33,6 +33,17 @@ pub(crate) fn clean_relative(p: &Path) -> Result<PathBuf, Refusal> {
     Ok(out)
 }
 
+/// Whether `p` has a `.git` component at any depth, in any letter case.
+///
+/// Nothing a task produces belongs there (its inputs leave `.git` out), and a file under a
+/// repository's `.git` runs code or redirects history: a hook, `core.fsmonitor` in a config, a
+/// `.git` file pointing elsewhere. Git itself refuses such tree entries, and on file systems that
+/// ignore case it treats `.GIT` as `.git` (its `verify_path`), so case is ignored here too.
+pub fn is_git_path(p: &Path) -> bool {
+    p.components()
+        .any(|c| c.as_os_str().as_bytes().eq_ignore_ascii_case(b".git"))
+}
+
 /// Refuses what no Linux path can hold: a NUL byte, or more than [`MAX_PATH`] bytes.
 pub(crate) fn check_bytes(p: &Path) -> Result<(), Refusal> {
     let bytes = p.as_os_str().as_bytes();
@@ -116,6 +127,22 @@ mod tests {
         assert_eq!(clean_relative(Path::new("./")), Err(Refusal::EmptyPath));
         let long = "x".repeat(MAX_NAME + 1);
         assert_eq!(clean_relative(Path::new(&long)), Err(Refusal::NameTooLong));
+    }
+
+    #[test]
+    fn git_paths_at_any_depth_and_in_any_case() {
+        for p in [
+            ".git",
+            ".git/hooks/pre-commit",
+            "sub/.git/config",
+            "a/.GIT",
+            "x/.Git/y",
+        ] {
+            assert!(is_git_path(Path::new(p)), "{p}");
+        }
+        for p in ["git", ".gitignore", "a/.github/x", "a.git/b", ".git2"] {
+            assert!(!is_git_path(Path::new(p)), "{p}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::extraction::{LimitArgs, git_warning};
 use crate::archive::{self, EntryKind, ExtractOptions, LinkPolicy, Quoted};
 
 /// Work with .tar.s2 archives (tar in Snappy framing), the format buildr moves files in.
@@ -40,6 +41,8 @@ pub enum ArchiveCommand {
         /// policy writes through a link.
         #[arg(long, value_enum, default_value_t = LinkPolicy::Refuse)]
         links: LinkPolicy,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
 }
 
@@ -97,14 +100,18 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
             to,
             apply_deletions,
             links,
+            limits,
         } => {
             let options = ExtractOptions {
                 apply_deletions,
                 links,
                 progress: None,
             };
-            let extracted = archive::extract(open(&file)?, &to, &options)
+            let extracted = archive::extract_within(open(&file)?, &to, &options, limits.limits())
                 .with_context(|| format!("cannot extract {}", Quoted(&file)))?;
+            if let Some(warning) = git_warning(&extracted.git_left_out) {
+                eprintln!("{warning}");
+            }
             for link in &extracted.skipped_links {
                 eprintln!(
                     "buildr: warning: skipped symlink `{}` -> `{}`: it points outside {}",

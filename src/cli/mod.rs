@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod executor;
+pub mod extraction;
 pub mod k8s;
 pub mod run;
 pub mod self_check;

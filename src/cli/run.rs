@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
+use super::extraction::{LimitArgs, git_warning};
 use crate::archive::{LinkPolicy, Quoted};
 use crate::backend::k8s::{K8sArgs, K8sBackend};
 use crate::backend::local::{self, LocalBackend};
@@ -50,6 +51,9 @@ pub struct RunArgs {
     /// link.
     #[arg(long)]
     pub allow_external_links: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Keep the sandbox (or pod) after the run, for a post-mortem.
     #[arg(long)]
@@ -262,6 +266,8 @@ async fn execute_on(
         } else {
             LinkPolicy::Skip
         },
+        limits: args.limits.limits(),
+        fetch_idle_timeout: client::fetch::DEFAULT_IDLE_TIMEOUT,
         ready_timeout: Duration::from_secs(30),
         reconnect: Reconnect {
             give_up_after: args.reconnect_timeout,
@@ -319,10 +325,11 @@ fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
                 Quoted(out)
             );
         }
-        let changed = result
-            .modified_paths
-            .len()
-            .saturating_sub(extracted.skipped_links.len());
+        if let Some(warning) = git_warning(&extracted.git_left_out) {
+            eprintln!("{warning}");
+        }
+        // What was written, not what the executor claims.
+        let changed = extracted.files + extracted.dirs + extracted.symlinks;
         if changed > 0 {
             eprintln!(
                 "buildr: {changed} changed path{} written to {}",

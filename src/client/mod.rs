@@ -67,6 +67,20 @@ pub enum ClientError {
         size: u64,
         sha256: String,
     },
+    #[error(
+        "the archive fetch stalled: nothing arrived for {idle:?} at byte {offset} of {size}; \
+         the executor or the connection to it hangs"
+    )]
+    FetchStalled {
+        idle: Duration,
+        offset: u64,
+        size: u64,
+    },
+    #[error(
+        "the executor sent more than the {size} bytes it reported for the archive; nothing \
+         was extracted"
+    )]
+    ArchiveTooLong { size: u64 },
     #[error("cannot extract the modified files")]
     Extract {
         dest: PathBuf,
@@ -96,6 +110,10 @@ pub struct Options {
     pub secret: Option<crate::secret::Secret>,
     /// What to do with modified symlinks that point outside `out`.
     pub links: archive::LinkPolicy,
+    /// The most the archive may bring back.
+    pub limits: archive::Limits,
+    /// How long the archive fetch waits for its next chunk.
+    pub fetch_idle_timeout: Duration,
     /// How long the executor may take to answer its health check.
     pub ready_timeout: Duration,
     pub reconnect: Reconnect,
@@ -194,34 +212,31 @@ async fn fetch_and_extract(
     info: &crate::rpc::ArchiveInfo,
     options: &Options,
 ) -> Result<Extracted, ClientError> {
-    let local = tempfile::Builder::new()
-        .prefix("buildr-archive-")
-        .suffix(&format!(".{}", archive::ARCHIVE_EXTENSION))
-        .tempfile()
-        .map_err(|e| ClientError::Io {
-            what: "cannot create a temporary file for the archive".to_string(),
-            source: e,
-        })?;
     let bar = crate::progress::bytes("fetch", info.size);
-    fetch::fetch_archive(client, run_id, info, local.path(), &bar, options.reconnect).await?;
+    let file = fetch::fetch_archive(
+        client,
+        run_id,
+        info,
+        &bar,
+        options.reconnect,
+        options.fetch_idle_timeout,
+    )
+    .await?;
     bar.finish_and_clear();
 
     let dest = options.out.clone();
     let apply_deletions = options.apply_deletions;
     let links = options.links;
+    let limits = options.limits;
     let size = info.size;
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(local.path()).map_err(|e| ClientError::Io {
-            what: format!("cannot open {}", local.path().display()),
-            source: e,
-        })?;
         let bar = crate::progress::bytes("extract", size);
         let options = archive::ExtractOptions {
             apply_deletions,
             links,
             progress: None,
         };
-        let extracted = archive::extract(bar.wrap_read(file), &dest, &options)
+        let extracted = archive::extract_within(bar.wrap_read(file), &dest, &options, limits)
             .map_err(|source| ClientError::Extract { dest, source });
         bar.finish_and_clear();
         extracted

@@ -2,6 +2,9 @@
 //! written while the task runs, and a snapshot of the tree's metadata taken before is compared
 //! with one taken after. A watcher overflow, a missed event or a watch limit therefore loses
 //! nothing; the watcher in turn catches rewrites that leave size and times as they were.
+//!
+//! Paths under a `.git` (see [`is_git_path`]) are never reported, only counted: nothing a task
+//! legitimately produces lives there, and the client leaves them out anyway.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -13,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
+use crate::archive::{LeftOut, is_git_path};
+
 /// What the task did to the workspace, as paths relative to its root, sorted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -21,6 +26,8 @@ pub struct Changes {
     pub modified: Vec<PathBuf>,
     /// Paths that existed before and are gone; a deleted directory is listed, not its contents.
     pub deleted: Vec<PathBuf>,
+    /// Paths under `.git` that would have been in either list.
+    pub git_left_out: LeftOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +104,7 @@ impl Snapshot {
     /// Compares this (before) with `after`, adding the paths the watcher saw written.
     pub fn changes(&self, after: &Snapshot, touched: &HashSet<PathBuf>) -> Changes {
         let mut modified = BTreeSet::new();
+        let mut git = BTreeSet::new();
         for (path, now) in &after.0 {
             let changed = match (&now.kind, self.0.get(path)) {
                 (_, None) => true,
@@ -106,7 +114,12 @@ impl Snapshot {
                 (_, Some(was)) => was != now || touched.contains(path),
             };
             if changed && now.kind != Kind::Other {
-                modified.insert(path.clone());
+                let list = if is_git_path(path) {
+                    &mut git
+                } else {
+                    &mut modified
+                };
+                list.insert(path.clone());
             }
         }
         let gone: BTreeSet<&PathBuf> = self
@@ -122,11 +135,17 @@ impl Snapshot {
                     .skip(1)
                     .any(|a| gone.contains(&a.to_path_buf()))
             })
-            .map(|path| (*path).clone())
-            .collect();
+            .map(|path| (*path).clone());
+        let (git_deleted, deleted): (Vec<_>, Vec<_>) = deleted.partition(|p| is_git_path(p));
+        git.extend(git_deleted);
+        let mut git_left_out = LeftOut::default();
+        for path in &git {
+            git_left_out.add(path);
+        }
         Changes {
             modified: modified.into_iter().collect(),
             deleted,
+            git_left_out,
         }
     }
 }
@@ -210,6 +229,31 @@ mod tests {
             .collect();
         assert_eq!(names, ["chmod", "edit", "new", "new/empty"]);
         assert_eq!(changes.deleted, [PathBuf::from("gone")]);
+    }
+
+    #[test]
+    fn paths_under_git_are_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("sub/.git")).unwrap();
+        fs::write(root.join("sub/.git/config"), "old").unwrap();
+        fs::create_dir(root.join(".GIT")).unwrap();
+        let before = Snapshot::take(root).unwrap();
+
+        fs::create_dir_all(root.join(".git/hooks")).unwrap();
+        fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\n").unwrap();
+        fs::remove_dir_all(root.join("sub/.git")).unwrap();
+        fs::remove_dir(root.join(".GIT")).unwrap();
+        fs::write(root.join("built"), "x").unwrap();
+        let after = Snapshot::take(root).unwrap();
+
+        let touched = HashSet::from([PathBuf::from(".git/hooks/pre-commit")]);
+        let changes = before.changes(&after, &touched);
+        assert_eq!(changes.modified, [PathBuf::from("built")]);
+        assert!(changes.deleted.is_empty(), "{:?}", changes.deleted);
+        // `.git`, `.git/hooks`, `.git/hooks/pre-commit`, `.GIT` and `sub/.git`.
+        assert_eq!(changes.git_left_out.count, 5);
+        assert_eq!(changes.git_left_out.first, Some(PathBuf::from(".GIT")));
     }
 
     #[test]

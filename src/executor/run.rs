@@ -192,6 +192,9 @@ impl Run {
         let touched = watcher.map(Watcher::finish).unwrap_or_default();
         let after = snapshot(&spec.workspace).await?;
         let mut changes = before.changes(&after, &touched);
+        if changes.git_left_out.count > 0 {
+            self.note(Level::WARN, &changes.git_left_out.to_string(), &[]);
+        }
         changes.modified.retain(|p| filters.is_match(p));
         changes.deleted.retain(|p| filters.is_match(p));
         let info = self

@@ -220,6 +220,8 @@ pub fn client_options(out: &Path) -> buildr::client::Options {
         apply_deletions: false,
         secret: None,
         links: buildr::archive::LinkPolicy::Skip,
+        limits: buildr::archive::Limits::default(),
+        fetch_idle_timeout: buildr::client::fetch::DEFAULT_IDLE_TIMEOUT,
         ready_timeout: std::time::Duration::from_secs(20),
         reconnect: buildr::client::Reconnect::default(),
     }
