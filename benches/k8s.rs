@@ -53,7 +53,7 @@ fn main() {
 
     let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6");
     let chosen = |case: &str| cases.split(',').any(|c| c.trim() == case);
-    let all: [(&str, fn(&Bench)); 6] = [
+    let all: [(&str, Case); 6] = [
         ("1", Bench::trivial),
         ("2", Bench::inputs_in),
         ("3", Bench::results_back),
@@ -70,6 +70,9 @@ fn main() {
     let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"]);
     println!("load after: {}", loadavg());
 }
+
+/// One case of the bench, by its number in the list above.
+type Case = fn(&Bench);
 
 struct Bench {
     image: String,

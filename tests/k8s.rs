@@ -408,6 +408,17 @@ fn keep_leaves_the_pod_and_says_how_to_reach_it() {
     let pods = t.ns.buildr_objects();
     assert_eq!(pods.len(), 2, "the pod and its policy: {pods:?}");
     let pod = pods.iter().find(|p| p.starts_with("pod/")).unwrap();
+    // The executor ended on its own once its result was acknowledged (so an unkept pod is
+    // finished when it is deleted); the kept pod's shell stays.
+    let pod_name = &pod[4..];
+    assert!(
+        common::eventually(NOTHING_LEFT_WITHIN, || t
+            .ns
+            .kubectl(&["logs", pod_name])
+            .contains("the executor is done")),
+        "the executor still runs: {}",
+        t.ns.kubectl(&["logs", pod_name])
+    );
     // The workspace is still there to look at.
     let listing =
         t.ns.kubectl(&["exec", &pod[4..], "--", "cat", "/workspace/kept.txt"]);
