@@ -796,8 +796,7 @@ fn a_run_as_the_chart_service_account_succeeds() {
     );
     let made = std::fs::read_to_string(out.path().join("made.txt")).expect("made.txt came back");
     assert_eq!(made, "made by the chart's account\n");
-    let left = installed.ns.buildr_objects();
-    assert!(left.is_empty(), "the run left objects behind: {left:?}");
+    installed.ns.assert_nothing_left();
 }
 
 #[test]
