@@ -4,8 +4,8 @@
 //! their ratio:
 //!
 //! 1. a trivial task (`true`) end to end, against `kubectl run --rm -i --restart=Never`
-//! 2. 200 MB of inputs in (buildr's `copy inputs` phase), against `kubectl cp` of the same tree
-//!    into a running pod
+//! 2. 200 MB of inputs in (buildr's `copy binary and inputs` phase: the binary's copy runs
+//!    alongside), against `kubectl cp` of the same tree into a running pod
 //! 3. 100 MB of results back (`fetch and extract`), against `kubectl cp` out of a pod
 //! 4. 200 MB of stdout (the `task` phase), against `kubectl exec` printing the same
 //! 5. the timeline of a trivial run
@@ -13,7 +13,8 @@
 //!    the copy may take the binary's copy time plus the tools' bytes at the binary's rate
 //!
 //! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
-//! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1).
+//! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1),
+//! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default all).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,16 +51,28 @@ fn main() {
         scratch: tempfile::tempdir().unwrap(),
     };
 
-    bench.trivial();
-    bench.inputs_in();
-    bench.results_back();
-    bench.stdout_stream();
-    bench.timeline();
-    bench.tools();
+    let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6");
+    let chosen = |case: &str| cases.split(',').any(|c| c.trim() == case);
+    let all: [(&str, Case); 6] = [
+        ("1", Bench::trivial),
+        ("2", Bench::inputs_in),
+        ("3", Bench::results_back),
+        ("4", Bench::stdout_stream),
+        ("5", Bench::timeline),
+        ("6", Bench::tools),
+    ];
+    for (case, run) in all {
+        if chosen(case) {
+            run(&bench);
+        }
+    }
 
     let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"]);
     println!("load after: {}", loadavg());
 }
+
+/// One case of the bench, by its number in the list above.
+type Case = fn(&Bench);
 
 struct Bench {
     image: String,
@@ -148,7 +161,12 @@ impl Bench {
         make_tree(&repo, 2000, 100_000);
         let pod = self.sleeper("bench-cp-in");
         let (ours, theirs) = self.pair_timed(
-            || phase(&self.buildr(&repo, &["--", "true"]), "copy inputs"),
+            || {
+                phase(
+                    &self.buildr(&repo, &["--", "true"]),
+                    "copy binary and inputs",
+                )
+            },
             || {
                 let _ = kubectl(&[
                     "-n",
@@ -252,9 +270,14 @@ impl Bench {
                     &repo,
                     &["--tool", tools[0], "--tool", tools[1], "--", "true"],
                 );
-                phase(&output, "copy binary and tools")
+                phase(&output, "copy binary, tools and inputs")
             },
-            || phase(&self.buildr(&repo, &["--", "true"]), "copy binary"),
+            || {
+                phase(
+                    &self.buildr(&repo, &["--", "true"]),
+                    "copy binary and inputs",
+                )
+            },
         );
         let binary_bytes = fs::metadata(&self.executor).unwrap().len();
         let budget = alone.mul_f64(1.0 + tool_bytes as f64 / binary_bytes as f64);

@@ -10,7 +10,7 @@ use buildr::backend::k8s::access::{PERMISSIONS, Permission};
 use buildr::task::Container;
 use common::cluster::{
     Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_buildr,
-    unique,
+    token_kubeconfig, unique,
 };
 use common::helm::{Release, helm, helm_install};
 use common::manifests::{build_pod_yaml, plain_pod_yaml, pod_yaml, run_plan, run_policy_json};
@@ -512,34 +512,6 @@ fn service_account_has_only_what_buildr_needs() {
     );
 }
 
-/// A kubeconfig for the current cluster (server and CA from the current one) whose only
-/// credential is TOKEN.
-fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
-    let server = kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let ca = kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-    ]);
-    let mut file = tempfile::NamedTempFile::new().expect("temporary file");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
-         certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\n\
-         contexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
-    );
-    std::io::Write::write_all(&mut file, config.as_bytes()).expect("write kubeconfig");
-    file
-}
-
 /// The janitor image: BUILDR_JANITOR_IMAGE (hosted CI loads it into kind), else built from the
 /// static buildr binary and imported into tests/cluster's containerd.
 fn janitor_image() -> String {
@@ -821,8 +793,7 @@ fn a_run_as_the_chart_service_account_succeeds() {
     );
     let made = std::fs::read_to_string(out.path().join("made.txt")).expect("made.txt came back");
     assert_eq!(made, "made by the chart's account\n");
-    let left = installed.ns.buildr_objects();
-    assert!(left.is_empty(), "the run left objects behind: {left:?}");
+    installed.ns.assert_nothing_left();
 }
 
 #[test]

@@ -218,7 +218,7 @@ fn a_static_tool_the_image_lacks_runs_in_the_pod() {
     );
     assert_eq!(read(out.path(), "sum.txt"), expected);
     assert_eq!(read(out.path(), "where.txt"), "/buildr/tools/busybox\n");
-    assert!(err.contains("copy binary and tools"), "{err}");
+    assert!(err.contains("copy binary, tools and inputs"), "{err}");
     assert!(err.contains("statically linked)"), "{err}");
     ns.assert_nothing_left();
 }

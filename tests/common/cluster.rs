@@ -20,6 +20,10 @@ pub const NO_TAR_IMAGE: &str = "buildr.local/notar:1";
 /// The label that makes the API server itself refuse a pod that is not Pod Security "restricted".
 pub const RESTRICTED: &str = "pod-security.kubernetes.io/enforce=restricted";
 
+/// How long after a run its pod and policy may still exist: the run returns once their
+/// deletion is accepted, and the finished pod takes a moment to go.
+pub const NOTHING_LEFT_WITHIN: Duration = Duration::from_secs(5);
+
 /// The label on every object buildr creates.
 const MANAGED_BY_BUILDR: &str = "app.kubernetes.io/managed-by=buildr";
 
@@ -119,6 +123,34 @@ pub fn api_server_vip() -> (String, u16) {
         .split_once(' ')
         .unwrap_or_else(|| panic!("the kubernetes Service's address: {address:?}"));
     (ip.to_owned(), port.trim().parse().expect("a port number"))
+}
+
+/// A kubeconfig for the current cluster (server and CA from the current one) whose only
+/// credential is TOKEN.
+pub fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
+    let server = kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let ca = kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]);
+    let mut file = tempfile::NamedTempFile::new().expect("temporary file");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\n\
+         contexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+    );
+    std::io::Write::write_all(&mut file, config.as_bytes()).expect("write kubeconfig");
+    file
 }
 
 /// A namespace of its own for one test, deleted (without waiting) when dropped, also when the
@@ -251,9 +283,20 @@ impl Namespace {
         listed.lines().map(str::to_string).collect()
     }
 
-    /// Nothing of buildr's is left: no pod, no NetworkPolicy.
+    /// Nothing of buildr's is left a few seconds after a run returned: no pod, no
+    /// NetworkPolicy. A run returns once their deletion is accepted; its executor has exited by
+    /// then, so the pod is gone moments later.
     pub fn assert_nothing_left(&self) {
-        assert_eq!(self.buildr_objects(), Vec::<String>::new(), "left behind");
+        let mut left = Vec::new();
+        let gone = super::eventually(NOTHING_LEFT_WITHIN, || {
+            left = self.buildr_objects();
+            left.is_empty()
+        });
+        assert!(
+            gone,
+            "left behind {}s after the run: {left:?}",
+            NOTHING_LEFT_WITHIN.as_secs()
+        );
     }
 }
 

@@ -1,7 +1,7 @@
-//! Into the pod through exec: first the executor binary and the task's tools (a tar stream into
-//! the image's own `tar`, as `kubectl cp` does), then the inputs as a `.tar.s2` stream into the copied binary's
-//! own safe extractor, so that the inputs are checked on arrival by the same code that checks
-//! every archive.
+//! Into the pod through exec: the executor binary and the task's tools (a tar stream into the
+//! image's own `tar`, as `kubectl cp` does) and, in a session opened at the same time, the
+//! inputs as a `.tar.s2` stream into the copied binary's own safe extractor, so that the inputs
+//! are checked on arrival by the same code that checks every archive.
 
 use std::io::{self, Write};
 
@@ -23,13 +23,17 @@ const INCOMING: &str = "/buildr/incoming";
 /// on a healthy cluster. A stalled session ends here rather than hanging the run.
 const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How often the inputs' session looks for the binary in place.
+const BINARY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The exit status of the preflight when the image has no `tar`.
 const NO_TAR: i32 = 90;
 
 /// Copies the executor binary, the task's tools and the run's secret in (the secret travels
 /// only this way: never in the pod spec), checks the binary's SHA-256 there (it hashes itself),
 /// and moves them into place, the binary last: the container's main process starts it as soon
-/// as it appears. The image is asked first whether it has `tar` and what the tools need.
+/// as it appears. The image is asked at the same time whether it has `tar` and what the tools
+/// need, and its answer wins: a copy that cannot land is dropped the moment it says no.
 pub async fn binary(
     pods: &Api<Pod>,
     client: &kube::Client,
@@ -39,7 +43,8 @@ pub async fn binary(
     tools: &[Tool],
     secret: &Secret,
 ) -> Result<(), K8sError> {
-    preflight(pods, client, pod, image, &Check::new(tools, &binary.arch)).await?;
+    let check = Check::new(tools, &binary.arch);
+    let checked = preflight(pods, client, pod, image, &check);
     let script = format!(
         "set -e; umask 077; mkdir -p {INCOMING} {BUILDR_DIR}/bin; \
          tar -xf - -C {INCOMING}; \
@@ -63,7 +68,21 @@ pub async fn binary(
     let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
         write_binary_tar(stdin, &secret, &files)
     });
-    match tokio::time::timeout(COPY_TIMEOUT, copy).await {
+    let copy = tokio::time::timeout(COPY_TIMEOUT, copy);
+    tokio::pin!(checked, copy);
+    // One round trip instead of two: the copy does not wait for the answer. A copy that fails
+    // first (no `tar` to read it) still waits for the answer, which says why in better words.
+    let copied = tokio::select! {
+        answer = &mut checked => {
+            answer?;
+            copy.await
+        }
+        copied = &mut copy => {
+            checked.await?;
+            copied
+        }
+    };
+    match copied {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(source)) => Err(copy_failed(pod, source)),
         Err(_) => Err(K8sError::CopyTimeout {
@@ -76,7 +95,7 @@ pub async fn binary(
 
 /// Asks the image, with nothing to send, whether it has `tar` and what the tools need: a
 /// command that exits without reading its stdin can leave a bulk upload stalled behind a
-/// session the server keeps open, so the copy comes only after.
+/// session the server keeps open, so it is this answer, not the copy's, that says no.
 async fn preflight(
     pods: &Api<Pod>,
     client: &kube::Client,
@@ -135,26 +154,28 @@ fn write_binary_tar<W: Write>(
     builder.into_inner()
 }
 
-/// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` in the pod.
+/// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` in the pod. Its
+/// session opens alongside the binary's copy, to save a round trip: in the pod it waits for the
+/// checked binary to be moved into place and then becomes that extractor, so the inputs are
+/// read by nothing else. Until then what is sent waits in the session's buffers.
 pub async fn inputs(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     inputs: &[InputFile],
 ) -> Result<(), K8sError> {
-    let command = vec![
-        BINARY_PATH.to_string(),
-        "archive".to_string(),
-        "extract".to_string(),
-        "-".to_string(),
-        "--to".to_string(),
-        WORKSPACE_DIR.to_string(),
-        // The task's world is its own: its links go in as they are (none is written through).
-        "--links".to_string(),
-        "allow".to_string(),
-    ];
+    let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
+    // The task's world is its own: its links go in as they are (none is written through).
+    let script = format!(
+        "i=0; while [ ! -x {BINARY_PATH} ]; do \
+           i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
+           sleep {poll}; \
+         done; \
+         exec {BINARY_PATH} archive extract - --to {WORKSPACE_DIR} --links allow",
+        poll = BINARY_POLL.as_secs_f64()
+    );
     let inputs = inputs.to_vec();
-    exec_with_input(pods, client, pod, command, move |stdin| {
+    exec_with_input(pods, client, pod, sh(script), move |stdin| {
         crate::backend::copy::write_inputs(&inputs, stdin)
             .map(|(stdin, _summary)| stdin)
             .map_err(io::Error::other)

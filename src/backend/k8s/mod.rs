@@ -34,10 +34,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::wait::{
-    self,
-    delete::{Error as DeleteError, delete_and_finalize},
-};
 
 use super::{Backend, Executor};
 use crate::secret::Secret;
@@ -277,58 +273,31 @@ impl K8sBackend {
         }
     }
 
-    /// Deletes the policy and the pod and waits until the pod is gone, retrying while the API
-    /// server cannot be reached (it may be restarting) for up to [`DELETE_TIMEOUT`].
+    /// Deletes the policy and the pod, both at once, and returns as soon as the API server has
+    /// accepted both deletions: the run is over for the user then. Nothing is waited for after
+    /// that: the executor exits once its result is acknowledged, so the pod is already finished
+    /// and goes by itself within moments (the policy too, were its own deletion lost: the pod
+    /// owns it). Retries while the API server cannot be reached (it may be restarting) for up
+    /// to [`DELETE_TIMEOUT`], and says what is left when a deletion is refused or never
+    /// accepted.
     async fn delete_objects(&self, pod: &str) {
         let deadline = Instant::now() + DELETE_TIMEOUT;
         let ns = &self.namespace;
-        // The policy is owned by the pod and would go with it, but only once the garbage
-        // collector gets to it: delete it now so that nothing of the run is left when we exit.
-        let params = DeleteParams::default();
-        let policies = self.policies();
-        match until_reachable(deadline, || policies.delete(pod, &params)).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) if access::is_forbidden(&e) => eprintln!(
+        let (policy, pod_deletion) = tokio::join!(
+            delete_accepted(self.policies(), pod, deadline),
+            delete_accepted(self.pods(), pod, deadline),
+        );
+        if let Err(not_deleted) = policy {
+            eprintln!(
                 "buildr: NetworkPolicy {ns}/{pod} is left until its pod is gone (the pod owns it): \
-                 cannot delete it: {}",
-                api_message(&e)
-            ),
-            Err(e) => eprintln!(
-                "buildr: cannot delete NetworkPolicy {ns}/{pod}: {}",
-                api_message(&e)
-            ),
+                 {not_deleted}"
+            );
         }
-        let pods = self.pods();
-        let deleted = until_reachable(deadline, || async {
-            match delete_and_finalize(pods.clone(), pod, &params).await {
-                Ok(()) => Ok(()),
-                Err(DeleteError::Delete(e)) if is_not_found(&e) => Ok(()),
-                Err(DeleteError::Delete(e)) => Err(e),
-                // Deleted, but watching it go is refused: it goes all the same, and the run's
-                // error already names the missing permission.
-                Err(DeleteError::Await(wait::Error::ProbeFailed(e)))
-                    if startup::refusal(&e).is_some() =>
-                {
-                    tracing::debug!("cannot watch pod {ns}/{pod} go: {e}");
-                    Ok(())
-                }
-                Err(other) => Err(kube::Error::Service(other.into())),
-            }
-        });
-        let left = |why: String| {
+        if let Err(not_deleted) = pod_deletion {
             eprintln!(
                 "buildr: pod {ns}/{pod} is left behind (remove it with `kubectl -n {ns} delete pod \
-                 {pod}`; `buildr k8s gc` removes it once it expires): {why}"
-            )
-        };
-        match tokio::time::timeout(DELETE_TIMEOUT, deleted).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => left(format!("cannot delete it: {}", api_message(&e))),
-            Err(_) => left(format!(
-                "it was not gone after {}s",
-                DELETE_TIMEOUT.as_secs()
-            )),
+                 {pod}`; `buildr k8s gc` removes it once it expires): {not_deleted}"
+            );
         }
     }
 
@@ -369,6 +338,33 @@ where
             }
             result => return result,
         }
+    }
+}
+
+/// Why a deletion was not accepted.
+#[derive(Debug, thiserror::Error)]
+enum NotDeleted {
+    #[error("cannot delete it: {}", api_message(.0))]
+    Failed(kube::Error),
+    #[error("its deletion got no answer within {}s", DELETE_TIMEOUT.as_secs())]
+    NoAnswer,
+}
+
+/// Deletes `name` and returns once the API server has accepted it (or it is already gone),
+/// without waiting for it to go; retries while the API server cannot be reached, until
+/// `deadline`.
+async fn delete_accepted<K>(api: Api<K>, name: &str, deadline: Instant) -> Result<(), NotDeleted>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams::background();
+    let delete = until_reachable(deadline, || api.delete(name, &params));
+    // A request that hangs must not hold the run's end past the deadline either.
+    match tokio::time::timeout_at(deadline.into(), delete).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if is_not_found(&e) => Ok(()),
+        Ok(Err(e)) => Err(NotDeleted::Failed(e)),
+        Err(_) => Err(NotDeleted::NoAnswer),
     }
 }
 
@@ -414,24 +410,25 @@ impl Backend for K8sBackend {
         startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
         let mut step = Instant::now();
         let secret = Secret::generate().map_err(K8sError::Secret)?;
-        copy::binary(
-            &pods,
-            &self.client,
-            &name,
-            image,
-            &self.settings.binary,
-            &self.settings.tools,
-            &secret,
-        )
-        .await?;
+        // Both at once: the inputs' session waits in the pod for the binary, which unpacks them.
+        tokio::try_join!(
+            copy::binary(
+                &pods,
+                &self.client,
+                &name,
+                image,
+                &self.settings.binary,
+                &self.settings.tools,
+                &secret,
+            ),
+            copy::inputs(&pods, &self.client, &name, inputs),
+        )?;
         let copied = if self.settings.tools.is_empty() {
-            "copy binary"
+            "copy binary and inputs"
         } else {
-            "copy binary and tools"
+            "copy binary, tools and inputs"
         };
         timeline.record(copied, &mut step);
-        copy::inputs(&pods, &self.client, &name, inputs).await?;
-        timeline.record("copy inputs", &mut step);
         Ok(Executor {
             channel: forward::channel(pods, name),
             workspace_root: objects::WORKSPACE_DIR.to_string(),
@@ -462,5 +459,46 @@ impl Backend for K8sBackend {
             return;
         }
         self.delete_objects(&pod).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods_at(server: &str) -> Api<Pod> {
+        let config = kube::Config::new(server.parse().unwrap());
+        Api::namespaced(kube::Client::try_from(config).unwrap(), "builds")
+    }
+
+    #[tokio::test]
+    async fn a_deletion_that_gets_no_answer_is_reported_at_the_deadline() {
+        // Takes connections and never answers, as an API server that hangs.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", silent.local_addr().unwrap());
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let deletion = delete_accepted(pods_at(&server), "buildr-x", deadline);
+        let result = tokio::time::timeout(Duration::from_secs(5), deletion)
+            .await
+            .expect("the deadline ends the wait");
+        let reason = result.unwrap_err().to_string();
+        assert_eq!(reason, "its deletion got no answer within 30s");
+    }
+
+    #[tokio::test]
+    async fn a_deletion_while_the_api_server_is_down_is_retried_then_reported() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", gone.local_addr().unwrap());
+        drop(gone);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(700);
+        let result = delete_accepted(pods_at(&server), "buildr-x", deadline).await;
+        let reason = result.unwrap_err().to_string();
+        assert!(
+            reason.starts_with("cannot delete it: cannot reach the API server"),
+            "{reason}"
+        );
+        // Tried more than once: a restarting API server gets its chance.
+        assert!(started.elapsed() >= Duration::from_millis(200));
     }
 }

@@ -398,8 +398,8 @@ fn boot_script(keep: bool) -> String {
     // whole grace period.
     let wait = format!(
         "trap 'exit 143' TERM INT; i=0; while [ ! -x {BINARY_PATH} ]; do \
-           i=$((i+1)); if [ $i -gt 3000 ]; then echo 'buildr: no executor binary arrived within 300s' >&2; exit 1; fi; \
-           sleep 0.1; \
+           i=$((i+1)); if [ $i -gt 15000 ]; then echo 'buildr: no executor binary arrived within 300s' >&2; exit 1; fi; \
+           sleep 0.02; \
          done; "
     );
     // The executor hands its PATH on to the task.
