@@ -151,6 +151,15 @@ pub struct Limits {
 pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;
 pub const DEFAULT_MAX_ENTRIES: u64 = 2_000_000;
 
+impl Limits {
+    /// No bound: for the user's own inputs going into a workspace, where the trust runs the
+    /// other way (the caps are for what a task sends back).
+    pub const NONE: Limits = Limits {
+        max_bytes: u64::MAX,
+        max_entries: u64::MAX,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

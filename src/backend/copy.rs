@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::archive::{self, ArchiveError, Extracted, Source, Summary};
+use crate::archive::{self, ArchiveError, Extracted, Limits, Source, Summary};
 use crate::task::InputFile;
 
 /// Writes the inputs as a `.tar.s2` stream into `out`.
@@ -35,7 +35,7 @@ pub fn copy_to_dir(inputs: &[InputFile], workspace: &Path) -> Result<Extracted, 
             links: archive::LinkPolicy::Allow,
             progress: None,
         };
-        let extracted = archive::extract(reader, workspace, &options);
+        let extracted = archive::extract_within(reader, workspace, &options, Limits::NONE);
         let sent = sender
             .join()
             .expect("the archive writer thread does not panic");

@@ -12,6 +12,7 @@ use super::K8sError;
 use super::binary::ExecutorBinary;
 use super::exec::{ExecError, exec_with_input};
 use super::objects::{BINARY_PATH, BUILDR_DIR, SECRET_PATH, TOOLS_DIR, WORKSPACE_DIR};
+use crate::archive::Limits;
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::tools::{Check, Tool};
@@ -165,14 +166,18 @@ pub async fn inputs(
     inputs: &[InputFile],
 ) -> Result<(), K8sError> {
     let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
-    // The task's world is its own: its links go in as they are (none is written through).
+    // The task's world is its own: its links go in as they are (none is written through), and
+    // the caps on what a task sends back do not bound the user's own inputs.
     let script = format!(
         "i=0; while [ ! -x {BINARY_PATH} ]; do \
            i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
            sleep {poll}; \
          done; \
-         exec {BINARY_PATH} archive extract - --to {WORKSPACE_DIR} --links allow",
-        poll = BINARY_POLL.as_secs_f64()
+         exec {BINARY_PATH} archive extract - --to {WORKSPACE_DIR} --links allow \
+           --max-output-bytes {max_bytes} --max-output-entries {max_entries}",
+        poll = BINARY_POLL.as_secs_f64(),
+        max_bytes = Limits::NONE.max_bytes,
+        max_entries = Limits::NONE.max_entries,
     );
     let inputs = inputs.to_vec();
     exec_with_input(pods, client, pod, sh(script), move |stdin| {
