@@ -95,9 +95,12 @@ impl ClusterArgs {
             {
                 kube::Config::incluster().map_err(|_| ClusterError::NoConfig { path })
             }
-            Err(KubeconfigError::FindPath) => Err(ClusterError::NoConfig {
-                path: PathBuf::from("~/.kube/config"),
-            }),
+            // No home to look in (a container may have none): the pod's service account too.
+            Err(KubeconfigError::FindPath) => {
+                kube::Config::incluster().map_err(|_| ClusterError::NoConfig {
+                    path: PathBuf::from("~/.kube/config"),
+                })
+            }
             Err(e) => Err(unusable(e)),
         }
     }
