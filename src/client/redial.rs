@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 use super::ClientError;
 use super::session::Reconnect;
+use crate::printable::Printable;
 
 /// The state of one call's reconnection: since when it has been lost, and the next delay.
 pub(crate) struct Redial {
@@ -51,7 +52,7 @@ impl Redial {
                 last_error: status.message().to_string(),
             });
         }
-        tracing::warn!(call = self.call, error = %status.message(), "lost the executor; reconnecting");
+        tracing::warn!(call = self.call, error = %Printable(status.message()), "lost the executor; reconnecting");
         let delay = self.delay;
         self.delay = (self.delay * 2).min(self.policy.max_delay);
         Ok(delay)

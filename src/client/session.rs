@@ -10,6 +10,7 @@ use tonic::Status;
 use super::ClientError;
 use super::connect::Client;
 use super::redial::Redial;
+use crate::printable::Printable;
 use crate::rpc::{
     CancelRequest, StartTaskRequest, TaskLog, TaskOutput, TaskResult, task_event::Event,
 };
@@ -168,7 +169,7 @@ async fn cancel(client: &mut Client, run_id: &str) -> bool {
     match tokio::time::timeout(Duration::from_secs(5), client.cancel(request)).await {
         Ok(Ok(_)) => true,
         Ok(Err(status)) => {
-            tracing::warn!("cancel failed: {}", status.message());
+            tracing::warn!("cancel failed: {}", Printable(status.message()));
             false
         }
         Err(_) => {
