@@ -78,6 +78,11 @@ pub(super) mod testing {
             assert_eq!(&error(&source), expected, "for source:\n{source}");
         }
     }
+
+    /// A task whose `container` block holds `body`, which starts on line 4.
+    pub(in crate::task) fn in_container(body: &str) -> String {
+        format!("task \"a\" {{\n  script = \"x\"\n  container {{\n{body}\n  }}\n}}\n")
+    }
 }
 
 #[cfg(test)]

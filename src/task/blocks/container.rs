@@ -11,7 +11,7 @@ use hcl_edit::structure::{Attribute, Block};
 use super::super::reader::Reader;
 use super::super::{Container, TaskError};
 use super::kube_values::{self, Bound};
-use super::{Expects, Field, no_label, read_body, toleration};
+use super::{Expects, Field, check_body, no_label, toleration};
 
 /// How the block is written, for messages.
 pub(super) const SYNTAX: &str = "`container { image = \"...\" }`";
@@ -262,14 +262,16 @@ pub(super) fn read(
         requests: Vec::new(),
         limits: BTreeMap::new(),
     };
-    read_body(file, block, &here, TABLE, &mut draft)?;
-    for (request_key, at, request) in draft.requests {
+    let body = check_body(file, block, &here, TABLE)?;
+    body.read_attributes(file, &here, &mut draft)?;
+    // Before the tolerations: a request over its limit is the first thing to fix.
+    for (request_key, at, request) in &draft.requests {
         let limit_key = request_key.replace("_request", "_limit");
         if let Some(&limit) = draft.limits.get(&limit_key)
-            && request > limit
+            && *request > limit
         {
             return Err(file.invalid(
-                at,
+                at.clone(),
                 format!(
                     "`{request_key}` in {here}: the request is more than `{limit_key}`, which \
                      Kubernetes refuses; expected at most the limit"
@@ -277,12 +279,13 @@ pub(super) fn read(
             ));
         }
     }
+    body.read_blocks(file, &here, &mut draft)?;
     Ok(draft.container)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::parse::testing::{assert_errors, error, parse};
+    use super::super::super::parse::testing::{assert_errors, error, in_container, parse};
     use super::super::super::quantity::QUANTITY_RULE;
     use super::super::super::{Egress, Toleration};
     use super::super::names;
@@ -391,11 +394,6 @@ task "a" {
         }
     }
 
-    /// A task whose `container` block holds `body`, which starts on line 4.
-    fn in_container(body: &str) -> String {
-        format!("task \"a\" {{\n  script = \"x\"\n  container {{\n{body}\n  }}\n}}\n")
-    }
-
     #[test]
     fn container_errors_name_the_place_and_what_was_expected() {
         let cases: &[(&str, &str)] = &[
@@ -416,32 +414,12 @@ task "a" {
                 "t.hcl:4:5: `labels` in `container` in task \"a\" is an attribute, not a block; expected `labels = ...`",
             ),
             (
-                "    toleration \"x\" {}",
-                "t.hcl:4:16: `toleration` in `container` in task \"a\" takes no label; expected `toleration { ... }`",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      efect = \"NoSchedule\"\n    }",
-                "t.hcl:6:7: unknown attribute `efect` in `toleration` in `container` in task \"a\"; expected one of: key, operator, value, effect, toleration_seconds (did you mean `effect`?)",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      nested {}\n    }",
-                "t.hcl:6:7: unexpected block `nested` in `toleration` in `container` in task \"a\"; expected only attributes: key, operator, value, effect, toleration_seconds",
-            ),
-            (
                 "    egress = \"dsn\"",
                 "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, no-link-local, all; found \"dsn\" (did you mean `dns`?)",
             ),
             (
                 "    egress = \"\"",
                 "t.hcl:4:14: `egress` in `container` in task \"a\": expected one of: none, dns, no-link-local, all; found \"\"",
-            ),
-            (
-                "    toleration {\n      operator = \"exists\"\n    }",
-                "t.hcl:5:18: `operator` in `toleration` in `container` in task \"a\": expected one of: Equal, Exists; found \"exists\" (did you mean `Exists`?)",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      effect = \"NoSchedul\"\n    }",
-                "t.hcl:6:16: `effect` in `toleration` in `container` in task \"a\": expected one of: NoSchedule, PreferNoSchedule, NoExecute; found \"NoSchedul\" (did you mean `NoSchedule`?)",
             ),
             (
                 "    labels = { \"a/b/c\" = \"x\" }",
@@ -542,34 +520,6 @@ task "a" {
             (
                 "    start_timeout = 180",
                 "t.hcl:4:21: `start_timeout` in `container` in task \"a\": expected a string, found a number",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      operator = \"Exists\"\n      value = \"b\"\n    }",
-                "t.hcl:7:7: `value` in `toleration` in `container` in task \"a\": operator \"Exists\" matches any value, and Kubernetes refuses a value with it; drop `value` or use operator = \"Equal\"",
-            ),
-            (
-                "    toleration {}",
-                "t.hcl:4:5: `toleration` in `container` in task \"a\" has no `key`; expected `key = \"...\"`, or operator = \"Exists\" without a key to tolerate every taint",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      toleration_seconds = 60\n    }",
-                "t.hcl:6:7: `toleration_seconds` in `toleration` in `container` in task \"a\" only applies to effect = \"NoExecute\" (how long the pod stays on a node once tainted); set that effect or drop it",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      effect = \"NoExecute\"\n      toleration_seconds = -5\n    }",
-                "t.hcl:7:28: `toleration_seconds` in `toleration` in `container` in task \"a\": expected a whole number of seconds, 0 or more, found -5",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      effect = \"NoExecute\"\n      toleration_seconds = \"60\"\n    }",
-                "t.hcl:7:28: `toleration_seconds` in `toleration` in `container` in task \"a\": expected a whole number of seconds, 0 or more, found a string",
-            ),
-            (
-                "    toleration {\n      key = \"\"\n    }",
-                "t.hcl:5:13: `key` in `toleration` in `container` in task \"a\": expected a non-empty key; to tolerate every taint, leave `key` out and set operator = \"Exists\"",
-            ),
-            (
-                "    toleration {\n      key = \"a\"\n      value = \"-b\"\n    }",
-                "t.hcl:6:15: `value` in `toleration` in `container` in task \"a\": invalid value \"-b\"; expected an empty string or at most 63 characters, letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit",
             ),
             (
                 "    service_account = -1",

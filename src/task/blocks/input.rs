@@ -63,3 +63,27 @@ pub(super) fn read(file: &Reader, block: &Block, context: &str) -> Result<InputM
     })?;
     Ok(InputMapping { from, to })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::parse::testing::assert_errors;
+
+    #[test]
+    fn input_errors_name_the_place_and_what_was_expected() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "task \"a\" {\n  script = \"x\"\n  input \"src\" {}\n}\n",
+                "t.hcl:3:3: input \"src\" in task \"a\" has no `to`; expected `input \"src\" { to = \"WORKSPACE/PATH\" }`",
+            ),
+            (
+                "task \"a\" {\n  script = \"x\"\n  input \"../up\" { to = \"x\" }\n}\n",
+                "t.hcl:3:9: input \"../up\" in task \"a\": `..` is not allowed in paths, found \"../up\"",
+            ),
+            (
+                "task \"a\" {\n  script = \"x\"\n  input \"src\" { to = \"/abs\" }\n}\n",
+                "t.hcl:3:22: `to` in input \"src\" in task \"a\": expected a relative path, found the absolute path \"/abs\"",
+            ),
+        ];
+        assert_errors(cases, str::to_string);
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Each block (`task`, `input`, `container`, `toleration`) has one [`Field`] table: the name
 //! of each attribute and nested block it admits, what it expects there, and the function that
-//! reads it into the block's model. [`read_body`] checks a block against its table (so the
-//! names it lists in messages and its did-you-mean hints are the ones it reads) and then hands
-//! each attribute and nested block to its reader.
+//! reads it into the block's model. [`check_body`] checks a block against its table (so the
+//! names it lists in messages and its did-you-mean hints are the ones it reads); the [`Body`]
+//! it returns hands each attribute and nested block to its reader, attributes and blocks each
+//! in the order written, in the phases the block needs (checks across fields in between).
 
 mod container;
 mod input;
@@ -48,10 +49,64 @@ impl<M> Field<M> {
     }
 }
 
-/// Checks every attribute and block of `block` against `table`, in the order written, then
-/// reads the attributes, then the nested blocks, each into `model`. An unknown name, or an
-/// attribute written as a block (or the reverse), is refused with what was expected before
-/// anything is read. `here` names the block, for messages.
+/// The attributes and nested blocks of a block, checked against its table, each with its
+/// reader, in the order written.
+pub(super) struct Body<'b, M> {
+    attributes: Vec<(&'b Attribute, ReadAttribute<M>)>,
+    blocks: Vec<(&'b Block, ReadBlock<M>)>,
+}
+
+impl<M> Body<'_, M> {
+    /// Reads the attributes into `model`, in the order written.
+    pub(super) fn read_attributes(
+        &self,
+        file: &Reader,
+        here: &str,
+        model: &mut M,
+    ) -> Result<(), TaskError> {
+        for (attr, read) in &self.attributes {
+            read(file, attr, here, model)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the attributes `wanted` keeps into `model`, in the order of `table` rather than
+    /// the order written (the task block's order, which its messages have always followed).
+    pub(super) fn read_attributes_in_table_order(
+        &self,
+        file: &Reader,
+        here: &str,
+        table: &[Field<M>],
+        wanted: &dyn Fn(&str) -> bool,
+        model: &mut M,
+    ) -> Result<(), TaskError> {
+        for field in table.iter().filter(|field| wanted(field.name)) {
+            let found = self
+                .attributes
+                .iter()
+                .find(|(attr, _)| attr.key.as_str() == field.name);
+            if let Some((attr, read)) = found {
+                read(file, attr, here, model)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the nested blocks into `model`, in the order written.
+    pub(super) fn read_blocks(
+        &self,
+        file: &Reader,
+        here: &str,
+        model: &mut M,
+    ) -> Result<(), TaskError> {
+        for (inner, read) in &self.blocks {
+            read(file, inner, here, model)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks then reads `block`: its attributes, then its nested blocks, each into `model`.
 pub(super) fn read_body<M>(
     file: &Reader,
     block: &Block,
@@ -59,6 +114,20 @@ pub(super) fn read_body<M>(
     table: &[Field<M>],
     model: &mut M,
 ) -> Result<(), TaskError> {
+    let body = check_body(file, block, here, table)?;
+    body.read_attributes(file, here, model)?;
+    body.read_blocks(file, here, model)
+}
+
+/// Checks every attribute and block of `block` against `table`, in the order written: an
+/// unknown name, or an attribute written as a block (or the reverse), is refused with what was
+/// expected, before anything is read. `here` names the block, for messages.
+pub(super) fn check_body<'b, M>(
+    file: &Reader,
+    block: &'b Block,
+    here: &str,
+    table: &[Field<M>],
+) -> Result<Body<'b, M>, TaskError> {
     let attributes: Vec<&str> = names(table, true);
     let blocks: Vec<&str> = names(table, false);
     let mut found_attributes = Vec::new();
@@ -121,13 +190,10 @@ pub(super) fn read_body<M>(
         };
         return Err(file.invalid(span, message));
     }
-    for (attr, read) in found_attributes {
-        read(file, attr, here, model)?;
-    }
-    for (inner, read) in found_blocks {
-        read(file, inner, here, model)?;
-    }
-    Ok(())
+    Ok(Body {
+        attributes: found_attributes,
+        blocks: found_blocks,
+    })
 }
 
 /// Refuses a label on a block that takes none (`container`, `toleration`).

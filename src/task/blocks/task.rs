@@ -11,7 +11,7 @@ use hcl_edit::structure::{Attribute, Block};
 use super::super::inputs::clean_relative;
 use super::super::reader::Reader;
 use super::super::{Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
-use super::{Expects, Field, container, input, read_body};
+use super::{Expects, Field, check_body, container, input};
 
 /// A task as its attributes and blocks are read.
 #[derive(Default)]
@@ -31,31 +31,39 @@ struct TaskDraft {
     container: Option<(Container, Location)>,
 }
 
-/// What a task block admits; attributes are read before blocks, so `container` sees `timeout`.
+/// The task's time limit, which `container` checks its `active_deadline` against.
+const TIMEOUT: &str = "timeout";
+/// Read, with the fields that say what the task runs, before the other attributes.
+const DESCRIPTION: &str = "description";
+const COMMAND: &str = "command";
+const SCRIPT: &str = "script";
+const SHELL: &str = "shell";
+
+/// What a task block admits.
 const TABLE: &[Field<TaskDraft>] = &[
     Field {
-        name: "description",
+        name: DESCRIPTION,
         expects: Expects::Attribute(|file, attr, here, task| {
             task.description = file.string(&attr.value, attr.key.as_str(), here)?;
             Ok(())
         }),
     },
     Field {
-        name: "command",
+        name: COMMAND,
         expects: Expects::Attribute(|_, attr, _, task| {
             task.command = Some(attr.clone());
             Ok(())
         }),
     },
     Field {
-        name: "script",
+        name: SCRIPT,
         expects: Expects::Attribute(|_, attr, _, task| {
             task.script = Some(attr.clone());
             Ok(())
         }),
     },
     Field {
-        name: "shell",
+        name: SHELL,
         expects: Expects::Attribute(|_, attr, _, task| {
             task.shell = Some(attr.clone());
             Ok(())
@@ -76,7 +84,7 @@ const TABLE: &[Field<TaskDraft>] = &[
         }),
     },
     Field {
-        name: "timeout",
+        name: TIMEOUT,
         expects: Expects::Attribute(|file, attr, here, task| {
             task.timeout = Some(file.duration(&attr.value, attr.key.as_str(), here)?);
             Ok(())
@@ -133,8 +141,18 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
     let defined_at = file.at(block.span());
     let context = format!("task \"{name}\"");
     let mut task = TaskDraft::default();
-    read_body(file, block, &context, TABLE, &mut task)?;
+    let body = check_body(file, block, &context, TABLE)?;
+    // The order errors have always been found in: `timeout` (which `container` needs), the
+    // blocks, `description`, what the task runs, then the other attributes in table order.
+    let read_in_order = |wanted: &dyn Fn(&str) -> bool, task: &mut TaskDraft| {
+        body.read_attributes_in_table_order(file, &context, TABLE, wanted, task)
+    };
+    read_in_order(&|name| name == TIMEOUT, &mut task)?;
+    body.read_blocks(file, &context, &mut task)?;
+    let first = |name: &str| [DESCRIPTION, COMMAND, SCRIPT, SHELL].contains(&name);
+    read_in_order(&first, &mut task)?;
     let run = run(file, block, &task, &context)?;
+    read_in_order(&|name| name != TIMEOUT && !first(name), &mut task)?;
     Ok(Task {
         name,
         description: task.description,
@@ -449,18 +467,6 @@ task build {
             (
                 "task \"a\" {\n  script = \"x\"\n  timeout = 10\n}\n",
                 "t.hcl:3:13: `timeout` in task \"a\": expected a string, found a number",
-            ),
-            (
-                "task \"a\" {\n  script = \"x\"\n  input \"src\" {}\n}\n",
-                "t.hcl:3:3: input \"src\" in task \"a\" has no `to`; expected `input \"src\" { to = \"WORKSPACE/PATH\" }`",
-            ),
-            (
-                "task \"a\" {\n  script = \"x\"\n  input \"../up\" { to = \"x\" }\n}\n",
-                "t.hcl:3:9: input \"../up\" in task \"a\": `..` is not allowed in paths, found \"../up\"",
-            ),
-            (
-                "task \"a\" {\n  script = \"x\"\n  input \"src\" { to = \"/abs\" }\n}\n",
-                "t.hcl:3:22: `to` in input \"src\" in task \"a\": expected a relative path, found the absolute path \"/abs\"",
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  workdir = \"a/../..\"\n}\n",

@@ -140,3 +140,63 @@ pub(super) fn read(file: &Reader, block: &Block, context: &str) -> Result<Tolera
     }
     Ok(toleration)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::parse::testing::{assert_errors, in_container};
+
+    #[test]
+    fn toleration_errors_name_the_place_and_what_was_expected() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "    toleration \"x\" {}",
+                "t.hcl:4:16: `toleration` in `container` in task \"a\" takes no label; expected `toleration { ... }`",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      efect = \"NoSchedule\"\n    }",
+                "t.hcl:6:7: unknown attribute `efect` in `toleration` in `container` in task \"a\"; expected one of: key, operator, value, effect, toleration_seconds (did you mean `effect`?)",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      nested {}\n    }",
+                "t.hcl:6:7: unexpected block `nested` in `toleration` in `container` in task \"a\"; expected only attributes: key, operator, value, effect, toleration_seconds",
+            ),
+            (
+                "    toleration {\n      operator = \"exists\"\n    }",
+                "t.hcl:5:18: `operator` in `toleration` in `container` in task \"a\": expected one of: Equal, Exists; found \"exists\" (did you mean `Exists`?)",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      effect = \"NoSchedul\"\n    }",
+                "t.hcl:6:16: `effect` in `toleration` in `container` in task \"a\": expected one of: NoSchedule, PreferNoSchedule, NoExecute; found \"NoSchedul\" (did you mean `NoSchedule`?)",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      operator = \"Exists\"\n      value = \"b\"\n    }",
+                "t.hcl:7:7: `value` in `toleration` in `container` in task \"a\": operator \"Exists\" matches any value, and Kubernetes refuses a value with it; drop `value` or use operator = \"Equal\"",
+            ),
+            (
+                "    toleration {}",
+                "t.hcl:4:5: `toleration` in `container` in task \"a\" has no `key`; expected `key = \"...\"`, or operator = \"Exists\" without a key to tolerate every taint",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      toleration_seconds = 60\n    }",
+                "t.hcl:6:7: `toleration_seconds` in `toleration` in `container` in task \"a\" only applies to effect = \"NoExecute\" (how long the pod stays on a node once tainted); set that effect or drop it",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      effect = \"NoExecute\"\n      toleration_seconds = -5\n    }",
+                "t.hcl:7:28: `toleration_seconds` in `toleration` in `container` in task \"a\": expected a whole number of seconds, 0 or more, found -5",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      effect = \"NoExecute\"\n      toleration_seconds = \"60\"\n    }",
+                "t.hcl:7:28: `toleration_seconds` in `toleration` in `container` in task \"a\": expected a whole number of seconds, 0 or more, found a string",
+            ),
+            (
+                "    toleration {\n      key = \"\"\n    }",
+                "t.hcl:5:13: `key` in `toleration` in `container` in task \"a\": expected a non-empty key; to tolerate every taint, leave `key` out and set operator = \"Exists\"",
+            ),
+            (
+                "    toleration {\n      key = \"a\"\n      value = \"-b\"\n    }",
+                "t.hcl:6:15: `value` in `toleration` in `container` in task \"a\": invalid value \"-b\"; expected an empty string or at most 63 characters, letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit",
+            ),
+        ];
+        assert_errors(cases, in_container);
+    }
+}
