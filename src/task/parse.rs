@@ -59,8 +59,8 @@ fn task(file: &Reader, structure: &Structure) -> Result<Task, TaskError> {
 pub(super) mod testing {
     use std::path::Path;
 
-    use super::super::{Task, TaskError};
     use super::parse_file;
+    use crate::task::{Task, TaskError};
 
     pub(in crate::task) fn parse(source: &str) -> Result<Vec<Task>, TaskError> {
         parse_file(Path::new("t.hcl"), source)

@@ -312,8 +312,8 @@ fn describe(expr: &Expression) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Run;
-    use super::super::parse::testing::{error, parse};
+    use crate::task::Run;
+    use crate::task::parse::testing::{error, parse};
 
     #[test]
     fn heredoc_is_dedented_and_escapes_are_kept_literal() {

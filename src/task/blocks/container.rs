@@ -8,10 +8,10 @@ use std::time::Duration;
 use hcl_edit::Span;
 use hcl_edit::structure::{Attribute, Block};
 
-use super::super::reader::Reader;
-use super::super::{Container, TaskError};
 use super::kube_values::{self, Bound};
 use super::{Expects, Field, check_body, no_label, toleration};
+use crate::task::reader::Reader;
+use crate::task::{Container, TaskError};
 
 /// How the block is written, for messages.
 pub(super) const SYNTAX: &str = "`container { image = \"...\" }`";
@@ -285,11 +285,11 @@ pub(super) fn read(
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::parse::testing::{assert_errors, error, in_container, parse};
-    use super::super::super::quantity::QUANTITY_RULE;
-    use super::super::super::{Egress, Toleration};
-    use super::super::names;
     use super::*;
+    use crate::task::blocks::names;
+    use crate::task::parse::testing::{assert_errors, error, in_container, parse};
+    use crate::task::quantity::QUANTITY_RULE;
+    use crate::task::{Egress, Toleration};
 
     #[test]
     fn every_container_field_lands_in_place() {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use hcl_edit::Span;
 use hcl_edit::structure::Block;
 
-use super::super::inputs::clean_relative;
-use super::super::reader::Reader;
-use super::super::{InputMapping, TaskError};
 use super::{Expects, Field, read_body};
+use crate::task::inputs::clean_relative;
+use crate::task::reader::Reader;
+use crate::task::{InputMapping, TaskError};
 
 /// How the block is written, for messages.
 pub(super) const SYNTAX: &str = "`input \"REPO/PATH\" { to = \"WORKSPACE/PATH\" }`";
@@ -66,7 +66,7 @@ pub(super) fn read(file: &Reader, block: &Block, context: &str) -> Result<InputM
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::parse::testing::assert_errors;
+    use crate::task::parse::testing::assert_errors;
 
     #[test]
     fn input_errors_name_the_place_and_what_was_expected() {

@@ -9,9 +9,9 @@ use clap::ValueEnum;
 use clap::builder::PossibleValue;
 use hcl_edit::expr::Expression;
 
-use super::super::quantity::{self, QUANTITY_RULE};
-use super::super::reader::{Entry, Reader};
-use super::super::{Egress, TaskError, names};
+use crate::task::quantity::{self, QUANTITY_RULE};
+use crate::task::reader::{Entry, Reader};
+use crate::task::{Egress, TaskError, names};
 
 /// Kubernetes keeps user ids to 32-bit signed integers.
 const MAX_USER_ID: i64 = i32::MAX as i64;

@@ -8,10 +8,10 @@ use hcl_edit::Span;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Attribute, Block};
 
-use super::super::inputs::clean_relative;
-use super::super::reader::Reader;
-use super::super::{Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
 use super::{Expects, Field, check_body, container, input};
+use crate::task::inputs::clean_relative;
+use crate::task::reader::Reader;
+use crate::task::{Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
 
 /// A task as its attributes and blocks are read.
 #[derive(Default)]
@@ -374,8 +374,8 @@ fn tools(file: &Reader, expr: &Expression, context: &str) -> Result<Vec<String>,
 mod tests {
     use std::time::Duration;
 
-    use super::super::super::parse::testing::{assert_errors, parse};
-    use super::super::super::{InputMapping, Run};
+    use crate::task::parse::testing::{assert_errors, parse};
+    use crate::task::{InputMapping, Run};
 
     #[test]
     fn everything_parses() {

@@ -6,9 +6,9 @@ use std::ops::Range;
 use hcl_edit::Span;
 use hcl_edit::structure::Block;
 
-use super::super::reader::Reader;
-use super::super::{TaskError, Toleration, names};
 use super::{Expects, Field, no_label, read_body};
+use crate::task::reader::Reader;
+use crate::task::{TaskError, Toleration, names};
 
 /// How the block is written, for messages.
 pub(super) const SYNTAX: &str = "`toleration { key = \"...\" }` (one block per toleration)";
@@ -143,7 +143,7 @@ pub(super) fn read(file: &Reader, block: &Block, context: &str) -> Result<Tolera
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::parse::testing::{assert_errors, in_container};
+    use crate::task::parse::testing::{assert_errors, in_container};
 
     #[test]
     fn toleration_errors_name_the_place_and_what_was_expected() {
