@@ -21,10 +21,12 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Where the span starting at a byte offset is (the file's start without a span).
     pub(super) fn at(&self, span: Option<Range<usize>>) -> Location {
         Location::from_offset(self.path, self.source, span.map_or(0, |s| s.start))
     }
 
+    /// The error for what is at `span`.
     pub(super) fn invalid(
         &self,
         span: Option<Range<usize>>,
@@ -36,6 +38,8 @@ impl Reader<'_> {
         }
     }
 
+    /// The entries of an object of strings, in the order written; a key given twice (`a` and
+    /// `"a"` are the same key, which the HCL parser lets through) is refused.
     pub(super) fn string_entries(
         &self,
         expr: &Expression,
@@ -72,6 +76,7 @@ impl Reader<'_> {
         Ok(entries)
     }
 
+    /// A non-zero humantime duration ("90s", "1h 30m").
     pub(super) fn duration(
         &self,
         expr: &Expression,
@@ -93,6 +98,7 @@ impl Reader<'_> {
         }
     }
 
+    /// A string literal, a quoted string or a heredoc without interpolation.
     pub(super) fn string(
         &self,
         expr: &Expression,
@@ -141,6 +147,7 @@ impl Reader<'_> {
         Ok(text)
     }
 
+    /// A list of strings.
     pub(super) fn string_list(
         &self,
         expr: &Expression,
@@ -257,6 +264,7 @@ impl Reader<'_> {
         self.invalid(expr.span(), format!("`{what}` in {context}: {reason}"))
     }
 
+    /// An error about `expr`, of `what`, not being of the type `expected` says.
     pub(super) fn wrong_type(
         &self,
         expr: &Expression,
@@ -285,6 +293,7 @@ pub(super) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// One `key = "value"` of an object of strings, with where each side is.
 pub(super) struct Entry {
     pub(super) key: String,
     pub(super) key_at: Option<Range<usize>>,

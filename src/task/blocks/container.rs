@@ -35,6 +35,7 @@ struct ContainerDraft {
 type QuantityField = fn(&mut Container) -> &mut Option<String>;
 
 impl ContainerDraft {
+    /// A resource request (zero or more), kept to check against its limit.
     fn request(
         &mut self,
         file: &Reader,
@@ -50,6 +51,7 @@ impl ContainerDraft {
         Ok(())
     }
 
+    /// A resource limit (more than zero), kept to check its request against.
     fn limit(
         &mut self,
         file: &Reader,
