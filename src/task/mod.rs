@@ -103,10 +103,12 @@
 //! `.git`, minus what `.gitignore` files (at any depth, whether or not the repository is a git
 //! repository) and `.buildrignore` files (same syntax) exclude.
 
+mod blocks;
 mod inputs;
 mod names;
 mod parse;
 pub(crate) mod quantity;
+mod reader;
 
 use std::collections::BTreeMap;
 use std::fmt;
