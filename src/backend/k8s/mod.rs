@@ -3,6 +3,7 @@
 //! client reaches the executor through the API server's port-forward, and both objects are
 //! deleted on every path out.
 //!
+//! - [`api`]: the API server's failures in buildr's words, and the one backoff of every retry
 //! - [`objects`]: the pod and the policy, as typed values
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
@@ -16,6 +17,7 @@
 //! - [`reach`]: whether a failed request reached the API server, and why not
 
 pub mod access;
+pub mod api;
 pub mod binary;
 pub mod check;
 pub mod cluster;
@@ -40,6 +42,7 @@ use crate::secret::Secret;
 use crate::task::{Egress, InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
+use api::{api_message, is_not_found, until_reachable};
 use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
@@ -183,32 +186,6 @@ pub enum K8sError {
     },
 }
 
-/// The API server's own words for a failed request (kube's Display adds a debug dump); for a
-/// refusal by the authorizer (403, RBAC), which permission is missing and what shows them all (see
-/// [`access::Denial`]). Every error of the k8s path that carries a `kube::Error` shows it here.
-pub fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) if access::is_forbidden(error) => {
-            access::Denial::from_message(&status.message).to_string()
-        }
-        kube::Error::Api(status) => status.message.clone(),
-        other => match reach::not_sent(other) {
-            Some(cause) => format!("cannot reach the API server: {cause}"),
-            None => other.to_string(),
-        },
-    }
-}
-
-/// `text` with every run of whitespace (newlines included) made one space: the API server's and
-/// the kubelet's messages span lines, buildr's errors take one.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 404)
-}
-
 /// A run in a fresh pod.
 pub struct K8sBackend {
     settings: Settings,
@@ -318,25 +295,6 @@ impl K8sBackend {
                 );
                 false
             }
-        }
-    }
-}
-
-/// Runs `call` until the API server answers it (a refusal is an answer) or `deadline` passes.
-async fn until_reachable<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match call().await {
-            Err(e) if !matches!(e, kube::Error::Api(_)) && Instant::now() + delay < deadline => {
-                tracing::debug!("the API server is not reachable ({e}); retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            result => return result,
         }
     }
 }
