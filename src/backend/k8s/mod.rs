@@ -29,7 +29,6 @@ pub mod objects;
 pub mod reach;
 pub mod startup;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -39,7 +38,7 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::{Backend, Executor};
 use crate::secret::Secret;
-use crate::task::{Egress, InputFile, Task};
+use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use api::{api_message, is_not_found, until_reachable};
@@ -53,28 +52,7 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long deleting the run's objects may take before buildr gives up and says what is left.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `buildr run` options for the k8s backend.
-#[derive(Debug, Clone, clap::Args)]
-pub struct K8sArgs {
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-
-    /// Container image for the k8s backend (overrides the task's `container.image`).
-    #[arg(long)]
-    pub image: Option<String>,
-
-    /// How long the pod may take to start: scheduling, image pull, container start (k8s
-    /// backend; overrides the task's `container.start_timeout`; default 2m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub start_timeout: Option<Duration>,
-
-    /// What the pod may reach (k8s backend; overrides the task's `container.egress`; default
-    /// no-link-local: everything but the cloud metadata service). Ingress is always denied.
-    #[arg(long, value_enum)]
-    pub egress: Option<Egress>,
-}
-
-/// One run's resolved settings.
+/// One run's settings, resolved from the task and the command line (`cli::run_k8s`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub image: String,
@@ -84,45 +62,6 @@ pub struct Settings {
     /// Sent in with the binary, first in the task's PATH.
     pub tools: Vec<Tool>,
     pub keep: bool,
-}
-
-impl K8sArgs {
-    /// The image the task runs in: `--image`, else the task's `container.image`.
-    pub fn image(&self, task: &Task) -> Result<String, K8sError> {
-        self.image
-            .clone()
-            .or_else(|| task.container.image.clone())
-            .ok_or(K8sError::NoImage)
-    }
-
-    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
-    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
-        let image = self.image(task)?;
-        let binary = ExecutorBinary::inspect(&binary)?;
-        if let Some(interpreter) = &binary.interpreter {
-            eprintln!(
-                "buildr: warning: the executor binary {} is dynamically linked (it needs \
-                 {interpreter}) and runs only in images with a compatible glibc; `cargo dist` \
-                 builds a static one (see README, Install)",
-                binary.path.display()
-            );
-        }
-        let mut task = task.clone();
-        if let Some(egress) = self.egress {
-            task.container.egress = Some(egress);
-        }
-        Ok(Settings {
-            image,
-            start_timeout: self
-                .start_timeout
-                .or(task.container.start_timeout)
-                .unwrap_or(DEFAULT_START_TIMEOUT),
-            task,
-            binary,
-            tools: Vec::new(),
-            keep,
-        })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
