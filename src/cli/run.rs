@@ -223,7 +223,9 @@ async fn run_on(
     )
     .await;
     let mut step = Instant::now();
-    backend.clean_up().await;
+    for leftover in backend.clean_up().await {
+        eprintln!("buildr: {leftover}");
+    }
     timeline.record("clean up", &mut step);
     if verbosity > 0 {
         eprintln!("buildr: timeline\n{timeline}");

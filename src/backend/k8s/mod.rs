@@ -8,6 +8,7 @@
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
 //! - [`copy`]: the executor binary and the inputs into the pod
+//! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
 //! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
 //! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
@@ -25,6 +26,7 @@ pub mod copy;
 pub mod exec;
 pub mod forward;
 pub mod gc;
+pub mod leftover;
 pub mod objects;
 pub mod reach;
 pub mod startup;
@@ -45,6 +47,7 @@ use api::{api_message, is_not_found, until_reachable};
 use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
+use leftover::{Leftover, NotDeleted};
 use objects::PodPlan;
 
 /// How long a pod may take to start when neither the task nor the command line says.
@@ -194,57 +197,41 @@ impl K8sBackend {
     /// that: the executor exits once its result is acknowledged, so the pod is already finished
     /// and goes by itself within moments (the policy too, were its own deletion lost: the pod
     /// owns it). Retries while the API server cannot be reached (it may be restarting) for up
-    /// to [`DELETE_TIMEOUT`], and says what is left when a deletion is refused or never
+    /// to [`DELETE_TIMEOUT`], and returns what is left when a deletion is refused or never
     /// accepted.
-    async fn delete_objects(&self, pod: &str) {
+    async fn delete_objects(&self, pod: &str) -> Vec<Leftover> {
         let deadline = Instant::now() + DELETE_TIMEOUT;
-        let ns = &self.namespace;
         let (policy, pod_deletion) = tokio::join!(
             delete_accepted(self.policies(), pod, deadline),
             delete_accepted(self.pods(), pod, deadline),
         );
-        if let Err(not_deleted) = policy {
-            eprintln!(
-                "buildr: NetworkPolicy {ns}/{pod} is left until its pod is gone (the pod owns it): \
-                 {not_deleted}"
-            );
-        }
-        if let Err(not_deleted) = pod_deletion {
-            eprintln!(
-                "buildr: pod {ns}/{pod} is left behind (remove it with `kubectl -n {ns} delete pod \
-                 {pod}`; `buildr k8s gc` removes it once it expires): {not_deleted}"
-            );
-        }
+        let policy = policy.err().map(|why| Leftover::Policy {
+            namespace: self.namespace.clone(),
+            name: pod.to_string(),
+            why,
+        });
+        let pod = pod_deletion.err().map(|why| Leftover::Pod {
+            namespace: self.namespace.clone(),
+            pod: pod.to_string(),
+            why,
+        });
+        policy.into_iter().chain(pod).collect()
     }
 
-    /// Whether the pod whose create got no answer exists after all; when that cannot be found
-    /// out either, says that it may be left behind.
-    async fn exists(&self, pod: &str) -> bool {
-        let ns = &self.namespace;
+    /// Whether the pod whose create got no answer exists after all: `Ok(false)` when it does
+    /// not, and when that cannot be found out either, what may be left behind.
+    async fn exists(&self, pod: &str) -> Result<bool, Leftover> {
         let deadline = Instant::now() + DELETE_TIMEOUT;
         let pods = self.pods();
         match until_reachable(deadline, || pods.get_opt(pod)).await {
-            Ok(found) => found.is_some(),
-            Err(e) => {
-                eprintln!(
-                    "buildr: pod {ns}/{pod} may be left behind (its create got no answer, and \
-                     whether it exists cannot be asked: {}); `buildr k8s gc` removes it once it \
-                     expires",
-                    api_message(&e)
-                );
-                false
-            }
+            Ok(found) => Ok(found.is_some()),
+            Err(why) => Err(Leftover::MaybePod {
+                namespace: self.namespace.clone(),
+                pod: pod.to_string(),
+                why,
+            }),
         }
     }
-}
-
-/// Why a deletion was not accepted.
-#[derive(Debug, thiserror::Error)]
-enum NotDeleted {
-    #[error("cannot delete it: {}", api_message(.0))]
-    Failed(kube::Error),
-    #[error("its deletion got no answer within {}s", DELETE_TIMEOUT.as_secs())]
-    NoAnswer,
 }
 
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
@@ -267,6 +254,7 @@ where
 
 impl Backend for K8sBackend {
     type Error = K8sError;
+    type Leftover = Leftover;
 
     async fn start(
         &mut self,
@@ -340,22 +328,24 @@ impl Backend for K8sBackend {
         }
     }
 
-    async fn clean_up(&mut self) {
+    async fn clean_up(&mut self) -> Vec<Leftover> {
         let Some(RunPod { name: pod, created }) = self.pod.take() else {
-            return;
+            return Vec::new();
         };
-        if !created && !self.exists(&pod).await {
-            return;
+        if !created {
+            match self.exists(&pod).await {
+                Ok(true) => {}
+                Ok(false) => return Vec::new(),
+                Err(unknown) => return vec![unknown],
+            }
         }
         if self.settings.keep {
-            let ns = &self.namespace;
-            eprintln!(
-                "buildr: keeping pod {ns}/{pod} (and its NetworkPolicy); look inside with \
-                 `kubectl -n {ns} exec -it {pod} -- sh`, remove it with `kubectl -n {ns} delete pod {pod}`"
-            );
-            return;
+            return vec![Leftover::Kept {
+                namespace: self.namespace.clone(),
+                pod,
+            }];
         }
-        self.delete_objects(&pod).await;
+        self.delete_objects(&pod).await
     }
 }
 
