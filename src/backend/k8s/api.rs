@@ -49,7 +49,7 @@ impl Backoff {
         Self { next: Self::FIRST }
     }
 
-    /// The wait before the next attempt: each twice the last, up to [`Self::MAX`].
+    /// The wait before the next attempt: each twice the last, up to 2 s.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(Self::MAX);

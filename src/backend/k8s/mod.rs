@@ -3,6 +3,10 @@
 //! client reaches the executor through the API server's port-forward, and both objects are
 //! deleted on every path out.
 //!
+//! This file is one run's life in the cluster ([`K8sBackend`]: create, start, clean up), given
+//! plain [`Settings`] that the CLI resolves; what is left after the clean-up is returned as
+//! [`Leftover`]s, never printed here. The rest is in modules of their own:
+//!
 //! - [`api`]: the API server's failures in buildr's words, and the one backoff of every retry
 //! - [`objects`]: the pod and the policy, as typed values
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
