@@ -81,3 +81,43 @@ pub enum NotDeleted {
     #[error("its deletion got no answer within {}s", DELETE_TIMEOUT.as_secs())]
     NoAnswer,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_leftover_names_the_object_why_and_how_to_remove_it() {
+        let (namespace, pod) = ("builds".to_string(), "buildr-x".to_string());
+        let lines = [
+            Leftover::Kept {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+            },
+            Leftover::Pod {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+                why: NotDeleted::NoAnswer,
+            },
+            Leftover::Policy {
+                namespace,
+                name: pod,
+                why: NotDeleted::NoAnswer,
+            },
+        ]
+        .map(|leftover| leftover.to_string());
+        assert_eq!(
+            lines,
+            [
+                "keeping pod builds/buildr-x (and its NetworkPolicy); look inside with `kubectl -n \
+                 builds exec -it buildr-x -- sh`, remove it with `kubectl -n builds delete pod \
+                 buildr-x`",
+                "pod builds/buildr-x is left behind (remove it with `kubectl -n builds delete pod \
+                 buildr-x`; `buildr k8s gc` removes it once it expires): its deletion got no \
+                 answer within 30s",
+                "NetworkPolicy builds/buildr-x is left until its pod is gone (the pod owns it): \
+                 its deletion got no answer within 30s",
+            ]
+        );
+    }
+}
