@@ -627,3 +627,21 @@ fn results_over_a_limit_are_refused_and_nothing_lands() {
         assert_eq!(after, before, "{flag}");
     }
 }
+
+#[test]
+fn keep_leaves_the_sandbox_and_says_where_it_is() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_files(repo.path(), &[("in.txt", "input")]);
+    let output = run_script(repo.path(), out.path(), &["--keep"], "echo made > made.txt");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let message = stderr(&output);
+    let sandbox = message
+        .lines()
+        .find_map(|line| line.strip_prefix("buildr: keeping the sandbox at "))
+        .unwrap_or_else(|| panic!("does not say where the sandbox is:\n{message}"));
+    let sandbox = Path::new(sandbox);
+    let kept: Vec<_> = fs::read_dir(sandbox).unwrap().collect();
+    assert!(!kept.is_empty(), "the kept sandbox {sandbox:?} is empty");
+    fs::remove_dir_all(sandbox).unwrap();
+}

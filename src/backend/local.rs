@@ -21,6 +21,16 @@ use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::{Check, Tool, ToolError};
 
+/// The sandbox, still there after the run's clean-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Leftover {
+    /// Kept because the user asked (`--keep`).
+    #[error("keeping the sandbox at {}", .0.display())]
+    Kept(PathBuf),
+    #[error("cannot remove the sandbox: {0}")]
+    NotRemoved(std::io::Error),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("cannot create the sandbox directory")]
@@ -81,6 +91,7 @@ impl LocalBackend {
 
 impl Backend for LocalBackend {
     type Error = LocalError;
+    type Leftover = Leftover;
 
     /// Creates the sandbox, copies the inputs into its workspace and starts the executor
     /// listening on a Unix socket in the sandbox.
@@ -162,7 +173,7 @@ impl Backend for LocalBackend {
 
     /// Waits for the executor to exit (it does once the result is acknowledged), stops it if it
     /// does not, and removes the sandbox unless it is kept.
-    async fn clean_up(&mut self) {
+    async fn clean_up(&mut self) -> Vec<Leftover> {
         if let Some(mut executor) = self.executor.take() {
             stop(&mut executor);
             if tokio::time::timeout(EXIT_GRACE, executor.wait())
@@ -172,12 +183,15 @@ impl Backend for LocalBackend {
                 tracing::warn!("the executor did not exit after the run");
             }
         }
-        if let Some(root) = self.root.take() {
-            if self.keep {
-                eprintln!("buildr: keeping the sandbox at {}", root.keep().display());
-            } else if let Err(e) = root.close() {
-                eprintln!("buildr: cannot remove the sandbox: {e}");
-            }
+        let Some(root) = self.root.take() else {
+            return Vec::new();
+        };
+        if self.keep {
+            return vec![Leftover::Kept(root.keep())];
+        }
+        match root.close() {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![Leftover::NotRemoved(e)],
         }
     }
 }

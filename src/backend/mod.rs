@@ -44,6 +44,8 @@ pub struct Executor {
 /// before it creates it).
 pub trait Backend {
     type Error: std::error::Error + Send + Sync + 'static;
+    /// Something a run leaves after its clean-up; its Display is the sentence to show the user.
+    type Leftover: std::fmt::Display;
 
     /// Prepares the workspace with `inputs` and starts the executor there, recording its phases
     /// in `timeline`.
@@ -57,7 +59,8 @@ pub trait Backend {
     /// ended. Its normal end, right after the result is acknowledged, resolves it too.
     fn lost(&mut self) -> impl Future<Output = String>;
 
-    /// Deletes what the run created, unless the user asked to keep it (then says where it is).
-    /// Idempotent, and never fails the run: what cannot be deleted is reported.
-    fn clean_up(&mut self) -> impl Future<Output = ()>;
+    /// Deletes what the run created, unless the user asked to keep it. Idempotent, and never
+    /// fails the run: returns what is left (kept, or not deleted and why), for the caller to
+    /// tell the user.
+    fn clean_up(&mut self) -> impl Future<Output = Vec<Self::Leftover>>;
 }

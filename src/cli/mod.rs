@@ -5,6 +5,7 @@ pub mod executor;
 pub mod extraction;
 pub mod k8s;
 pub mod run;
+pub mod run_k8s;
 pub mod self_check;
 pub mod tasks;
 

@@ -11,8 +11,9 @@ use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
 use super::extraction::{LimitArgs, git_warning};
+use super::run_k8s::K8sArgs;
 use crate::archive::{LinkPolicy, Quoted};
-use crate::backend::k8s::{K8sArgs, K8sBackend};
+use crate::backend::k8s::K8sBackend;
 use crate::backend::local::{self, LocalBackend};
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
@@ -222,7 +223,9 @@ async fn run_on(
     )
     .await;
     let mut step = Instant::now();
-    backend.clean_up().await;
+    for leftover in backend.clean_up().await {
+        eprintln!("buildr: {leftover}");
+    }
     timeline.record("clean up", &mut step);
     if verbosity > 0 {
         eprintln!("buildr: timeline\n{timeline}");

@@ -15,8 +15,8 @@ use kube::Api;
 use kube::api::PostParams;
 
 use super::access::{PERMISSIONS, Permission};
+use super::api::{api_message, one_line};
 use super::objects::{PodPlan, kubernetes_arch};
-use super::one_line;
 use crate::task;
 
 /// The image the dry-run pod names when none is given: admission that looks at images (an
@@ -209,7 +209,7 @@ async fn review(
             Some(_) => Verdict::Missing,
             None => Verdict::Unknown("the API server gave no answer".to_string()),
         },
-        Err(e) => Verdict::Unknown(super::api_message(&e)),
+        Err(e) => Verdict::Unknown(api_message(&e)),
     }
 }
 

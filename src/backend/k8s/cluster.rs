@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
-use super::{one_line, reach};
+use super::api::one_line;
+use super::reach;
 
 /// How long connecting to the API server (TCP and TLS) may take. kube's default is 30 s, which
 /// a server that swallows packets makes every command wait; a real one answers well within this

@@ -11,7 +11,6 @@
 //! 2 stderr, 3 the exit status (a `Status` object); `[255, 0]` closes stdin alone (v5).
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -21,6 +20,7 @@ use kube::api::AttachParams;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::api::{Backoff, api_message, one_line};
 use super::objects::CONTAINER;
 
 /// Bytes of stdin per websocket frame.
@@ -41,7 +41,7 @@ const CLOSE: u8 = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("cannot open an exec session: {}", super::api_message(.0))]
+    #[error("cannot open an exec session: {}", api_message(.0))]
     Open(kube::Error),
     #[error("the API server does not speak the v5 exec protocol (Kubernetes 1.30 or newer)")]
     NoStreamClose,
@@ -60,7 +60,7 @@ pub enum ExecError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    let stderr = super::one_line(stderr);
+    let stderr = one_line(stderr);
     if stderr.is_empty() {
         String::new()
     } else {
@@ -206,7 +206,7 @@ async fn open(
         tty: false,
         ..AttachParams::default()
     };
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     let mut attempts = 0;
     loop {
         let request = kube::core::Request::new(pods.resource_url())
@@ -216,9 +216,9 @@ async fn open(
             Ok(connection) => return Ok(connection),
             Err(e) if attempts < 8 && is_not_ready(&e) => {
                 attempts += 1;
+                let delay = backoff.next_delay();
                 tracing::debug!("exec not possible yet ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(ExecError::Open(e)),
         }

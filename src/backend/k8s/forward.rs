@@ -10,7 +10,7 @@ use kube::Api;
 use tonic::transport::Channel;
 
 use super::access::is_forbidden;
-use super::api_message;
+use super::api::api_message;
 use super::objects::EXECUTOR_PORT;
 
 /// A lazily connecting channel to the executor in `pod`.

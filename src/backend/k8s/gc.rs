@@ -10,8 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource};
 
+use super::K8sError;
+use super::api::is_not_found;
 use super::objects::{EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
-use super::{K8sError, is_not_found};
 
 /// What a collection removed: `kind/name` of each object.
 #[derive(Debug, Default)]

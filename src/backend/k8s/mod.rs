@@ -3,10 +3,16 @@
 //! client reaches the executor through the API server's port-forward, and both objects are
 //! deleted on every path out.
 //!
+//! This file is one run's life in the cluster ([`K8sBackend`]: create, start, clean up), given
+//! plain [`Settings`] that the CLI resolves; what is left after the clean-up is returned as
+//! [`Leftover`]s, never printed here. The rest is in modules of their own:
+//!
+//! - [`api`]: the API server's failures in buildr's words, and the one backoff of every retry
 //! - [`objects`]: the pod and the policy, as typed values
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
 //! - [`copy`]: the executor binary and the inputs into the pod
+//! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
 //! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
 //! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
@@ -16,6 +22,7 @@
 //! - [`reach`]: whether a failed request reached the API server, and why not
 
 pub mod access;
+pub mod api;
 pub mod binary;
 pub mod check;
 pub mod cluster;
@@ -23,11 +30,11 @@ pub mod copy;
 pub mod exec;
 pub mod forward;
 pub mod gc;
+pub mod leftover;
 pub mod objects;
 pub mod reach;
 pub mod startup;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -37,12 +44,14 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::{Backend, Executor};
 use crate::secret::Secret;
-use crate::task::{Egress, InputFile, Task};
+use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
+use api::{api_message, is_not_found, until_reachable};
 use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
+use leftover::{Leftover, NotDeleted};
 use objects::PodPlan;
 
 /// How long a pod may take to start when neither the task nor the command line says.
@@ -50,28 +59,7 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long deleting the run's objects may take before buildr gives up and says what is left.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `buildr run` options for the k8s backend.
-#[derive(Debug, Clone, clap::Args)]
-pub struct K8sArgs {
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-
-    /// Container image for the k8s backend (overrides the task's `container.image`).
-    #[arg(long)]
-    pub image: Option<String>,
-
-    /// How long the pod may take to start: scheduling, image pull, container start (k8s
-    /// backend; overrides the task's `container.start_timeout`; default 2m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub start_timeout: Option<Duration>,
-
-    /// What the pod may reach (k8s backend; overrides the task's `container.egress`; default
-    /// no-link-local: everything but the cloud metadata service). Ingress is always denied.
-    #[arg(long, value_enum)]
-    pub egress: Option<Egress>,
-}
-
-/// One run's resolved settings.
+/// One run's settings, resolved from the task and the command line (`cli::run_k8s`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub image: String,
@@ -81,45 +69,6 @@ pub struct Settings {
     /// Sent in with the binary, first in the task's PATH.
     pub tools: Vec<Tool>,
     pub keep: bool,
-}
-
-impl K8sArgs {
-    /// The image the task runs in: `--image`, else the task's `container.image`.
-    pub fn image(&self, task: &Task) -> Result<String, K8sError> {
-        self.image
-            .clone()
-            .or_else(|| task.container.image.clone())
-            .ok_or(K8sError::NoImage)
-    }
-
-    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
-    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
-        let image = self.image(task)?;
-        let binary = ExecutorBinary::inspect(&binary)?;
-        if let Some(interpreter) = &binary.interpreter {
-            eprintln!(
-                "buildr: warning: the executor binary {} is dynamically linked (it needs \
-                 {interpreter}) and runs only in images with a compatible glibc; `cargo dist` \
-                 builds a static one (see README, Install)",
-                binary.path.display()
-            );
-        }
-        let mut task = task.clone();
-        if let Some(egress) = self.egress {
-            task.container.egress = Some(egress);
-        }
-        Ok(Settings {
-            image,
-            start_timeout: self
-                .start_timeout
-                .or(task.container.start_timeout)
-                .unwrap_or(DEFAULT_START_TIMEOUT),
-            task,
-            binary,
-            tools: Vec::new(),
-            keep,
-        })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,32 +130,6 @@ pub enum K8sError {
         namespace: String,
         error: Box<kube::Error>,
     },
-}
-
-/// The API server's own words for a failed request (kube's Display adds a debug dump); for a
-/// refusal by the authorizer (403, RBAC), which permission is missing and what shows them all (see
-/// [`access::Denial`]). Every error of the k8s path that carries a `kube::Error` shows it here.
-pub fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) if access::is_forbidden(error) => {
-            access::Denial::from_message(&status.message).to_string()
-        }
-        kube::Error::Api(status) => status.message.clone(),
-        other => match reach::not_sent(other) {
-            Some(cause) => format!("cannot reach the API server: {cause}"),
-            None => other.to_string(),
-        },
-    }
-}
-
-/// `text` with every run of whitespace (newlines included) made one space: the API server's and
-/// the kubelet's messages span lines, buildr's errors take one.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 /// A run in a fresh pod.
@@ -278,76 +201,41 @@ impl K8sBackend {
     /// that: the executor exits once its result is acknowledged, so the pod is already finished
     /// and goes by itself within moments (the policy too, were its own deletion lost: the pod
     /// owns it). Retries while the API server cannot be reached (it may be restarting) for up
-    /// to [`DELETE_TIMEOUT`], and says what is left when a deletion is refused or never
+    /// to [`DELETE_TIMEOUT`], and returns what is left when a deletion is refused or never
     /// accepted.
-    async fn delete_objects(&self, pod: &str) {
+    async fn delete_objects(&self, pod: &str) -> Vec<Leftover> {
         let deadline = Instant::now() + DELETE_TIMEOUT;
-        let ns = &self.namespace;
         let (policy, pod_deletion) = tokio::join!(
             delete_accepted(self.policies(), pod, deadline),
             delete_accepted(self.pods(), pod, deadline),
         );
-        if let Err(not_deleted) = policy {
-            eprintln!(
-                "buildr: NetworkPolicy {ns}/{pod} is left until its pod is gone (the pod owns it): \
-                 {not_deleted}"
-            );
-        }
-        if let Err(not_deleted) = pod_deletion {
-            eprintln!(
-                "buildr: pod {ns}/{pod} is left behind (remove it with `kubectl -n {ns} delete pod \
-                 {pod}`; `buildr k8s gc` removes it once it expires): {not_deleted}"
-            );
-        }
+        let policy = policy.err().map(|why| Leftover::Policy {
+            namespace: self.namespace.clone(),
+            name: pod.to_string(),
+            why,
+        });
+        let pod = pod_deletion.err().map(|why| Leftover::Pod {
+            namespace: self.namespace.clone(),
+            pod: pod.to_string(),
+            why,
+        });
+        policy.into_iter().chain(pod).collect()
     }
 
-    /// Whether the pod whose create got no answer exists after all; when that cannot be found
-    /// out either, says that it may be left behind.
-    async fn exists(&self, pod: &str) -> bool {
-        let ns = &self.namespace;
+    /// Whether the pod whose create got no answer exists after all: `Ok(false)` when it does
+    /// not, and when that cannot be found out either, what may be left behind.
+    async fn exists(&self, pod: &str) -> Result<bool, Leftover> {
         let deadline = Instant::now() + DELETE_TIMEOUT;
         let pods = self.pods();
         match until_reachable(deadline, || pods.get_opt(pod)).await {
-            Ok(found) => found.is_some(),
-            Err(e) => {
-                eprintln!(
-                    "buildr: pod {ns}/{pod} may be left behind (its create got no answer, and \
-                     whether it exists cannot be asked: {}); `buildr k8s gc` removes it once it \
-                     expires",
-                    api_message(&e)
-                );
-                false
-            }
+            Ok(found) => Ok(found.is_some()),
+            Err(why) => Err(Leftover::MaybePod {
+                namespace: self.namespace.clone(),
+                pod: pod.to_string(),
+                why,
+            }),
         }
     }
-}
-
-/// Runs `call` until the API server answers it (a refusal is an answer) or `deadline` passes.
-async fn until_reachable<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match call().await {
-            Err(e) if !matches!(e, kube::Error::Api(_)) && Instant::now() + delay < deadline => {
-                tracing::debug!("the API server is not reachable ({e}); retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Why a deletion was not accepted.
-#[derive(Debug, thiserror::Error)]
-enum NotDeleted {
-    #[error("cannot delete it: {}", api_message(.0))]
-    Failed(kube::Error),
-    #[error("its deletion got no answer within {}s", DELETE_TIMEOUT.as_secs())]
-    NoAnswer,
 }
 
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
@@ -370,6 +258,7 @@ where
 
 impl Backend for K8sBackend {
     type Error = K8sError;
+    type Leftover = Leftover;
 
     async fn start(
         &mut self,
@@ -443,22 +332,24 @@ impl Backend for K8sBackend {
         }
     }
 
-    async fn clean_up(&mut self) {
+    async fn clean_up(&mut self) -> Vec<Leftover> {
         let Some(RunPod { name: pod, created }) = self.pod.take() else {
-            return;
+            return Vec::new();
         };
-        if !created && !self.exists(&pod).await {
-            return;
+        if !created {
+            match self.exists(&pod).await {
+                Ok(true) => {}
+                Ok(false) => return Vec::new(),
+                Err(unknown) => return vec![unknown],
+            }
         }
         if self.settings.keep {
-            let ns = &self.namespace;
-            eprintln!(
-                "buildr: keeping pod {ns}/{pod} (and its NetworkPolicy); look inside with \
-                 `kubectl -n {ns} exec -it {pod} -- sh`, remove it with `kubectl -n {ns} delete pod {pod}`"
-            );
-            return;
+            return vec![Leftover::Kept {
+                namespace: self.namespace.clone(),
+                pod,
+            }];
         }
-        self.delete_objects(&pod).await;
+        self.delete_objects(&pod).await
     }
 }
 

@@ -9,8 +9,9 @@ use k8s_openapi::api::core::v1::{ContainerState, Pod, PodStatus};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::K8sError;
 use super::access::is_forbidden;
-use super::{K8sError, api_message, one_line};
+use super::api::{api_message, one_line};
 use crate::timeline::Timeline;
 
 /// What a pod's status says about its start.
