@@ -2,7 +2,7 @@
 //! a real `helm install` and `helm uninstall`, `kubectl apply -f manifests/`, the values schema,
 //! the ServiceAccount's permissions (asked of the API server's authorizer) and the janitor.
 //! Needs helm (tests/cluster/build-tools.sh builds it), and all but the helm-only tests a cluster;
-//! each says which in its `#[ignore]`, and `cargo test -- --include-ignored` runs them all.
+//! each says which in its ignore reason, and `cargo test -- --include-ignored` runs them all.
 
 mod common;
 
