@@ -1,8 +1,14 @@
 //! `buildr k8s`: the cluster side of the Kubernetes backend.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use futures::StreamExt;
+
+use crate::backend::k8s::binary::ExecutorBinary;
+use crate::backend::k8s::pool::{controller, resource};
 use crate::backend::k8s::{ClusterArgs, check, gc};
 
 /// Work with the objects buildr creates in a cluster.
@@ -32,6 +38,19 @@ pub enum K8sCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
     },
+    /// Keep the BuildrPools of a namespace filled with warm pods (see README, Warm pools):
+    /// runs until SIGTERM or Ctrl-C, in the cluster (the chart's `pool.enabled`) or outside it
+    /// with a kubeconfig. Logs one line per change to stderr.
+    PoolController {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+
+        /// The static buildr copied into the warm pods (default: this binary).
+        #[arg(long)]
+        executor_binary: Option<PathBuf>,
+    },
+    /// Print the BuildrPool CustomResourceDefinition (YAML), as charts/buildr/crds/ holds it.
+    Crd,
 }
 
 pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
@@ -65,6 +84,33 @@ pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        K8sCommand::PoolController {
+            cluster,
+            executor_binary,
+        } => {
+            let binary = match executor_binary {
+                Some(binary) => binary,
+                None => std::env::current_exe().context("cannot find the buildr binary")?,
+            };
+            let binary = ExecutorBinary::inspect(&binary)?;
+            let (client, namespace) = cluster.client().await?;
+            eprintln!("buildr: filling the BuildrPools of namespace {namespace}");
+            let mut events = std::pin::pin!(controller::run(client, namespace, binary));
+            let mut last = std::collections::BTreeMap::new();
+            while let Some(event) = events.next().await {
+                match event {
+                    // A reconcile that changed nothing is not news.
+                    Ok(done) => {
+                        let line = done.to_string();
+                        if last.insert(done.pool.clone(), line.clone()).as_ref() != Some(&line) {
+                            eprintln!("buildr: {line}");
+                        }
+                    }
+                    Err(e) => eprintln!("buildr: {e}"),
+                }
+            }
+        }
+        K8sCommand::Crd => print!("{}", resource::crd_yaml()),
     }
     Ok(ExitCode::SUCCESS)
 }

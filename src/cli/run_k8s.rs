@@ -27,6 +27,12 @@ pub struct K8sArgs {
     /// no-link-local: everything but the cloud metadata service). Ingress is always denied.
     #[arg(long, value_enum)]
     pub egress: Option<Egress>,
+
+    /// Take a warm pod from this BuildrPool (k8s backend; overrides the task's
+    /// `container.pool`). Without it, a pool whose template equals the task's pod settings is
+    /// used if there is one; else the run starts a pod of its own.
+    #[arg(long)]
+    pub pool: Option<String>,
 }
 
 impl K8sArgs {
@@ -61,6 +67,7 @@ impl K8sArgs {
                 .start_timeout
                 .or(task.container.start_timeout)
                 .unwrap_or(DEFAULT_START_TIMEOUT),
+            pool: self.pool.clone().or_else(|| task.container.pool.clone()),
             task,
             binary,
             tools: Vec::new(),

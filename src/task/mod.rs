@@ -201,7 +201,13 @@ pub struct InputMapping {
 /// Container settings, read by the Kubernetes backend. Quantities are Kubernetes quantity
 /// strings, checked on load and passed to Kubernetes as written. Unset bounds take the
 /// backend's defaults (see `crate::backend::k8s::objects`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A `BuildrPool`'s pod template is this same type (`crate::backend::k8s::pool::resource`), with
+/// the task file's names and durations written as in a task file (`"10m"`).
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct Container {
     pub image: Option<String>,
     pub cpu_request: Option<String>,
@@ -215,6 +221,8 @@ pub struct Container {
     /// The `sizeLimit` of the workspace's emptyDir.
     pub workspace_size_limit: Option<String>,
     /// The pod's `activeDeadlineSeconds`: how long it may live, whatever becomes of its client.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub active_deadline: Option<Duration>,
     /// Node labels the pod must be scheduled on (on top of the binary's OS and architecture).
     pub node_selector: BTreeMap<String, String>,
@@ -233,13 +241,22 @@ pub struct Container {
     /// What the pod may reach; ingress is always denied.
     pub egress: Option<Egress>,
     /// How long the pod may take to start (scheduling, image pull, container start).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub start_timeout: Option<Duration>,
     /// The numeric user the pod runs as (never root).
     pub run_as_user: Option<i64>,
+    /// The `BuildrPool` whose warm pods the task runs in (a task file's `pool`; never part of a
+    /// pool's own template).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pool: Option<String>,
 }
 
 /// A Kubernetes toleration; absent fields take Kubernetes' defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Toleration {
     pub key: Option<String>,
     /// `Equal` or `Exists`.
@@ -251,7 +268,19 @@ pub struct Toleration {
 }
 
 /// What a build pod may reach on the network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Egress {
     /// Nothing at all.
     None,

@@ -225,6 +225,7 @@ async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission
         task_timeout: None,
         arch: kubernetes_arch(std::env::consts::ARCH).to_string(),
         keep: false,
+        warm_for: None,
         created_at: SystemTime::now(),
     };
     let params = PostParams {

@@ -11,7 +11,9 @@ use kube::Api;
 use super::K8sError;
 use super::binary::ExecutorBinary;
 use super::exec::{ExecError, exec_with_input};
-use super::objects::{BINARY_PATH, BUILDR_DIR, SECRET_PATH, TOOLS_DIR, WORKSPACE_DIR};
+use super::objects::{
+    BINARY_PATH, BUILDR_DIR, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR,
+};
 use crate::archive::Limits;
 use crate::secret::Secret;
 use crate::task::InputFile;
@@ -30,44 +32,67 @@ const BINARY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// The exit status of the preflight when the image has no `tar`.
 const NO_TAR: i32 = 90;
 
-/// Copies the executor binary, the task's tools and the run's secret in (the secret travels
-/// only this way: never in the pod spec), checks the binary's SHA-256 there (it hashes itself),
-/// and moves them into place, the binary last: the container's main process starts it as soon
-/// as it appears. The image is asked at the same time whether it has `tar` and what the tools
-/// need, and its answer wins: a copy that cannot land is dropped the moment it says no.
+/// What one upload carries into a pod, in one tar stream.
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    /// The executor binary; `false` when a pool's controller put it in already.
+    pub binary: bool,
+    pub tools: &'a [Tool],
+    /// The run's secret; `None` when a pool's controller fills a warm pod, which waits for the
+    /// secret of the run that takes it.
+    pub secret: Option<&'a Secret>,
+}
+
+/// Copies the payload in: the executor binary, the task's tools and the run's secret (the
+/// secret travels only this way: never in the pod spec). The binary's SHA-256 is checked there
+/// (it hashes itself), and everything is moved into place, the binary last (a warm pod's
+/// secret last): the container's main process starts the executor as soon as both are there. The image is asked at the same time whether it has `tar` and what
+/// the tools need, and its answer wins: a copy that cannot land is dropped the moment it says
+/// no.
 pub async fn binary(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     image: &str,
     binary: &ExecutorBinary,
-    tools: &[Tool],
-    secret: &Secret,
+    payload: Payload<'_>,
 ) -> Result<(), K8sError> {
-    let check = Check::new(tools, &binary.arch);
+    let check = Check::new(payload.tools, &binary.arch);
     let checked = preflight(pods, client, pod, image, &check);
-    let script = format!(
-        "set -e; umask 077; mkdir -p {INCOMING} {BUILDR_DIR}/bin; \
-         tar -xf - -C {INCOMING}; \
-         {INCOMING}/buildr self-check --sha256 {sha256}; \
-         if [ -d {INCOMING}/tools ]; then mv {INCOMING}/tools {TOOLS_DIR}; fi; \
-         mv {INCOMING}/secret {SECRET_PATH}; \
-         mv {INCOMING}/buildr {BINARY_PATH}",
-        sha256 = binary.sha256
+    let mut script = format!(
+        "set -e; umask 077; mkdir -p {INCOMING} {BUILDR_DIR}/bin; tar -xf - -C {INCOMING}; \
+         if [ -d {INCOMING}/tools ]; then mv {INCOMING}/tools {TOOLS_DIR}; fi; "
     );
-    let mut files = vec![(
-        binary.path.clone(),
-        binary.size,
-        "buildr".to_string(),
-        0o700,
-    )];
-    for tool in tools {
+    let mut files = Vec::new();
+    if payload.binary {
+        script += &format!(
+            "{INCOMING}/buildr self-check --sha256 {sha256}; ",
+            sha256 = binary.sha256
+        );
+        files.push((
+            binary.path.clone(),
+            binary.size,
+            "buildr".to_string(),
+            0o700,
+        ));
+    }
+    if payload.secret.is_some() {
+        script += &format!("mv {INCOMING}/secret {SECRET_PATH}; ");
+    }
+    script += &if payload.binary {
+        format!("mv {INCOMING}/buildr {BINARY_PATH}")
+    } else {
+        // A warm pod's main process sleeps a second at a time until the secret is there: wake
+        // it, to start the executor now.
+        format!("kill $(cat {SECRET_WAITER} 2>/dev/null) 2>/dev/null || true")
+    };
+    for tool in payload.tools {
         let name = format!("tools/{}", tool.name);
         files.push((tool.source.clone(), tool.size, name, 0o755));
     }
-    let secret = format!("{}\n", secret.to_hex());
+    let secret = payload.secret.map(|secret| format!("{}\n", secret.to_hex()));
     let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
-        write_binary_tar(stdin, &secret, &files)
+        write_binary_tar(stdin, secret.as_deref(), &files)
     });
     let copy = tokio::time::timeout(COPY_TIMEOUT, copy);
     tokio::pin!(checked, copy);
@@ -128,10 +153,10 @@ fn copy_failed(pod: &str, source: ExecError) -> K8sError {
     }
 }
 
-/// `secret`, private to its owner, then each of `files`: (source, size, name, mode).
+/// `secret` if any, private to its owner, then each of `files`: (source, size, name, mode).
 fn write_binary_tar<W: Write>(
     out: W,
-    secret: &str,
+    secret: Option<&str>,
     files: &[(std::path::PathBuf, u64, String, u32)],
 ) -> io::Result<W> {
     let header = |size: u64, mode: u32| {
@@ -143,11 +168,13 @@ fn write_binary_tar<W: Write>(
         header
     };
     let mut builder = tar::Builder::new(out);
-    builder.append_data(
-        &mut header(secret.len() as u64, 0o600),
-        "secret",
-        secret.as_bytes(),
-    )?;
+    if let Some(secret) = secret {
+        builder.append_data(
+            &mut header(secret.len() as u64, 0o600),
+            "secret",
+            secret.as_bytes(),
+        )?;
+    }
     for (source, size, name, mode) in files {
         let mut file = std::fs::File::open(source)?;
         builder.append_data(&mut header(*size, *mode), name, &mut file)?;
@@ -211,7 +238,7 @@ mod tests {
             (source.clone(), 17, "buildr".to_string(), 0o700),
             (source, 17, "tools/jq".to_string(), 0o755),
         ];
-        let tar = write_binary_tar(Vec::new(), "abc\n", &files).unwrap();
+        let tar = write_binary_tar(Vec::new(), Some("abc\n"), &files).unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
         let entries: Vec<_> = archive
             .entries()

@@ -20,6 +20,7 @@
 //! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
 //! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
 //! - [`reach`]: whether a failed request reached the API server, and why not
+//! - [`pool`]: warm pods kept ready by `buildr k8s pool-controller`, which a run takes
 
 pub mod access;
 pub mod api;
@@ -32,6 +33,7 @@ pub mod forward;
 pub mod gc;
 pub mod leftover;
 pub mod objects;
+pub mod pool;
 pub mod reach;
 pub mod startup;
 
@@ -53,6 +55,7 @@ pub use cluster::ClusterArgs;
 use exec::ExecError;
 use leftover::{Leftover, NotDeleted};
 use objects::PodPlan;
+use pool::take::Taken;
 
 /// How long a pod may take to start when neither the task nor the command line says.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,6 +72,9 @@ pub struct Settings {
     /// Sent in with the binary, first in the task's PATH.
     pub tools: Vec<Tool>,
     pub keep: bool,
+    /// The BuildrPool to take a warm pod from (`--pool`, `container.pool`); without it, a pool
+    /// whose template matches the task's settings, if one does.
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,16 @@ pub enum K8sError {
         source: ExecError,
     },
     #[error(
+        "there is no BuildrPool {pool} in namespace {namespace} (list them with `kubectl get buildrpools -n {namespace}`, or leave out --pool and the task's `pool`)"
+    )]
+    NoPool { pool: String, namespace: String },
+    #[error("the warm pods of BuildrPool {namespace}/{pool} cannot start: {reason}")]
+    PoolFailing {
+        pool: String,
+        namespace: String,
+        reason: String,
+    },
+    #[error(
         "cannot {verb} {what} in namespace {namespace}: {}",
         api_message(error)
     )]
@@ -145,6 +161,8 @@ pub struct K8sBackend {
 /// The run's pod, as far as buildr knows it exists.
 struct RunPod {
     name: String,
+    /// The run's NetworkPolicy, named after the run (a warm pod's name is the pool's choice).
+    policy: String,
     /// Its create was answered. Until then it may or may not exist: the request was cut short,
     /// or its connection broke after it went out.
     created: bool,
@@ -181,6 +199,7 @@ impl K8sBackend {
             task_timeout: task.timeout,
             arch: self.settings.binary.arch.clone(),
             keep: self.settings.keep,
+            warm_for: None,
             created_at: SystemTime::now(),
         }
     }
@@ -196,6 +215,42 @@ impl K8sBackend {
         }
     }
 
+    /// Creates the run's own pod and its policy, and waits for the pod to run.
+    async fn start_cold(&mut self, plan: &PodPlan, timeline: &mut Timeline) -> Result<(), K8sError> {
+        let mut step = Instant::now();
+        let name = plan.name();
+        self.pod = Some(RunPod {
+            name: name.clone(),
+            policy: name.clone(),
+            created: false,
+        });
+        let pods = self.pods();
+        let pod = match pods.create(&PostParams::default(), &plan.pod()).await {
+            Ok(pod) => pod,
+            Err(e) => {
+                // A refusal, or a request that never left, created nothing: nothing to delete,
+                // and nothing to claim is left behind.
+                let refused = matches!(&e, kube::Error::Api(status) if status.code < 500);
+                if refused || reach::not_sent(&e).is_some() {
+                    self.pod = None;
+                }
+                return Err(self.create_error("pod", &name)(e));
+            }
+        };
+        if let Some(run_pod) = &mut self.pod {
+            run_pod.created = true;
+        }
+        let uid = pod.metadata.uid.unwrap_or_default();
+        self.policies()
+            .create(&PostParams::default(), &plan.network_policy(&name, &uid))
+            .await
+            .map_err(self.create_error("NetworkPolicy", &name))?;
+        timeline.record("create pod and policy", &mut step);
+        let image = &self.settings.image;
+        startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
+        Ok(())
+    }
+
     /// Deletes the policy and the pod, both at once, and returns as soon as the API server has
     /// accepted both deletions: the run is over for the user then. Nothing is waited for after
     /// that: the executor exits once its result is acknowledged, so the pod is already finished
@@ -203,15 +258,15 @@ impl K8sBackend {
     /// owns it). Retries while the API server cannot be reached (it may be restarting) for up
     /// to [`DELETE_TIMEOUT`], and returns what is left when a deletion is refused or never
     /// accepted.
-    async fn delete_objects(&self, pod: &str) -> Vec<Leftover> {
+    async fn delete_objects(&self, pod: &str, policy: &str) -> Vec<Leftover> {
         let deadline = Instant::now() + DELETE_TIMEOUT;
-        let (policy, pod_deletion) = tokio::join!(
-            delete_accepted(self.policies(), pod, deadline),
+        let (policy_deletion, pod_deletion) = tokio::join!(
+            delete_accepted(self.policies(), policy, deadline),
             delete_accepted(self.pods(), pod, deadline),
         );
-        let policy = policy.err().map(|why| Leftover::Policy {
+        let policy = policy_deletion.err().map(|why| Leftover::Policy {
             namespace: self.namespace.clone(),
-            name: pod.to_string(),
+            name: policy.to_string(),
             why,
         });
         let pod = pod_deletion.err().map(|why| Leftover::Pod {
@@ -267,38 +322,47 @@ impl Backend for K8sBackend {
     ) -> Result<Executor, K8sError> {
         let mut step = Instant::now();
         let plan = self.plan();
-        let name = plan.name();
-        self.pod = Some(RunPod {
-            name: name.clone(),
-            created: false,
-        });
+        // A kept pod's main process must outlive its executor: a warm pod's does not.
+        let taken = if self.settings.keep {
+            Taken::Cold("--keep needs a pod of its own".to_string())
+        } else {
+            pool::take::take(&self.client, &plan, self.settings.pool.as_deref()).await?
+        };
         let pods = self.pods();
-        let pod = match pods.create(&PostParams::default(), &plan.pod()).await {
-            Ok(pod) => pod,
-            Err(e) => {
-                // A refusal, or a request that never left, created nothing: nothing to delete,
-                // and nothing to claim is left behind.
-                let refused = matches!(&e, kube::Error::Api(status) if status.code < 500);
-                if refused || reach::not_sent(&e).is_some() {
-                    self.pod = None;
-                }
-                return Err(self.create_error("pod", &name)(e));
+        let (name, payload) = match taken {
+            Taken::Warm { pod, pool } => {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                tracing::info!("took warm pod {name} of pool {pool}");
+                self.pod = Some(RunPod {
+                    name: name.clone(),
+                    policy: plan.name(),
+                    created: true,
+                });
+                timeline.record("take a warm pod", &mut step);
+                // Its binary is in: the run sends its secret and tools, and its policy goes up
+                // meanwhile (the pool's deny-all holds the pod until then).
+                let uid = pod.metadata.uid.unwrap_or_default();
+                self.policies()
+                    .create(&PostParams::default(), &plan.network_policy(&name, &uid))
+                    .await
+                    .map_err(self.create_error("NetworkPolicy", &plan.name()))?;
+                timeline.record("create policy", &mut step);
+                (name, false)
+            }
+            Taken::Cold(why) => {
+                tracing::info!("no warm pod ({why}): starting a pod of its own");
+                self.start_cold(&plan, timeline).await?;
+                (plan.name(), true)
             }
         };
-        if let Some(run_pod) = &mut self.pod {
-            run_pod.created = true;
-        }
-        let uid = pod.metadata.uid.unwrap_or_default();
-        self.policies()
-            .create(&PostParams::default(), &plan.network_policy(&uid))
-            .await
-            .map_err(self.create_error("NetworkPolicy", &name))?;
-        timeline.record("create pod and policy", &mut step);
-
-        let image = &self.settings.image;
-        startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
         let mut step = Instant::now();
         let secret = Secret::generate().map_err(K8sError::Secret)?;
+        let image = &self.settings.image;
+        let payload = copy::Payload {
+            binary: payload,
+            tools: &self.settings.tools,
+            secret: Some(&secret),
+        };
         // Both at once: the inputs' session waits in the pod for the binary, which unpacks them.
         tokio::try_join!(
             copy::binary(
@@ -307,15 +371,15 @@ impl Backend for K8sBackend {
                 &name,
                 image,
                 &self.settings.binary,
-                &self.settings.tools,
-                &secret,
+                payload
             ),
             copy::inputs(&pods, &self.client, &name, inputs),
         )?;
-        let copied = if self.settings.tools.is_empty() {
-            "copy binary and inputs"
-        } else {
-            "copy binary, tools and inputs"
+        let copied = match (payload.binary, self.settings.tools.is_empty()) {
+            (true, true) => "copy binary and inputs",
+            (true, false) => "copy binary, tools and inputs",
+            (false, true) => "copy secret and inputs",
+            (false, false) => "copy secret, tools and inputs",
         };
         timeline.record(copied, &mut step);
         Ok(Executor {
@@ -333,7 +397,12 @@ impl Backend for K8sBackend {
     }
 
     async fn clean_up(&mut self) -> Vec<Leftover> {
-        let Some(RunPod { name: pod, created }) = self.pod.take() else {
+        let Some(RunPod {
+            name: pod,
+            policy,
+            created,
+        }) = self.pod.take()
+        else {
             return Vec::new();
         };
         if !created {
@@ -349,7 +418,7 @@ impl Backend for K8sBackend {
                 pod,
             }];
         }
-        self.delete_objects(&pod).await
+        self.delete_objects(&pod, &policy).await
     }
 }
 

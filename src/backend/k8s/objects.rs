@@ -45,6 +45,9 @@ pub const BINARY_PATH: &str = "/buildr/bin/buildr";
 pub const TOOLS_DIR: &str = "/buildr/tools";
 /// The run's secret, which every call to the executor must carry (see `crate::secret`).
 pub const SECRET_PATH: &str = "/buildr/secret";
+/// The process id of the sleep a warm pod waits for its run's secret in: killing it, once the
+/// secret is in place, starts the executor at once instead of at the next second's look.
+pub const SECRET_WAITER: &str = "/buildr/secret-waiter";
 pub const WORKSPACE_DIR: &str = "/workspace";
 /// The environment variables prefix under which Secrets and ConfigMaps reach the executor; it
 /// hands them to the task without the prefix (the executor's own environment stays its own).
@@ -81,6 +84,9 @@ pub struct PodPlan {
     pub arch: String,
     /// The user wants the pod after the run: it stays up once the executor is done.
     pub keep: bool,
+    /// Set for a pool's warm pod: how long it may wait for a run's secret once its binary is
+    /// in (a run's own pod gets the secret before the binary).
+    pub warm_for: Option<Duration>,
     pub created_at: SystemTime,
 }
 
@@ -99,7 +105,7 @@ impl PodPlan {
 
     /// Hard limit of the pod's life, always set: the task's `active_deadline`, else its timeout
     /// plus a margin, else a day.
-    fn active_deadline(&self) -> Duration {
+    pub fn active_deadline(&self) -> Duration {
         self.container.active_deadline.unwrap_or_else(|| {
             self.task_timeout
                 .map_or(DEFAULT_ACTIVE_DEADLINE, |t| t + DEADLINE_MARGIN)
@@ -211,7 +217,7 @@ impl PodPlan {
                     command: Some(vec![
                         "/bin/sh".to_string(),
                         "-c".to_string(),
-                        boot_script(self.keep),
+                        boot_script(self.keep, self.warm_for.unwrap_or_default() + IDLE_TIMEOUT),
                     ]),
                     working_dir: Some(WORKSPACE_DIR.to_string()),
                     env_from: non_empty(self.env_from()),
@@ -292,9 +298,10 @@ impl PodPlan {
         }
     }
 
-    /// The policy that isolates the pod: no ingress at all (port-forward does not cross it), and
-    /// the egress the task asked for. Owned by the pod, so that it goes when the pod goes.
-    pub fn network_policy(&self, pod_uid: &str) -> NetworkPolicy {
+    /// The policy that isolates the pod named `pod` (the plan's own, or a warm pod a run took):
+    /// no ingress at all (port-forward does not cross it), and the egress the task asked for.
+    /// Owned by the pod, so that it goes when the pod goes.
+    pub fn network_policy(&self, pod: &str, pod_uid: &str) -> NetworkPolicy {
         let egress = match self.container.egress.unwrap_or_default() {
             Egress::None => Vec::new(),
             Egress::Dns => vec![NetworkPolicyEgressRule {
@@ -323,7 +330,7 @@ impl PodPlan {
         metadata.owner_references = Some(vec![OwnerReference {
             api_version: "v1".to_string(),
             kind: "Pod".to_string(),
-            name: self.name(),
+            name: pod.to_string(),
             uid: pod_uid.to_string(),
             // blockOwnerDeletion would need update rights on pods/finalizers; not worth it.
             ..OwnerReference::default()
@@ -389,18 +396,25 @@ fn non_empty<T>(items: impl Iterator<Item = T>) -> Option<Vec<T>> {
 }
 
 /// The container's main process: waits for the binary (copied in through exec once the pod
-/// runs, and renamed into place only when complete), then becomes the executor, so that the
-/// executor is the process the pod lives by and not an exec session that a dropped connection
-/// would orphan. It gives up if no binary comes, so that a pod whose client died early ends.
-/// A kept pod stays up after the executor, for a post-mortem, until it is deleted or expires.
-fn boot_script(keep: bool) -> String {
+/// runs, and renamed into place only when complete), then for the run's secret (there already
+/// in a run's own pod; a warm pod waits up to `secret_wait` for the run that takes it), then
+/// becomes the executor, so that the executor is the process the pod lives by and not an exec
+/// session that a dropped connection would orphan. It gives up if nothing comes, so that a pod
+/// whose client died early ends. A kept pod stays up after the executor, for a post-mortem,
+/// until it is deleted or expires.
+fn boot_script(keep: bool, secret_wait: Duration) -> String {
     // As PID 1 the shell would ignore SIGTERM: without the trap a deleted pod lingers for its
     // whole grace period.
     let wait = format!(
         "trap 'exit 143' TERM INT; i=0; while [ ! -x {BINARY_PATH} ]; do \
            i=$((i+1)); if [ $i -gt 15000 ]; then echo 'buildr: no executor binary arrived within 300s' >&2; exit 1; fi; \
            sleep 0.02; \
-         done; "
+         done; \
+         i=0; while [ ! -e {SECRET_PATH} ]; do \
+           i=$((i+1)); if [ $i -gt {secret_secs} ]; then echo 'buildr: no run came for this pod within {secret_secs}s' >&2; exit 1; fi; \
+           sleep 1 & echo $! > {SECRET_WAITER}; wait $!; \
+         done; ",
+        secret_secs = secret_wait.as_secs(),
     );
     // The executor hands its PATH on to the task.
     let tools = format!("export PATH={TOOLS_DIR}:$PATH; ");
@@ -445,6 +459,7 @@ mod tests {
             task_timeout: None,
             arch: "amd64".to_string(),
             keep: false,
+            warm_for: None,
             created_at: SystemTime::UNIX_EPOCH,
         }
     }
@@ -637,7 +652,7 @@ mod tests {
             (Egress::All, 1),
         ] {
             plan.container.egress = Some(egress);
-            let policy = plan.network_policy("uid-1");
+            let policy = plan.network_policy("buildr-abc123", "uid-1");
             let owner = &policy.metadata.owner_references.as_ref().unwrap()[0];
             assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pod", "uid-1"));
             assert_eq!(owner.block_owner_deletion, None);
@@ -659,7 +674,7 @@ mod tests {
 
     #[test]
     fn the_default_egress_is_everything_but_link_local() {
-        let policy = plan().network_policy("uid-1");
+        let policy = plan().network_policy("buildr-abc123", "uid-1");
         let rules = policy.spec.unwrap().egress.unwrap();
         let blocks: Vec<(String, Vec<String>)> = rules[0]
             .to

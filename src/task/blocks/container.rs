@@ -236,6 +236,18 @@ const TABLE: &[Field<ContainerDraft>] = &[
         }),
     },
     Field {
+        name: "pool",
+        expects: Expects::Attribute(|file, attr, here, draft| {
+            draft.container.pool = Some(kube_values::object_name(
+                file,
+                &attr.value,
+                attr.key.as_str(),
+                here,
+            )?);
+            Ok(())
+        }),
+    },
+    Field {
         name: "toleration",
         expects: Expects::Block {
             syntax: toleration::SYNTAX,
@@ -316,6 +328,7 @@ task "a" {
     start_timeout        = "3m"
     active_deadline      = "2h"
     run_as_user          = 1000
+    pool                 = "warm-builders"
     ephemeral_storage_request = "2Gi"
     ephemeral_storage_limit   = "20Gi"
     workspace_size_limit      = "15Gi"
@@ -374,6 +387,7 @@ task "a" {
                 start_timeout: Some(Duration::from_secs(180)),
                 active_deadline: Some(Duration::from_secs(7200)),
                 run_as_user: Some(1000),
+                pool: Some("warm-builders".into()),
                 ephemeral_storage_request: Some("2Gi".into()),
                 ephemeral_storage_limit: Some("20Gi".into()),
                 workspace_size_limit: Some("15Gi".into()),
