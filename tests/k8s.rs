@@ -10,76 +10,16 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     BUSYBOX_IMAGE, ClusterTest, NO_TAR_IMAGE, NOTHING_LEFT_WITHIN, Namespace, apply, base_image,
-    snapshot, token_kubeconfig,
+    token_kubeconfig,
 };
+use common::round_trip;
 use common::{buildr, stderr, stdout, write_files};
 
-/// What the round trip changes: every kind of file a build writes or removes.
-const ROUND_TRIP: &str = r#"
-    set -eu
-    echo after > edit.txt
-    echo deep after > src/lib/deep.txt
-    rm gone.txt
-    mkdir -p new/nested/dir empty/dir
-    echo nested > new/nested/dir/file.txt
-    printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
-    chmod 600 src/lib/deep.txt
-    ln -s nested/dir/file.txt new/link
-    echo spaced > 'with space.txt'
-    echo unicode > 'héllo wörld ✓.txt'
-    head -c 300000 /dev/urandom > new/random.bin
-"#;
-
-fn round_trip_repo() -> tempfile::TempDir {
-    let repo = tempfile::tempdir().unwrap();
-    write_files(
-        repo.path(),
-        &[
-            ("keep.txt", "unchanged"),
-            ("edit.txt", "before"),
-            ("gone.txt", "to be deleted"),
-            ("src/lib/deep.txt", "deep before"),
-        ],
-    );
-    repo
-}
-
-/// The local backend and the k8s backend in `image` bring back the same tree.
+/// The local backend and the k8s backend in `image` bring back the same tree, and nothing is
+/// left.
 fn round_trip_matches_local(image: &str, test: &str) {
     let ns = Namespace::new(test);
-    let repo = round_trip_repo();
-    let local = tempfile::tempdir().unwrap();
-    let remote = tempfile::tempdir().unwrap();
-    let script = ["--", "sh", "-c", ROUND_TRIP];
-    let repo_arg = repo.path().to_str().unwrap();
-    let mut local_args = vec!["run", "--repo", repo_arg, "--out"];
-    local_args.push(local.path().to_str().unwrap());
-    local_args.extend(script);
-    let by_local = buildr(&local_args);
-    assert_eq!(by_local.status.code(), Some(0), "{}", stderr(&by_local));
-
-    let by_pod = ns.run(repo.path(), remote.path(), image, &script);
-    assert_eq!(by_pod.status.code(), Some(0), "{}", stderr(&by_pod));
-    assert!(stderr(&by_pod).contains("deleted 1 path; not applied"));
-
-    let pod_tree = snapshot(remote.path());
-    assert!(pod_tree.iter().any(|(path, _, _)| path == "new/random.bin"));
-    // The random bytes differ between the runs; everything else is identical.
-    let without_random = |tree: Vec<(String, String, Vec<u8>)>| -> Vec<_> {
-        tree.into_iter()
-            .map(|(p, k, d)| {
-                if p == "new/random.bin" {
-                    (p, k, d.len().to_le_bytes().to_vec())
-                } else {
-                    (p, k, d)
-                }
-            })
-            .collect()
-    };
-    assert_eq!(
-        without_random(pod_tree),
-        without_random(snapshot(local.path()))
-    );
+    round_trip::matches_local(&ns, image, &[]);
     ns.assert_nothing_left();
 }
 

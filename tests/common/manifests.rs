@@ -111,6 +111,7 @@ pub fn run_plan(ns: &str, run_id: &str, expires_at: &str, container: Container) 
         task_timeout: None,
         arch: kubernetes_arch(std::env::consts::ARCH).to_owned(),
         keep: false,
+        warm_for: None,
         created_at: expires_at - DEFAULT_ACTIVE_DEADLINE,
     }
 }
@@ -126,7 +127,7 @@ pub fn run_pod_json(plan: &PodPlan, script: &str) -> String {
 /// PLAN's NetworkPolicy, as JSON: owned by the pod of uid OWNER_UID, or by none (a policy left
 /// behind, which outlives any pod).
 pub fn run_policy_json(plan: &PodPlan, owner_uid: Option<&str>) -> String {
-    let mut policy = plan.network_policy(owner_uid.unwrap_or_default());
+    let mut policy = plan.network_policy(&plan.name(), owner_uid.unwrap_or_default());
     if owner_uid.is_none() {
         policy.metadata.owner_references = None;
     }

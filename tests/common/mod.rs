@@ -6,6 +6,8 @@
 //! - `helm`: Helm releases of charts/buildr that uninstall themselves.
 //! - `manifests`: pods and NetworkPolicies: buildr's own as its code builds them, shaped like
 //!   buildr's, or plain.
+//! - `pool`: BuildrPools and a pool controller of the test's own.
+//! - `round_trip`: a task touching every kind of file, whose pod result must equal the local one.
 //! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
 #![allow(dead_code)] // each test file uses its own subset
@@ -14,6 +16,8 @@ pub mod cluster;
 pub mod frames;
 pub mod helm;
 pub mod manifests;
+pub mod pool;
+pub mod round_trip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

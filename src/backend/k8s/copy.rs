@@ -90,7 +90,9 @@ pub async fn binary(
         let name = format!("tools/{}", tool.name);
         files.push((tool.source.clone(), tool.size, name, 0o755));
     }
-    let secret = payload.secret.map(|secret| format!("{}\n", secret.to_hex()));
+    let secret = payload
+        .secret
+        .map(|secret| format!("{}\n", secret.to_hex()));
     let copy = exec_with_input(pods, client, pod, sh(script), move |stdin| {
         write_binary_tar(stdin, secret.as_deref(), &files)
     });

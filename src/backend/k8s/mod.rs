@@ -216,7 +216,11 @@ impl K8sBackend {
     }
 
     /// Creates the run's own pod and its policy, and waits for the pod to run.
-    async fn start_cold(&mut self, plan: &PodPlan, timeline: &mut Timeline) -> Result<(), K8sError> {
+    async fn start_cold(
+        &mut self,
+        plan: &PodPlan,
+        timeline: &mut Timeline,
+    ) -> Result<(), K8sError> {
         let mut step = Instant::now();
         let name = plan.name();
         self.pod = Some(RunPod {

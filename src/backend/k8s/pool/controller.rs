@@ -39,7 +39,10 @@ const RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("BuildrPool {namespace}/{pool}: cannot {verb} {what}: {}", api_message(error))]
+    #[error(
+        "BuildrPool {namespace}/{pool}: cannot {verb} {what}: {}",
+        api_message(error)
+    )]
     Api {
         pool: String,
         namespace: String,
@@ -116,10 +119,12 @@ pub fn run(
             let failure = match outcome {
                 Ok(_) => None,
                 Err(kube::runtime::controller::Error::ReconcilerFailed(error, _)) => Some(error),
-                Err(kube::runtime::controller::Error::QueueError(error)) => Some(PoolError::Watch {
-                    namespace: namespace.clone(),
-                    error: Box::new(error),
-                }),
+                Err(kube::runtime::controller::Error::QueueError(error)) => {
+                    Some(PoolError::Watch {
+                        namespace: namespace.clone(),
+                        error: Box::new(error),
+                    })
+                }
                 // An object gone before its turn: nothing to do.
                 Err(_) => None,
             };
@@ -167,8 +172,17 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
     let Some(plan_image) = pool.spec.container.image.clone() else {
         let failing = "the pool's `container` has no `image`".to_string();
-        report(&pool, &context, Census { failing: Some(failing), ..Census::default() }, 0, 0)
-            .await?;
+        report(
+            &pool,
+            &context,
+            Census {
+                failing: Some(failing),
+                ..Census::default()
+            },
+            0,
+            0,
+        )
+        .await?;
         return Ok(Action::await_change());
     };
     let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), namespace);
@@ -208,13 +222,20 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     future::try_join_all(deletions).await?;
 
     let to_fill = std::mem::take(&mut census.to_fill);
-    let fills = future::join_all(to_fill.iter().map(|pod| fill(&pods, &context, pod, &plan_image))).await;
+    let fills = future::join_all(
+        to_fill
+            .iter()
+            .map(|pod| fill(&pods, &context, pod, &plan_image)),
+    )
+    .await;
     for (pod, filled) in to_fill.into_iter().zip(fills) {
         match filled {
             Ok(()) => census.ready.push(pod),
             Err(why) => {
                 census.failing.get_or_insert(why);
-                let _ = pods.delete(&pod.name_any(), &DeleteParams::background()).await;
+                let _ = pods
+                    .delete(&pod.name_any(), &DeleteParams::background())
+                    .await;
                 census.spent.push(pod.name_any());
             }
         }
@@ -239,7 +260,9 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
             }
             // A refusal (quota, admission) is why the pool cannot fill: say it in its status.
             Err(PoolError::Api { error, .. }) if matches!(*error, kube::Error::Api(_)) => {
-                census.failing.get_or_insert(format!("its pod is refused: {}", api_message(&error)));
+                census
+                    .failing
+                    .get_or_insert(format!("its pod is refused: {}", api_message(&error)));
             }
             Err(e) => return Err(e),
         }
@@ -276,11 +299,18 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
             continue;
         }
         // A pod of a pool of the same name that was deleted: the garbage collector's.
-        let ours = pod.owner_references().iter().any(|o| Some(o.uid.as_str()) == uid);
+        let ours = pod
+            .owner_references()
+            .iter()
+            .any(|o| Some(o.uid.as_str()) == uid);
         if !ours {
             continue;
         }
-        let stale = pod.annotations().get(TEMPLATE_ANNOTATION).map(String::as_str) != Some(template);
+        let stale = pod
+            .annotations()
+            .get(TEMPLATE_ANNOTATION)
+            .map(String::as_str)
+            != Some(template);
         if ended || stale {
             census.spent.push(pod.name_any());
             continue;
@@ -296,7 +326,8 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
                 if expires <= now {
                     census.spent.push(pod.name_any());
                 } else {
-                    census.next_expiry = Some(census.next_expiry.map_or(expires, |e| e.min(expires)));
+                    census.next_expiry =
+                        Some(census.next_expiry.map_or(expires, |e| e.min(expires)));
                     census.ready.push(pod);
                 }
             }
@@ -311,7 +342,9 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
         }
     }
     // Oldest first, so that the youngest go when the pool shrinks.
-    census.ready.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
+    census
+        .ready
+        .sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
     census
 }
 
@@ -323,9 +356,16 @@ async fn fill(pods: &Api<Pod>, context: &Context, pod: &Pod, image: &str) -> Res
         tools: &[],
         secret: None,
     };
-    copy::binary(pods, &context.client, &name, image, &context.binary, payload)
-        .await
-        .map_err(|e: K8sError| crate::printable::Printable(&e.to_string()).to_string())?;
+    copy::binary(
+        pods,
+        &context.client,
+        &name,
+        image,
+        &context.binary,
+        payload,
+    )
+    .await
+    .map_err(|e: K8sError| crate::printable::Printable(&e.to_string()).to_string())?;
     let ready_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let patch = json!({
         "metadata": {
@@ -365,7 +405,11 @@ async fn report(
             &previous,
             PODS_FAILING,
             census.failing.is_some(),
-            if census.failing.is_some() { "PodCannotStart" } else { "PodsStart" },
+            if census.failing.is_some() {
+                "PodCannotStart"
+            } else {
+                "PodsStart"
+            },
             census.failing.clone().unwrap_or_default(),
             pool.metadata.generation,
         ),
@@ -378,7 +422,11 @@ async fn report(
     };
     let pools: Api<BuildrPool> = Api::namespaced(context.client.clone(), &context.namespace);
     pools
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
         .await
         .map_err(|error| PoolError::Api {
             pool: name.clone(),

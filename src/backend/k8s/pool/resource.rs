@@ -40,7 +40,11 @@ pub struct BuildrPoolSpec {
     /// How many pods to keep ready.
     pub size: u32,
     /// How long an unused pod may wait before it is replaced by a fresh one (`"1h"`, `"30m"`).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(with = "Option<String>")]
     pub max_idle: Option<Duration>,
 }

@@ -38,15 +38,21 @@ pub async fn take(
     let namespace = &plan.namespace;
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
     let pool = match named {
-        Some(name) => pools.get_opt(name).await.map_err(api_error("get", "BuildrPools", namespace))?.ok_or_else(|| {
-            K8sError::NoPool {
+        Some(name) => pools
+            .get_opt(name)
+            .await
+            .map_err(api_error("get", "BuildrPools", namespace))?
+            .ok_or_else(|| K8sError::NoPool {
                 pool: name.to_string(),
                 namespace: namespace.clone(),
-            }
-        })?,
+            })?,
         None => match matching(&pools, plan).await {
             Ok(Some(pool)) => pool,
-            Ok(None) => return Ok(Taken::Cold("no BuildrPool has the task's pod settings".to_string())),
+            Ok(None) => {
+                return Ok(Taken::Cold(
+                    "no BuildrPool has the task's pod settings".to_string(),
+                ));
+            }
             Err(why) => return Ok(Taken::Cold(why)),
         },
     };
@@ -68,7 +74,11 @@ pub async fn take(
     for i in 0..count {
         let pod = &candidates[(start + i) % count];
         match pods
-            .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(take_patch(pod, plan)))
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(take_patch(pod, plan)),
+            )
             .await
         {
             Ok(taken) => {
@@ -98,7 +108,10 @@ pub async fn take(
 async fn matching(pools: &Api<BuildrPool>, plan: &PodPlan) -> Result<Option<BuildrPool>, String> {
     let wanted = pod_shape(&task_container_with_image(plan));
     match pools.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items.into_iter().find(|pool| pod_shape(&pool.spec.container) == wanted)),
+        Ok(list) => Ok(list
+            .items
+            .into_iter()
+            .find(|pool| pod_shape(&pool.spec.container) == wanted)),
         Err(e) if is_not_found(&e) => Err("the cluster has no BuildrPool resource".to_string()),
         Err(e) if is_forbidden(&e) => Err("not allowed to list BuildrPools".to_string()),
         Err(e) => Err(format!("cannot list BuildrPools: {e}")),

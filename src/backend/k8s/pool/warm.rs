@@ -69,7 +69,10 @@ pub fn pod(plan: &PodPlan, pool: &BuildrPool, template: &str) -> Pod {
     let metadata = &mut pod.metadata;
     let labels = metadata.labels.get_or_insert_default();
     labels.insert(POOL_LABEL.to_string(), pool.name_any());
-    labels.insert(STATE_LABEL.to_string(), State::Starting.as_str().to_string());
+    labels.insert(
+        STATE_LABEL.to_string(),
+        State::Starting.as_str().to_string(),
+    );
     metadata
         .annotations
         .get_or_insert_default()

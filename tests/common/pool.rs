@@ -1,0 +1,109 @@
+//! BuildrPools on the real cluster: the CRD applied from the chart, pools created with kubectl,
+//! and `buildr k8s pool-controller` run as a child process for one test's namespace.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::buildr_bin;
+use super::cluster::{Namespace, kubectl, static_buildr};
+use super::{eventually, repo_root};
+
+/// The CRD as the chart ships it; applying it again changes nothing.
+pub fn install_crd() {
+    let crd = repo_root().join("charts/buildr/crds/buildrpools.yaml");
+    kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/buildrpools.buildr.dev",
+        "--timeout=30s",
+    ]);
+}
+
+/// `buildr k8s pool-controller` for one namespace, killed when dropped; its log goes to a file
+/// that a failed test prints.
+pub struct PoolController {
+    child: Child,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl PoolController {
+    pub fn start(ns: &Namespace) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(buildr_bin())
+            .args(["k8s", "pool-controller", "-n", &ns.name])
+            .arg("--executor-binary")
+            .arg(static_buildr())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("buildr k8s pool-controller starts");
+        Self { child, log }
+    }
+
+    /// Kills it outright (SIGKILL), as a crash or an evicted pod would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for PoolController {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Creates the BuildrPool NAME in NS: SIZE pods of IMAGE.
+pub fn create_pool(ns: &Namespace, name: &str, size: u32, image: &str) {
+    let yaml = format!(
+        "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: {name}\n  \
+         namespace: {}\nspec:\n  size: {size}\n  maxIdle: 30m\n  container:\n    image: {image}\n",
+        ns.name
+    );
+    super::cluster::apply(&yaml);
+}
+
+/// The pool's pods in STATE (`starting`, `ready`, `taken`), or all of them.
+pub fn pool_pods(ns: &Namespace, pool: &str, state: Option<&str>) -> Vec<String> {
+    let mut selector = format!("buildr.dev/pool={pool}");
+    if let Some(state) = state {
+        selector += &format!(",buildr.dev/state={state}");
+    }
+    let listed = ns.kubectl(&["get", "pods", "-l", &selector, "-o", "name"]);
+    let mut pods: Vec<String> = listed
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_string())
+        .collect();
+    pods.sort();
+    pods
+}
+
+/// A field of the pool's status, by JSONPath (`{.status.ready}`).
+pub fn pool_field(ns: &Namespace, pool: &str, path: &str) -> String {
+    let jsonpath = format!("jsonpath={path}");
+    ns.kubectl_try(&["get", "buildrpool", pool, "-o", &jsonpath])
+        .stdout
+}
+
+/// Waits until the pool has SIZE ready pods and says so in its status; panics with the
+/// controller's log otherwise.
+pub fn wait_full(ns: &Namespace, pool: &str, size: usize, controller: &PoolController) {
+    let full = eventually(Duration::from_secs(60), || {
+        pool_pods(ns, pool, Some("ready")).len() == size
+            && pool_field(ns, pool, "{.status.ready}") == size.to_string()
+    });
+    assert!(
+        full,
+        "pool {pool} not full: {:?}; status {}\ncontroller:\n{}",
+        pool_pods(ns, pool, None),
+        pool_field(ns, pool, "{.status}"),
+        controller.log()
+    );
+}
