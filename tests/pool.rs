@@ -258,3 +258,43 @@ fn a_pool_whose_image_does_not_exist_says_so_and_a_run_that_asks_for_it_too() {
         stderr(&output)
     );
 }
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn of_many_clients_racing_for_the_last_warm_pod_exactly_one_gets_it() {
+    use buildr::backend::k8s::pool::take::{Taken, take};
+    let (t, _controller, _) = full_pool("pool-last", 1);
+    let ready = pool_pods(&t.ns, "warm", Some("ready"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let taken = runtime.block_on(async {
+        let client = kube::Client::try_default().await.unwrap();
+        // All list the one ready pod before any of them patches it.
+        let racers = (0..8).map(|i| {
+            let plan = common::manifests::run_plan(
+                &t.ns.name,
+                &format!("racer{i:07}"),
+                "2030-01-01T00:00:00Z",
+                Default::default(),
+            );
+            let client = client.clone();
+            async move { take(&client, &plan, Some("warm")).await.unwrap() }
+        });
+        futures::future::join_all(racers).await
+    });
+    let winners: Vec<String> = taken
+        .iter()
+        .filter_map(|taken| match taken {
+            Taken::Warm { pod, .. } => pod.metadata.name.clone(),
+            Taken::Cold(_) => None,
+        })
+        .collect();
+    assert_eq!(winners, ready, "{taken:?}");
+    let runs = t.ns.kubectl(&[
+        "get",
+        "pod",
+        &ready[0],
+        "-o",
+        "jsonpath={.metadata.labels.buildr\\.dev/run-id}",
+    ]);
+    assert!(runs.starts_with("racer"), "{runs}");
+}
