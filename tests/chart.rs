@@ -1,6 +1,7 @@
 //! charts/buildr and manifests/, the way a platform team uses them: `helm lint`, `helm template`,
 //! a real `helm install` and `helm uninstall`, `kubectl apply -f manifests/`, the values schema,
-//! the ServiceAccount's permissions (asked of the API server's authorizer) and the janitor.
+//! the ServiceAccount's permissions (asked of the API server's authorizer), the janitor, the pool
+//! controller and the BuildrPool CRD (generated from its Rust type).
 //! Needs helm (tests/cluster/build-tools.sh builds it), and all but the helm-only tests a cluster;
 //! each says which in its ignore reason, and `cargo test -- --include-ignored` runs them all.
 
@@ -14,12 +15,15 @@ use common::cluster::{
 };
 use common::helm::{Release, helm, helm_install};
 use common::manifests::{build_pod_yaml, plain_pod_yaml, pod_yaml, run_plan, run_policy_json};
-use common::{Run, eventually, repo_root, run};
+use common::{Run, buildr, eventually, repo_root, run, stderr, stdout};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 const CHART: &str = "charts/buildr";
 const MANIFESTS: &str = "manifests/buildr.yaml";
+/// The BuildrPool CRD, generated from its Rust type (`buildr k8s crd`).
+const CRD: &str = "charts/buildr/crds/buildrpools.yaml";
+const MANIFESTS_CRD: &str = "manifests/crds/buildrpools.yaml";
 
 /// The Role rules the chart must hold: exactly what the backend and `buildr k8s gc` call, the
 /// table `buildr k8s check` asks about.
@@ -141,6 +145,8 @@ fn helm_template_renders_every_object() {
         "limitRange.enabled=true",
         "--set",
         "resourceQuota.enabled=true",
+        "--set",
+        "pool.enabled=true",
     ]);
     assert!(r.ok, "helm template failed: {}", r.stderr);
     let kinds: Vec<&str> = r
@@ -157,17 +163,18 @@ fn helm_template_renders_every_object() {
         "LimitRange",
         "ResourceQuota",
         "CronJob",
+        "Deployment",
     ] {
         assert!(
             kinds.contains(&kind),
             "no {kind} rendered; kinds: {kinds:?}"
         );
     }
-    // Two of each of these: the runner's and the janitor's.
+    // Three of each of these: the runner's, the janitor's and the pool controller's.
     for kind in ["ServiceAccount", "Role", "RoleBinding"] {
         assert_eq!(
             kinds.iter().filter(|k| **k == kind).count(),
-            2,
+            3,
             "{kind}s rendered: {kinds:?}"
         );
     }
@@ -221,6 +228,21 @@ fn manifests_are_the_chart_rendered_with_default_values() {
         "{MANIFESTS} differs from the chart rendered with its default values; regenerate it with\n  \
          helm template buildr charts/buildr --namespace buildr > {MANIFESTS}"
     );
+}
+
+#[test]
+fn the_crd_in_the_chart_and_the_manifests_is_the_one_buildr_generates() {
+    let generated = buildr(&["k8s", "crd"]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let generated = stdout(&generated);
+    for file in [CRD, MANIFESTS_CRD] {
+        let committed = std::fs::read_to_string(repo_root().join(file)).expect("read the CRD");
+        assert!(
+            committed == generated,
+            "{file} differs from the BuildrPool type; regenerate it with\n  \
+             cargo run -- k8s crd > {file}"
+        );
+    }
 }
 
 #[test]
@@ -634,6 +656,77 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
     );
 }
 
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn the_charts_pool_controller_fills_a_pool_that_a_run_takes_from() {
+    let image = janitor_image();
+    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
+    let ns = Namespace::create("chart-pool", &[RESTRICTED]);
+    let release = unique("chart-pool");
+    let _installed = helm_install(
+        &release,
+        &ns.name,
+        &[
+            "namespace.create=false",
+            "namespace.name=",
+            "pool.enabled=true",
+            &format!("image.repository={repository}"),
+            &format!("image.tag={tag}"),
+            "image.pullPolicy=IfNotPresent",
+        ],
+    );
+    // Its Role is the least it needs.
+    let controller: BTreeSet<_> = [
+        ("buildr.dev", "buildrpools", "list"),
+        ("buildr.dev", "buildrpools", "watch"),
+        ("buildr.dev", "buildrpools/status", "patch"),
+        ("", "pods", "create"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "patch"),
+        ("", "pods", "delete"),
+        ("", "pods/exec", "get"),
+        ("", "pods/exec", "create"),
+        ("networking.k8s.io", "networkpolicies", "create"),
+    ]
+    .iter()
+    .map(|(g, r, v)| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
+    .collect();
+    let name = format!("{release}-buildr-pool-controller");
+    assert_eq!(role_rules(&ns.name, &name), controller);
+
+    common::pool::create_pool(&ns, "warm", 2, &base_image());
+    let full = eventually(Duration::from_secs(90), || {
+        common::pool::pool_field(&ns, "warm", "{.status.ready}") == "2"
+    });
+    let logs = ns.kubectl_try(&["logs", &format!("deployment/{name}")]);
+    assert!(
+        full,
+        "the chart's controller did not fill the pool: {}\nlogs:\n{}{}",
+        common::pool::pool_field(&ns, "warm", "{.status}"),
+        logs.stdout,
+        logs.stderr
+    );
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = [
+        "-v",
+        "--pool",
+        "warm",
+        "--",
+        "sh",
+        "-c",
+        "echo warm > w.txt",
+    ];
+    let r = ns.run(repo.path(), out.path(), &base_image(), &script);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert!(stderr(&r).contains("took warm pod"), "{}", stderr(&r));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("w.txt")).unwrap(),
+        "warm\n"
+    );
+}
+
 /// A namespace enforcing Pod Security "restricted" with the chart installed into it, and a
 /// kubeconfig holding only its ServiceAccount's token: what a CI runner in the cluster has.
 struct Installed {
@@ -828,9 +921,10 @@ fn each_missing_permission_is_named_by_the_run_and_by_check() {
             r.stderr
         );
         let upgrade_create = removed.verb == "create" && removed.resource.starts_with("pods/");
-        if !removed.run || (upgrade_create && minor < 35) {
+        if !removed.run || removed.warm || (upgrade_create && minor < 35) {
             // Not used by a run: gc's own list, and (before 1.35, where the upgrades need only
-            // `get`) the upgrades' create.
+            // `get`) the upgrades' create; nor by a run without a warm pool, which starts a pod
+            // of its own (tests/pool.rs takes warm pods).
             assert!(r.ok, "without {removed} the run failed:\n{}", r.stderr);
         } else if removed.verb == "delete" {
             // The task ran; what could not be deleted is named, and said to be left.

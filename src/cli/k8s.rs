@@ -27,6 +27,11 @@ pub enum K8sCommand {
         /// placeholder).
         #[arg(long)]
         image: Option<String>,
+
+        /// The BuildrPool a run would take its pod from (`--pool`, `container.pool`): checked to
+        /// exist and to have pods that start. Without it, every pool of the namespace is listed.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Delete the pods and NetworkPolicies of runs that are over (their expiry has passed, or
     /// they are older than --older-than). Objects that are not buildr's are never touched.
@@ -55,10 +60,14 @@ pub enum K8sCommand {
 
 pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
     match command {
-        K8sCommand::Check { cluster, image } => {
+        K8sCommand::Check {
+            cluster,
+            image,
+            pool,
+        } => {
             let (client, namespace) = cluster.client().await?;
             let image = image.as_deref().unwrap_or(check::PLACEHOLDER_IMAGE);
-            let report = check::check(&client, &namespace, image).await;
+            let report = check::check(&client, &namespace, image, pool.as_deref()).await;
             print!("{}", report.table());
             eprintln!("buildr: {}", report.summary());
             if !report.ok() {

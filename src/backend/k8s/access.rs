@@ -16,10 +16,14 @@ pub struct Permission {
     pub purpose: &'static str,
     /// Whether `buildr run` uses it (else only `buildr k8s gc` does).
     pub run: bool,
+    /// Whether only a run that takes a warm pod needs it: without it, runs start pods of their
+    /// own (README, Warm pools).
+    pub warm: bool,
 }
 
-/// Everything `buildr run --backend k8s` and `buildr k8s gc` call, nothing more: exactly the
-/// rules of the chart's Role (charts/buildr/templates/role.yaml).
+/// Everything `buildr run --backend k8s` (warm pools included) and `buildr k8s gc` call, nothing
+/// more: exactly the rules of the chart's Role (charts/buildr/templates/role.yaml). The pool
+/// controller's own are in its Role (charts/buildr/templates/pool-controller.yaml).
 pub const PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
@@ -27,6 +31,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "create",
         purpose: "a run creates its pod",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -34,6 +39,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "list",
         purpose: "a run watches its pod, and a watch lists first; gc finds expired pods",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -41,6 +47,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "watch",
         purpose: "a run watches its pod start and stop, and go when deleted",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -48,6 +55,31 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "delete",
         purpose: "a run deletes its pod at the end; gc deletes expired pods",
         run: true,
+        warm: false,
+    },
+    Permission {
+        group: "",
+        resource: "pods",
+        verb: "patch",
+        purpose: "a run takes a warm pod: relabels it as its own, if nobody took it first",
+        run: true,
+        warm: true,
+    },
+    Permission {
+        group: "buildr.dev",
+        resource: "buildrpools",
+        verb: "get",
+        purpose: "a run reads the BuildrPool it names (--pool, `pool`)",
+        run: true,
+        warm: true,
+    },
+    Permission {
+        group: "buildr.dev",
+        resource: "buildrpools",
+        verb: "list",
+        purpose: "a run looks for a BuildrPool with its pod settings; check lists pools",
+        run: true,
+        warm: true,
     },
     Permission {
         group: "",
@@ -55,6 +87,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "get",
         purpose: "copying buildr and the inputs into the pod",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -62,6 +95,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "create",
         purpose: "copying buildr and the inputs into the pod; checked from Kubernetes 1.35",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -69,6 +103,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "get",
         purpose: "connecting to the executor in the pod",
         run: true,
+        warm: false,
     },
     Permission {
         group: "",
@@ -76,6 +111,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "create",
         purpose: "connecting to the executor in the pod; checked from Kubernetes 1.35",
         run: true,
+        warm: false,
     },
     Permission {
         group: "networking.k8s.io",
@@ -83,6 +119,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "create",
         purpose: "a run isolates its pod with a NetworkPolicy",
         run: true,
+        warm: false,
     },
     Permission {
         group: "networking.k8s.io",
@@ -90,6 +127,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "list",
         purpose: "gc finds expired policies",
         run: false,
+        warm: false,
     },
     Permission {
         group: "networking.k8s.io",
@@ -97,6 +135,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verb: "delete",
         purpose: "a run deletes its policy at the end; gc deletes expired ones",
         run: true,
+        warm: false,
     },
 ];
 

@@ -11,12 +11,13 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 
 use super::access::{PERMISSIONS, Permission};
-use super::api::{api_message, one_line};
+use super::api::{api_message, is_not_found, one_line};
 use super::objects::{PodPlan, kubernetes_arch};
+use super::pool::resource::BuildrPool;
 use crate::task;
 
 /// The image the dry-run pod names when none is given: admission that looks at images (an
@@ -42,26 +43,59 @@ pub enum Admission {
     NotChecked,
 }
 
+/// A warm pool a run could take its pod from, as `buildr k8s check` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub name: String,
+    pub state: PoolState,
+    /// Asked for by name (`--pool`): a run that names it fails unless it is there and starts.
+    pub named: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolState {
+    /// `ready` of `size` pods ready.
+    Ready {
+        ready: u32,
+        size: u32,
+    },
+    /// Its pods cannot start; why.
+    Failing(String),
+    Missing,
+    /// Pools could not be listed or read; why.
+    Unknown(String),
+}
+
+impl PoolRow {
+    fn blocks(&self) -> bool {
+        self.named && matches!(self.state, PoolState::Missing | PoolState::Failing(_))
+    }
+}
+
 /// Everything `buildr k8s check` found out about a namespace.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub namespace: String,
     pub permissions: Vec<(&'static Permission, Verdict)>,
     pub admission: Admission,
+    /// The pool asked about, else every pool of the namespace.
+    pub pools: Vec<PoolRow>,
 }
 
 impl Report {
-    /// Whether a run (and gc) can succeed: every permission allowed, the pod admitted.
+    /// Whether a run (and gc) can succeed: every permission allowed, the pod admitted, and the
+    /// pool asked for there with pods that start.
     pub fn ok(&self) -> bool {
         self.permissions.iter().all(|(_, v)| *v == Verdict::Allowed)
             && self.admission == Admission::Admitted
+            && !self.pools.iter().any(PoolRow::blocks)
     }
 
     /// One row per permission and one for the pod's admission; under a missing permission the
     /// Role rule that grants it, under a refused pod the API server's reason.
     pub fn table(&self) -> String {
         // (what, answer, what for, the line under it)
-        let mut rows: Vec<(String, &str, &str, Option<String>)> = self
+        let mut rows: Vec<(String, &str, String, Option<String>)> = self
             .permissions
             .iter()
             .map(|(permission, verdict)| {
@@ -73,7 +107,12 @@ impl Report {
                     ),
                     Verdict::Unknown(why) => ("UNKNOWN", Some(format!("cannot ask: {why}"))),
                 };
-                (permission.to_string(), answer, permission.purpose, detail)
+                (
+                    permission.to_string(),
+                    answer,
+                    permission.purpose.to_string(),
+                    detail,
+                )
             })
             .collect();
         let (answer, detail) = match &self.admission {
@@ -87,9 +126,38 @@ impl Report {
         rows.push((
             "admission of buildr's pod".to_string(),
             answer,
-            "a dry-run create of the pod a run makes (Pod Security, LimitRange, quotas, policies)",
+            "a dry-run create of the pod a run makes (Pod Security, LimitRange, quotas, policies)"
+                .to_string(),
             detail,
         ));
+        for pool in &self.pools {
+            let (answer, what, detail) = match &pool.state {
+                PoolState::Ready { ready, size } if *ready > 0 => {
+                    ("yes", format!("{ready} of {size} warm pods ready"), None)
+                }
+                PoolState::Ready { size, .. } => (
+                    "EMPTY",
+                    format!("0 of {size} warm pods ready: runs start their own pods"),
+                    None,
+                ),
+                PoolState::Failing(why) => (
+                    "FAILING",
+                    "its pods cannot start".to_string(),
+                    Some(one_line(why)),
+                ),
+                PoolState::Missing => (
+                    "MISSING",
+                    "no such BuildrPool".to_string(),
+                    Some("create it (README, Warm pools), or run without --pool".to_string()),
+                ),
+                PoolState::Unknown(why) => (
+                    "UNKNOWN",
+                    "cannot read BuildrPools".to_string(),
+                    Some(why.clone()),
+                ),
+            };
+            rows.push((format!("pool {}", pool.name), answer, what, detail));
+        }
         let width = rows
             .iter()
             .map(|row| row.0.len())
@@ -150,6 +218,12 @@ impl Report {
         if let Admission::Refused(_) = self.admission {
             problems.push("the namespace refuses buildr's pod".to_string());
         }
+        for pool in self.pools.iter().filter(|p| p.blocks()) {
+            problems.push(match pool.state {
+                PoolState::Missing => format!("there is no BuildrPool {}", pool.name),
+                _ => format!("the pods of BuildrPool {} cannot start", pool.name),
+            });
+        }
         format!(
             "a run cannot succeed in namespace {ns}: {}",
             problems.join("; ")
@@ -157,8 +231,14 @@ impl Report {
     }
 }
 
-/// Asks the API server about every permission and about the pod's admission in `namespace`.
-pub async fn check(client: &kube::Client, namespace: &str, image: &str) -> Report {
+/// Asks the API server about every permission, about the pod's admission in `namespace`, and
+/// about the pool `pool` (else every pool there).
+pub async fn check(
+    client: &kube::Client,
+    namespace: &str,
+    image: &str,
+    pool: Option<&str>,
+) -> Report {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let asked = PERMISSIONS
         .iter()
@@ -179,6 +259,43 @@ pub async fn check(client: &kube::Client, namespace: &str, image: &str) -> Repor
         namespace: namespace.to_string(),
         permissions,
         admission,
+        pools: pools(client, namespace, pool).await,
+    }
+}
+
+/// The pool named `named`, else every pool of the namespace (none when the cluster has no
+/// BuildrPool resource: runs then start their own pods, as they always could).
+async fn pools(client: &kube::Client, namespace: &str, named: Option<&str>) -> Vec<PoolRow> {
+    let api: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
+    let row = |pool: &BuildrPool, named: bool| PoolRow {
+        name: pool.name_any(),
+        state: match pool.failing() {
+            Some(why) => PoolState::Failing(why.to_string()),
+            None => PoolState::Ready {
+                ready: pool.status.as_ref().map_or(0, |s| s.ready),
+                size: pool.spec.size,
+            },
+        },
+        named,
+    };
+    match named {
+        Some(name) => {
+            let state = match api.get_opt(name).await {
+                Ok(Some(pool)) => return vec![row(&pool, true)],
+                Ok(None) => PoolState::Missing,
+                Err(e) if is_not_found(&e) => PoolState::Missing,
+                Err(e) => PoolState::Unknown(api_message(&e)),
+            };
+            vec![PoolRow {
+                name: name.to_string(),
+                state,
+                named: true,
+            }]
+        }
+        None => match api.list(&ListParams::default()).await {
+            Ok(list) => list.items.iter().map(|pool| row(pool, false)).collect(),
+            Err(_) => Vec::new(),
+        },
     }
 }
 
@@ -265,7 +382,34 @@ mod tests {
                 })
                 .collect(),
             admission,
+            pools: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_pool_asked_for_must_exist_and_start_and_others_only_inform() {
+        let mut report = report(&[], Admission::Admitted);
+        report.pools = vec![PoolRow {
+            name: "warm".to_string(),
+            state: PoolState::Ready { ready: 0, size: 3 },
+            named: false,
+        }];
+        assert!(report.ok());
+        assert!(report.table().contains("pool warm"));
+        assert!(report.table().contains("EMPTY    0 of 3 warm pods ready"));
+        report.pools[0].state = PoolState::Failing("the image `x` cannot be pulled".to_string());
+        assert!(report.ok(), "a pool nobody asked for does not stop a run");
+        report.pools[0].named = true;
+        assert!(!report.ok());
+        assert_eq!(
+            report.summary(),
+            "a run cannot succeed in namespace builds: the pods of BuildrPool warm cannot start"
+        );
+        report.pools[0].state = PoolState::Missing;
+        assert_eq!(
+            report.summary(),
+            "a run cannot succeed in namespace builds: there is no BuildrPool warm"
+        );
     }
 
     #[test]
