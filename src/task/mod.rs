@@ -57,6 +57,7 @@
 //!                                 # "no-link-local" (default) or "all"
 //!     start_timeout   = "3m"      # scheduling + image pull + start; a humantime duration
 //!     run_as_user     = 1000      # a number, not a string; never 0 (root)
+//!     pool            = "warm"    # a BuildrPool to take a warm pod from (an object name)
 //!
 //!     # Repeatable; absent attributes take Kubernetes' defaults.
 //!     toleration {
