@@ -39,14 +39,14 @@ pub struct Payload<'a> {
     pub binary: bool,
     pub tools: &'a [Tool],
     /// The run's secret; `None` when a pool's controller fills a warm pod, which waits for the
-    /// secret of the run that takes it.
+    /// secret of the run that takes it (sent with the inputs, see [`inputs`]).
     pub secret: Option<&'a Secret>,
 }
 
 /// Copies the payload in: the executor binary, the task's tools and the run's secret (the
 /// secret travels only this way: never in the pod spec). The binary's SHA-256 is checked there
-/// (it hashes itself), and everything is moved into place, the binary last (a warm pod's
-/// secret last): the container's main process starts the executor as soon as both are there. The image is asked at the same time whether it has `tar` and what
+/// (it hashes itself), and everything is moved into place, the binary last: the container's
+/// main process starts the executor as soon as both are there. The image is asked at the same time whether it has `tar` and what
 /// the tools need, and its answer wins: a copy that cannot land is dropped the moment it says
 /// no.
 pub async fn binary(
@@ -79,13 +79,9 @@ pub async fn binary(
     if payload.secret.is_some() {
         script += &format!("mv {INCOMING}/secret {SECRET_PATH}; ");
     }
-    script += &if payload.binary {
-        format!("mv {INCOMING}/buildr {BINARY_PATH}")
-    } else {
-        // A warm pod's main process sleeps a second at a time until the secret is there: wake
-        // it, to start the executor now.
-        format!("kill $(cat {SECRET_WAITER} 2>/dev/null) 2>/dev/null || true")
-    };
+    if payload.binary {
+        script += &format!("mv {INCOMING}/buildr {BINARY_PATH}");
+    }
     for tool in payload.tools {
         let name = format!("tools/{}", tool.name);
         files.push((tool.source.clone(), tool.size, name, 0o755));
@@ -188,20 +184,35 @@ fn write_binary_tar<W: Write>(
 /// session opens alongside the binary's copy, to save a round trip: in the pod it waits for the
 /// checked binary to be moved into place and then becomes that extractor, so the inputs are
 /// read by nothing else. Until then what is sent waits in the session's buffers.
+///
+/// A warm pod has its binary already: then the run's `secret` goes first in this same
+/// stream, one line that the shell's `read` takes (it reads a pipe byte by byte, so the archive
+/// after it stays whole), and is moved into place before the extractor starts: one exec
+/// session in all, and the secret is never on a command line.
 pub async fn inputs(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     inputs: &[InputFile],
+    secret: Option<&Secret>,
 ) -> Result<(), K8sError> {
     let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
     // The task's world is its own: its links go in as they are (none is written through), and
     // the caps on what a task sends back do not bound the user's own inputs.
+    let take_secret = if secret.is_some() {
+        format!(
+            "IFS= read -r secret; (umask 077; printf '%s\\n' \"$secret\" > {SECRET_PATH}.incoming); \
+             mv {SECRET_PATH}.incoming {SECRET_PATH}; unset secret; \
+             kill $(cat {SECRET_WAITER} 2>/dev/null) 2>/dev/null; "
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         "i=0; while [ ! -x {BINARY_PATH} ]; do \
            i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
            sleep {poll}; \
-         done; \
+         done; {take_secret}\
          exec {BINARY_PATH} archive extract - --to {WORKSPACE_DIR} --links allow \
            --max-output-bytes {max_bytes} --max-output-entries {max_entries}",
         poll = BINARY_POLL.as_secs_f64(),
@@ -209,7 +220,11 @@ pub async fn inputs(
         max_entries = Limits::NONE.max_entries,
     );
     let inputs = inputs.to_vec();
-    exec_with_input(pods, client, pod, sh(script), move |stdin| {
+    let secret = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    exec_with_input(pods, client, pod, sh(script), move |mut stdin| {
+        if let Some(secret) = secret {
+            stdin.write_all(secret.as_bytes())?;
+        }
         crate::backend::copy::write_inputs(&inputs, stdin)
             .map(|(stdin, _summary)| stdin)
             .map_err(io::Error::other)

@@ -333,7 +333,8 @@ impl Backend for K8sBackend {
             pool::take::take(&self.client, &plan, self.settings.pool.as_deref()).await?
         };
         let pods = self.pods();
-        let (name, payload) = match taken {
+        // A warm pod's uid, for its policy; a pod of the run's own has its policy already.
+        let (name, warm_uid) = match taken {
             Taken::Warm { pod, pool } => {
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 tracing::info!("took warm pod {name} of pool {pool}");
@@ -343,47 +344,65 @@ impl Backend for K8sBackend {
                     created: true,
                 });
                 timeline.record("take a warm pod", &mut step);
-                // Its binary is in: the run sends its secret and tools, and its policy goes up
-                // meanwhile (the pool's deny-all holds the pod until then).
+                // Its binary is in: the run sends its secret, tools and inputs, and its policy
+                // goes up meanwhile (the pool's deny-all holds the pod until then).
                 let uid = pod.metadata.uid.unwrap_or_default();
-                self.policies()
-                    .create(&PostParams::default(), &plan.network_policy(&name, &uid))
-                    .await
-                    .map_err(self.create_error("NetworkPolicy", &plan.name()))?;
-                timeline.record("create policy", &mut step);
-                (name, false)
+                (name, Some(uid))
             }
             Taken::Cold(why) => {
                 tracing::info!("no warm pod ({why}): starting a pod of its own");
                 self.start_cold(&plan, timeline).await?;
-                (plan.name(), true)
+                (plan.name(), None)
             }
         };
         let mut step = Instant::now();
         let secret = Secret::generate().map_err(K8sError::Secret)?;
         let image = &self.settings.image;
-        let payload = copy::Payload {
-            binary: payload,
-            tools: &self.settings.tools,
-            secret: Some(&secret),
+        let tools = &self.settings.tools;
+        let send_binary = warm_uid.is_none();
+        let policy = async {
+            let Some(uid) = &warm_uid else {
+                return Ok(());
+            };
+            self.policies()
+                .create(&PostParams::default(), &plan.network_policy(&name, uid))
+                .await
+                .map(|_| ())
+                .map_err(self.create_error("NetworkPolicy", &plan.name()))
         };
-        // Both at once: the inputs' session waits in the pod for the binary, which unpacks them.
-        tokio::try_join!(
+        // At once: the inputs' session waits in the pod for the binary, which unpacks them. A
+        // warm pod has its binary: its secret goes with the inputs, and a copy is needed only
+        // for tools.
+        let copy = async {
+            if !send_binary && tools.is_empty() {
+                return Ok(());
+            }
+            let payload = copy::Payload {
+                binary: send_binary,
+                tools,
+                secret: send_binary.then_some(&secret),
+            };
             copy::binary(
                 &pods,
                 &self.client,
                 &name,
                 image,
                 &self.settings.binary,
-                payload
-            ),
-            copy::inputs(&pods, &self.client, &name, inputs),
+                payload,
+            )
+            .await
+        };
+        let secret_with_inputs = (!send_binary).then_some(&secret);
+        tokio::try_join!(
+            policy,
+            copy,
+            copy::inputs(&pods, &self.client, &name, inputs, secret_with_inputs),
         )?;
-        let copied = match (payload.binary, self.settings.tools.is_empty()) {
+        let copied = match (send_binary, tools.is_empty()) {
             (true, true) => "copy binary and inputs",
             (true, false) => "copy binary, tools and inputs",
-            (false, true) => "copy secret and inputs",
-            (false, false) => "copy secret, tools and inputs",
+            (false, true) => "create policy, copy secret and inputs",
+            (false, false) => "create policy, copy secret, tools and inputs",
         };
         timeline.record(copied, &mut step);
         Ok(Executor {

@@ -37,36 +37,40 @@ pub async fn take(
 ) -> Result<Taken, K8sError> {
     let namespace = &plan.namespace;
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
-    let pool = match named {
-        Some(name) => pools
-            .get_opt(name)
-            .await
-            .map_err(api_error("get", "BuildrPools", namespace))?
-            .ok_or_else(|| K8sError::NoPool {
-                pool: name.to_string(),
-                namespace: namespace.clone(),
-            })?,
-        None => match matching(&pools, plan).await {
-            Ok(Some(pool)) => pool,
-            Ok(None) => {
-                return Ok(Taken::Cold(
-                    "no BuildrPool has the task's pod settings".to_string(),
-                ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    // The pool and the ready pods, both at once: one round trip.
+    let ready = format!("{STATE_LABEL}={}", State::Ready.as_str());
+    let ready = match named {
+        Some(name) => format!("{POOL_LABEL}={name},{ready}"),
+        None => ready,
+    };
+    let ready = ListParams::default().labels(&ready);
+    let (pool, listed) = tokio::join!(
+        async {
+            match named {
+                Some(name) => pools
+                    .get_opt(name)
+                    .await
+                    .map_err(api_error("get", "BuildrPools", namespace))?
+                    .ok_or_else(|| K8sError::NoPool {
+                        pool: name.to_string(),
+                        namespace: namespace.clone(),
+                    })
+                    .map(Ok),
+                None => Ok(matching(&pools, plan).await.and_then(|pool| {
+                    pool.ok_or_else(|| "no BuildrPool has the task's pod settings".to_string())
+                })),
             }
-            Err(why) => return Ok(Taken::Cold(why)),
         },
+        pods.list(&ready),
+    );
+    let pool = match pool? {
+        Ok(pool) => pool,
+        Err(why) => return Ok(Taken::Cold(why)),
     };
     let name = pool.name_any();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let ready = ListParams::default().labels(&format!(
-        "{POOL_LABEL}={name},{STATE_LABEL}={}",
-        State::Ready.as_str()
-    ));
-    let mut candidates = pods
-        .list(&ready)
-        .await
-        .map_err(api_error("list", "pods", namespace))?
-        .items;
+    let mut candidates = listed.map_err(api_error("list", "pods", namespace))?.items;
+    candidates.retain(|pod| pod.labels().get(POOL_LABEL) == Some(&name));
     candidates.retain(|pod| pod.metadata.deletion_timestamp.is_none());
     // Racing clients start at different pods, so that most of them win their first patch.
     let start = plan.run_id.bytes().map(usize::from).sum::<usize>();
