@@ -14,7 +14,6 @@
 //! - [`copy`]: the executor binary and the inputs into the pod
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
-//! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
 //! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
 //! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
 //! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
@@ -23,7 +22,6 @@
 
 pub mod access;
 pub mod api;
-pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod copy;
@@ -42,13 +40,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
+use super::binary::{BinaryError, ExecutorBinary};
 use super::{Backend, Executor};
 use crate::secret::Secret;
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use api::{api_message, is_not_found, until_reachable};
-use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
 use leftover::{Leftover, NotDeleted};
@@ -310,7 +308,7 @@ impl Backend for K8sBackend {
                 &self.settings.tools,
                 &secret,
             ),
-            copy::inputs(&pods, &self.client, &name, inputs),
+            copy::inputs(&pods, &self.client, &name, image, inputs),
         )?;
         let copied = if self.settings.tools.is_empty() {
             "copy binary and inputs"
