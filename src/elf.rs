@@ -100,7 +100,7 @@ mod tests {
         let me = this_test_binary();
         assert!(is_elf(&me));
         let needs = needs(&me).unwrap();
-        let expected = crate::backend::k8s::objects::kubernetes_arch(std::env::consts::ARCH);
+        let expected = crate::backend::arch::host_arch();
         assert_eq!(needs.arch, expected);
         // Test binaries link glibc dynamically.
         assert!(needs.interpreter.is_some(), "{needs:?}");

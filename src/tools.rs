@@ -363,7 +363,7 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::host_arch;
+    use crate::backend::arch::host_arch;
 
     fn write_tool(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
         let path = dir.join(name);

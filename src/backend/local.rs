@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::k8s::objects::kubernetes_arch;
+use super::arch::host_arch;
+use super::executor_command::ExecutorCommand;
 use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
@@ -53,11 +54,6 @@ pub enum LocalError {
     CheckTools(#[source] std::io::Error),
     #[error("cannot copy tool {} into the sandbox", .0.display())]
     CopyTool(PathBuf, #[source] std::io::Error),
-}
-
-/// `kubernetes.io/arch` of this machine, the one the local backend's tools must be built for.
-pub fn host_arch() -> &'static str {
-    kubernetes_arch(std::env::consts::ARCH)
 }
 
 /// A run's sandbox on this machine.
@@ -240,29 +236,29 @@ fn spawn_executor(
     tools_dir: &Path,
     secret_file: &Path,
 ) -> Result<Child, LocalError> {
-    // The task inherits the executor's PATH: the tools come first in it.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(
-        std::iter::once(tools_dir.to_path_buf()).chain(std::env::split_paths(&path)),
-    )
-    .unwrap_or(path);
-    let mut command = Command::new(binary);
-    command
-        .arg("executor")
-        .arg("--workspace")
-        .arg(workspace)
-        .arg("--secret-file")
-        .arg(secret_file)
-        .arg("--listen")
+    let executor = ExecutorCommand {
+        binary: binary.to_path_buf(),
         // A socket in the sandbox (a 0700 directory), not a loopback port: on a shared machine
         // no other user can reach the executor and start a command of their own.
-        .arg(format!("unix:{}", state.join("executor.sock").display()))
-        .arg("--state-dir")
-        .arg(state)
+        listen: ListenAddr::Unix(state.join("executor.sock")),
+        state_dir: state.to_path_buf(),
+        workspace: workspace.to_path_buf(),
+        secret_file: secret_file.to_path_buf(),
+        tools_dir: tools_dir.to_path_buf(),
+        idle_timeout: None,
+        env_prefix: None,
+    };
+    let mut command = Command::new(binary);
+    command
+        .args(executor.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .env("PATH", path)
+        // The task inherits the executor's PATH: the tools come first in it.
+        .env(
+            "PATH",
+            executor.path(&std::env::var_os("PATH").unwrap_or_default()),
+        )
         // Its log lines reach the user as events; its console stays quiet unless asked.
         .env(
             "RUST_LOG",

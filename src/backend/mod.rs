@@ -6,13 +6,24 @@
 //!   port-forward to the executor
 //! - [`copy`]: the inputs as a `.tar.s2` stream, shared by all backends
 //!
+//! What every backend that runs the executor on another machine shares:
+//!
+//! - [`upload`]: the binary, tools, secret and inputs, over a command on the other side
+//! - [`executor_command`]: the executor's command line and the PATH its task inherits
+//! - [`binary`]: the executor binary sent (architecture, C library, digest)
+//! - [`arch`]: architectures in Kubernetes' names, this machine's included
+//!
 //! Why a trait and not an enum: the run that drives a backend (`cli::run`) is written once,
 //! generic over [`Backend`], and each backend keeps its own state and error type; a new backend
 //! is a new implementation, never a new arm in every step of the run.
 
+pub mod arch;
+pub mod binary;
 pub mod copy;
+pub mod executor_command;
 pub mod k8s;
 pub mod local;
+pub mod upload;
 
 use std::future::Future;
 

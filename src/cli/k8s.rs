@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 
-use crate::backend::k8s::binary::ExecutorBinary;
+use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::pool::{controller, resource};
 use crate::backend::k8s::{ClusterArgs, check, gc};
 

@@ -13,8 +13,9 @@ use super::EXIT_INTERRUPTED;
 use super::extraction::{LimitArgs, git_warning};
 use super::run_k8s::K8sArgs;
 use crate::archive::{LinkPolicy, Quoted};
+use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
-use crate::backend::local::{self, LocalBackend};
+use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
 use crate::printable::Printable;
@@ -101,7 +102,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
-            let tools = resolve_tools(&args, &task, local::host_arch(), verbosity)?;
+            let tools = resolve_tools(&args, &task, host_arch(), verbosity)?;
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backend::k8s::binary::ExecutorBinary;
+use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, K8sError, Settings};
 use crate::task::{Egress, Task};
 

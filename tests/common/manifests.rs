@@ -2,7 +2,8 @@
 //! them (to test the CNI's enforcement and the chart's janitor without a run), pods shaped like
 //! buildr's (its labels and security settings, nothing more) or plain ones.
 
-use buildr::backend::k8s::objects::{DEFAULT_ACTIVE_DEADLINE, PodPlan, kubernetes_arch};
+use buildr::backend::arch::host_arch;
+use buildr::backend::k8s::objects::{DEFAULT_ACTIVE_DEADLINE, PodPlan};
 use buildr::task::Container;
 
 use super::cluster::base_image;
@@ -109,7 +110,7 @@ pub fn run_plan(ns: &str, run_id: &str, expires_at: &str, container: Container) 
         image: base_image(),
         container,
         task_timeout: None,
-        arch: kubernetes_arch(std::env::consts::ARCH).to_owned(),
+        arch: host_arch().to_owned(),
         keep: false,
         warm_for: None,
         created_at: expires_at - DEFAULT_ACTIVE_DEADLINE,

@@ -16,8 +16,9 @@ use kube::{Api, ResourceExt};
 
 use super::access::{PERMISSIONS, Permission};
 use super::api::{api_message, is_not_found, one_line};
-use super::objects::{PodPlan, kubernetes_arch};
+use super::objects::PodPlan;
 use super::pool::resource::BuildrPool;
+use crate::backend::arch::host_arch;
 use crate::task;
 
 /// The image the dry-run pod names when none is given: admission that looks at images (an
@@ -340,7 +341,7 @@ async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission
         image: image.to_string(),
         container: task::Container::default(),
         task_timeout: None,
-        arch: kubernetes_arch(std::env::consts::ARCH).to_string(),
+        arch: host_arch().to_string(),
         keep: false,
         warm_for: None,
         created_at: SystemTime::now(),

@@ -14,7 +14,6 @@
 //! - [`copy`]: the executor binary and the inputs into the pod
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
-//! - [`binary`]: what the executor binary needs (architecture, C library) and its digest
 //! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
 //! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
 //! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
@@ -24,7 +23,6 @@
 
 pub mod access;
 pub mod api;
-pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod copy;
@@ -44,13 +42,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
+use super::binary::{BinaryError, ExecutorBinary};
 use super::{Backend, Executor};
+use crate::backend::upload::Payload;
 use crate::secret::Secret;
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use api::{api_message, is_not_found, until_reachable};
-use binary::{BinaryError, ExecutorBinary};
 pub use cluster::ClusterArgs;
 use exec::ExecError;
 use leftover::{Leftover, NotDeleted};
@@ -377,7 +376,7 @@ impl Backend for K8sBackend {
             if !send_binary && tools.is_empty() {
                 return Ok(());
             }
-            let payload = copy::Payload {
+            let payload = Payload {
                 binary: send_binary,
                 tools,
                 secret: send_binary.then_some(&secret),
@@ -396,7 +395,14 @@ impl Backend for K8sBackend {
         tokio::try_join!(
             policy,
             copy,
-            copy::inputs(&pods, &self.client, &name, inputs, secret_with_inputs),
+            copy::inputs(
+                &pods,
+                &self.client,
+                &name,
+                image,
+                inputs,
+                secret_with_inputs
+            ),
         )?;
         let copied = match (send_binary, tools.is_empty()) {
             (true, true) => "copy binary and inputs",

@@ -23,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::backend::executor_command::ExecutorCommand;
+use crate::executor::ListenAddr;
 use crate::task::{self, Egress};
 
 /// The label every object buildr creates carries, and by which `buildr k8s gc` finds them.
@@ -416,32 +418,23 @@ fn boot_script(keep: bool, secret_wait: Duration) -> String {
          done; ",
         secret_secs = secret_wait.as_secs(),
     );
-    // The executor hands its PATH on to the task.
-    let tools = format!("export PATH={TOOLS_DIR}:$PATH; ");
-    let executor = format!(
-        "{BINARY_PATH} executor --listen 127.0.0.1:{EXECUTOR_PORT} --state-dir {BUILDR_DIR}/state \
-         --workspace {WORKSPACE_DIR} --secret-file {SECRET_PATH} \
-         --idle-timeout {}s --env-prefix {TASK_ENV_PREFIX}",
-        IDLE_TIMEOUT.as_secs()
-    );
+    let executor = ExecutorCommand {
+        binary: BINARY_PATH.into(),
+        listen: ListenAddr::Tcp((std::net::Ipv4Addr::LOCALHOST, EXECUTOR_PORT).into()),
+        state_dir: format!("{BUILDR_DIR}/state").into(),
+        workspace: WORKSPACE_DIR.into(),
+        secret_file: SECRET_PATH.into(),
+        tools_dir: TOOLS_DIR.into(),
+        idle_timeout: Some(IDLE_TIMEOUT),
+        env_prefix: Some(TASK_ENV_PREFIX.to_string()),
+    };
     if keep {
         format!(
-            "{wait}{tools}{executor}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done"
+            "{wait}{}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done",
+            executor.shell(false)
         )
     } else {
-        format!("{wait}{tools}exec {executor}")
-    }
-}
-
-/// `kubernetes.io/arch` for a Rust target architecture.
-pub fn kubernetes_arch(rust_arch: &str) -> &str {
-    match rust_arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
+        format!("{wait}{}", executor.shell(true))
     }
 }
 

@@ -26,11 +26,12 @@ use serde_json::json;
 
 use super::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
 use super::{POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, State, TEMPLATE_ANNOTATION, warm};
+use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::api::{api_message, is_not_found};
-use crate::backend::k8s::binary::ExecutorBinary;
-use crate::backend::k8s::copy::{self, Payload};
+use crate::backend::k8s::copy;
 use crate::backend::k8s::startup::{Start, classify};
+use crate::backend::upload::Payload;
 
 /// How soon a pool with pods still starting is looked at again, besides its pods' own events.
 const STARTING_RECHECK: Duration = Duration::from_secs(5);

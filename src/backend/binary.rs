@@ -1,4 +1,4 @@
-//! The executor binary that travels into every pod: what architecture it needs (read by
+//! The executor binary that travels to every remote backend (a pod, an ssh host): what architecture it needs (read by
 //! [`crate::elf`]), whether it brings its own C library, and its digest for the check after
 //! the copy.
 
@@ -11,7 +11,7 @@ pub struct ExecutorBinary {
     pub size: u64,
     /// Lower-hex SHA-256 of the file.
     pub sha256: String,
-    /// `kubernetes.io/arch` of the nodes it runs on.
+    /// `kubernetes.io/arch` of the machines it runs on.
     pub arch: String,
     /// The dynamic loader it needs (`None`: statically linked, runs in any Linux image).
     pub interpreter: Option<String>,
@@ -60,7 +60,7 @@ mod tests {
     fn reads_the_test_binary() {
         let me = std::env::current_exe().unwrap();
         let binary = ExecutorBinary::inspect(&me).unwrap();
-        let expected = crate::backend::k8s::objects::kubernetes_arch(std::env::consts::ARCH);
+        let expected = crate::backend::arch::host_arch();
         assert_eq!(binary.arch, expected);
         assert_eq!(binary.size, std::fs::metadata(&me).unwrap().len());
         assert_eq!(binary.sha256.len(), 64);

@@ -1,0 +1,340 @@
+//! What every remote backend sends before the executor starts, over "a command on the other
+//! side with stdin, stdout and stderr" ([`RemoteCommand`]: the Kubernetes exec API, or `ssh`):
+//! the executor binary, the task's tools and the run's secret (a tar stream into the remote
+//! `tar`, as `kubectl cp` does, where the binary checks its own SHA-256 before it is renamed
+//! into place) and, in a session opened at the same time, the inputs as a `.tar.s2` stream into
+//! the copied binary's own safe extractor, so that the inputs are checked on arrival by the same
+//! code that checks every archive.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use super::binary::ExecutorBinary;
+use super::executor_command::quote;
+use crate::archive::Limits;
+use crate::secret::Secret;
+use crate::task::InputFile;
+use crate::tools::{Check, Tool, ToolError};
+
+/// A shell command on the executor's machine: `/bin/sh -c SCRIPT` there, its stdin written
+/// here by `feed`, its stdout handed back.
+pub trait RemoteCommand {
+    /// What the command's stdin is on this side.
+    type Stdin: Write + Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Runs `script`; `feed` writes its stdin on a blocking thread and hands it back, then stdin
+    /// is closed. Returns stdout once the command exited with status 0.
+    fn run<F>(&self, script: String, feed: F) -> impl Future<Output = Result<Vec<u8>, Self::Error>>
+    where
+        F: FnOnce(Self::Stdin) -> io::Result<Self::Stdin> + Send + 'static;
+
+    /// The command's exit status, when `error` is that it exited with one other than 0.
+    fn exit_code(error: &Self::Error) -> Option<i32>;
+}
+
+/// Where the upload lands on the executor's machine (absolute paths there).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Where the checked binary is renamed to: its appearance means it is complete.
+    pub binary: String,
+    pub tools: String,
+    pub secret: String,
+    pub workspace: String,
+    /// Where the tar stream is unpacked before the binary is checked.
+    pub incoming: String,
+    /// Where whatever waits for the secret (a warm pod's main process, which sleeps a second at
+    /// a time) writes the process id of its sleep, so that the secret's arrival wakes it.
+    pub secret_waiter: Option<String>,
+}
+
+/// What one upload of [`binary`] carries, in one tar stream.
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    /// The executor binary; `false` when it is there already (a warm pod's, copied in by the
+    /// pool's controller).
+    pub binary: bool,
+    pub tools: &'a [Tool],
+    /// The run's secret; `None` when a pool's controller fills a warm pod, which waits for the
+    /// secret of the run that takes it (sent with the inputs then, see [`inputs`]).
+    pub secret: Option<&'a Secret>,
+}
+
+/// Why an upload failed; `E` is the way of running commands' own error.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("there is no `tar` to unpack the executor binary")]
+    NoTar,
+    #[error("copying {what} did not finish within {}s", waited.as_secs())]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+    },
+    #[error("cannot copy {what}")]
+    Failed {
+        what: &'static str,
+        #[source]
+        source: E,
+    },
+}
+
+/// What the binary's copy is called in errors.
+pub const BINARY: &str = "the executor binary";
+/// What the inputs' copy is called in errors.
+pub const INPUTS: &str = "the inputs";
+
+/// How long the binary may take to arrive: tens of megabytes, which take well under a second
+/// on a healthy connection. A stalled session ends here rather than hanging the run.
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often the inputs' session looks for the binary in place.
+const BINARY_POLL: Duration = Duration::from_millis(20);
+
+/// The exit status of the preflight when there is no `tar`.
+const NO_TAR: i32 = 90;
+
+/// Copies the payload: the executor binary, the task's tools and the run's secret (the secret
+/// travels only this way, or with the inputs), checks the binary's SHA-256 there (it hashes
+/// itself), and moves them into place, the binary last: whatever waits for it starts it as soon
+/// as it appears. The other side is asked at the same time whether it has `tar` and what the
+/// tools need, and its answer wins: a copy that cannot land is dropped the moment it says no.
+/// `place` names the other side in a tool's refusal ("in the image `debian`").
+pub async fn binary<R: RemoteCommand>(
+    remote: &R,
+    layout: &Layout,
+    binary: &ExecutorBinary,
+    payload: Payload<'_>,
+    place: &str,
+) -> Result<(), UploadError<R::Error>> {
+    let check = Check::new(payload.tools, &binary.arch);
+    let checked = preflight(remote, &check, place);
+    let Layout {
+        binary: target,
+        tools: tools_dir,
+        secret: secret_path,
+        incoming,
+        ..
+    } = layout;
+    let bin_dir = std::path::Path::new(target)
+        .parent()
+        .map_or_else(|| "/".to_string(), |p| p.display().to_string());
+    let [bin_dir, target, tools_dir, secret_path, incoming] =
+        [&bin_dir, target, tools_dir, secret_path, incoming].map(|p| quote(p));
+    let mut script = format!(
+        "set -e; umask 077; mkdir -p {incoming} {bin_dir}; \
+         tar -xf - -C {incoming}; \
+         if [ -d {incoming}/tools ]; then mv {incoming}/tools {tools_dir}; fi; "
+    );
+    let mut files = Vec::new();
+    if payload.binary {
+        script += &format!(
+            "{incoming}/buildr self-check --sha256 {sha256}; ",
+            sha256 = binary.sha256
+        );
+        files.push((
+            binary.path.clone(),
+            binary.size,
+            "buildr".to_string(),
+            0o700,
+        ));
+    }
+    if payload.secret.is_some() {
+        script += &format!("mv {incoming}/secret {secret_path}; ");
+    }
+    if payload.binary {
+        script += &format!("mv {incoming}/buildr {target}");
+    }
+    for tool in payload.tools {
+        let name = format!("tools/{}", tool.name);
+        files.push((tool.source.clone(), tool.size, name, 0o755));
+    }
+    let secret = payload
+        .secret
+        .map(|secret| format!("{}\n", secret.to_hex()));
+    let copy = remote.run(script, move |stdin| {
+        write_binary_tar(stdin, secret.as_deref(), &files)
+    });
+    let copy = tokio::time::timeout(COPY_TIMEOUT, copy);
+    tokio::pin!(checked, copy);
+    // One round trip instead of two: the copy does not wait for the answer. A copy that fails
+    // first (no `tar` to read it) still waits for the answer, which says why in better words.
+    let copied = tokio::select! {
+        answer = &mut checked => {
+            answer?;
+            copy.await
+        }
+        copied = &mut copy => {
+            checked.await?;
+            copied
+        }
+    };
+    match copied {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(source)) => Err(UploadError::Failed {
+            what: BINARY,
+            source,
+        }),
+        Err(_) => Err(UploadError::Timeout {
+            what: BINARY,
+            waited: COPY_TIMEOUT,
+        }),
+    }
+}
+
+/// Asks the other side, with nothing to send, whether it has `tar` and what the tools need: a
+/// command that exits without reading its stdin can leave a bulk upload stalled behind a
+/// session the server keeps open, so it is this answer, not the copy's, that says no.
+async fn preflight<R: RemoteCommand>(
+    remote: &R,
+    tools: &Check,
+    place: &str,
+) -> Result<(), UploadError<R::Error>> {
+    let script = format!(
+        "command -v tar >/dev/null || exit {NO_TAR}\n{}",
+        tools.script()
+    );
+    match remote.run(script, Ok).await {
+        Ok(stdout) => Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place)?),
+        Err(e) if R::exit_code(&e) == Some(NO_TAR) => Err(UploadError::NoTar),
+        Err(source) => Err(UploadError::Failed {
+            what: BINARY,
+            source,
+        }),
+    }
+}
+
+/// `secret` if any, private to its owner, then each of `files`: (source, size, name, mode).
+fn write_binary_tar<W: Write>(
+    out: W,
+    secret: Option<&str>,
+    files: &[(std::path::PathBuf, u64, String, u32)],
+) -> io::Result<W> {
+    let header = |size: u64, mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mtime(0);
+        header
+    };
+    let mut builder = tar::Builder::new(out);
+    if let Some(secret) = secret {
+        builder.append_data(
+            &mut header(secret.len() as u64, 0o600),
+            "secret",
+            secret.as_bytes(),
+        )?;
+    }
+    for (source, size, name, mode) in files {
+        let mut file = std::fs::File::open(source)?;
+        builder.append_data(&mut header(*size, *mode), name, &mut file)?;
+    }
+    builder.into_inner()
+}
+
+/// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` on the other side.
+/// Its session opens alongside the binary's copy, to save a round trip: there it waits for the
+/// checked binary to be moved into place and then becomes that extractor, so the inputs are
+/// read by nothing else. Until then what is sent waits in the session's buffers.
+///
+/// When the binary is there already (a warm pod's), the run's `secret` goes first in this same
+/// stream: one line that the shell's `read` takes (it reads a pipe byte by byte, so the archive
+/// after it stays whole), moved into place before the extractor starts, and the secret's
+/// waiter woken: one session in all, and the secret is never on a command line.
+pub async fn inputs<R: RemoteCommand>(
+    remote: &R,
+    layout: &Layout,
+    inputs: &[InputFile],
+    secret: Option<&Secret>,
+) -> Result<(), UploadError<R::Error>> {
+    let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
+    let (binary, workspace) = (quote(&layout.binary), quote(&layout.workspace));
+    let take_secret = match secret {
+        Some(_) => {
+            let path = quote(&layout.secret);
+            let incoming = quote(&format!("{}.incoming", layout.secret));
+            let wake = layout
+                .secret_waiter
+                .as_deref()
+                .map_or_else(String::new, |waiter| {
+                    format!("kill $(cat {} 2>/dev/null) 2>/dev/null; ", quote(waiter))
+                });
+            format!(
+                "IFS= read -r secret; (umask 077; printf '%s\\n' \"$secret\" > {incoming}); \
+                 mv {incoming} {path}; unset secret; {wake}"
+            )
+        }
+        None => String::new(),
+    };
+    // The task's world is its own: its links go in as they are (none is written through), and
+    // the caps on what a task sends back do not bound the user's own inputs.
+    let script = format!(
+        "i=0; while [ ! -x {binary} ]; do \
+           i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
+           sleep {poll}; \
+         done; {take_secret}\
+         exec {binary} archive extract - --to {workspace} --links allow \
+           --max-output-bytes {max_bytes} --max-output-entries {max_entries}",
+        poll = BINARY_POLL.as_secs_f64(),
+        max_bytes = Limits::NONE.max_bytes,
+        max_entries = Limits::NONE.max_entries,
+    );
+    let inputs = inputs.to_vec();
+    let secret = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    remote
+        .run(script, move |mut stdin| {
+            if let Some(secret) = secret {
+                stdin.write_all(secret.as_bytes())?;
+            }
+            super::copy::write_inputs(&inputs, stdin)
+                .map(|(stdin, _summary)| stdin)
+                .map_err(io::Error::other)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|source| UploadError::Failed {
+            what: INPUTS,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_tar_holds_the_secret_the_executable_and_the_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("bin");
+        std::fs::write(&source, b"\x7fELF and the rest").unwrap();
+        let files = [
+            (source.clone(), 17, "buildr".to_string(), 0o700),
+            (source, 17, "tools/jq".to_string(), 0o755),
+        ];
+        let tar = write_binary_tar(Vec::new(), Some("abc\n"), &files).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                    e.size(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("secret".to_string(), 0o600, 4),
+                ("buildr".to_string(), 0o700, 17),
+                ("tools/jq".to_string(), 0o755, 17)
+            ]
+        );
+    }
+}
