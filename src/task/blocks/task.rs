@@ -498,7 +498,7 @@ task build {
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  container {\n    imag = \"x\"\n  }\n}\n",
-                "t.hcl:4:5: unknown attribute `imag` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, ephemeral_storage_request, ephemeral_storage_limit, workspace_size_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, active_deadline, run_as_user (did you mean `image`?)",
+                "t.hcl:4:5: unknown attribute `imag` in `container` in task \"a\"; expected one of: image, cpu_request, cpu_limit, memory_request, memory_limit, ephemeral_storage_request, ephemeral_storage_limit, workspace_size_limit, node_selector, service_account, image_pull_secrets, labels, annotations, env_from_secrets, env_from_config_maps, egress, start_timeout, active_deadline, run_as_user, pool (did you mean `image`?)",
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  outputs = [\"out/[\"]\n}\n",
