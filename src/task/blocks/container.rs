@@ -133,13 +133,7 @@ const TABLE: &[Field<ContainerDraft>] = &[
     Field {
         name: "service_account",
         expects: Expects::Attribute(|file, attr, here, draft| {
-            draft.container.service_account = Some(kube_values::object_name(
-                file,
-                &attr.value,
-                attr.key.as_str(),
-                here,
-            )?);
-            Ok(())
+            object_name(file, attr, here, &mut draft.container.service_account)
         }),
     },
     Field {
@@ -237,14 +231,9 @@ const TABLE: &[Field<ContainerDraft>] = &[
     },
     Field {
         name: "pool",
+        // A BuildrPool's name (README, Warm pools).
         expects: Expects::Attribute(|file, attr, here, draft| {
-            draft.container.pool = Some(kube_values::object_name(
-                file,
-                &attr.value,
-                attr.key.as_str(),
-                here,
-            )?);
-            Ok(())
+            object_name(file, attr, here, &mut draft.container.pool)
         }),
     },
     Field {
@@ -259,6 +248,22 @@ const TABLE: &[Field<ContainerDraft>] = &[
         },
     },
 ];
+
+/// An attribute that names one Kubernetes object, into `field`.
+fn object_name(
+    file: &Reader,
+    attr: &Attribute,
+    here: &str,
+    field: &mut Option<String>,
+) -> Result<(), TaskError> {
+    *field = Some(kube_values::object_name(
+        file,
+        &attr.value,
+        attr.key.as_str(),
+        here,
+    )?);
+    Ok(())
+}
 
 /// Reads the `container` block of the task `context` names, whose `timeout` is
 /// `task_timeout`.
