@@ -11,6 +11,8 @@
 //! 5. the timeline of a trivial run
 //! 6. a trivial run with two tools (static BusyBox and `gzip`), against the same run without:
 //!    the copy may take the binary's copy time plus the tools' bytes at the binary's rate
+//! 7. a trivial task through a warm pod of a BuildrPool (its controller started by the bench),
+//!    against `kubectl run --rm -i --restart=Never`; and the timeline of such a run
 //!
 //! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1),
@@ -51,15 +53,16 @@ fn main() {
         scratch: tempfile::tempdir().unwrap(),
     };
 
-    let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6");
+    let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6,7");
     let chosen = |case: &str| cases.split(',').any(|c| c.trim() == case);
-    let all: [(&str, Case); 6] = [
+    let all: [(&str, Case); 7] = [
         ("1", Bench::trivial),
         ("2", Bench::inputs_in),
         ("3", Bench::results_back),
         ("4", Bench::stdout_stream),
         ("5", Bench::timeline),
         ("6", Bench::tools),
+        ("7", Bench::warm),
     ];
     for (case, run) in all {
         if chosen(case) {
@@ -125,27 +128,11 @@ impl Bench {
     /// 1. `true` end to end.
     fn trivial(&self) {
         let repo = self.empty_repo();
-        let overrides = restricted_overrides(&self.image, &["true"]);
         let (ours, theirs) = self.pair(
             || {
                 self.buildr(&repo, &["--", "true"]);
             },
-            || {
-                ok(kubectl(&[
-                    "-n",
-                    NAMESPACE,
-                    "run",
-                    "bench-true",
-                    "--rm",
-                    "-i",
-                    "--restart=Never",
-                    "--image",
-                    &self.image,
-                    "--overrides",
-                    &overrides,
-                    "--quiet",
-                ]));
-            },
+            || self.kubectl_run_true(),
         );
         report(
             "trivial task end to end",
@@ -153,6 +140,100 @@ impl Bench {
             ours,
             theirs,
         );
+    }
+
+    /// What a user would run instead of a trivial task: a pod of the image running `true`.
+    fn kubectl_run_true(&self) {
+        let overrides = restricted_overrides(&self.image, &["true"]);
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "run",
+            "bench-true",
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image",
+            &self.image,
+            "--overrides",
+            &overrides,
+            "--quiet",
+        ]));
+    }
+
+    /// 7. `true` end to end through a warm pod, each run once the pool is full again.
+    fn warm(&self) {
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/buildr/crds/buildrpools.yaml");
+        ok(kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crd.to_str().unwrap(),
+        ]));
+        let mut controller = Command::new(BUILDR)
+            .args(["k8s", "pool-controller", "-n", NAMESPACE])
+            .arg("--executor-binary")
+            .arg(&self.executor)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pool = format!(
+            r#"{{"apiVersion":"buildr.dev/v1alpha1","kind":"BuildrPool","metadata":{{"name":"warm","namespace":"{NAMESPACE}"}},"spec":{{"size":3,"container":{{"image":"{}"}}}}}}"#,
+            self.image
+        );
+        let file = self.scratch.path().join("pool.json");
+        fs::write(&file, pool).unwrap();
+        ok(kubectl(&["apply", "-f", file.to_str().unwrap()]));
+        let full = || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let ready = kubectl(&[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "buildrpool",
+                    "warm",
+                    "-o",
+                    "jsonpath={.status.ready}",
+                ]);
+                if String::from_utf8_lossy(&ready.stdout) == "3" {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            panic!("the pool did not fill within 120 s");
+        };
+        let repo = self.empty_repo();
+        let (ours, theirs) = self.pair_timed(
+            || {
+                full();
+                let started = Instant::now();
+                let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
+                let took = started.elapsed();
+                assert!(String::from_utf8_lossy(&output.stderr).contains("take a warm pod"));
+                took
+            },
+            || {
+                let started = Instant::now();
+                self.kubectl_run_true();
+                started.elapsed()
+            },
+        );
+        report(
+            "trivial task, warm pod",
+            "kubectl run --rm -i",
+            ours,
+            theirs,
+        );
+        full();
+        let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
+        println!("timeline of a trivial run in a warm pod:");
+        let text = String::from_utf8_lossy(&output.stderr);
+        for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
+            println!("{line}");
+        }
+        let _ = controller.kill();
+        let _ = controller.wait();
     }
 
     /// 2. 200 MB of inputs into a pod.
