@@ -431,6 +431,9 @@ fn service_account_has_only_what_buildr_needs() {
         ("create", "networkpolicies.networking.k8s.io"),
         ("list", "networkpolicies.networking.k8s.io"),
         ("delete", "networkpolicies.networking.k8s.io"),
+        ("patch", "pods"),
+        ("get", "buildrpools.buildr.dev"),
+        ("list", "buildrpools.buildr.dev"),
     ] {
         assert!(
             can_i(&sa, &ns.name, verb, resource),
@@ -445,8 +448,10 @@ fn service_account_has_only_what_buildr_needs() {
         ("create", "secrets"),
         ("get", "configmaps"),
         ("update", "pods"),
-        ("patch", "pods"),
         ("create", "pods/attach"),
+        ("create", "buildrpools.buildr.dev"),
+        ("patch", "buildrpools.buildr.dev"),
+        ("patch", "buildrpools.buildr.dev/status"),
         ("update", "pods/ephemeralcontainers"),
         ("create", "pods/eviction"),
         ("update", "networkpolicies.networking.k8s.io"),
