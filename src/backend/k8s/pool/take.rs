@@ -16,7 +16,7 @@ use super::resource::BuildrPool;
 use super::{POOL_LABEL, STATE_LABEL, State, pod_shape};
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::access::is_forbidden;
-use crate::backend::k8s::api::is_not_found;
+use crate::backend::k8s::api::{api_message, is_not_found};
 use crate::backend::k8s::objects::{EXPIRES_AT_ANNOTATION, PodPlan, RUN_ID_LABEL, TASK_ANNOTATION};
 
 /// What became of the attempt.
@@ -118,7 +118,7 @@ async fn matching(pools: &Api<BuildrPool>, plan: &PodPlan) -> Result<Option<Buil
             .find(|pool| pod_shape(&pool.spec.container) == wanted)),
         Err(e) if is_not_found(&e) => Err("the cluster has no BuildrPool resource".to_string()),
         Err(e) if is_forbidden(&e) => Err("not allowed to list BuildrPools".to_string()),
-        Err(e) => Err(format!("cannot list BuildrPools: {e}")),
+        Err(e) => Err(format!("cannot list BuildrPools: {}", api_message(&e))),
     }
 }
 
@@ -174,5 +174,63 @@ fn api_error(
         what,
         namespace,
         error: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    use super::*;
+
+    #[test]
+    fn the_take_is_conditional_leaves_the_pool_and_lowers_the_deadline_to_the_runs() {
+        let started = k8s_openapi::jiff::Timestamp::now() - Duration::from_secs(100);
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("buildr-warm1".to_string()),
+                resource_version: Some("42".to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                active_deadline_seconds: Some(90_000),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                start_time: Some(Time(started)),
+                ..PodStatus::default()
+            }),
+        };
+        let plan = PodPlan {
+            run_id: "run1".to_string(),
+            namespace: "builds".to_string(),
+            task_name: "test".to_string(),
+            image: "debian".to_string(),
+            container: Default::default(),
+            task_timeout: Some(Duration::from_secs(60)),
+            arch: "amd64".to_string(),
+            keep: false,
+            warm_for: None,
+            created_at: SystemTime::now(),
+        };
+        let patch = take_patch(&pod, &plan);
+        let metadata = &patch["metadata"];
+        assert_eq!(metadata["resourceVersion"], "42");
+        assert_eq!(metadata["labels"][STATE_LABEL], "taken");
+        assert_eq!(metadata["labels"][RUN_ID_LABEL], "run1");
+        assert!(metadata["ownerReferences"].is_null());
+        // Its age plus the run's deadline (the task's timeout plus 10 minutes).
+        let seconds = patch["spec"]["activeDeadlineSeconds"].as_i64().unwrap();
+        assert!((760..=763).contains(&seconds), "{seconds}");
+        // Never raised: Kubernetes refuses that.
+        let mut short = pod.clone();
+        short.spec.as_mut().unwrap().active_deadline_seconds = Some(300);
+        assert_eq!(
+            take_patch(&short, &plan)["spec"]["activeDeadlineSeconds"],
+            300
+        );
     }
 }
