@@ -31,11 +31,11 @@ fn main() {
         .parse()
         .expect("a number of runs");
     let image = env_or("BUILDR_BENCH_IMAGE", "buildr.local/base:1");
-    let executor =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/dist/buildr");
+    let executor = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/dist/buildr-executor");
     assert!(
         executor.exists(),
-        "build the static buildr first: cargo dist"
+        "build the static buildr-executor first: cargo dist"
     );
     println!("load before: {}", loadavg());
     let _ = kubectl(&["delete", "namespace", NAMESPACE, "--wait=true"]);

@@ -10,7 +10,7 @@ mod common;
 use buildr::backend::k8s::access::{PERMISSIONS, Permission};
 use buildr::task::Container;
 use common::cluster::{
-    Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_buildr,
+    Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_executor,
     token_kubeconfig, unique,
 };
 use common::helm::{Release, helm, helm_install};
@@ -783,7 +783,7 @@ impl Installed {
     fn run_task(&self, script: &str) -> (Run, tempfile::TempDir) {
         let repo = tempfile::tempdir().expect("temporary repository");
         let out = tempfile::tempdir().expect("temporary output");
-        let executor = static_buildr();
+        let executor = static_executor();
         let run = self.buildr(&[
             "run",
             "--backend",

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use buildr::rpc::executor_client::ExecutorClient;
 use buildr::rpc::{ResumeRequest, StartTaskRequest};
 use buildr::secret::Secret;
-use common::{ExecutorProcess, buildr_bin, client_options, execute, execute_with, write_files};
+use common::{ExecutorProcess, client_options, execute, execute_with, executor_bin, write_files};
 
 /// An executor with a secret, its stderr captured.
 struct Guarded {
@@ -30,7 +30,7 @@ impl Guarded {
         let secret = Secret::generate().unwrap();
         let file = state.path().join("secret");
         secret.write_file(&file).unwrap();
-        let mut child = Command::new(buildr_bin())
+        let mut child = Command::new(executor_bin())
             .args(["executor", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state.path())
             .arg("--workspace")
@@ -154,7 +154,7 @@ async fn every_call_needs_the_runs_secret() {
 
 fn executor_output(args: &[&str]) -> std::process::Output {
     let ws = tempfile::tempdir().unwrap();
-    let mut child = Command::new(buildr_bin())
+    let mut child = Command::new(executor_bin())
         .arg("executor")
         .arg("--workspace")
         .arg(ws.path())
@@ -359,4 +359,24 @@ async fn the_event_log_is_capped_and_says_how_much_output_it_dropped() {
         events < 100_000 + 64 * 1024,
         "the log file is {events} bytes"
     );
+}
+
+/// The lean build serves the other side of a run (executor, extractor, self-check) and has
+/// no client in it.
+#[test]
+fn the_lean_executor_serves_the_other_side_of_a_run_only() {
+    let help = Command::new(executor_bin()).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("executor") && help.contains("archive"),
+        "{help}"
+    );
+    let run = Command::new(executor_bin())
+        .args(["run", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8(run.stderr).unwrap();
+    assert!(stderr.contains("unrecognized subcommand 'run'"), "{stderr}");
 }

@@ -17,6 +17,17 @@ pub struct ExecutorBinary {
     pub interpreter: Option<String>,
 }
 
+/// The file name of the lean build that runs send (`src/bin/buildr-executor.rs`).
+pub const LEAN_EXECUTOR: &str = "buildr-executor";
+
+/// What a run sends when not told otherwise: the lean `buildr-executor` beside this binary,
+/// where `cargo dist` and `cargo install` put it, else this binary itself (which serves too).
+pub fn default_executor() -> std::io::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let lean = me.with_file_name(LEAN_EXECUTOR);
+    Ok(if lean.is_file() { lean } else { me })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
     #[error("cannot read the executor binary {}", path.display())]

@@ -50,7 +50,8 @@ pub enum K8sCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
 
-        /// The static buildr copied into the warm pods (default: this binary).
+        /// The static executor copied into the warm pods [default: `buildr-executor` beside
+        /// this binary, else this binary].
         #[arg(long)]
         executor_binary: Option<PathBuf>,
     },
@@ -99,7 +100,8 @@ pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
         } => {
             let binary = match executor_binary {
                 Some(binary) => binary,
-                None => std::env::current_exe().context("cannot find the buildr binary")?,
+                None => crate::backend::binary::default_executor()
+                    .context("cannot find the buildr binary")?,
             };
             let binary = ExecutorBinary::inspect(&binary)?;
             let (client, namespace) = cluster.client().await?;

@@ -9,6 +9,7 @@ pub mod run_k8s;
 pub mod self_check;
 pub mod tasks;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,13 +34,56 @@ pub struct Cli {
 pub enum Command {
     Run(run::RunArgs),
     Tasks(tasks::TasksArgs),
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
+    #[command(flatten)]
+    Remote(RemoteCommand),
+}
+
+/// `buildr-executor`, the lean build that backends send to run a task: the subcommands the
+/// other side of a run needs, with the same arguments as in `buildr`, so that either binary can
+/// serve there. Its own binary leaves out the Kubernetes client, TLS and the task-file parser
+/// (the linker keeps only what these reach), which halves what every cold run copies.
+#[derive(Debug, Parser)]
+#[command(name = "buildr", version, propagate_version = true)]
+pub struct ExecutorCli {
+    /// More detail on stderr (-v: info, -vv: debug, -vvv: trace). RUST_LOG, when set, takes
+    /// precedence.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+/// What runs on the executor's side of a run.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
     Executor(executor::ExecutorArgs),
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
-    #[command(subcommand)]
-    K8s(k8s::K8sCommand),
     #[command(hide = true)]
     SelfCheck(self_check::SelfCheckArgs),
+}
+
+impl RemoteCommand {
+    /// The service name its spans are exported under.
+    fn service(&self) -> &'static str {
+        match self {
+            RemoteCommand::Executor(_) => "buildr-executor",
+            _ => "buildr",
+        }
+    }
+
+    /// Runs it; the result, and the exit status should it fail.
+    async fn run(self) -> (anyhow::Result<ExitCode>, u8) {
+        let result = match self {
+            RemoteCommand::Executor(args) => executor::run(args).await,
+            RemoteCommand::Archive(command) => archive::run(command),
+            RemoteCommand::SelfCheck(args) => self_check::run(args),
+        };
+        (result, 1)
+    }
 }
 
 /// Exit status of `buildr` when buildr itself fails (not the task), as `docker run` does, so that
@@ -51,10 +95,34 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Parses the command line and runs it; returns the process's exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = match cli.command {
-        Command::Executor(_) => "buildr-executor",
+    let service = match &cli.command {
+        Command::Remote(remote) => remote.service(),
         _ => "buildr",
     };
+    let verbose = cli.verbose;
+    run_to_exit(verbose, service, async move {
+        match cli.command {
+            Command::Run(args) => (run::run(args, verbose).await, EXIT_BUILDR_FAILED),
+            Command::Tasks(args) => (tasks::run(args), 1),
+            Command::K8s(command) => (k8s::run(command).await, 1),
+            Command::Remote(command) => command.run().await,
+        }
+    })
+}
+
+/// `buildr-executor`'s main: [`ExecutorCli`].
+pub fn executor_main() -> ExitCode {
+    let cli = ExecutorCli::parse();
+    run_to_exit(cli.verbose, cli.command.service(), cli.command.run())
+}
+
+/// Runs `work` (its result, and the exit status should it fail) on this process's runtime with
+/// telemetry set up as `service`, reports its error, and returns the exit status.
+fn run_to_exit(
+    verbose: u8,
+    service: &'static str,
+    work: impl Future<Output = (anyhow::Result<ExitCode>, u8)>,
+) -> ExitCode {
     // One thread per process: the work is I/O between a few sockets, pipes and files, and
     // hand-offs between worker threads cost more than they give (a 200 MB output stream ran
     // 14% faster; BENCHMARKS.md). Blocking work (scans, archives) has its own threads anyway.
@@ -69,19 +137,12 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let telemetry = crate::telemetry::init(cli.verbose, service);
-        let (result, failure_code) = match cli.command {
-            Command::Run(args) => (run::run(args, cli.verbose).await, EXIT_BUILDR_FAILED),
-            Command::Tasks(args) => (tasks::run(args), 1),
-            Command::Executor(args) => (executor::run(args).await, 1),
-            Command::Archive(command) => (archive::run(command), 1),
-            Command::K8s(command) => (k8s::run(command).await, 1),
-            Command::SelfCheck(args) => (self_check::run(args), 1),
-        };
+        let telemetry = crate::telemetry::init(verbose, service);
+        let (result, failure_code) = work.await;
         let code = match result {
             Ok(code) => code,
             Err(e) => {
-                report(&e, cli.verbose > 0);
+                report(&e, verbose > 0);
                 ExitCode::from(failure_code)
             }
         };

@@ -65,7 +65,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub reconnect_timeout: Duration,
 
-    /// The buildr binary that runs as the executor (defaults to this one).
+    /// The buildr binary that runs as the executor [default: `buildr-executor` beside this
+    /// binary, else this one].
     #[arg(long)]
     pub executor_binary: Option<PathBuf>,
 
@@ -94,7 +95,9 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let run_id = new_run_id();
     let executor_binary = match &args.executor_binary {
         Some(binary) => binary.clone(),
-        None => std::env::current_exe().context("cannot find the buildr binary")?,
+        None => {
+            crate::backend::binary::default_executor().context("cannot find the buildr binary")?
+        }
     };
     let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
     let outcome = match args.backend {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The janitor image of charts/buildr, built without a registry or Docker engine: the same
 # content as charts/buildr/image/Containerfile (the static buildr binary at /usr/local/bin/buildr,
-# /etc/passwd and /etc/group for uid 65532, USER 65532, ENTRYPOINT buildr) as a hand-written
+# and buildr-executor beside it when it is beside BUILDR_BINARY: what the pool controller sends
+# into warm pods; /etc/passwd and /etc/group for uid 65532, USER 65532, ENTRYPOINT buildr) as a hand-written
 # docker-archive tarball, like build-images.sh writes the others.
 #
 # Usage: janitor-image.sh [--import] [BUILDR_BINARY]
@@ -22,7 +23,9 @@ if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q 'statically linked'
   die "$bin is dynamically linked; the janitor image has no libc (build it with crt-static)"
 fi
 
-hash="$(sha256sum "$bin" | cut -c1-12)"
+lean="$(dirname "$bin")/buildr-executor"
+[[ -x "$lean" ]] || lean=""
+hash="$(cat "$bin" ${lean:+"$lean"} | sha256sum | cut -c1-12)"
 image="buildr.local/janitor:$hash"
 out_dir="$CACHE_DIR/images"
 out="$out_dir/janitor.tar"
@@ -36,6 +39,7 @@ if [[ ! -f "$out" || "$(cat "$out_dir/janitor.image" 2>/dev/null)" != "$image" ]
   chmod 1777 "$r/tmp"
   install -m 0755 "$bin" "$r/usr/local/bin/buildr"
   strip "$r/usr/local/bin/buildr" 2>/dev/null || true
+  if [[ -n "$lean" ]]; then install -m 0755 "$lean" "$r/usr/local/bin/buildr-executor"; fi
   printf 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' > "$r/etc/passwd"
   printf 'nonroot:x:65532:\n' > "$r/etc/group"
   d="$work/img"; mkdir -p "$d"

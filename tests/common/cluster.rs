@@ -27,9 +27,9 @@ pub const NOTHING_LEFT_WITHIN: Duration = Duration::from_secs(5);
 /// The label on every object buildr creates.
 const MANAGED_BY_BUILDR: &str = "app.kubernetes.io/managed-by=buildr";
 
-/// The statically linked, stripped buildr that goes into pods (`cargo dist`).
-pub fn static_buildr() -> PathBuf {
-    let path = repo_root().join("target/x86_64-unknown-linux-gnu/dist/buildr");
+/// The statically linked, stripped lean executor that runs send into pods (`cargo dist`).
+pub fn static_executor() -> PathBuf {
+    let path = repo_root().join("target/x86_64-unknown-linux-gnu/dist/buildr-executor");
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo dist` (tests/run-all.sh does)",
@@ -260,7 +260,7 @@ impl Namespace {
                 image,
             ])
             .arg("--executor-binary")
-            .arg(static_buildr())
+            .arg(static_executor())
             .arg("--repo")
             .arg(repo)
             .arg("--out")

@@ -32,6 +32,12 @@ pub fn buildr_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_buildr"))
 }
 
+/// `buildr-executor`, the lean build that runs send: the executor tests run it, so that they
+/// prove it serves.
+pub fn executor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_buildr-executor"))
+}
+
 /// `buildr ARGS` with a quiet console, run to completion.
 pub fn buildr(args: &[&str]) -> Output {
     Command::new(buildr_bin())
@@ -154,7 +160,7 @@ impl ExecutorProcess {
         use std::io::BufRead;
         let state = tempfile::tempdir().unwrap();
         let workspace = tempfile::tempdir().unwrap();
-        let mut child = Command::new(buildr_bin())
+        let mut child = Command::new(executor_bin())
             .args(["executor", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state.path())
             .arg("--workspace")

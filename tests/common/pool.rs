@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::buildr_bin;
-use super::cluster::{Namespace, kubectl, static_buildr};
+use super::cluster::{Namespace, kubectl, static_executor};
 use super::{eventually, repo_root};
 
 /// The CRD as the chart ships it; applying it again changes nothing.
@@ -33,7 +33,7 @@ impl PoolController {
         let child = Command::new(buildr_bin())
             .args(["k8s", "pool-controller", "-n", &ns.name])
             .arg("--executor-binary")
-            .arg(static_buildr())
+            .arg(static_executor())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
