@@ -95,6 +95,27 @@ pub async fn binary<R: RemoteCommand>(
     secret: &Secret,
     place: &str,
 ) -> Result<(), UploadError<R::Error>> {
+    files(remote, layout, binary, Binary::Send, tools, secret, place).await
+}
+
+/// Whether the executor binary goes with the tools and the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Send,
+    /// It is at the layout's place already, checked (a cache on the other side).
+    AlreadyThere,
+}
+
+/// [`binary`], or with the binary already in place, only the tools and the secret.
+pub async fn files<R: RemoteCommand>(
+    remote: &R,
+    layout: &Layout,
+    binary: &ExecutorBinary,
+    send: Binary,
+    tools: &[Tool],
+    secret: &Secret,
+    place: &str,
+) -> Result<(), UploadError<R::Error>> {
     let check = Check::new(tools, &binary.arch);
     let checked = preflight(remote, &check, place);
     let Layout {
@@ -109,21 +130,29 @@ pub async fn binary<R: RemoteCommand>(
         .map_or_else(|| "/".to_string(), |p| p.display().to_string());
     let [bin_dir, target, tools_dir, secret_path, incoming] =
         [&bin_dir, target, tools_dir, secret_path, incoming].map(|p| quote(p));
+    let (check_binary, place_binary) = match send {
+        Binary::Send => (
+            format!("{incoming}/buildr self-check --sha256 {}; ", binary.sha256),
+            format!("; mv {incoming}/buildr {target}"),
+        ),
+        Binary::AlreadyThere => (String::new(), String::new()),
+    };
     let script = format!(
         "set -e; umask 077; mkdir -p {incoming} {bin_dir}; \
          tar -xf - -C {incoming}; \
-         {incoming}/buildr self-check --sha256 {sha256}; \
+         {check_binary}\
          if [ -d {incoming}/tools ]; then mv {incoming}/tools {tools_dir}; fi; \
-         mv {incoming}/secret {secret_path}; \
-         mv {incoming}/buildr {target}",
-        sha256 = binary.sha256
+         mv {incoming}/secret {secret_path}{place_binary}"
     );
-    let mut files = vec![(
-        binary.path.clone(),
-        binary.size,
-        "buildr".to_string(),
-        0o700,
-    )];
+    let mut files = Vec::new();
+    if send == Binary::Send {
+        files.push((
+            binary.path.clone(),
+            binary.size,
+            "buildr".to_string(),
+            0o700,
+        ));
+    }
     for tool in tools {
         let name = format!("tools/{}", tool.name);
         files.push((tool.source.clone(), tool.size, name, 0o755));
