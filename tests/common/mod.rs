@@ -6,6 +6,7 @@
 //! - `helm`: Helm releases of charts/buildr that uninstall themselves.
 //! - `manifests`: pods and NetworkPolicies: buildr's own as its code builds them, shaped like
 //!   buildr's, or plain.
+//! - `sshd`: a real OpenSSH server on 127.0.0.1 for a second local user, for the ssh backend.
 //! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
 #![allow(dead_code)] // each test file uses its own subset
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod frames;
 pub mod helm;
 pub mod manifests;
+pub mod sshd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
