@@ -6,436 +6,451 @@
 
 mod common;
 
-use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+/// The tests, in a module of their own so that a runner without root can leave them out by name
+/// (`--skip over_sshd::`) and run them as root apart.
+mod over_sshd {
+    use super::common;
+    use std::fs;
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
-use common::cluster::static_buildr;
-use common::sshd::{self, HOST, Sshd};
-use common::{buildr_bin, stderr, stdout, tree, write_files};
-use nix::sys::signal::Signal;
+    use common::cluster::static_buildr;
+    use common::sshd::{self, HOST, Sshd};
+    use common::{buildr_bin, stderr, stdout, tree, write_files};
+    use nix::sys::signal::Signal;
 
-/// One test at a time (see the module doc).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    /// One test at a time (see the module doc).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `buildr run` with `backend_args`, on `repo`, writing to `out`, of `sh -c script`, with a
-/// private TMPDIR (to see what it leaves on this side).
-fn command(backend_args: &[String], repo: &Path, out: &Path, tmp: &Path, script: &str) -> Command {
-    let mut command = Command::new(buildr_bin());
-    command
-        .arg("run")
-        .args(backend_args)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--out")
-        .arg(out)
-        .args(["--", "sh", "-c", script])
-        .env_remove("RUST_LOG")
-        .env("TMPDIR", tmp);
-    command
-}
-
-fn ssh_args(sshd: &Sshd) -> Vec<String> {
-    vec![
-        "--backend".into(),
-        "ssh".into(),
-        "--host".into(),
-        HOST.into(),
-        sshd.option(),
-        "--executor-binary".into(),
-        static_buildr().display().to_string(),
-    ]
-}
-
-struct Scratch {
-    repo: tempfile::TempDir,
-    out: tempfile::TempDir,
-    tmp: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            repo: tempfile::tempdir().unwrap(),
-            out: tempfile::tempdir().unwrap(),
-            tmp: tempfile::tempdir().unwrap(),
-        }
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(&self, backend_args: &[String], script: &str) -> Output {
-        command(
-            backend_args,
-            self.repo.path(),
-            self.out.path(),
-            self.tmp.path(),
-            script,
-        )
-        .output()
-        .unwrap()
+    /// `buildr run` with `backend_args`, on `repo`, writing to `out`, of `sh -c script`, with a
+    /// private TMPDIR (to see what it leaves on this side).
+    fn command(
+        backend_args: &[String],
+        repo: &Path,
+        out: &Path,
+        tmp: &Path,
+        script: &str,
+    ) -> Command {
+        let mut command = Command::new(buildr_bin());
+        command
+            .arg("run")
+            .args(backend_args)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--out")
+            .arg(out)
+            .args(["--", "sh", "-c", script])
+            .env_remove("RUST_LOG")
+            .env("TMPDIR", tmp);
+        command
     }
 
-    fn spawn(&self, backend_args: &[String], script: &str) -> Child {
-        command(
-            backend_args,
-            self.repo.path(),
-            self.out.path(),
-            self.tmp.path(),
-            script,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    fn ssh_args(sshd: &Sshd) -> Vec<String> {
+        vec![
+            "--backend".into(),
+            "ssh".into(),
+            "--host".into(),
+            HOST.into(),
+            sshd.option(),
+            "--executor-binary".into(),
+            static_buildr().display().to_string(),
+        ]
     }
-}
 
-/// Nothing of a run is left: no process of the test user, no run directory of it, and nothing
-/// in the client's TMPDIR (the control socket's directory).
-fn assert_nothing_left(tmp: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(sshd::processes().is_empty() && sshd::run_dirs().is_empty())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
+    struct Scratch {
+        repo: tempfile::TempDir,
+        out: tempfile::TempDir,
+        tmp: tempfile::TempDir,
     }
-    assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
-    assert_eq!(
-        sshd::run_dirs(),
-        Vec::<PathBuf>::new(),
-        "run directories left"
-    );
-    let local: Vec<_> = fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(local, Vec::<PathBuf>::new(), "left in the client's TMPDIR");
-}
 
-/// Every path under `root` with what a user compares: its kind, mode and contents (or target).
-fn snapshot(root: &Path) -> Vec<(String, String)> {
-    tree(root)
-        .into_iter()
-        .map(|path| {
-            let full = root.join(&path);
-            let meta = fs::symlink_metadata(&full).unwrap();
-            let what = if meta.file_type().is_symlink() {
-                format!("link -> {}", fs::read_link(&full).unwrap().display())
-            } else if meta.is_dir() {
-                format!("dir {:o}", meta.permissions().mode() & 0o7777)
-            } else {
-                format!(
-                    "file {:o} {:?}",
-                    meta.permissions().mode() & 0o7777,
-                    fs::read(&full).unwrap()
-                )
-            };
-            (path, what)
-        })
-        .collect()
-}
-
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn the_round_trip_equals_the_local_backends_byte_for_byte_and_mode_for_mode() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let files = [
-        ("keep.txt", "unchanged"),
-        ("edit.txt", "before"),
-        ("gone.txt", "to be deleted"),
-        ("src/lib/deep.txt", "deep before"),
-    ];
-    let script = r#"
-        set -eu
-        echo after > edit.txt
-        echo deep after > src/lib/deep.txt
-        rm gone.txt
-        mkdir -p new/nested/dir empty/dir
-        echo nested > new/nested/dir/file.txt
-        printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
-        printf 'private' > new/private && chmod 600 new/private
-        head -c 300000 /dev/urandom > new/random.bin
-        ln -s nested/dir/file.txt new/link
-        echo spaced > 'with space.txt'
-        echo unicode > 'héllo wörld ✓.txt'
-        id -u
-    "#;
-    let local = Scratch::new();
-    write_files(local.repo.path(), &files);
-    let remote = Scratch::new();
-    write_files(remote.repo.path(), &files);
-    let local_run = local.run(&[], script);
-    assert_eq!(local_run.status.code(), Some(0), "{}", stderr(&local_run));
-    let remote_run = remote.run(&ssh_args(&sshd), script);
-    assert_eq!(remote_run.status.code(), Some(0), "{}", stderr(&remote_run));
-
-    // The task ran as the other user, on the other side of ssh.
-    assert_eq!(stdout(&remote_run).trim(), sshd::uid().to_string());
-    assert_eq!(stdout(&local_run).trim(), "0");
-    assert_eq!(
-        stderr(&remote_run),
-        stderr(&local_run).replace(
-            &local.out.path().display().to_string(),
-            &remote.out.path().display().to_string(),
-        )
-    );
-    // The random file differs from run to run: its size and mode are compared, the rest byte
-    // for byte.
-    let without_random = |mut snapshot: Vec<(String, String)>, root: &Path| {
-        let random = snapshot
-            .iter_mut()
-            .find(|(path, _)| path == "new/random.bin")
-            .expect("the random file came back");
-        let meta = fs::metadata(root.join("new/random.bin")).unwrap();
-        random.1 = format!("{:o} {}", meta.mode() & 0o7777, meta.len());
-        snapshot
-    };
-    let local_files = without_random(snapshot(local.out.path()), local.out.path());
-    let remote_files = without_random(snapshot(remote.out.path()), remote.out.path());
-    assert_eq!(remote_files, local_files);
-    assert!(remote_files.iter().any(|(p, _)| p == "new/tool.sh"));
-    assert_nothing_left(remote.tmp.path());
-}
-
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn the_exit_status_is_the_tasks_and_the_streams_come_apart_and_complete() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let scratch = Scratch::new();
-    let args = ssh_args(&sshd);
-    for (script, code) in [
-        ("exit 0", 0),
-        ("exit 1", 1),
-        ("exit 7", 7),
-        ("kill -KILL $$", 128 + 9),
-    ] {
-        let output = scratch.run(&args, script);
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{script}: {}",
-            stderr(&output)
-        );
-    }
-    let script = "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
-    let output = scratch.run(&args, script);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let expected =
-        |stream: &str| -> String { (0..3000).map(|i| format!("{stream} {i}\n")).collect() };
-    assert_eq!(stdout(&output), expected("out"));
-    assert_eq!(stderr(&output), expected("err"));
-    assert_nothing_left(scratch.tmp.path());
-}
-
-/// Reads `child`'s stdout until a line equal to `wanted`, and hands back the reader.
-fn wait_for_line(child: &mut Child, wanted: &str) -> BufReader<std::process::ChildStdout> {
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = lines.read_line(&mut line).unwrap();
-        assert!(n > 0, "the run ended before printing {wanted:?}");
-        if line.trim_end() == wanted {
-            return lines;
-        }
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "buildr run did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(pid: u32, signal: Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
-}
-
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn ctrl_c_mid_task_exits_130_brings_the_files_back_and_leaves_nothing() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let scratch = Scratch::new();
-    let mut child = scratch.spawn(
-        &ssh_args(&sshd),
-        "echo done > written.txt; sleep 300 & echo started; wait",
-    );
-    let _stdout = wait_for_line(&mut child, "started");
-    signal(child.id(), Signal::SIGINT);
-    let status = wait_timeout(&mut child, Duration::from_secs(30));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
-    assert_eq!(
-        fs::read_to_string(scratch.out.path().join("written.txt")).unwrap(),
-        "done\n"
-    );
-    assert_nothing_left(scratch.tmp.path());
-}
-
-/// The master `ssh` of the run `parent` started: its child whose command line makes it one.
-fn master_of(parent: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            let ppid: u32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
-            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if ppid == parent && cmdline.contains("ControlMaster=yes") {
-                return pid;
+    impl Scratch {
+        fn new() -> Scratch {
+            Scratch {
+                repo: tempfile::tempdir().unwrap(),
+                out: tempfile::tempdir().unwrap(),
+                tmp: tempfile::tempdir().unwrap(),
             }
         }
-        assert!(Instant::now() < deadline, "no master ssh found");
-        std::thread::sleep(Duration::from_millis(20));
+
+        fn run(&self, backend_args: &[String], script: &str) -> Output {
+            command(
+                backend_args,
+                self.repo.path(),
+                self.out.path(),
+                self.tmp.path(),
+                script,
+            )
+            .output()
+            .unwrap()
+        }
+
+        fn spawn(&self, backend_args: &[String], script: &str) -> Child {
+            command(
+                backend_args,
+                self.repo.path(),
+                self.out.path(),
+                self.tmp.path(),
+                script,
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        }
     }
-}
 
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn a_connection_killed_mid_task_is_redialled_and_every_line_arrives_once() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let scratch = Scratch::new();
-    let mut child = scratch.spawn(
-        &ssh_args(&sshd),
-        "echo line 0; i=1; while [ $i -le 60 ]; do sleep 0.05; echo line $i; i=$((i+1)); done; \
-         echo finished > result.txt",
-    );
-    let mut lines = wait_for_line(&mut child, "line 0");
-    let master = master_of(child.id());
-    signal(master, Signal::SIGKILL);
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{err}");
-    let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
-    assert_eq!(rest, expected);
-    // A new master carried the rest.
-    assert!(
-        err.contains("the ssh connection is gone; reconnecting"),
-        "{err}"
-    );
-    assert_eq!(
-        fs::read_to_string(scratch.out.path().join("result.txt")).unwrap(),
-        "finished\n"
-    );
-    assert_nothing_left(scratch.tmp.path());
-}
-
-/// A run that cannot connect: exit 125, one line naming the cause in ssh's words, nothing left.
-fn assert_refused(sshd: &Sshd, config: &Path, expected: &str) {
-    let scratch = Scratch::new();
-    let mut args = ssh_args(sshd);
-    args[4] = format!("--ssh-option=-F{}", config.display());
-    let output = scratch.run(&args, "echo ran > ran.txt");
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(125), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with(&format!("buildr: cannot connect to {HOST}: ")) && err.contains(expected),
-        "{err}"
-    );
-    assert!(!scratch.out.path().join("ran.txt").exists());
-    assert_nothing_left(scratch.tmp.path());
-}
-
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn an_unknown_host_key_a_wrong_key_and_a_closed_port_are_one_line_each() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let unknown_host = sshd.write_config("unknown_host", "client_key", "no_known_hosts", sshd.port);
-    assert_refused(&sshd, &unknown_host, "Host key verification failed.");
-    let wrong_key = sshd.write_config("wrong_key", "other_key", "known_hosts", sshd.port);
-    assert_refused(&sshd, &wrong_key, "Permission denied (publickey)");
-    let closed = sshd::free_port();
-    let closed_port = sshd.write_config("closed_port", "client_key", "known_hosts", closed);
-    assert_refused(
-        &sshd,
-        &closed_port,
-        &format!("connect to host 127.0.0.1 port {closed}: Connection refused"),
-    );
-}
-
-/// Whether the user `uid` (group `gid`) can connect to the Unix socket `socket` (perl's Socket
-/// is in perl-base, which every Debian has).
-fn can_connect_as(uid: u32, gid: u32, socket: &Path) -> Result<(), String> {
-    let output = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .args(["--clear-groups", "--"])
-        .args([
-            "perl",
-            "-MSocket",
-            "-e",
-            "socket(S, PF_UNIX, SOCK_STREAM, 0) or die \"socket: $!\\n\"; \
-             connect(S, pack_sockaddr_un($ARGV[0])) or die \"$!\\n\";",
-        ])
-        .arg(socket)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(stderr(&output).trim().to_string())
+    /// Nothing of a run is left: no process of the test user, no run directory of it, and nothing
+    /// in the client's TMPDIR (the control socket's directory).
+    fn assert_nothing_left(tmp: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(sshd::processes().is_empty() && sshd::run_dirs().is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
+        assert_eq!(
+            sshd::run_dirs(),
+            Vec::<PathBuf>::new(),
+            "run directories left"
+        );
+        let local: Vec<_> = fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(local, Vec::<PathBuf>::new(), "left in the client's TMPDIR");
     }
-}
 
-#[test]
-#[ignore = "needs root and openssh-server (tests/run-all.sh)"]
-fn another_local_user_cannot_connect_to_the_executors_socket() {
-    let _one = one_at_a_time();
-    let sshd = Sshd::start();
-    let scratch = Scratch::new();
-    let mut child = scratch.spawn(&ssh_args(&sshd), "echo started; sleep 300");
-    let _stdout = wait_for_line(&mut child, "started");
-    let run_dirs = sshd::run_dirs();
-    assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
-    let socket = run_dirs[0].join("executor.sock");
-    assert_eq!(fs::metadata(&run_dirs[0]).unwrap().mode() & 0o777, 0o700);
-    // Its owner can: the check is able to succeed.
-    let owner = fs::metadata(&run_dirs[0]).unwrap();
-    assert_eq!(can_connect_as(owner.uid(), owner.gid(), &socket), Ok(()));
-    let refused = can_connect_as(65534, 65534, &socket).unwrap_err();
-    assert_eq!(refused, "Permission denied");
-    signal(child.id(), Signal::SIGINT);
-    assert_eq!(
-        wait_timeout(&mut child, Duration::from_secs(30)).code(),
-        Some(130)
-    );
-    assert_nothing_left(scratch.tmp.path());
+    /// Every path under `root` with what a user compares: its kind, mode and contents (or target).
+    fn snapshot(root: &Path) -> Vec<(String, String)> {
+        tree(root)
+            .into_iter()
+            .map(|path| {
+                let full = root.join(&path);
+                let meta = fs::symlink_metadata(&full).unwrap();
+                let what = if meta.file_type().is_symlink() {
+                    format!("link -> {}", fs::read_link(&full).unwrap().display())
+                } else if meta.is_dir() {
+                    format!("dir {:o}", meta.permissions().mode() & 0o7777)
+                } else {
+                    format!(
+                        "file {:o} {:?}",
+                        meta.permissions().mode() & 0o7777,
+                        fs::read(&full).unwrap()
+                    )
+                };
+                (path, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn the_round_trip_equals_the_local_backends_byte_for_byte_and_mode_for_mode() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let files = [
+            ("keep.txt", "unchanged"),
+            ("edit.txt", "before"),
+            ("gone.txt", "to be deleted"),
+            ("src/lib/deep.txt", "deep before"),
+        ];
+        let script = r#"
+            set -eu
+            echo after > edit.txt
+            echo deep after > src/lib/deep.txt
+            rm gone.txt
+            mkdir -p new/nested/dir empty/dir
+            echo nested > new/nested/dir/file.txt
+            printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
+            printf 'private' > new/private && chmod 600 new/private
+            head -c 300000 /dev/urandom > new/random.bin
+            ln -s nested/dir/file.txt new/link
+            echo spaced > 'with space.txt'
+            echo unicode > 'héllo wörld ✓.txt'
+            id -u
+        "#;
+        let local = Scratch::new();
+        write_files(local.repo.path(), &files);
+        let remote = Scratch::new();
+        write_files(remote.repo.path(), &files);
+        let local_run = local.run(&[], script);
+        assert_eq!(local_run.status.code(), Some(0), "{}", stderr(&local_run));
+        let remote_run = remote.run(&ssh_args(&sshd), script);
+        assert_eq!(remote_run.status.code(), Some(0), "{}", stderr(&remote_run));
+
+        // The task ran as the other user, on the other side of ssh.
+        assert_eq!(stdout(&remote_run).trim(), sshd::uid().to_string());
+        assert_eq!(stdout(&local_run).trim(), "0");
+        assert_eq!(
+            stderr(&remote_run),
+            stderr(&local_run).replace(
+                &local.out.path().display().to_string(),
+                &remote.out.path().display().to_string(),
+            )
+        );
+        // The random file differs from run to run: its size and mode are compared, the rest byte
+        // for byte.
+        let without_random = |mut snapshot: Vec<(String, String)>, root: &Path| {
+            let random = snapshot
+                .iter_mut()
+                .find(|(path, _)| path == "new/random.bin")
+                .expect("the random file came back");
+            let meta = fs::metadata(root.join("new/random.bin")).unwrap();
+            random.1 = format!("{:o} {}", meta.mode() & 0o7777, meta.len());
+            snapshot
+        };
+        let local_files = without_random(snapshot(local.out.path()), local.out.path());
+        let remote_files = without_random(snapshot(remote.out.path()), remote.out.path());
+        assert_eq!(remote_files, local_files);
+        assert!(remote_files.iter().any(|(p, _)| p == "new/tool.sh"));
+        assert_nothing_left(remote.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn the_exit_status_is_the_tasks_and_the_streams_come_apart_and_complete() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let args = ssh_args(&sshd);
+        for (script, code) in [
+            ("exit 0", 0),
+            ("exit 1", 1),
+            ("exit 7", 7),
+            ("kill -KILL $$", 128 + 9),
+        ] {
+            let output = scratch.run(&args, script);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{script}: {}",
+                stderr(&output)
+            );
+        }
+        let script =
+            "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+        let output = scratch.run(&args, script);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let expected =
+            |stream: &str| -> String { (0..3000).map(|i| format!("{stream} {i}\n")).collect() };
+        assert_eq!(stdout(&output), expected("out"));
+        assert_eq!(stderr(&output), expected("err"));
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// Reads `child`'s stdout until a line equal to `wanted`, and hands back the reader.
+    fn wait_for_line(child: &mut Child, wanted: &str) -> BufReader<std::process::ChildStdout> {
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = lines.read_line(&mut line).unwrap();
+            assert!(n > 0, "the run ended before printing {wanted:?}");
+            if line.trim_end() == wanted {
+                return lines;
+            }
+        }
+    }
+
+    fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "buildr run did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(pid: u32, signal: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_mid_task_exits_130_brings_the_files_back_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut child = scratch.spawn(
+            &ssh_args(&sshd),
+            "echo done > written.txt; sleep 300 & echo started; wait",
+        );
+        let _stdout = wait_for_line(&mut child, "started");
+        signal(child.id(), Signal::SIGINT);
+        let status = wait_timeout(&mut child, Duration::from_secs(30));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(130), "{err}");
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("written.txt")).unwrap(),
+            "done\n"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// The master `ssh` of the run `parent` started: its child whose command line makes it one.
+    fn master_of(parent: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for entry in fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+                let ppid: u32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
+                let cmdline =
+                    fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if ppid == parent && cmdline.contains("ControlMaster=yes") {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "no master ssh found");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_connection_killed_mid_task_is_redialled_and_every_line_arrives_once() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut child = scratch.spawn(
+            &ssh_args(&sshd),
+            "echo line 0; i=1; while [ $i -le 60 ]; do sleep 0.05; echo line $i; i=$((i+1)); done; \
+             echo finished > result.txt",
+        );
+        let mut lines = wait_for_line(&mut child, "line 0");
+        let master = master_of(child.id());
+        signal(master, Signal::SIGKILL);
+        let mut rest = String::new();
+        lines.read_to_string(&mut rest).unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{err}");
+        let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(rest, expected);
+        // A new master carried the rest.
+        assert!(
+            err.contains("the ssh connection is gone; reconnecting"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("result.txt")).unwrap(),
+            "finished\n"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// A run that cannot connect: exit 125, one line naming the cause in ssh's words, nothing left.
+    fn assert_refused(sshd: &Sshd, config: &Path, expected: &str) {
+        let scratch = Scratch::new();
+        let mut args = ssh_args(sshd);
+        args[4] = format!("--ssh-option=-F{}", config.display());
+        let output = scratch.run(&args, "echo ran > ran.txt");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("buildr: cannot connect to {HOST}: "))
+                && err.contains(expected),
+            "{err}"
+        );
+        assert!(!scratch.out.path().join("ran.txt").exists());
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn an_unknown_host_key_a_wrong_key_and_a_closed_port_are_one_line_each() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let unknown_host =
+            sshd.write_config("unknown_host", "client_key", "no_known_hosts", sshd.port);
+        assert_refused(&sshd, &unknown_host, "Host key verification failed.");
+        let wrong_key = sshd.write_config("wrong_key", "other_key", "known_hosts", sshd.port);
+        assert_refused(&sshd, &wrong_key, "Permission denied (publickey)");
+        let closed = sshd::free_port();
+        let closed_port = sshd.write_config("closed_port", "client_key", "known_hosts", closed);
+        assert_refused(
+            &sshd,
+            &closed_port,
+            &format!("connect to host 127.0.0.1 port {closed}: Connection refused"),
+        );
+    }
+
+    /// Whether the user `uid` (group `gid`) can connect to the Unix socket `socket` (perl's Socket
+    /// is in perl-base, which every Debian has).
+    fn can_connect_as(uid: u32, gid: u32, socket: &Path) -> Result<(), String> {
+        let output = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--"])
+            .args([
+                "perl",
+                "-MSocket",
+                "-e",
+                "socket(S, PF_UNIX, SOCK_STREAM, 0) or die \"socket: $!\\n\"; \
+                 connect(S, pack_sockaddr_un($ARGV[0])) or die \"$!\\n\";",
+            ])
+            .arg(socket)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&output).trim().to_string())
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn another_local_user_cannot_connect_to_the_executors_socket() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut child = scratch.spawn(&ssh_args(&sshd), "echo started; sleep 300");
+        let _stdout = wait_for_line(&mut child, "started");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let socket = run_dirs[0].join("executor.sock");
+        assert_eq!(fs::metadata(&run_dirs[0]).unwrap().mode() & 0o777, 0o700);
+        // Its owner can: the check is able to succeed.
+        let owner = fs::metadata(&run_dirs[0]).unwrap();
+        assert_eq!(can_connect_as(owner.uid(), owner.gid(), &socket), Ok(()));
+        let refused = can_connect_as(65534, 65534, &socket).unwrap_err();
+        assert_eq!(refused, "Permission denied");
+        signal(child.id(), Signal::SIGINT);
+        assert_eq!(
+            wait_timeout(&mut child, Duration::from_secs(30)).code(),
+            Some(130)
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
 }
