@@ -34,6 +34,9 @@ use remote::{Probe, RunDir};
 /// it exits and removes its run directory.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One run's settings, resolved from the task and the command line (`cli::run_ssh`).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -73,7 +76,7 @@ pub enum SshError {
     #[error("{host} did not say where the run goes (its answer: `{answer}`)")]
     Unreadable { host: String, answer: String },
     #[error(
-        "{host} is a {machine} machine ({arch}), but the executor binary {} is built for {}; \
+        "{host} is {machine} ({arch}), but the executor binary {} is built for {}; \
          give --executor-binary a build for {arch}",
         binary.display(), binary_arch
     )]
@@ -339,21 +342,24 @@ impl Backend for SshBackend {
         let mut leftovers = Vec::new();
         if let Some(dir) = self.run_dir.take() {
             let host = self.host();
-            let cleaned = match link.ensure_up().await {
-                Ok(()) => link
-                    .ssh
-                    .run(remote::clean_up(&dir, self.settings.keep), Ok)
-                    .await
-                    .map(drop),
-                Err(e) => Err(e),
+            let cleaned = async {
+                link.ensure_up().await?;
+                let script = remote::clean_up(&dir, self.settings.keep);
+                link.ssh.run(script, Ok).await.map(drop)
             };
-            match cleaned {
-                Ok(()) if self.settings.keep => leftovers.push(Leftover::Kept { host, dir }),
-                Ok(()) => {}
-                Err(e) => leftovers.push(Leftover::NotRemoved {
+            // A host that went away must not hold the run's end: its executor ends by itself.
+            match tokio::time::timeout(CLEAN_UP_TIMEOUT, cleaned).await {
+                Ok(Ok(())) if self.settings.keep => leftovers.push(Leftover::Kept { host, dir }),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => leftovers.push(Leftover::NotRemoved {
                     host,
                     dir,
                     why: e.to_string(),
+                }),
+                Err(_) => leftovers.push(Leftover::NotRemoved {
+                    host,
+                    dir,
+                    why: format!("no answer within {}s", CLEAN_UP_TIMEOUT.as_secs()),
                 }),
             }
         }
