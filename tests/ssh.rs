@@ -377,10 +377,9 @@ mod over_sshd {
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(125), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.starts_with(&format!("buildr: cannot connect to {HOST}: "))
-                && err.contains(expected),
-            "{err}"
+        assert_eq!(
+            err,
+            format!("buildr: cannot connect to {HOST}: {expected}\n")
         );
         assert!(!scratch.out.path().join("ran.txt").exists());
         assert_nothing_left(scratch.tmp.path());
@@ -395,13 +394,17 @@ mod over_sshd {
             sshd.write_config("unknown_host", "client_key", "no_known_hosts", sshd.port);
         assert_refused(&sshd, &unknown_host, "Host key verification failed.");
         let wrong_key = sshd.write_config("wrong_key", "other_key", "known_hosts", sshd.port);
-        assert_refused(&sshd, &wrong_key, "Permission denied (publickey)");
+        assert_refused(
+            &sshd,
+            &wrong_key,
+            &format!("{}@127.0.0.1: Permission denied (publickey).", sshd::USER),
+        );
         let closed = sshd::free_port();
         let closed_port = sshd.write_config("closed_port", "client_key", "known_hosts", closed);
         assert_refused(
             &sshd,
             &closed_port,
-            &format!("connect to host 127.0.0.1 port {closed}: Connection refused"),
+            &format!("ssh: connect to host 127.0.0.1 port {closed}: Connection refused"),
         );
     }
 

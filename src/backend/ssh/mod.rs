@@ -65,13 +65,13 @@ pub enum SshError {
     Tool(#[from] ToolError),
     #[error("cannot create a private local directory for the ssh connection")]
     LocalDir(#[source] std::io::Error),
-    #[error("cannot connect to {host}: {}", connect_failure(.source))]
-    Connect { host: String, source: CommandError },
+    #[error("cannot connect to {host}: {}", connect_failure(.error))]
+    Connect { host: String, error: CommandError },
     #[error("{host} has no `sh` on the PATH of its login shell; buildr needs `sh` and `tar` there")]
     NoSh { host: String },
-    #[error("cannot make a run directory on {host}{}", said(.source))]
-    RunDir { host: String, source: CommandError },
-    #[error("cannot prepare the run on {host}: {source}")]
+    #[error("cannot make a run directory on {host}{}", said(.error))]
+    RunDir { host: String, error: CommandError },
+    #[error("cannot prepare the run on {host}")]
     Prepare { host: String, source: CommandError },
     #[error("{host} did not say where the run goes (its answer: `{answer}`)")]
     Unreadable { host: String, answer: String },
@@ -95,15 +95,15 @@ pub enum SshError {
         host: String,
         waited: Duration,
     },
-    #[error("cannot copy {what} to {host}: {source}")]
+    #[error("cannot copy {what} to {host}")]
     Copy {
         what: &'static str,
         host: String,
         source: CommandError,
     },
-    #[error("cannot start the executor on {host}: {source}")]
+    #[error("cannot start the executor on {host}")]
     Launch { host: String, source: CommandError },
-    #[error("cannot forward the executor's socket from {host}: {source}")]
+    #[error("cannot forward the executor's socket from {host}")]
     Forward { host: String, source: CommandError },
     #[error("cannot make the run's secret")]
     Secret(#[source] std::io::Error),
@@ -190,9 +190,9 @@ impl SshBackend {
         let socket = local.path().join("executor.sock");
         let link = Link::open(ssh.clone())
             .await
-            .map_err(|source| SshError::Connect {
+            .map_err(|error| SshError::Connect {
                 host: self.host(),
-                source,
+                error,
             })?;
         self.link = Some(link.clone());
         Ok((ssh, link, socket))
@@ -208,7 +208,7 @@ impl SshBackend {
                 ..
             } => SshError::RunDir {
                 host: self.host(),
-                source,
+                error: source,
             },
             _ => SshError::Prepare {
                 host: self.host(),
