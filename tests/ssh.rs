@@ -20,7 +20,7 @@ mod over_sshd {
 
     use common::cluster::static_buildr;
     use common::sshd::{self, HOST, Sshd};
-    use common::{buildr_bin, stderr, stdout, tree, write_files};
+    use common::{buildr_bin, child_of, stderr, stdout, tree, write_files};
     use nix::sys::signal::Signal;
 
     /// One test at a time (see the module doc).
@@ -92,8 +92,8 @@ mod over_sshd {
             .unwrap()
         }
 
-        fn spawn(&self, backend_args: &[String], script: &str) -> Child {
-            command(
+        fn spawn(&self, backend_args: &[String], script: &str) -> Running {
+            let mut child = command(
                 backend_args,
                 self.repo.path(),
                 self.out.path(),
@@ -103,7 +103,9 @@ mod over_sshd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            Running { child, stdout }
         }
     }
 
@@ -159,24 +161,26 @@ mod over_sshd {
         let _one = one_at_a_time();
         let sshd = Sshd::start();
         let files = [
-            ("keep.txt", "unchanged"),
-            ("edit.txt", "before"),
-            ("gone.txt", "to be deleted"),
-            ("src/lib/deep.txt", "deep before"),
+            ("same.txt", "left as it is"),
+            ("changed.txt", "old"),
+            ("removed.txt", "to go"),
+            ("lib/a/b/appended.txt", "first line\n"),
         ];
+        // Every kind of change a build makes, with modes, links and names that need care.
         let script = r#"
             set -eu
-            echo after > edit.txt
-            echo deep after > src/lib/deep.txt
-            rm gone.txt
-            mkdir -p new/nested/dir empty/dir
-            echo nested > new/nested/dir/file.txt
-            printf '#!/bin/sh\necho run\n' > new/tool.sh && chmod 755 new/tool.sh
-            printf 'private' > new/private && chmod 600 new/private
-            head -c 300000 /dev/urandom > new/random.bin
-            ln -s nested/dir/file.txt new/link
-            echo spaced > 'with space.txt'
-            echo unicode > 'héllo wörld ✓.txt'
+            printf 'new\n' > changed.txt
+            printf 'second line\n' >> lib/a/b/appended.txt
+            chmod 600 lib/a/b/appended.txt
+            rm removed.txt
+            mkdir -p made/x/y made/empty/z
+            printf 'leaf\n' > made/x/y/leaf.txt
+            printf '#!/bin/sh\nexit 0\n' > made/run.sh && chmod 755 made/run.sh
+            printf 'only mine' > made/private && chmod 600 made/private
+            head -c 300000 /dev/urandom > made/random.bin
+            ln -s x/y/leaf.txt made/leaf-link
+            printf 'spaces' > 'a name with spaces.txt'
+            printf 'unicode' > 'ünïcødé ✓.txt'
             id -u
         "#;
         let local = Scratch::new();
@@ -203,16 +207,16 @@ mod over_sshd {
         let without_random = |mut snapshot: Vec<(String, String)>, root: &Path| {
             let random = snapshot
                 .iter_mut()
-                .find(|(path, _)| path == "new/random.bin")
+                .find(|(path, _)| path == "made/random.bin")
                 .expect("the random file came back");
-            let meta = fs::metadata(root.join("new/random.bin")).unwrap();
+            let meta = fs::metadata(root.join("made/random.bin")).unwrap();
             random.1 = format!("{:o} {}", meta.mode() & 0o7777, meta.len());
             snapshot
         };
         let local_files = without_random(snapshot(local.out.path()), local.out.path());
         let remote_files = without_random(snapshot(remote.out.path()), remote.out.path());
         assert_eq!(remote_files, local_files);
-        assert!(remote_files.iter().any(|(p, _)| p == "new/tool.sh"));
+        assert!(remote_files.iter().any(|(p, _)| p == "made/run.sh"));
         assert_nothing_left(remote.tmp.path());
     }
 
@@ -248,28 +252,58 @@ mod over_sshd {
         assert_nothing_left(scratch.tmp.path());
     }
 
-    /// Reads `child`'s stdout until a line equal to `wanted`, and hands back the reader.
-    fn wait_for_line(child: &mut Child, wanted: &str) -> BufReader<std::process::ChildStdout> {
-        let mut lines = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = lines.read_line(&mut line).unwrap();
-            assert!(n > 0, "the run ended before printing {wanted:?}");
-            if line.trim_end() == wanted {
-                return lines;
+    /// A `buildr run` in the background with its stdout, interrupted (Ctrl-C) and waited for
+    /// when dropped unfinished, so that a failing test still lets it clean up.
+    struct Running {
+        child: Child,
+        stdout: BufReader<std::process::ChildStdout>,
+    }
+
+    impl Running {
+        /// Reads stdout until a line equal to `wanted`.
+        fn wait_for_line(&mut self, wanted: &str) {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = self.stdout.read_line(&mut line).unwrap();
+                assert!(n > 0, "the run ended before printing {wanted:?}");
+                if line.trim_end() == wanted {
+                    return;
+                }
             }
+        }
+
+        fn interrupt(&self) {
+            signal(self.child.id(), Signal::SIGINT);
+        }
+
+        /// Waits for the end: exit status, the rest of stdout, and stderr.
+        fn finish(&mut self, limit: Duration) -> (Option<i32>, String, String) {
+            let mut rest = String::new();
+            self.stdout.read_to_string(&mut rest).unwrap();
+            let deadline = Instant::now() + limit;
+            let status = loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "buildr run did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            if let Some(mut stderr) = self.child.stderr.take() {
+                stderr.read_to_string(&mut err).unwrap();
+            }
+            (status.code(), rest, err)
         }
     }
 
-    fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                self.interrupt();
+                let _ = std::io::copy(&mut self.stdout, &mut std::io::sink());
+                let _ = self.child.wait();
             }
-            assert!(Instant::now() < deadline, "buildr run did not exit");
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -283,50 +317,19 @@ mod over_sshd {
         let _one = one_at_a_time();
         let sshd = Sshd::start();
         let scratch = Scratch::new();
-        let mut child = scratch.spawn(
+        let mut run = scratch.spawn(
             &ssh_args(&sshd),
             "echo done > written.txt; sleep 300 & echo started; wait",
         );
-        let _stdout = wait_for_line(&mut child, "started");
-        signal(child.id(), Signal::SIGINT);
-        let status = wait_timeout(&mut child, Duration::from_secs(30));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert_eq!(status.code(), Some(130), "{err}");
+        run.wait_for_line("started");
+        run.interrupt();
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        assert_eq!(status, Some(130), "{err}");
         assert_eq!(
             fs::read_to_string(scratch.out.path().join("written.txt")).unwrap(),
             "done\n"
         );
         assert_nothing_left(scratch.tmp.path());
-    }
-
-    /// The master `ssh` of the run `parent` started: its child whose command line makes it one.
-    fn master_of(parent: u32) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for entry in fs::read_dir("/proc").unwrap().flatten() {
-                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                    continue;
-                };
-                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-                let ppid: u32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
-                let cmdline =
-                    fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if ppid == parent && cmdline.contains("ControlMaster=yes") {
-                    return pid;
-                }
-            }
-            assert!(Instant::now() < deadline, "no master ssh found");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     #[test]
@@ -335,25 +338,18 @@ mod over_sshd {
         let _one = one_at_a_time();
         let sshd = Sshd::start();
         let scratch = Scratch::new();
-        let mut child = scratch.spawn(
+        let mut run = scratch.spawn(
             &ssh_args(&sshd),
             "echo line 0; i=1; while [ $i -le 60 ]; do sleep 0.05; echo line $i; i=$((i+1)); done; \
              echo finished > result.txt",
         );
-        let mut lines = wait_for_line(&mut child, "line 0");
-        let master = master_of(child.id());
-        signal(master, Signal::SIGKILL);
-        let mut rest = String::new();
-        lines.read_to_string(&mut rest).unwrap();
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert_eq!(status.code(), Some(0), "{err}");
+        run.wait_for_line("line 0");
+        signal(
+            child_of(run.child.id(), "ControlMaster=yes"),
+            Signal::SIGKILL,
+        );
+        let (status, rest, err) = run.finish(Duration::from_secs(60));
+        assert_eq!(status, Some(0), "{err}");
         let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
         assert_eq!(rest, expected);
         // A new master carried the rest.
@@ -438,8 +434,8 @@ mod over_sshd {
         let _one = one_at_a_time();
         let sshd = Sshd::start();
         let scratch = Scratch::new();
-        let mut child = scratch.spawn(&ssh_args(&sshd), "echo started; sleep 300");
-        let _stdout = wait_for_line(&mut child, "started");
+        let mut run = scratch.spawn(&ssh_args(&sshd), "echo started; sleep 300");
+        run.wait_for_line("started");
         let run_dirs = sshd::run_dirs();
         assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
         let socket = run_dirs[0].join("executor.sock");
@@ -449,11 +445,9 @@ mod over_sshd {
         assert_eq!(can_connect_as(owner.uid(), owner.gid(), &socket), Ok(()));
         let refused = can_connect_as(65534, 65534, &socket).unwrap_err();
         assert_eq!(refused, "Permission denied");
-        signal(child.id(), Signal::SIGINT);
-        assert_eq!(
-            wait_timeout(&mut child, Duration::from_secs(30)).code(),
-            Some(130)
-        );
+        run.interrupt();
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        assert_eq!(status, Some(130), "{err}");
         assert_nothing_left(scratch.tmp.path());
     }
 }

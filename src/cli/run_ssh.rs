@@ -43,13 +43,8 @@ impl SshArgs {
             return Err(SshError::BadOption(option.clone()));
         }
         let binary = ExecutorBinary::inspect(&binary)?;
-        if let Some(interpreter) = &binary.interpreter {
-            eprintln!(
-                "buildr: warning: the executor binary {} is dynamically linked (it needs \
-                 {interpreter}) and runs only on hosts with a compatible glibc; `cargo dist` \
-                 builds a static one (see README, Install)",
-                binary.path.display()
-            );
+        if let Some(warning) = binary.dynamic_warning("hosts") {
+            eprintln!("buildr: warning: {warning}");
         }
         let mut options = task.ssh.options.clone();
         options.extend(self.options.iter().cloned());

@@ -120,6 +120,34 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     Run::from(child.wait_with_output().expect("wait for command"))
 }
 
+/// The child process of `parent` whose command line contains `marker`, waited for up to 10 s.
+pub fn child_of(parent: u32, marker: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name, which may hold spaces and parentheses.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let ppid: u32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == parent && cmdline.contains(marker) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no child of {parent} runs {marker:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls F every 300 ms until it returns true or TIMEOUT passes; says whether it did.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
