@@ -404,6 +404,42 @@ mod over_sshd {
         );
     }
 
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_binary_for_another_architecture_is_refused_after_uname_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        // The static buildr relabelled (e_machine, offset 18): as if built for another machine.
+        let mut foreign = fs::read(static_buildr()).unwrap();
+        let (machine, arch, host_arch) = if cfg!(target_arch = "aarch64") {
+            (62u16, "amd64", "aarch64 (arm64)") // EM_X86_64
+        } else {
+            (183u16, "arm64", "x86_64 (amd64)") // EM_AARCH64
+        };
+        foreign[18..20].copy_from_slice(&machine.to_le_bytes());
+        let binary = scratch.tmp.path().join("buildr-foreign");
+        fs::write(&binary, foreign).unwrap();
+        let mut args = ssh_args(&sshd);
+        args[6] = binary.display().to_string();
+        let output = scratch.run(&args, "echo ran > ran.txt");
+        fs::remove_file(&binary).unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "buildr: {HOST} is {host_arch}, but the executor binary {} is built for {arch}; \
+                 give --executor-binary a build for {}\n",
+                binary.display(),
+                &host_arch[host_arch.find('(').unwrap() + 1..host_arch.len() - 1],
+            )
+        );
+        assert!(!scratch.out.path().join("ran.txt").exists());
+        // The run directory the same round trip made is gone again.
+        assert_nothing_left(scratch.tmp.path());
+    }
+
     /// Whether the user `uid` (group `gid`) can connect to the Unix socket `socket` (perl's Socket
     /// is in perl-base, which every Debian has).
     fn can_connect_as(uid: u32, gid: u32, socket: &Path) -> Result<(), String> {
