@@ -75,7 +75,7 @@ mod tests {
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  ssh {\n    options = [\"-p2\", \"x\"]\n  }\n}\n",
-                "t.hcl:4:24: `options` in `ssh` in task \"a\": \"x\" is not an option of ssh; expected arguments such as \"-p2222\" or \"-oProxyJump=gateway\"",
+                "t.hcl:4:23: `options` in `ssh` in task \"a\": \"x\" is not an option of ssh; expected arguments such as \"-p2222\" or \"-oProxyJump=gateway\"",
             ),
         ];
         assert_errors(cases, str::to_string);
