@@ -154,7 +154,10 @@ pub struct SshBackend {
     /// The private local directory of the control socket and the forwarded executor socket.
     local: Option<tempfile::TempDir>,
     link: Option<Arc<Mutex<Link>>>,
-    /// Set as soon as the host made it, so that a start cut short still removes it.
+    /// Set before the probe that makes the run directory is sent, so that a start cut short
+    /// still removes it.
+    probed: bool,
+    /// Where the run directory is, once the host said.
     run_dir: Option<String>,
 }
 
@@ -165,6 +168,7 @@ impl SshBackend {
             run_id: run_id.to_string(),
             local: None,
             link: None,
+            probed: false,
             run_dir: None,
         }
     }
@@ -201,6 +205,7 @@ impl SshBackend {
     /// The first round trip: the run directory, the machine, the cache.
     async fn probe(&mut self, ssh: &Ssh) -> Result<Probe, SshError> {
         let script = remote::probe(&self.run_id, &self.settings.binary.sha256);
+        self.probed = true;
         let output = ssh.run(script, Ok).await.map_err(|source| match &source {
             CommandError::Exited { code: 127, .. } => SshError::NoSh { host: self.host() },
             CommandError::Exited {
@@ -340,11 +345,15 @@ impl Backend for SshBackend {
         };
         let mut link = link.lock().await;
         let mut leftovers = Vec::new();
-        if let Some(dir) = self.run_dir.take() {
+        if std::mem::take(&mut self.probed) {
             let host = self.host();
+            let dir = self
+                .run_dir
+                .take()
+                .unwrap_or_else(|| format!("buildr-{}", self.run_id));
             let cleaned = async {
                 link.ensure_up().await?;
-                let script = remote::clean_up(&dir, self.settings.keep);
+                let script = remote::clean_up(&self.run_id, self.settings.keep);
                 link.ssh.run(script, Ok).await.map(drop)
             };
             // A host that went away must not hold the run's end: its executor ends by itself.

@@ -26,9 +26,7 @@ pub fn probe(run_id: &str, sha256: &str) -> String {
     format!(
         r#"echo "machine=$(uname -m)"
 umask 077
-base=${{XDG_RUNTIME_DIR:-/tmp}}
-[ -d "$base" ] && [ -w "$base" ] || base=/tmp
-run="$base/buildr-{run_id}"
+{}
 mkdir "$run" && mkdir "$run/workspace" || exit {NO_RUN_DIR}
 echo "run=$run"
 cache="${{XDG_CACHE_HOME:-$HOME/.cache}}/buildr/executor"
@@ -46,7 +44,19 @@ if mkdir -p "$cache" 2>/dev/null && [ -O "$cache" ] && [ ! -L "$cache" ]; then
       ;;
   esac
 fi
-"#
+"#,
+        locate(run_id)
+    )
+}
+
+/// Sets `$run` to the run's directory on the host: under `$XDG_RUNTIME_DIR` when that is a
+/// writable directory, else `/tmp`. The probe makes it there; the clean-up finds it the same
+/// way, so that a run cut short before the probe's answer still removes it.
+fn locate(run_id: &str) -> String {
+    format!(
+        r#"base=${{XDG_RUNTIME_DIR:-/tmp}}
+[ -d "$base" ] && [ -w "$base" ] || base=/tmp
+run="$base/buildr-{run_id}""#
     )
 }
 
@@ -148,20 +158,15 @@ done
     )
 }
 
-/// Ends the run on the host: SIGTERM to the executor (it stops its task's whole process group,
-/// SIGKILL after its grace), SIGKILL if it is still there after [`STOP_TIMEOUT`], and the run
-/// directory removed unless it is kept.
-pub fn clean_up(run_dir: &str, keep: bool) -> String {
-    let dir = quote(run_dir);
-    let pid = quote(&format!("{run_dir}/executor.pid"));
+/// Ends the run `run_id` on the host: SIGTERM to the executor (it stops its task's whole
+/// process group, SIGKILL after its grace), SIGKILL if it is still there after
+/// [`STOP_TIMEOUT`], and the run directory removed unless it is kept.
+pub fn clean_up(run_id: &str, keep: bool) -> String {
     let polls = STOP_TIMEOUT.as_millis() / POLL.as_millis();
-    let remove = if keep {
-        String::new()
-    } else {
-        format!("rm -rf {dir}")
-    };
+    let remove = if keep { "" } else { "rm -rf \"$run\"" };
     format!(
-        "if [ -f {pid} ] && read -r pid < {pid} && [ -n \"$pid\" ]; then
+        "{}
+if [ -f \"$run/executor.pid\" ] && read -r pid < \"$run/executor.pid\" && [ -n \"$pid\" ]; then
   kill -TERM $pid 2>/dev/null
   i=0
   while kill -0 $pid 2>/dev/null; do
@@ -171,6 +176,7 @@ pub fn clean_up(run_dir: &str, keep: bool) -> String {
 fi
 {remove}
 ",
+        locate(run_id),
         poll = POLL.as_secs_f64(),
     )
 }
@@ -209,7 +215,7 @@ mod tests {
                 Duration::from_secs(300),
                 false,
             ),
-            clean_up("/tmp/x y", true),
+            clean_up("abc", true),
         ] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])
