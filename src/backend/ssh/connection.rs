@@ -6,8 +6,11 @@
 //! resumes the event stream as it does over a port-forward.
 //!
 //! Only `-o` settings that name buildr's own files are added (`ControlPath`, `ControlMaster`,
-//! and on the master a `LocalCommand` that says it is up): the user's config, keys, agent,
-//! `ProxyJump` and host-key checking all apply as they are.
+//! and on the master a `LocalCommand` that says it is up), and `BatchMode=yes`: ssh runs in a
+//! process group of its own (so that Ctrl-C reaches `buildr run`, which cleans up over it), where
+//! a prompt on the terminal would stop it, so it never prompts; keys come from the agent or
+//! need no passphrase, and an unknown host key is refused, not asked about. The user's config,
+//! keys, agent, `ProxyJump` and host-key checking all apply as they are.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,7 @@ impl Ssh {
             } else {
                 "ControlMaster=no"
             })
+            .args(["-o", "BatchMode=yes"])
             .args(&self.options)
             .kill_on_drop(true)
             // Its own group: a Ctrl-C at the terminal reaches `buildr run`, which cancels and
