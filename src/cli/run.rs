@@ -127,6 +127,9 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 .await
         }
         BackendKind::Ssh => {
+            if args.k8s.image.is_some() {
+                eprintln!("buildr: --image is ignored by the ssh backend");
+            }
             let mut settings = args.ssh.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let backend = SshBackend::new(settings, &run_id);
