@@ -406,6 +406,35 @@ mod over_sshd {
 
     #[test]
     #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn keep_leaves_the_run_directory_says_where_and_stops_the_executor() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut args = ssh_args(&sshd);
+        args.push("--keep".into());
+        let output = scratch.run(&args, "echo kept > kept.txt");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{err}");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let dir = &run_dirs[0];
+        assert!(
+            err.contains(&format!(
+                "buildr: keeping the run directory {} on {HOST}",
+                dir.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("workspace/kept.txt")).unwrap(),
+            "kept\n"
+        );
+        fs::remove_dir_all(dir).unwrap();
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
     fn a_binary_for_another_architecture_is_refused_after_uname_and_leaves_nothing() {
         let _one = one_at_a_time();
         let sshd = Sshd::start();
