@@ -14,6 +14,7 @@
 #[allow(dead_code)] // the tests' helpers this bench does not need
 mod sshd;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -63,12 +64,15 @@ impl Bench {
         let output = Command::new(BUILDR)
             .args(["run", "-v", "--backend", "ssh", "--host", sshd::HOST])
             .arg(format!("--ssh-option=-F{}", self.config.display()))
-            .arg("--executor-binary")
-            .arg(&self.executor)
-            .arg("--repo")
-            .arg(repo)
-            .arg("--out")
-            .arg(&out)
+            .args(
+                [
+                    ("--executor-binary", self.executor.as_path()),
+                    ("--repo", repo),
+                    ("--out", &out),
+                ]
+                .into_iter()
+                .flat_map(|(flag, path)| [OsStr::new(flag), path.as_os_str()]),
+            )
             .arg("--")
             .args(args)
             .env("RUST_LOG", "off")
