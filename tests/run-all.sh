@@ -14,6 +14,13 @@ if ! command -v cargo >/dev/null; then
   echo "run-all: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
 fi
+# The ssh backend's tests (tests/ssh.rs) start a real OpenSSH server themselves: Debian's.
+if [[ ! -x /usr/sbin/sshd ]]; then
+  echo "run-all: installing openssh-server for the ssh backend's tests" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+fi
 # Build before the cluster comes up, so that the cluster is not idling through a compile: the
 # tests, and the static buildr that the Kubernetes tests send into their pods (`cargo dist`).
 cargo build --tests --bins

@@ -382,25 +382,7 @@ fn signal(pid: i32, signal: Signal) {
 
 /// The `buildr executor` child of `parent`.
 fn executor_pid_of(parent: i32) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            let ppid: i32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
-            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if ppid == parent && cmdline.contains("executor") {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "no executor child found");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::child_of(parent as u32, "executor") as i32
 }
 
 /// Alive and not a zombie.

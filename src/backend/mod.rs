@@ -4,6 +4,8 @@
 //! - [`local`]: a sandbox directory and an executor child process on this machine
 //! - [`k8s`]: a fresh pod and NetworkPolicy, the binary and inputs copied in through exec, a
 //!   port-forward to the executor
+//! - [`ssh`]: a private run directory on a machine reached with the user's own `ssh`, the
+//!   executor's Unix socket forwarded over one master connection
 //! - [`copy`]: the inputs as a `.tar.s2` stream, shared by all backends
 //!
 //! What every backend that runs the executor on another machine shares:
@@ -23,6 +25,7 @@ pub mod copy;
 pub mod executor_command;
 pub mod k8s;
 pub mod local;
+pub mod ssh;
 pub mod upload;
 
 use std::future::Future;
@@ -37,6 +40,8 @@ pub enum BackendKind {
     Local,
     /// A fresh pod in a Kubernetes namespace.
     K8s,
+    /// A private directory on a machine reached with `ssh`.
+    Ssh,
 }
 
 /// A started executor, as the client sees it.

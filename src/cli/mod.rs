@@ -6,6 +6,7 @@ pub mod extraction;
 pub mod k8s;
 pub mod run;
 pub mod run_k8s;
+pub mod run_ssh;
 pub mod self_check;
 pub mod tasks;
 

@@ -12,10 +12,12 @@ use tracing::Instrument;
 use super::EXIT_INTERRUPTED;
 use super::extraction::{LimitArgs, git_warning};
 use super::run_k8s::K8sArgs;
+use super::run_ssh::SshArgs;
 use crate::archive::{LinkPolicy, Quoted};
 use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
 use crate::backend::local::LocalBackend;
+use crate::backend::ssh::SshBackend;
 use crate::backend::{Backend, BackendKind};
 use crate::client::{self, Outcome, Reconnect, render::Console};
 use crate::printable::Printable;
@@ -79,6 +81,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub k8s: K8sArgs,
 
+    #[command(flatten)]
+    pub ssh: SshArgs,
+
     /// The task to run (see `buildr tasks`).
     #[arg(required_unless_present = "command", conflicts_with = "command")]
     pub task: Option<String>,
@@ -120,6 +125,17 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let backend = K8sBackend::new(settings, client, namespace, &run_id);
+            run_on(backend, &args, &task, &out, &run_id, verbosity)
+                .instrument(span)
+                .await
+        }
+        BackendKind::Ssh => {
+            if args.k8s.image.is_some() {
+                eprintln!("buildr: --image is ignored by the ssh backend");
+            }
+            let mut settings = args.ssh.settings(&task, executor_binary, args.keep)?;
+            settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
+            let backend = SshBackend::new(settings, &run_id);
             run_on(backend, &args, &task, &out, &run_id, verbosity)
                 .instrument(span)
                 .await

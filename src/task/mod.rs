@@ -68,6 +68,12 @@
 //!       toleration_seconds = 60            # only with effect "NoExecute"
 //!     }
 //!   }
+//!
+//!   # Read by the ssh backend; all optional (`--host` and `--ssh-option` add to them).
+//!   ssh {
+//!     host    = "builder@build-box"   # as ssh takes it: [user@]host, or a Host of ~/.ssh/config
+//!     options = ["-p2222"]            # arguments passed to ssh as they are, each starting with -
+//!   }
 //! }
 //! ```
 //!
@@ -146,6 +152,7 @@ pub struct Task {
     /// path relative to the repository (see [`crate::tools`]).
     pub tools: Vec<String>,
     pub container: Container,
+    pub ssh: SshHost,
     pub defined_at: Location,
 }
 
@@ -185,9 +192,19 @@ impl Task {
             outputs: Vec::new(),
             tools: Vec::new(),
             container: Container::default(),
+            ssh: SshHost::default(),
             defined_at: Location::command_line(),
         }
     }
+}
+
+/// The task's `ssh` block: where the ssh backend runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SshHost {
+    /// `[user@]host`, or a `Host` of the user's ssh config.
+    pub host: Option<String>,
+    /// Passed to ssh as they are, before the host; each starts with `-`.
+    pub options: Vec<String>,
 }
 
 /// A repository path sent to a workspace path.

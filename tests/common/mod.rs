@@ -8,6 +8,7 @@
 //!   buildr's, or plain.
 //! - `pool`: BuildrPools and a pool controller of the test's own.
 //! - `round_trip`: a task touching every kind of file, whose pod result must equal the local one.
+//! - `sshd`: a real OpenSSH server on 127.0.0.1 for a second local user, for the ssh backend.
 //! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
 #![allow(dead_code)] // each test file uses its own subset
@@ -18,6 +19,7 @@ pub mod helm;
 pub mod manifests;
 pub mod pool;
 pub mod round_trip;
+pub mod sshd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,6 +128,34 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         w.write_all(input.as_bytes()).expect("write stdin");
     }
     Run::from(child.wait_with_output().expect("wait for command"))
+}
+
+/// The child process of `parent` whose command line contains `marker`, waited for up to 10 s.
+pub fn child_of(parent: u32, marker: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name, which may hold spaces and parentheses.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let ppid: u32 = after_name.split(' ').nth(1).unwrap().parse().unwrap();
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == parent && cmdline.contains(marker) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no child of {parent} runs {marker:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls F every 300 ms until it returns true or TIMEOUT passes; says whether it did.

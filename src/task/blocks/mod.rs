@@ -1,6 +1,6 @@
 //! The blocks of a task file, one file each, and the table every block is read through.
 //!
-//! Each block (`task`, `input`, `container`, `toleration`) has one [`Field`] table: the name
+//! Each block (`task`, `input`, `container`, `toleration`, `ssh`) has one [`Field`] table: the name
 //! of each attribute and nested block it admits, what it expects there, and the function that
 //! reads it into the block's model. [`check_body`] checks a block against its table (so the
 //! names it lists in messages and its did-you-mean hints are the ones it reads); the [`Body`]
@@ -10,6 +10,7 @@
 mod container;
 mod input;
 mod kube_values;
+mod ssh;
 pub(super) mod task;
 mod toleration;
 
@@ -196,7 +197,7 @@ pub(super) fn check_body<'b, M>(
     })
 }
 
-/// Refuses a label on a block that takes none (`container`, `toleration`).
+/// Refuses a label on a block that takes none (`container`, `toleration`, `ssh`).
 fn no_label(file: &Reader, block: &Block, here: &str) -> Result<(), TaskError> {
     match block.labels.first() {
         Some(label) => Err(file.invalid(

@@ -8,10 +8,12 @@ use hcl_edit::Span;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Attribute, Block};
 
-use super::{Expects, Field, check_body, container, input};
+use super::{Expects, Field, check_body, container, input, ssh};
 use crate::task::inputs::clean_relative;
 use crate::task::reader::Reader;
-use crate::task::{Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
+use crate::task::{
+    Container, DEFAULT_SHELL, InputMapping, Location, Run, SshHost, Task, TaskError,
+};
 
 /// A task as its attributes and blocks are read.
 #[derive(Default)]
@@ -29,6 +31,7 @@ struct TaskDraft {
     inputs: Vec<InputMapping>,
     /// With where it is, to point at the first when there is a second.
     container: Option<(Container, Location)>,
+    ssh: Option<(SshHost, Location)>,
 }
 
 /// The task's time limit, which `container` checks its `active_deadline` against.
@@ -121,19 +124,38 @@ const TABLE: &[Field<TaskDraft>] = &[
             read: |file, block, here, task| {
                 let at = file.at(block.span());
                 if let Some((_, first)) = &task.container {
-                    return Err(TaskError::Invalid {
-                        at,
-                        message: format!(
-                            "{here} has a second `container` block; expected at most one (the first is at {first})"
-                        ),
-                    });
+                    return Err(second_block(at, here, "container", first));
                 }
                 task.container = Some((container::read(file, block, here, task.timeout)?, at));
                 Ok(())
             },
         },
     },
+    Field {
+        name: "ssh",
+        expects: Expects::Block {
+            syntax: ssh::SYNTAX,
+            read: |file, block, here, task| {
+                let at = file.at(block.span());
+                if let Some((_, first)) = &task.ssh {
+                    return Err(second_block(at, here, "ssh", first));
+                }
+                task.ssh = Some((ssh::read(file, block, here)?, at));
+                Ok(())
+            },
+        },
+    },
 ];
+
+/// A second `ident` block in a task, which takes at most one.
+fn second_block(at: Location, here: &str, ident: &str, first: &Location) -> TaskError {
+    TaskError::Invalid {
+        at,
+        message: format!(
+            "{here} has a second `{ident}` block; expected at most one (the first is at {first})"
+        ),
+    }
+}
 
 /// Reads a `task` block.
 pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskError> {
@@ -164,6 +186,7 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
         outputs: task.outputs,
         tools: task.tools,
         container: task.container.map(|(c, _)| c).unwrap_or_default(),
+        ssh: task.ssh.map(|(s, _)| s).unwrap_or_default(),
         defined_at,
     })
 }
@@ -474,7 +497,7 @@ task build {
             ),
             (
                 "task \"a\" {\n  script = \"x\"\n  inputs \"src\" { to = \"x\" }\n}\n",
-                "t.hcl:3:3: unknown block type `inputs` in task \"a\"; expected one of: input, container (did you mean `input`?)",
+                "t.hcl:3:3: unknown block type `inputs` in task \"a\"; expected one of: input, container, ssh (did you mean `input`?)",
             ),
             (
                 "tsk \"a\" {\n}\n",

@@ -1,0 +1,315 @@
+//! The run's one connection to the host: the user's own `ssh` as a ControlMaster, whose control
+//! socket and forwarded executor socket live in a private local directory. Every command of the
+//! run is a session multiplexed over it ([`Ssh`], a [`RemoteCommand`]); the executor's Unix
+//! socket is forwarded to a local one with `ssh -O forward`. A master that dies (the network,
+//! a kill) is started again, with its forward, by the next dial: the client's redial then
+//! resumes the event stream as it does over a port-forward.
+//!
+//! Only `-o` settings that name buildr's own files are added (`ControlPath`, `ControlMaster`,
+//! and on the master a `LocalCommand` that says it is up), and `BatchMode=yes`: ssh runs in a
+//! process group of its own (so that Ctrl-C reaches `buildr run`, which cleans up over it), where
+//! a prompt on the terminal would stop it, so it never prompts; keys come from the agent or
+//! need no passphrase, and an unknown host key is refused, not asked about. The user's config,
+//! keys, agent, `ProxyJump` and host-key checking all apply as they are.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::backend::executor_command::quote;
+use crate::backend::upload::RemoteCommand;
+
+/// What the master's `LocalCommand` prints once it is authenticated and serving sessions.
+const READY: &str = "buildr-ssh-master-ready";
+/// How much of a command's stderr is kept for its error message: its tail says why.
+const STDERR_KEPT: usize = 4096;
+
+/// A session that failed, or the master that would not start: ssh's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run `ssh` (the OpenSSH client)")]
+    Spawn(#[source] io::Error),
+    #[error("it exited with status {code}{}", said(.stderr))]
+    Exited { code: i32, stderr: String },
+    #[error("ssh was killed by a signal{}", said(.stderr))]
+    Killed { stderr: String },
+    #[error("cannot send the data")]
+    Feed(#[source] io::Error),
+}
+
+fn said(stderr: &str) -> String {
+    match last_line(stderr) {
+        Some(line) => format!("; it said: {line}"),
+        None => String::new(),
+    }
+}
+
+/// The last line of what ssh (or the remote command) said that is not one of ssh's own
+/// warnings: the reason, in its words.
+pub fn last_line(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty() && !line.starts_with("Warning: "))
+}
+
+/// How to reach the host: the destination as `ssh` takes it, the user's extra arguments, and
+/// the control socket in the run's private local directory.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub destination: String,
+    pub options: Vec<String>,
+    pub control_path: PathBuf,
+}
+
+impl Ssh {
+    /// `ssh` with buildr's settings first (ssh keeps the first value it is given for a
+    /// setting), then the user's arguments.
+    fn command(&self, master: bool) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.control_path.display()))
+            .arg("-o")
+            .arg(if master {
+                "ControlMaster=yes"
+            } else {
+                "ControlMaster=no"
+            })
+            .args(["-o", "BatchMode=yes"])
+            .args(&self.options)
+            .kill_on_drop(true)
+            // Its own group: a Ctrl-C at the terminal reaches `buildr run`, which cancels and
+            // cleans up over this connection, and not ssh behind its back.
+            .process_group(0);
+        command
+    }
+
+    /// Starts the master and waits until it serves sessions; fails with ssh's own words when
+    /// it cannot connect (unreachable, authentication refused, host key unknown or changed).
+    async fn start_master(&self) -> Result<Child, CommandError> {
+        let mut command = self.command(true);
+        command
+            .args(["-o", "ControlPersist=no", "-o", "PermitLocalCommand=yes"])
+            .arg("-o")
+            .arg(format!("LocalCommand=echo {READY}"))
+            .args(["-N", "-T", "--"])
+            .arg(&self.destination)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe; a `buildr run` killed outright takes its
+        // connection with it (the executor on the host then ends on its idle timeout).
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(io::Error::from)
+            });
+        }
+        // A stale control socket (a master killed outright) would make ssh refuse to listen.
+        let _ = std::fs::remove_file(&self.control_path);
+        let mut master = command.spawn().map_err(CommandError::Spawn)?;
+        let stdout = master.stdout.take().expect("stdout is piped");
+        let stderr = master.stderr.take().expect("stderr is piped");
+        let said = tokio::spawn(tail(stderr));
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) if line.contains(READY) => break,
+                Ok(Some(_)) => continue,
+                // No more output: the master gave up.
+                _ => {
+                    let status = master.wait().await.map_err(CommandError::Spawn)?;
+                    let stderr = said.await.unwrap_or_default();
+                    return Err(match status.code() {
+                        Some(code) => CommandError::Exited { code, stderr },
+                        None => CommandError::Killed { stderr },
+                    });
+                }
+            }
+        }
+        // The rest of what it says is drained, so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(master)
+    }
+
+    /// Forwards the local socket `local` to the host's socket `remote` through the master.
+    async fn forward(&self, local: &Path, remote: &str) -> Result<(), CommandError> {
+        // A socket file left by a previous master would make the new one refuse to bind.
+        let _ = std::fs::remove_file(local);
+        let mut command = self.command(false);
+        command
+            .args(["-O", "forward", "-L"])
+            .arg(format!("{}:{remote}", local.display()))
+            .args(["--", &self.destination]);
+        run_to_end(command, None).await.map(drop)
+    }
+}
+
+impl RemoteCommand for Ssh {
+    type Stdin = std::fs::File;
+    type Error = CommandError;
+
+    /// `sh -c SCRIPT` on the host, through the user's login shell there, as a session over the
+    /// master.
+    async fn run<F>(&self, script: String, feed: F) -> Result<Vec<u8>, CommandError>
+    where
+        F: FnOnce(std::fs::File) -> io::Result<std::fs::File> + Send + 'static,
+    {
+        let mut command = self.command(false);
+        command
+            .args(["-T", "--"])
+            .arg(&self.destination)
+            .arg(format!("sh -c {}", quote(&script)));
+        run_to_end(command, Some(Box::new(move |stdin| feed(stdin).map(drop)))).await
+    }
+
+    fn exit_code(error: &CommandError) -> Option<i32> {
+        match error {
+            CommandError::Exited { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+type Feed = Box<dyn FnOnce(std::fs::File) -> io::Result<()> + Send>;
+
+/// Runs `command` to its end, its stdin written by `feed` on a blocking thread (or empty), and
+/// returns its stdout once it exited with status 0.
+async fn run_to_end(mut command: Command, feed: Option<Feed>) -> Result<Vec<u8>, CommandError> {
+    command
+        .stdin(if feed.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(CommandError::Spawn)?;
+    let feeder = match (feed, child.stdin.take()) {
+        (Some(feed), Some(stdin)) => {
+            let stdin = std::fs::File::from(stdin.into_owned_fd().map_err(CommandError::Feed)?);
+            Some(tokio::task::spawn_blocking(move || feed(stdin)))
+        }
+        _ => None,
+    };
+    let (mut stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let read_stdout = async {
+        let mut bytes = Vec::new();
+        if let Some(stdout) = stdout.as_mut() {
+            stdout.read_to_end(&mut bytes).await.map(|_| bytes)
+        } else {
+            Ok(bytes)
+        }
+    };
+    let read_stderr = async {
+        match stderr {
+            Some(stderr) => tail(stderr).await,
+            None => String::new(),
+        }
+    };
+    let (stdout, stderr, status) = tokio::join!(read_stdout, read_stderr, child.wait());
+    let status = status.map_err(CommandError::Spawn)?;
+    let fed = match feeder {
+        Some(feeder) => feeder.await.expect("the feeding thread does not panic"),
+        None => Ok(()),
+    };
+    match status.code() {
+        Some(0) => {}
+        Some(code) => return Err(CommandError::Exited { code, stderr }),
+        None => return Err(CommandError::Killed { stderr }),
+    }
+    // A command that succeeded may not have needed all of its stdin (tar stops at its end
+    // marker); a local failure to produce it is still an error.
+    match fed {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CommandError::Feed(e)),
+        _ => stdout.map_err(CommandError::Spawn),
+    }
+}
+
+/// The last [`STDERR_KEPT`] bytes of `stream`, as text.
+async fn tail(mut stream: impl AsyncRead + Unpin) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+        kept.extend_from_slice(&buffer[..n]);
+        if kept.len() > 2 * STDERR_KEPT {
+            kept.drain(..kept.len() - STDERR_KEPT);
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// The master and the executor's forward, shared by the backend (which starts and stops them)
+/// and the client's dialler (which starts them again when the master is gone).
+pub struct Link {
+    pub ssh: Ssh,
+    master: Option<Child>,
+    /// Local socket and the host's socket it forwards to, once the executor listens.
+    forward: Option<(PathBuf, String)>,
+}
+
+impl Link {
+    /// Connects: the master, authenticated and serving sessions.
+    pub async fn open(ssh: Ssh) -> Result<Arc<Mutex<Link>>, CommandError> {
+        let master = ssh.start_master().await?;
+        Ok(Arc::new(Mutex::new(Link {
+            ssh,
+            master: Some(master),
+            forward: None,
+        })))
+    }
+
+    /// Forwards `local` to the executor's socket `remote`, now and after every reconnect.
+    pub async fn forward(&mut self, local: PathBuf, remote: String) -> Result<(), CommandError> {
+        self.ssh.forward(&local, &remote).await?;
+        self.forward = Some((local, remote));
+        Ok(())
+    }
+
+    /// Starts the master again if it is gone (with its forward), so that sessions and the
+    /// client's next dial go through.
+    pub async fn ensure_up(&mut self) -> Result<(), CommandError> {
+        let alive = match self.master.as_mut() {
+            Some(master) => matches!(master.try_wait(), Ok(None)),
+            None => false,
+        };
+        if alive {
+            return Ok(());
+        }
+        tracing::warn!(host = %self.ssh.destination, "the ssh connection is gone; reconnecting");
+        self.master = Some(self.ssh.start_master().await?);
+        if let Some((local, remote)) = self.forward.clone() {
+            self.ssh.forward(&local, &remote).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the master: every session and forward over it ends with it.
+    pub async fn close(&mut self) {
+        if let Some(mut master) = self.master.take() {
+            if let Some(pid) = master.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            let _ = master.wait().await;
+        }
+    }
+}
+
+/// A dial of the executor's forwarded socket: through the master as it is, or, when the master
+/// is gone, through a new one with the forward set up again.
+pub async fn dial(link: Arc<Mutex<Link>>) -> io::Result<tokio::net::UnixStream> {
+    let mut link = link.lock().await;
+    let local = match &link.forward {
+        Some((local, _)) => local.clone(),
+        None => return Err(io::Error::other("the executor's socket is not forwarded")),
+    };
+    link.ensure_up().await.map_err(io::Error::other)?;
+    tokio::net::UnixStream::connect(&local).await
+}

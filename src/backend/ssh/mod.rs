@@ -1,0 +1,372 @@
+//! The ssh backend: a task on any machine the user can `ssh` to, through their own OpenSSH
+//! client and one ControlMaster connection per run ([`connection`]).
+//!
+//! A run's life on the host ([`remote`] has its scripts): one round trip makes a private (0700)
+//! run directory under `$XDG_RUNTIME_DIR`, else `/tmp`, reads `uname -m` and finds out whether
+//! the executor binary is already in the user's cache (by its SHA-256, checked before each use);
+//! the binary (unless cached), the tools, the secret and the inputs go in by the upload every
+//! remote backend shares; the executor starts detached, on a Unix socket in the run directory
+//! (never TCP), which the connection forwards to a socket in a private local directory.
+//! `clean_up` stops the executor (its task's process group with it) and removes the run
+//! directory on every path out, then ends the connection.
+
+pub mod connection;
+pub mod remote;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::binary::{BinaryError, ExecutorBinary};
+use super::upload::{self, Layout, RemoteCommand, UploadError};
+use super::{Backend, Executor};
+use crate::backend::arch::kubernetes_arch;
+use crate::secret::Secret;
+use crate::task::InputFile;
+use crate::timeline::Timeline;
+use crate::tools::{Tool, ToolError};
+use connection::{CommandError, Link, Ssh, last_line};
+use remote::{Probe, RunDir};
+
+/// How long the executor stays after its task when no client comes back for the result; then
+/// it exits and removes its run directory.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One run's settings, resolved from the task and the command line (`cli::run_ssh`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[user@]host`, or a `Host` of the user's ssh config.
+    pub destination: String,
+    /// Passed to every `ssh` as they are, before the destination.
+    pub options: Vec<String>,
+    pub binary: ExecutorBinary,
+    pub tools: Vec<Tool>,
+    pub keep: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(
+        "no host to run on: give --host, or set `host` in the task's `ssh` block (ssh backend)"
+    )]
+    NoHost,
+    #[error("the host `{0}` starts with `-`; give it as ssh takes it: [user@]host")]
+    BadHost(String),
+    #[error("--ssh-option `{0}` is not an option of ssh (it does not start with `-`)")]
+    BadOption(String),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("cannot create a private local directory for the ssh connection")]
+    LocalDir(#[source] std::io::Error),
+    #[error("cannot connect to {host}: {}", connect_failure(.error))]
+    Connect { host: String, error: CommandError },
+    #[error("{host} has no `sh` on the PATH of its login shell; buildr needs `sh` and `tar` there")]
+    NoSh { host: String },
+    #[error("cannot make a run directory on {host}{}", said(.error))]
+    RunDir { host: String, error: CommandError },
+    #[error("cannot prepare the run on {host}")]
+    Prepare { host: String, source: CommandError },
+    #[error("{host} did not say where the run goes (its answer: `{answer}`)")]
+    Unreadable { host: String, answer: String },
+    #[error(
+        "{host} is {machine} ({arch}), but the executor binary {} is built for {}; \
+         give --executor-binary a build for {arch}",
+        binary.display(), binary_arch
+    )]
+    Arch {
+        host: String,
+        machine: String,
+        arch: String,
+        binary: PathBuf,
+        binary_arch: String,
+    },
+    #[error("{host} has no `tar`; buildr needs `sh` and `tar` there to copy the executor in")]
+    NoTar { host: String },
+    #[error("copying {what} to {host} did not finish within {}s", waited.as_secs())]
+    CopyTimeout {
+        what: &'static str,
+        host: String,
+        waited: Duration,
+    },
+    #[error("cannot copy {what} to {host}")]
+    Copy {
+        what: &'static str,
+        host: String,
+        source: CommandError,
+    },
+    #[error("cannot start the executor on {host}")]
+    Launch { host: String, source: CommandError },
+    #[error("cannot forward the executor's socket from {host}")]
+    Forward { host: String, source: CommandError },
+    #[error("cannot make the run's secret")]
+    Secret(#[source] std::io::Error),
+}
+
+/// ssh's own words for why it could not connect ("Host key verification failed.",
+/// "Permission denied (publickey).", "connect to host … port 22: Connection refused").
+fn connect_failure(error: &CommandError) -> String {
+    match error {
+        CommandError::Exited { stderr, .. } | CommandError::Killed { stderr } => {
+            last_line(stderr).unwrap_or("ssh gave up").to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn said(error: &CommandError) -> String {
+    match error {
+        CommandError::Exited { stderr, .. } => match last_line(stderr) {
+            Some(line) => format!(": {line}"),
+            None => String::new(),
+        },
+        other => format!(": {other}"),
+    }
+}
+
+/// What a run leaves on the host after its clean-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Leftover {
+    #[error("keeping the run directory {dir} on {host}; look inside with `ssh {host}`")]
+    Kept { host: String, dir: String },
+    #[error(
+        "the run directory {dir} on {host} is left behind ({why}); its executor removes it when \
+         it exits, within {}s of the run",
+        IDLE_TIMEOUT.as_secs()
+    )]
+    NotRemoved {
+        host: String,
+        dir: String,
+        why: String,
+    },
+}
+
+/// A run on a host over ssh.
+pub struct SshBackend {
+    settings: Settings,
+    run_id: String,
+    /// The private local directory of the control socket and the forwarded executor socket.
+    local: Option<tempfile::TempDir>,
+    link: Option<Arc<Mutex<Link>>>,
+    /// Set before the probe that makes the run directory is sent, so that a start cut short
+    /// still removes it.
+    probed: bool,
+    /// Where the run directory is, once the host said.
+    run_dir: Option<String>,
+}
+
+impl SshBackend {
+    pub fn new(settings: Settings, run_id: &str) -> Self {
+        Self {
+            settings,
+            run_id: run_id.to_string(),
+            local: None,
+            link: None,
+            probed: false,
+            run_dir: None,
+        }
+    }
+
+    fn host(&self) -> String {
+        self.settings.destination.clone()
+    }
+
+    /// Connects: the master, in a fresh private local directory.
+    async fn connect(&mut self) -> Result<(Ssh, Arc<Mutex<Link>>, PathBuf), SshError> {
+        let local = self.local.insert(
+            tempfile::Builder::new()
+                .prefix("buildr-ssh-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .map_err(SshError::LocalDir)?,
+        );
+        let ssh = Ssh {
+            destination: self.settings.destination.clone(),
+            options: self.settings.options.clone(),
+            control_path: local.path().join("control"),
+        };
+        let socket = local.path().join("executor.sock");
+        let link = Link::open(ssh.clone())
+            .await
+            .map_err(|error| SshError::Connect {
+                host: self.host(),
+                error,
+            })?;
+        self.link = Some(link.clone());
+        Ok((ssh, link, socket))
+    }
+
+    /// The first round trip: the run directory, the machine, the cache.
+    async fn probe(&mut self, ssh: &Ssh) -> Result<Probe, SshError> {
+        let script = remote::probe(&self.run_id, &self.settings.binary.sha256);
+        self.probed = true;
+        let output = ssh.run(script, Ok).await.map_err(|source| match &source {
+            CommandError::Exited { code: 127, .. } => SshError::NoSh { host: self.host() },
+            CommandError::Exited {
+                code: remote::NO_RUN_DIR,
+                ..
+            } => SshError::RunDir {
+                host: self.host(),
+                error: source,
+            },
+            _ => SshError::Prepare {
+                host: self.host(),
+                source,
+            },
+        })?;
+        let answer = String::from_utf8_lossy(&output);
+        let probe = Probe::parse(&answer).ok_or_else(|| SshError::Unreadable {
+            host: self.host(),
+            answer: answer.trim().to_string(),
+        })?;
+        self.run_dir = Some(probe.run_dir.clone());
+        let arch = kubernetes_arch(&probe.machine).to_string();
+        if arch != self.settings.binary.arch {
+            return Err(SshError::Arch {
+                host: self.host(),
+                machine: probe.machine,
+                arch,
+                binary: self.settings.binary.path.clone(),
+                binary_arch: self.settings.binary.arch.clone(),
+            });
+        }
+        Ok(probe)
+    }
+
+    /// An upload's failure in the words of a run on this host.
+    fn upload_error(&self, error: UploadError<CommandError>) -> SshError {
+        let host = self.host();
+        match error {
+            UploadError::Tool(e) => SshError::Tool(e),
+            UploadError::NoTar => SshError::NoTar { host },
+            UploadError::Timeout { what, waited } => SshError::CopyTimeout { what, host, waited },
+            UploadError::Failed { what, source } => SshError::Copy { what, host, source },
+        }
+    }
+}
+
+impl Backend for SshBackend {
+    type Error = SshError;
+    type Leftover = Leftover;
+
+    async fn start(
+        &mut self,
+        inputs: &[InputFile],
+        timeline: &mut Timeline,
+    ) -> Result<Executor, SshError> {
+        let mut step = Instant::now();
+        let (ssh, link, local_socket) = self.connect().await?;
+        timeline.record("ssh connect", &mut step);
+        let probe = self.probe(&ssh).await?;
+        timeline.record("make run directory", &mut step);
+
+        let run = RunDir {
+            binary: match &probe.cache {
+                Some(cache) => format!("{cache}/{}", self.settings.binary.sha256),
+                None => format!("{}/bin/buildr", probe.run_dir),
+            },
+            dir: probe.run_dir.clone(),
+        };
+        let layout = Layout {
+            binary: run.binary.clone(),
+            tools: run.path("tools"),
+            secret: run.path("secret"),
+            workspace: run.path("workspace"),
+            incoming: run.path("incoming"),
+            secret_waiter: None,
+        };
+        let secret = Secret::generate().map_err(SshError::Secret)?;
+        let place = format!("on {}", self.host());
+        let settings = &self.settings;
+        let payload = upload::Payload {
+            binary: !probe.cached,
+            tools: &settings.tools,
+            secret: Some(&secret),
+        };
+        let (sent, copied) = tokio::join!(
+            upload::binary(&ssh, &layout, &settings.binary, payload, &place),
+            upload::inputs(&ssh, &layout, inputs, None),
+        );
+        sent.and(copied).map_err(|e| self.upload_error(e))?;
+        timeline.record(
+            if probe.cached {
+                "copy tools and inputs (binary cached)"
+            } else {
+                "copy binary, tools and inputs"
+            },
+            &mut step,
+        );
+
+        ssh.run(remote::launch(&run, IDLE_TIMEOUT, settings.keep), Ok)
+            .await
+            .map_err(|source| SshError::Launch {
+                host: self.host(),
+                source,
+            })?;
+        link.lock()
+            .await
+            .forward(local_socket, run.socket())
+            .await
+            .map_err(|source| SshError::Forward {
+                host: self.host(),
+                source,
+            })?;
+        timeline.record("start executor", &mut step);
+        Ok(Executor {
+            channel: crate::client::connect::channel_through(move || {
+                connection::dial(link.clone())
+            }),
+            workspace_root: run.path("workspace"),
+            secret: Some(secret),
+        })
+    }
+
+    /// The executor's end is seen by the client; a lost connection is redialled, not an end.
+    async fn lost(&mut self) -> String {
+        std::future::pending().await
+    }
+
+    async fn clean_up(&mut self) -> Vec<Leftover> {
+        let Some(link) = self.link.take() else {
+            return Vec::new();
+        };
+        let mut link = link.lock().await;
+        let mut leftovers = Vec::new();
+        if std::mem::take(&mut self.probed) {
+            let host = self.host();
+            let dir = self
+                .run_dir
+                .take()
+                .unwrap_or_else(|| format!("buildr-{}", self.run_id));
+            let cleaned = async {
+                link.ensure_up().await?;
+                let script = remote::clean_up(&self.run_id, self.settings.keep);
+                link.ssh.run(script, Ok).await.map(drop)
+            };
+            // A host that went away must not hold the run's end: its executor ends by itself.
+            match tokio::time::timeout(CLEAN_UP_TIMEOUT, cleaned).await {
+                Ok(Ok(())) if self.settings.keep => leftovers.push(Leftover::Kept { host, dir }),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => leftovers.push(Leftover::NotRemoved {
+                    host,
+                    dir,
+                    why: e.to_string(),
+                }),
+                Err(_) => leftovers.push(Leftover::NotRemoved {
+                    host,
+                    dir,
+                    why: format!("no answer within {}s", CLEAN_UP_TIMEOUT.as_secs()),
+                }),
+            }
+        }
+        link.close().await;
+        drop(self.local.take());
+        leftovers
+    }
+}

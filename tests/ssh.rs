@@ -1,0 +1,518 @@
+//! `buildr run --backend ssh` against a real OpenSSH server on 127.0.0.1, for a second local user
+//! (see `common::sshd`): the same results as the local backend, Ctrl-C, a connection killed
+//! mid-task, faults in one line, and what is left on the remote side (nothing). The tests run
+//! one at a time: each checks that the test user has no process and no run directory left,
+//! which another test's run would be.
+
+mod common;
+
+/// The tests, in a module of their own so that a runner without root can leave them out by name
+/// (`--skip over_sshd::`) and run them as root apart.
+mod over_sshd {
+    use super::common;
+    use std::fs;
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use common::cluster::static_executor;
+    use common::sshd::{self, HOST, Sshd};
+    use common::{buildr_bin, child_of, stderr, stdout, tree, write_files};
+    use nix::sys::signal::Signal;
+
+    /// One test at a time (see the module doc).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `buildr run` with `backend_args`, on `repo`, writing to `out`, of `sh -c script`, with a
+    /// private TMPDIR (to see what it leaves on this side).
+    fn command(
+        backend_args: &[String],
+        repo: &Path,
+        out: &Path,
+        tmp: &Path,
+        script: &str,
+    ) -> Command {
+        let mut command = Command::new(buildr_bin());
+        command
+            .arg("run")
+            .args(backend_args)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--out")
+            .arg(out)
+            .args(["--", "sh", "-c", script])
+            .env_remove("RUST_LOG")
+            .env("TMPDIR", tmp);
+        command
+    }
+
+    fn ssh_args(sshd: &Sshd) -> Vec<String> {
+        vec![
+            "--backend".into(),
+            "ssh".into(),
+            "--host".into(),
+            HOST.into(),
+            sshd.option(),
+            "--executor-binary".into(),
+            static_executor().display().to_string(),
+        ]
+    }
+
+    struct Scratch {
+        repo: tempfile::TempDir,
+        out: tempfile::TempDir,
+        tmp: tempfile::TempDir,
+    }
+
+    impl Scratch {
+        fn new() -> Scratch {
+            Scratch {
+                repo: tempfile::tempdir().unwrap(),
+                out: tempfile::tempdir().unwrap(),
+                tmp: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn run(&self, backend_args: &[String], script: &str) -> Output {
+            command(
+                backend_args,
+                self.repo.path(),
+                self.out.path(),
+                self.tmp.path(),
+                script,
+            )
+            .output()
+            .unwrap()
+        }
+
+        fn spawn(&self, backend_args: &[String], script: &str) -> Running {
+            let mut child = command(
+                backend_args,
+                self.repo.path(),
+                self.out.path(),
+                self.tmp.path(),
+                script,
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            Running { child, stdout }
+        }
+    }
+
+    /// Nothing of a run is left: no process of the test user, no run directory of it, and nothing
+    /// in the client's TMPDIR (the control socket's directory).
+    fn assert_nothing_left(tmp: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(sshd::processes().is_empty() && sshd::run_dirs().is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
+        assert_eq!(
+            sshd::run_dirs(),
+            Vec::<PathBuf>::new(),
+            "run directories left"
+        );
+        let local: Vec<_> = fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(local, Vec::<PathBuf>::new(), "left in the client's TMPDIR");
+    }
+
+    /// Every path under `root` with what a user compares: its kind, mode and contents (or target).
+    fn snapshot(root: &Path) -> Vec<(String, String)> {
+        tree(root)
+            .into_iter()
+            .map(|path| {
+                let full = root.join(&path);
+                let meta = fs::symlink_metadata(&full).unwrap();
+                let what = if meta.file_type().is_symlink() {
+                    format!("link -> {}", fs::read_link(&full).unwrap().display())
+                } else if meta.is_dir() {
+                    format!("dir {:o}", meta.permissions().mode() & 0o7777)
+                } else {
+                    format!(
+                        "file {:o} {:?}",
+                        meta.permissions().mode() & 0o7777,
+                        fs::read(&full).unwrap()
+                    )
+                };
+                (path, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn the_round_trip_equals_the_local_backends_byte_for_byte_and_mode_for_mode() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let files = [
+            ("same.txt", "left as it is"),
+            ("changed.txt", "old"),
+            ("removed.txt", "to go"),
+            ("lib/a/b/appended.txt", "first line\n"),
+        ];
+        // Every kind of change a build makes, with modes, links and names that need care.
+        let script = r#"
+            set -eu
+            printf 'new\n' > changed.txt
+            printf 'second line\n' >> lib/a/b/appended.txt
+            chmod 600 lib/a/b/appended.txt
+            rm removed.txt
+            mkdir -p made/x/y made/empty/z
+            printf 'leaf\n' > made/x/y/leaf.txt
+            printf '#!/bin/sh\nexit 0\n' > made/run.sh && chmod 755 made/run.sh
+            printf 'only mine' > made/private && chmod 600 made/private
+            head -c 300000 /dev/urandom > made/random.bin
+            ln -s x/y/leaf.txt made/leaf-link
+            printf 'spaces' > 'a name with spaces.txt'
+            printf 'unicode' > 'ünïcødé ✓.txt'
+            id -u
+        "#;
+        let local = Scratch::new();
+        write_files(local.repo.path(), &files);
+        let remote = Scratch::new();
+        write_files(remote.repo.path(), &files);
+        let local_run = local.run(&[], script);
+        assert_eq!(local_run.status.code(), Some(0), "{}", stderr(&local_run));
+        let remote_run = remote.run(&ssh_args(&sshd), script);
+        assert_eq!(remote_run.status.code(), Some(0), "{}", stderr(&remote_run));
+
+        // The task ran as the other user, on the other side of ssh.
+        assert_eq!(stdout(&remote_run).trim(), sshd::uid().to_string());
+        assert_eq!(stdout(&local_run).trim(), "0");
+        assert_eq!(
+            stderr(&remote_run),
+            stderr(&local_run).replace(
+                &local.out.path().display().to_string(),
+                &remote.out.path().display().to_string(),
+            )
+        );
+        // The random file differs from run to run: its size and mode are compared, the rest byte
+        // for byte.
+        let without_random = |mut snapshot: Vec<(String, String)>, root: &Path| {
+            let random = snapshot
+                .iter_mut()
+                .find(|(path, _)| path == "made/random.bin")
+                .expect("the random file came back");
+            let meta = fs::metadata(root.join("made/random.bin")).unwrap();
+            random.1 = format!("{:o} {}", meta.mode() & 0o7777, meta.len());
+            snapshot
+        };
+        let local_files = without_random(snapshot(local.out.path()), local.out.path());
+        let remote_files = without_random(snapshot(remote.out.path()), remote.out.path());
+        assert_eq!(remote_files, local_files);
+        assert!(remote_files.iter().any(|(p, _)| p == "made/run.sh"));
+        assert_nothing_left(remote.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn the_exit_status_is_the_tasks_and_the_streams_come_apart_and_complete() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let args = ssh_args(&sshd);
+        for (script, code) in [
+            ("exit 0", 0),
+            ("exit 1", 1),
+            ("exit 7", 7),
+            ("kill -KILL $$", 128 + 9),
+        ] {
+            let output = scratch.run(&args, script);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{script}: {}",
+                stderr(&output)
+            );
+        }
+        let script =
+            "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+        let output = scratch.run(&args, script);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let expected =
+            |stream: &str| -> String { (0..3000).map(|i| format!("{stream} {i}\n")).collect() };
+        assert_eq!(stdout(&output), expected("out"));
+        assert_eq!(stderr(&output), expected("err"));
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// A `buildr run` in the background with its stdout, interrupted (Ctrl-C) and waited for
+    /// when dropped unfinished, so that a failing test still lets it clean up.
+    struct Running {
+        child: Child,
+        stdout: BufReader<std::process::ChildStdout>,
+    }
+
+    impl Running {
+        /// Reads stdout until a line equal to `wanted`.
+        fn wait_for_line(&mut self, wanted: &str) {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = self.stdout.read_line(&mut line).unwrap();
+                assert!(n > 0, "the run ended before printing {wanted:?}");
+                if line.trim_end() == wanted {
+                    return;
+                }
+            }
+        }
+
+        fn interrupt(&self) {
+            signal(self.child.id(), Signal::SIGINT);
+        }
+
+        /// Waits for the end: exit status, the rest of stdout, and stderr.
+        fn finish(&mut self, limit: Duration) -> (Option<i32>, String, String) {
+            let mut rest = String::new();
+            self.stdout.read_to_string(&mut rest).unwrap();
+            let deadline = Instant::now() + limit;
+            let status = loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "buildr run did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            if let Some(mut stderr) = self.child.stderr.take() {
+                stderr.read_to_string(&mut err).unwrap();
+            }
+            (status.code(), rest, err)
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                self.interrupt();
+                let _ = std::io::copy(&mut self.stdout, &mut std::io::sink());
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    fn signal(pid: u32, signal: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_mid_task_exits_130_brings_the_files_back_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut run = scratch.spawn(
+            &ssh_args(&sshd),
+            "echo done > written.txt; sleep 300 & echo started; wait",
+        );
+        run.wait_for_line("started");
+        run.interrupt();
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        assert_eq!(status, Some(130), "{err}");
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("written.txt")).unwrap(),
+            "done\n"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_connection_killed_mid_task_is_redialled_and_every_line_arrives_once() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut run = scratch.spawn(
+            &ssh_args(&sshd),
+            "echo line 0; i=1; while [ $i -le 60 ]; do sleep 0.05; echo line $i; i=$((i+1)); done; \
+             echo finished > result.txt",
+        );
+        run.wait_for_line("line 0");
+        signal(
+            child_of(run.child.id(), "ControlMaster=yes"),
+            Signal::SIGKILL,
+        );
+        let (status, rest, err) = run.finish(Duration::from_secs(60));
+        assert_eq!(status, Some(0), "{err}");
+        let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(rest, expected);
+        // A new master carried the rest.
+        assert!(
+            err.contains("the ssh connection is gone; reconnecting"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("result.txt")).unwrap(),
+            "finished\n"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// A run that cannot connect: exit 125, one line naming the cause in ssh's words, nothing left.
+    fn assert_refused(sshd: &Sshd, config: &Path, expected: &str) {
+        let scratch = Scratch::new();
+        let mut args = ssh_args(sshd);
+        args[4] = format!("--ssh-option=-F{}", config.display());
+        let output = scratch.run(&args, "echo ran > ran.txt");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(
+            err,
+            format!("buildr: cannot connect to {HOST}: {expected}\n")
+        );
+        assert!(!scratch.out.path().join("ran.txt").exists());
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn an_unknown_host_key_a_wrong_key_and_a_closed_port_are_one_line_each() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let unknown_host =
+            sshd.write_config("unknown_host", "client_key", "no_known_hosts", sshd.port);
+        assert_refused(&sshd, &unknown_host, "Host key verification failed.");
+        let wrong_key = sshd.write_config("wrong_key", "other_key", "known_hosts", sshd.port);
+        assert_refused(
+            &sshd,
+            &wrong_key,
+            &format!("{}@127.0.0.1: Permission denied (publickey).", sshd::USER),
+        );
+        let closed = sshd::free_port();
+        let closed_port = sshd.write_config("closed_port", "client_key", "known_hosts", closed);
+        assert_refused(
+            &sshd,
+            &closed_port,
+            &format!("ssh: connect to host 127.0.0.1 port {closed}: Connection refused"),
+        );
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn keep_leaves_the_run_directory_says_where_and_stops_the_executor() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut args = ssh_args(&sshd);
+        args.push("--keep".into());
+        let output = scratch.run(&args, "echo kept > kept.txt");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{err}");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let dir = &run_dirs[0];
+        assert!(
+            err.contains(&format!(
+                "buildr: keeping the run directory {} on {HOST}",
+                dir.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("workspace/kept.txt")).unwrap(),
+            "kept\n"
+        );
+        fs::remove_dir_all(dir).unwrap();
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_binary_for_another_architecture_is_refused_after_uname_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        // The static buildr relabelled (e_machine, offset 18): as if built for another machine.
+        let mut foreign = fs::read(static_executor()).unwrap();
+        let (machine, arch, host_arch) = if cfg!(target_arch = "aarch64") {
+            (62u16, "amd64", "aarch64 (arm64)") // EM_X86_64
+        } else {
+            (183u16, "arm64", "x86_64 (amd64)") // EM_AARCH64
+        };
+        foreign[18..20].copy_from_slice(&machine.to_le_bytes());
+        let binary = scratch.tmp.path().join("buildr-foreign");
+        fs::write(&binary, foreign).unwrap();
+        let mut args = ssh_args(&sshd);
+        args[6] = binary.display().to_string();
+        let output = scratch.run(&args, "echo ran > ran.txt");
+        fs::remove_file(&binary).unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "buildr: {HOST} is {host_arch}, but the executor binary {} is built for {arch}; \
+                 give --executor-binary a build for {}\n",
+                binary.display(),
+                &host_arch[host_arch.find('(').unwrap() + 1..host_arch.len() - 1],
+            )
+        );
+        assert!(!scratch.out.path().join("ran.txt").exists());
+        // The run directory the same round trip made is gone again.
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// Whether the user `uid` (group `gid`) can connect to the Unix socket `socket` (perl's Socket
+    /// is in perl-base, which every Debian has).
+    fn can_connect_as(uid: u32, gid: u32, socket: &Path) -> Result<(), String> {
+        let output = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--"])
+            .args([
+                "perl",
+                "-MSocket",
+                "-e",
+                "socket(S, PF_UNIX, SOCK_STREAM, 0) or die \"socket: $!\\n\"; \
+                 connect(S, pack_sockaddr_un($ARGV[0])) or die \"$!\\n\";",
+            ])
+            .arg(socket)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&output).trim().to_string())
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn another_local_user_cannot_connect_to_the_executors_socket() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut run = scratch.spawn(&ssh_args(&sshd), "echo started; sleep 300");
+        run.wait_for_line("started");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let socket = run_dirs[0].join("executor.sock");
+        assert_eq!(fs::metadata(&run_dirs[0]).unwrap().mode() & 0o777, 0o700);
+        // Its owner can: the check is able to succeed.
+        let owner = fs::metadata(&run_dirs[0]).unwrap();
+        assert_eq!(can_connect_as(owner.uid(), owner.gid(), &socket), Ok(()));
+        let refused = can_connect_as(65534, 65534, &socket).unwrap_err();
+        assert_eq!(refused, "Permission denied");
+        run.interrupt();
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        assert_eq!(status, Some(130), "{err}");
+        assert_nothing_left(scratch.tmp.path());
+    }
+}
