@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Run(run::RunArgs),
+    // Boxed: its arguments outweigh every other subcommand's.
+    Run(Box<run::RunArgs>),
     Tasks(tasks::TasksArgs),
     #[command(subcommand)]
     K8s(k8s::K8sCommand),
@@ -103,7 +104,7 @@ pub fn main() -> ExitCode {
     let verbose = cli.verbose;
     run_to_exit(verbose, service, async move {
         match cli.command {
-            Command::Run(args) => (run::run(args, verbose).await, EXIT_BUILDR_FAILED),
+            Command::Run(args) => (run::run(*args, verbose).await, EXIT_BUILDR_FAILED),
             Command::Tasks(args) => (tasks::run(args), 1),
             Command::K8s(command) => (k8s::run(command).await, 1),
             Command::Remote(command) => command.run().await,
