@@ -1,10 +1,12 @@
 //! The command line: one module per subcommand. Doc comments are the `--help` text.
 
 pub mod archive;
+pub mod cache;
 pub mod executor;
 pub mod extraction;
 pub mod k8s;
 pub mod run;
+pub mod run_cache;
 pub mod run_k8s;
 pub mod self_check;
 pub mod tasks;
@@ -38,6 +40,8 @@ pub enum Command {
     Archive(archive::ArchiveCommand),
     #[command(subcommand)]
     K8s(k8s::K8sCommand),
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     #[command(hide = true)]
     SelfCheck(self_check::SelfCheckArgs),
 }
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
             Command::Executor(args) => (executor::run(args).await, 1),
             Command::Archive(command) => (archive::run(command), 1),
             Command::K8s(command) => (k8s::run(command).await, 1),
+            Command::Cache(command) => (cache::run(command), 1),
             Command::SelfCheck(args) => (self_check::run(args), 1),
         };
         let code = match result {

@@ -32,6 +32,12 @@
 //!   # bare name is looked up in this machine's PATH, a path is relative to the repository.
 //!   tools = ["jq", "./bin/mylint"]
 //!
+//!   # The action cache (see `crate::cache`): replay the stored result of a run with the same
+//!   # key instead of running again. Off by default.
+//!   cache          = true
+//!   cache_key      = ["gcc-13"]   # strings added to the key, for what buildr cannot see
+//!   cache_failures = false        # also store runs that did not exit 0
+//!
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
@@ -145,7 +151,19 @@ pub struct Task {
     /// path relative to the repository (see [`crate::tools`]).
     pub tools: Vec<String>,
     pub container: Container,
+    pub cache: CacheSettings,
     pub defined_at: Location,
+}
+
+/// Whether a task's results are cached, and what else goes into its key (see [`crate::cache`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// `cache = true`: replay a stored result when the key matches.
+    pub enabled: bool,
+    /// `cache_key = [...]`: strings added to the key, for what buildr cannot see.
+    pub key: Vec<String>,
+    /// `cache_failures = true`: store runs that did not exit 0 too.
+    pub failures: bool,
 }
 
 /// What a task runs.
@@ -184,6 +202,7 @@ impl Task {
             outputs: Vec::new(),
             tools: Vec::new(),
             container: Container::default(),
+            cache: CacheSettings::default(),
             defined_at: Location::command_line(),
         }
     }

@@ -11,7 +11,8 @@ use hcl_edit::structure::{Attribute, Block};
 use super::{Expects, Field, check_body, container, input};
 use crate::task::inputs::clean_relative;
 use crate::task::reader::Reader;
-use crate::task::{Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
+use crate::task::{
+    CacheSettings, Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
 
 /// A task as its attributes and blocks are read.
 #[derive(Default)]
@@ -26,6 +27,7 @@ struct TaskDraft {
     timeout: Option<Duration>,
     outputs: Vec<String>,
     tools: Vec<String>,
+    cache: CacheSettings,
     inputs: Vec<InputMapping>,
     /// With where it is, to point at the first when there is a second.
     container: Option<(Container, Location)>,
@@ -105,6 +107,27 @@ const TABLE: &[Field<TaskDraft>] = &[
         }),
     },
     Field {
+        name: "cache",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.enabled = file.boolean(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache_key",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.key = file.string_list(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache_failures",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.failures = file.boolean(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
         name: "input",
         expects: Expects::Block {
             syntax: input::SYNTAX,
@@ -163,6 +186,7 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
         inputs: task.inputs,
         outputs: task.outputs,
         tools: task.tools,
+        cache: task.cache,
         container: task.container.map(|(c, _)| c).unwrap_or_default(),
         defined_at,
     })
