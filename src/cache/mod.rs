@@ -36,7 +36,9 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("neither XDG_CACHE_HOME nor HOME is set to an absolute path: cannot place the cache (set XDG_CACHE_HOME)")]
+    #[error(
+        "neither XDG_CACHE_HOME nor HOME is set to an absolute path: cannot place the cache (set XDG_CACHE_HOME)"
+    )]
     NoCacheDir,
 }
 

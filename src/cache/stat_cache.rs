@@ -115,8 +115,8 @@ impl StatCache {
             source,
         };
         std::fs::create_dir_all(dir).map_err(write_err)?;
-        let bytes = postcard::to_stdvec(&self.seen)
-            .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let bytes =
+            postcard::to_stdvec(&self.seen).map_err(|e| write_err(std::io::Error::other(e)))?;
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
         std::io::Write::write_all(&mut temp, &bytes).map_err(write_err)?;
         temp.persist(&self.file).map_err(|e| write_err(e.error))?;

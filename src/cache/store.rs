@@ -43,7 +43,10 @@ pub enum Lookup {
     Hit(Entry),
     Miss,
     /// The entry was there but damaged; it has been deleted.
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// A verified entry, open.
@@ -113,9 +116,8 @@ impl Store {
 
     /// Where the stat cache of the repository at `repo` (absolute) is kept.
     pub fn stat_cache_file(&self, repo: &Path) -> PathBuf {
-        let id = crate::archive::sha256_hex(std::os::unix::ffi::OsStrExt::as_bytes(
-            repo.as_os_str(),
-        ));
+        let id =
+            crate::archive::sha256_hex(std::os::unix::ffi::OsStrExt::as_bytes(repo.as_os_str()));
         self.dir.join("stat").join(&id[..32])
     }
 
@@ -182,7 +184,9 @@ impl Store {
         write(&mut out).map_err(write_err)?;
         let (mut buffered, sha256, _) = out.finish();
         buffered.write_all(sha256.as_bytes()).map_err(write_err)?;
-        let temp = buffered.into_inner().map_err(|e| write_err(e.into_error()))?;
+        let temp = buffered
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
         temp.persist(self.entry_path(key))
             .map_err(|e| write_err(e.error))?;
         self.evict()
@@ -293,18 +297,14 @@ fn verify(mut file: File) -> Result<Entry, String> {
         .read_to_end(&mut record_json)
         .map_err(|e| e.to_string())?;
     hasher.update(&record_json);
-    let hashed = io::copy(
-        &mut (&mut file).take(body - record_len),
-        &mut hasher,
-    )
-    .map_err(|e| e.to_string())?;
+    let hashed = io::copy(&mut (&mut file).take(body - record_len), &mut hasher)
+        .map_err(|e| e.to_string())?;
     let mut trailer = [0u8; TRAILER as usize];
     file.read_exact(&mut trailer).map_err(|e| e.to_string())?;
     if hashed != body - record_len || hex::encode(hasher.finalize()).as_bytes() != trailer {
         return Err("its SHA-256 does not match its content".to_string());
     }
-    let record =
-        serde_json::from_slice(&record_json).map_err(|e| format!("its record: {e}"))?;
+    let record = serde_json::from_slice(&record_json).map_err(|e| format!("its record: {e}"))?;
     let output_start = HEADER + record_len;
     Ok(Entry {
         record,

@@ -43,7 +43,11 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             let info = store.info()?;
             println!("directory: {}", store.dir().display());
             println!("entries:   {}", info.entries);
-            println!("size:      {} of {} ({MAX_ENV})", size(info.bytes), size(store.max_bytes()));
+            println!(
+                "size:      {} of {} ({MAX_ENV})",
+                size(info.bytes),
+                size(store.max_bytes())
+            );
             if let Some(used) = info.oldest_use {
                 let age = SystemTime::now().duration_since(used).unwrap_or_default();
                 println!("oldest:    last used {} ago", round(age));

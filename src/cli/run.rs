@@ -345,8 +345,7 @@ async fn execute_on(
     };
     let mut sink = Recorder::new(Console::new(run.verbosity > 0), run.cache.is_some());
     let mut outcome = {
-        let execution =
-            client::execute(executor.channel, request, &options, &mut sink, interrupts);
+        let execution = client::execute(executor.channel, request, &options, &mut sink, interrupts);
         tokio::pin!(execution);
         tokio::select! {
             outcome = &mut execution => outcome?,

@@ -123,13 +123,11 @@ impl CachedRun {
             error: result.error.clone(),
             deleted_paths: result.deleted_paths.clone(),
         };
-        let stored = output
-            .map_err(anyhow::Error::from)
-            .and_then(|mut output| {
-                Ok(self
-                    .store
-                    .put(&self.key, &record, &mut output, outcome.archive.as_mut())?)
-            });
+        let stored = output.map_err(anyhow::Error::from).and_then(|mut output| {
+            Ok(self
+                .store
+                .put(&self.key, &record, &mut output, outcome.archive.as_mut())?)
+        });
         if let Err(e) = stored {
             eprintln!("buildr: warning: the result was not cached: {e:#}");
         }
@@ -166,7 +164,10 @@ pub fn replay(
             // A closed stdout drops the rest of it, as a live run does.
             Stream::Stdout if stdout_open => {
                 let mut stdout = io::stdout().lock();
-                stdout_open = stdout.write_all(&data).and_then(|()| stdout.flush()).is_ok();
+                stdout_open = stdout
+                    .write_all(&data)
+                    .and_then(|()| stdout.flush())
+                    .is_ok();
             }
             Stream::Stdout => {}
         }

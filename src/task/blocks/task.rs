@@ -12,7 +12,8 @@ use super::{Expects, Field, check_body, container, input};
 use crate::task::inputs::clean_relative;
 use crate::task::reader::Reader;
 use crate::task::{
-    CacheSettings, Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError};
+    CacheSettings, Container, DEFAULT_SHELL, InputMapping, Location, Run, Task, TaskError,
+};
 
 /// A task as its attributes and blocks are read.
 #[derive(Default)]
