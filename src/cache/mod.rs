@@ -8,8 +8,10 @@
 //! - [`store`]: entries on disk under `$XDG_CACHE_HOME/buildr`, written atomically, verified
 //!   when read, bounded by size with least-recently-used eviction.
 //! - [`record`]: what a run leaves to replay: its output chunks in order, its result.
+//! - [`oci`]: the shared cache: results pushed to and pulled from an OCI registry.
 
 pub mod key;
+pub mod oci;
 pub mod record;
 pub mod stat_cache;
 pub mod store;

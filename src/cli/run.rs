@@ -118,7 +118,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 &tools,
                 verbosity,
             )?;
-            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out)? {
+            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out).await? {
                 return Ok(code);
             }
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
@@ -149,7 +149,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 &settings.tools,
                 verbosity,
             )?;
-            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out)? {
+            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out).await? {
                 return Ok(code);
             }
             let (client, namespace) = args.k8s.cluster.client().await?;
@@ -177,12 +177,13 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
 }
 
 /// A stored result's replay and its exit status, if the run caches and one is stored.
-fn replay_if_cached(
+async fn replay_if_cached(
     cache: Option<&CachedRun>,
     args: &RunArgs,
     out: &Path,
 ) -> anyhow::Result<Option<ExitCode>> {
-    let Some(entry) = cache.map(CachedRun::lookup).transpose()?.flatten() else {
+    let Some(cache) = cache else { return Ok(None) };
+    let Some(entry) = cache.lookup().await? else {
         return Ok(None);
     };
     let outcome = run_cache::replay(&entry, out, &extract_options(args), args.limits.limits())?;
@@ -361,7 +362,9 @@ async fn execute_on(
     timeline.extend(outcome.timeline.clone());
     if let Some(cache) = run.cache {
         let mut step = Instant::now();
-        cache.store(&mut outcome, sink.finish(), began.elapsed());
+        cache
+            .store(&mut outcome, sink.finish(), began.elapsed())
+            .await;
         timeline.record("store in the cache", &mut step);
     }
     Ok(outcome)

@@ -10,9 +10,11 @@ use anyhow::Context;
 
 use crate::archive::{self, ExtractOptions, Limits};
 use crate::cache::{
-    Entry, Key, KeyParts, Lookup, Record, StatCache, Store, Stream, key::Platform, record, tree,
+    Entry, Key, KeyParts, Lookup, Record, StatCache, Store, Stream, key::Platform, oci::Registry,
+    record, tree,
 };
 use crate::client::Outcome;
+use crate::printable::Printable;
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::Tool;
@@ -28,11 +30,26 @@ pub struct CacheArgs {
     /// that caches).
     #[arg(long)]
     pub no_cache: bool,
+
+    /// The shared cache: an OCI registry repository (REGISTRY/REPOSITORY) looked in on a miss
+    /// on disk and pushed to after a run; overrides the task's `cache_registry`.
+    #[arg(
+        long,
+        env = "BUILDR_CACHE_REGISTRY",
+        value_name = "REGISTRY/REPOSITORY"
+    )]
+    pub cache_registry: Option<String>,
+
+    /// Push results to the cache registry (`--cache-push=false` only reads from it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub cache_push: bool,
 }
 
 /// A run that uses the cache: its key, and where entries go.
 pub struct CachedRun {
     store: Store,
+    registry: Option<Registry>,
+    push: bool,
     key: Key,
     task: String,
     store_failures: bool,
@@ -56,6 +73,12 @@ impl CachedRun {
         }
         let began = Instant::now();
         let store = super::cache::store()?;
+        let registry = args
+            .cache_registry
+            .as_deref()
+            .or(task.cache.registry.as_deref())
+            .map(Registry::new)
+            .transpose()?;
         let repo = std::path::absolute(repo)
             .with_context(|| format!("cannot resolve the repository {}", repo.display()))?;
         let mut stat_cache = StatCache::load(store.stat_cache_file(&repo));
@@ -74,6 +97,8 @@ impl CachedRun {
         }
         Ok(Some(Self {
             store,
+            registry,
+            push: args.cache_push,
             key,
             task: task.name.clone(),
             store_failures: task.cache.failures,
@@ -81,12 +106,33 @@ impl CachedRun {
         }))
     }
 
-    /// The stored result, unless `--no-cache` asked for a fresh run. A damaged entry is a
-    /// warning and a miss.
-    pub fn lookup(&self) -> anyhow::Result<Option<Entry>> {
+    /// The stored result, on disk or else in the cache registry, unless `--no-cache` asked
+    /// for a fresh run. A damaged entry and a registry that cannot be reached are warnings and
+    /// a miss.
+    pub async fn lookup(&self) -> anyhow::Result<Option<Entry>> {
         if self.refresh {
             return Ok(None);
         }
+        if let Some(entry) = self.lookup_on_disk()? {
+            return Ok(Some(entry));
+        }
+        let Some(registry) = &self.registry else {
+            return Ok(None);
+        };
+        match registry.pull(&self.key, &self.store).await {
+            Ok(true) => self.lookup_on_disk(),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                eprintln!(
+                    "buildr: warning: {}; running the task",
+                    Printable(&format!("{e:#}"))
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn lookup_on_disk(&self) -> anyhow::Result<Option<Entry>> {
         Ok(match self.store.lookup(&self.key)? {
             Lookup::Hit(entry) => Some(entry),
             Lookup::Miss => None,
@@ -102,9 +148,15 @@ impl CachedRun {
     }
 
     /// Stores a finished run if it may be: not interrupted, no error from the executor, and
-    /// exit status 0 unless the task says `cache_failures = true`. A run whose result cannot
-    /// be stored still succeeds: a warning says why.
-    pub fn store(&self, outcome: &mut Outcome, output: Option<io::Result<File>>, took: Duration) {
+    /// exit status 0 unless the task says `cache_failures = true`; then pushes it to the cache
+    /// registry, if any and unless `--cache-push=false`. A run whose result cannot be stored
+    /// or pushed still succeeds: a warning says why.
+    pub async fn store(
+        &self,
+        outcome: &mut Outcome,
+        output: Option<io::Result<File>>,
+        took: Duration,
+    ) {
         let result = &outcome.result;
         let storable = !outcome.interrupted
             && result.error.is_empty()
@@ -130,6 +182,23 @@ impl CachedRun {
         });
         if let Err(e) = stored {
             eprintln!("buildr: warning: the result was not cached: {e:#}");
+            return;
+        }
+        let Some(registry) = self.registry.as_ref().filter(|_| self.push) else {
+            return;
+        };
+        // What was just stored, as it was stored (it may already be evicted: then nothing).
+        let pushed = match self.store.lookup(&self.key) {
+            Ok(Lookup::Hit(entry)) => registry.push(&self.key, &entry).await.map_err(Into::into),
+            Ok(_) => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        if let Err(e) = pushed {
+            eprintln!(
+                "buildr: warning: the result was not shared through {}: {}",
+                registry.location(),
+                Printable(&format!("{e:#}"))
+            );
         }
     }
 }

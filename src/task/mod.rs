@@ -37,6 +37,7 @@
 //!   cache          = true
 //!   cache_key      = ["gcc-13"]   # strings added to the key, for what buildr cannot see
 //!   cache_failures = false        # also store runs that did not exit 0
+//!   cache_registry = "registry.example.com/team/buildr-cache"   # the shared cache
 //!
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
@@ -164,6 +165,8 @@ pub struct CacheSettings {
     pub key: Vec<String>,
     /// `cache_failures = true`: store runs that did not exit 0 too.
     pub failures: bool,
+    /// `cache_registry = "REGISTRY/REPOSITORY"`: the shared cache (see [`crate::cache::oci`]).
+    pub registry: Option<String>,
 }
 
 /// What a task runs.

@@ -129,6 +129,13 @@ const TABLE: &[Field<TaskDraft>] = &[
         }),
     },
     Field {
+        name: "cache_registry",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.registry = Some(file.string(&attr.value, attr.key.as_str(), here)?);
+            Ok(())
+        }),
+    },
+    Field {
         name: "input",
         expects: Expects::Block {
             syntax: input::SYNTAX,
