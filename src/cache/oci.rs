@@ -225,6 +225,16 @@ fn is_loopback(registry: &str) -> bool {
 /// The credentials Docker would use for `registry`; anonymous when none are configured.
 fn credentials(registry: &str) -> Result<RegistryAuth, RegistryError> {
     use docker_credential::{CredentialRetrievalError as Missing, DockerCredential};
+    // Where Docker keeps its config; the crate reports a missing file as unreadable, which only
+    // an existing file can be.
+    let config_dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker"))
+        });
+    if !config_dir.is_some_and(|dir| dir.join("config.json").exists()) {
+        return Ok(RegistryAuth::Anonymous);
+    }
     match docker_credential::get_credential(registry) {
         Ok(DockerCredential::UsernamePassword(user, password)) => {
             Ok(RegistryAuth::Basic(user, password))
