@@ -142,7 +142,7 @@ impl Registry {
             location: self.location.clone(),
         })?;
         let record: Record =
-            serde_json::from_slice(&record).map_err(|source| RegistryError::BadRecord {
+            serde_json::from_slice(record).map_err(|source| RegistryError::BadRecord {
                 location: self.location.clone(),
                 source,
             })?;
