@@ -102,34 +102,29 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     };
     let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
     let inputs = inputs_of(&args, &task)?;
+    let run = Run {
+        args: &args,
+        task: &task,
+        inputs: &inputs,
+        out: &out,
+        run_id: &run_id,
+        verbosity,
+        cache: None,
+    };
     let outcome = match args.backend {
         BackendKind::Local => {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
             let tools = resolve_tools(&args, &task, local::host_arch(), verbosity)?;
-            let platform = Platform::local();
-            let cache = CachedRun::prepare(
-                &args.cache,
-                &task,
-                &args.repo,
-                &inputs,
-                platform,
-                &tools,
-                verbosity,
-            )?;
-            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out).await? {
-                return Ok(code);
-            }
+            let cache = match consult_cache(&run, Platform::local(), &tools).await? {
+                Cached::Replayed(code) => return Ok(code),
+                Cached::Missed(cache) => cache,
+            };
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
             let run = Run {
-                args: &args,
-                task: &task,
-                inputs: &inputs,
-                out: &out,
-                run_id: &run_id,
-                verbosity,
                 cache: cache.as_ref(),
+                ..run
             };
             run_on(backend, &run).instrument(span).await
         }
@@ -140,28 +135,15 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let platform = Platform::k8s(&settings.image, &settings.binary.arch, &settings.task);
-            let cache = CachedRun::prepare(
-                &args.cache,
-                &task,
-                &args.repo,
-                &inputs,
-                platform,
-                &settings.tools,
-                verbosity,
-            )?;
-            if let Some(code) = replay_if_cached(cache.as_ref(), &args, &out).await? {
-                return Ok(code);
-            }
+            let cache = match consult_cache(&run, platform, &settings.tools).await? {
+                Cached::Replayed(code) => return Ok(code),
+                Cached::Missed(cache) => cache,
+            };
             let (client, namespace) = args.k8s.cluster.client().await?;
             let backend = K8sBackend::new(settings, client, namespace, &run_id);
             let run = Run {
-                args: &args,
-                task: &task,
-                inputs: &inputs,
-                out: &out,
-                run_id: &run_id,
-                verbosity,
                 cache: cache.as_ref(),
+                ..run
             };
             run_on(backend, &run).instrument(span).await
         }
@@ -176,18 +158,47 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A stored result's replay and its exit status, if the run caches and one is stored.
-async fn replay_if_cached(
-    cache: Option<&CachedRun>,
-    args: &RunArgs,
-    out: &Path,
-) -> anyhow::Result<Option<ExitCode>> {
-    let Some(cache) = cache else { return Ok(None) };
-    let Some(entry) = cache.lookup().await? else {
-        return Ok(None);
+/// What the cache made of a run.
+enum Cached {
+    /// A stored result was replayed, and this is its exit status.
+    Replayed(ExitCode),
+    /// The task must run; its result is stored here, if it caches.
+    Missed(Option<CachedRun>),
+}
+
+/// The run's key on `platform`, if it caches, and the replay of a stored result.
+async fn consult_cache(
+    run: &Run<'_>,
+    platform: Platform,
+    tools: &[Tool],
+) -> anyhow::Result<Cached> {
+    let args = run.args;
+    let cache = CachedRun::prepare(
+        &args.cache,
+        run.task,
+        &args.repo,
+        run.inputs,
+        platform,
+        tools,
+        run.verbosity,
+    )?;
+    let Some(entry) = cache.as_ref().map(CachedRun::lookup) else {
+        return Ok(Cached::Missed(None));
     };
-    let outcome = run_cache::replay(&entry, out, &extract_options(args), args.limits.limits())?;
-    Ok(Some(report(&outcome, out, args.apply_deletions)))
+    let Some(entry) = entry.await? else {
+        return Ok(Cached::Missed(cache));
+    };
+    let outcome = run_cache::replay(
+        &entry,
+        run.out,
+        &extract_options(args),
+        args.limits.limits(),
+    )?;
+    Ok(Cached::Replayed(report(
+        &outcome,
+        run.out,
+        args.apply_deletions,
+    )))
 }
 
 /// How the results are extracted into --out, by a run and by a replay alike.
@@ -285,6 +296,7 @@ fn new_run_id() -> String {
 }
 
 /// What one run is about, whatever the backend.
+#[derive(Clone, Copy)]
 struct Run<'a> {
     args: &'a RunArgs,
     task: &'a Task,
