@@ -34,10 +34,11 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub fn local() -> Self {
+    /// This machine, whose architecture (as Kubernetes names it) is `arch`.
+    pub fn local(arch: &str) -> Self {
         Platform::Local {
             os: std::env::consts::OS.to_string(),
-            arch: crate::backend::local::host_arch().to_string(),
+            arch: arch.to_string(),
         }
     }
 

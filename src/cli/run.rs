@@ -116,8 +116,9 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
-            let tools = resolve_tools(&args, &task, local::host_arch(), verbosity)?;
-            let cache = match consult_cache(&run, Platform::local(), &tools).await? {
+            let arch = local::host_arch();
+            let tools = resolve_tools(&args, &task, arch, verbosity)?;
+            let cache = match consult_cache(&run, Platform::local(arch), &tools).await? {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
