@@ -481,8 +481,25 @@ fn cache_info_and_prune() {
     assert_eq!(info.status.code(), Some(0), "{}", stderr(&info));
     assert!(stdout(&info).contains("entries:   1"), "{}", stdout(&info));
 
+    // What a run that died while storing left: deleted once it is an hour old.
+    let entries_dir = fixture.xdg.path().join("buildr/entries");
+    let abandoned = entries_dir.join(".partial-abandoned");
+    let live = entries_dir.join(".partial-live");
+    for partial in [&abandoned, &live] {
+        fs::write(partial, "half an entry").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&abandoned)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+
     let kept = cache(&["prune", "--older-than", "1h"]);
     assert_eq!(stdout(&kept), "deleted 0 entries (0 B)\n");
+    assert!(!abandoned.exists() && live.exists());
+    fs::remove_file(&live).unwrap();
     assert_eq!(fixture.entries().len(), 1);
     let pruned = cache(&["prune"]);
     assert!(

@@ -28,6 +28,10 @@ const MAGIC: &[u8; 8] = b"BUILDRC1";
 const HEADER: u64 = 8 + 3 * 8;
 const TRAILER: u64 = 64;
 const ENTRY_EXTENSION: &str = "entry";
+/// How entries being written start their names; one older than [`ABANDONED_AFTER`] was left by
+/// a run that died, and `prune` deletes it.
+const PARTIAL_PREFIX: &str = ".partial-";
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 /// The bound when `BUILDR_CACHE_MAX` is not set: 5 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 5 << 30;
 
@@ -84,6 +88,13 @@ pub struct Info {
     pub entries: usize,
     pub bytes: u64,
     pub oldest_use: Option<SystemTime>,
+}
+
+/// Which files of the entries directory to list.
+#[derive(Clone, Copy)]
+enum Listed {
+    Entries,
+    Partial,
 }
 
 /// One entry file and what eviction and pruning go by.
@@ -165,7 +176,7 @@ impl Store {
             None => 0,
         };
         let temp = tempfile::Builder::new()
-            .prefix(".partial-")
+            .prefix(PARTIAL_PREFIX)
             .tempfile_in(&dir)
             .map_err(write_err)?;
         let mut out = Sha256Writer::new(BufWriter::new(temp));
@@ -221,16 +232,23 @@ impl Store {
     }
 
     /// Deletes every entry, or those not used for `older_than`; returns how many and their
-    /// total size.
+    /// total size. Also deletes what runs that died left half-written.
     pub fn prune(&self, older_than: Option<Duration>) -> Result<(usize, u64), CacheError> {
         let now = SystemTime::now();
+        let older = |file: &Stored, age: Duration| {
+            now.duration_since(file.used)
+                .is_ok_and(|since| since >= age)
+        };
+        for partial in self.listed(Listed::Partial)? {
+            if older(&partial, ABANDONED_AFTER) {
+                let _ = fs::remove_file(&partial.path);
+            }
+        }
         let (mut count, mut bytes) = (0, 0);
         for entry in self.stored()? {
-            let old = older_than.is_none_or(|age| {
-                now.duration_since(entry.used)
-                    .is_ok_and(|since| since >= age)
-            });
-            if old && fs::remove_file(&entry.path).is_ok() {
+            if older_than.is_none_or(|age| older(&entry, age))
+                && fs::remove_file(&entry.path).is_ok()
+            {
                 count += 1;
                 bytes += entry.bytes;
             }
@@ -239,6 +257,10 @@ impl Store {
     }
 
     fn stored(&self) -> Result<Vec<Stored>, CacheError> {
+        self.listed(Listed::Entries)
+    }
+
+    fn listed(&self, which: Listed) -> Result<Vec<Stored>, CacheError> {
         let dir = self.entries_dir();
         let read_err = |source| CacheError::Read {
             path: dir.clone(),
@@ -253,7 +275,14 @@ impl Store {
         for item in listing {
             let item = item.map_err(read_err)?;
             let path = item.path();
-            if path.extension().is_none_or(|e| e != ENTRY_EXTENSION) {
+            let wanted = match which {
+                Listed::Entries => path.extension().is_some_and(|e| e == ENTRY_EXTENSION),
+                Listed::Partial => item
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(PARTIAL_PREFIX),
+            };
+            if !wanted {
                 continue;
             }
             // Gone since the listing: evicted or pruned by another run.
