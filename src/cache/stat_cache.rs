@@ -47,8 +47,9 @@ struct SavedEntry {
 
 pub struct StatCache {
     file: PathBuf,
-    /// What the last save held.
-    known: HashMap<PathBuf, (Stat, [u8; 32])>,
+    /// What the last save held, by path bytes (hashing a `Path` walks its components: slow
+    /// for 100,000 of them).
+    known: HashMap<Vec<u8>, (Stat, [u8; 32])>,
     /// The mtime of the file `known` was read from: entries not older than it are racy.
     saved_at: (i64, i64),
     /// What this computation saw, which replaces `known` on save.
@@ -78,17 +79,14 @@ impl StatCache {
         cache.saved_at = (meta.mtime(), meta.mtime_nsec());
         cache.known = entries
             .into_iter()
-            .map(|e| {
-                let path = PathBuf::from(std::ffi::OsStr::from_bytes(&e.path));
-                (path, (e.stat, e.digest))
-            })
+            .map(|e| (e.path, (e.stat, e.digest)))
             .collect();
         cache
     }
 
     /// The digest remembered for `path` if its stat data is unchanged and not racy.
     pub fn lookup(&self, path: &Path, stat: &Stat) -> Option<[u8; 32]> {
-        let (known, digest) = self.known.get(path)?;
+        let (known, digest) = self.known.get(path.as_os_str().as_bytes())?;
         let settled = stat.mtime < self.saved_at && stat.ctime < self.saved_at;
         (known == stat && settled).then_some(*digest)
     }

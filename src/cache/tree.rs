@@ -55,7 +55,13 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
     let seen: Vec<Vec<Seen>> = std::thread::scope(|scope| {
         let handles: Vec<_> = inputs
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|i| see(i, cache)).collect()))
+            .map(|part| {
+                scope.spawn(move || {
+                    // One read buffer per thread, not per file.
+                    let mut buf = vec![0u8; 256 << 10];
+                    part.iter().map(|i| see(i, cache, &mut buf)).collect()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -109,7 +115,7 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
     })
 }
 
-fn see(input: &InputFile, cache: &StatCache) -> Result<Seen, CacheError> {
+fn see(input: &InputFile, cache: &StatCache, buf: &mut [u8]) -> Result<Seen, CacheError> {
     let read_err = |source| CacheError::Read {
         path: input.source.clone(),
         source,
@@ -129,7 +135,7 @@ fn see(input: &InputFile, cache: &StatCache) -> Result<Seen, CacheError> {
             },
             None => Seen::File {
                 mode,
-                digest: hash_file(&input.source).map_err(read_err)?,
+                digest: hash_file(&input.source, buf).map_err(read_err)?,
                 stat,
                 rehashed: true,
             },
@@ -148,15 +154,14 @@ fn see(input: &InputFile, cache: &StatCache) -> Result<Seen, CacheError> {
 }
 
 /// SHA-256 of a file's content; never through a symlink swapped in since the lstat.
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<[u8; 32]> {
     let mut file = File::options()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     loop {
-        match file.read(&mut buf) {
+        match file.read(buf) {
             Ok(0) => return Ok(hasher.finalize().into()),
             Ok(n) => hasher.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
