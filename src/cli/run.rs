@@ -124,7 +124,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             };
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
             let run = Run {
-                cache: cache.as_ref(),
+                cache: cache.as_deref(),
                 ..run
             };
             run_on(backend, &run).instrument(span).await
@@ -143,7 +143,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let (client, namespace) = args.k8s.cluster.client().await?;
             let backend = K8sBackend::new(settings, client, namespace, &run_id);
             let run = Run {
-                cache: cache.as_ref(),
+                cache: cache.as_deref(),
                 ..run
             };
             run_on(backend, &run).instrument(span).await
@@ -164,7 +164,7 @@ enum Cached {
     /// A stored result was replayed, and this is its exit status.
     Replayed(ExitCode),
     /// The task must run; its result is stored here, if it caches.
-    Missed(Option<CachedRun>),
+    Missed(Option<Box<CachedRun>>),
 }
 
 /// The run's key on `platform`, if it caches, and the replay of a stored result.
@@ -187,7 +187,7 @@ async fn consult_cache(
         return Ok(Cached::Missed(None));
     };
     let Some(entry) = entry.await? else {
-        return Ok(Cached::Missed(cache));
+        return Ok(Cached::Missed(cache.map(Box::new)));
     };
     let outcome = run_cache::replay(
         &entry,
