@@ -8,6 +8,7 @@
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
+//! - [`cache`]: the action cache: keys, the input tree's digest, entries on disk, replay.
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
 //! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
 //! - [`secret`]: the per-run secret every call to an executor carries.
@@ -18,6 +19,7 @@
 
 pub mod archive;
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod elf;

@@ -232,12 +232,13 @@ impl fmt::Display for Tool {
     }
 }
 
-/// `512 B`, `2.5 kB`, `16.4 MB`.
-fn human_size(bytes: u64) -> String {
+/// `512 B`, `2.5 kB`, `16.4 MB`, `5.4 GB`.
+pub(crate) fn human_size(bytes: u64) -> String {
     match bytes {
         0..1_000 => format!("{bytes} B"),
         1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
-        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
     }
 }
 

@@ -133,7 +133,8 @@ fn an_unknown_attribute_is_located_and_corrected() {
         err,
         format!(
             "{}:3:5: unknown attribute `comand` in task \"hello\"; expected one of: description, \
-             command, script, shell, env, workdir, timeout, outputs, tools (did you mean `command`?)",
+             command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, \
+             cache_failures, cache_registry (did you mean `command`?)",
             dir.join("tasks.hcl").display()
         )
     );
@@ -455,4 +456,35 @@ fn a_bad_ignore_pattern_is_reported_with_file_and_line() {
         assert!(msg.contains(&format!("{file}:{line}: ")), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
+}
+
+#[test]
+fn the_cache_fields_are_read_and_checked() {
+    let repo = repo_with(&[(
+        "tasks.hcl",
+        "task \"c\" {\n  command = [\"true\"]\n  cache = true\n  cache_key = [\"gcc-13\", \"x\"]\n  \
+         cache_failures = true\n  cache_registry = \"registry.example.com/team/cache\"\n}\n\
+         task \"plain\" {\n  command = [\"true\"]\n}\n",
+    )]);
+    let set = TaskSet::load(repo.path()).unwrap();
+    let cache = &set.get("c").unwrap().cache;
+    assert!(cache.enabled && cache.failures);
+    assert_eq!(cache.key, ["gcc-13", "x"]);
+    assert_eq!(
+        cache.registry.as_deref(),
+        Some("registry.example.com/team/cache")
+    );
+    assert_eq!(set.get("plain").unwrap().cache, Default::default());
+
+    let (err, dir) = load_error(&[(
+        "tasks.hcl",
+        "task \"c\" {\n  command = [\"true\"]\n  cache = \"yes\"\n}\n",
+    )]);
+    assert_eq!(
+        err,
+        format!(
+            "{}:3:11: `cache` in task \"c\": expected true or false, found a string",
+            dir.join("tasks.hcl").display()
+        )
+    );
 }

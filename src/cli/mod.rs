@@ -1,10 +1,12 @@
 //! The command line: one module per subcommand. Doc comments are the `--help` text.
 
 pub mod archive;
+pub mod cache;
 pub mod executor;
 pub mod extraction;
 pub mod k8s;
 pub mod run;
+pub mod run_cache;
 pub mod run_k8s;
 pub mod run_ssh;
 pub mod self_check;
@@ -38,6 +40,8 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     #[command(subcommand)]
     K8s(k8s::K8sCommand),
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     #[command(flatten)]
     Remote(RemoteCommand),
 }
@@ -107,6 +111,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => (run::run(*args, verbose).await, EXIT_BUILDR_FAILED),
             Command::Tasks(args) => (tasks::run(args), 1),
             Command::K8s(command) => (k8s::run(command).await, 1),
+            Command::Cache(command) => (cache::run(command), 1),
             Command::Remote(command) => command.run().await,
         }
     })

@@ -11,17 +11,19 @@ use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
 use super::extraction::{LimitArgs, git_warning};
+use super::run_cache::{self, CacheArgs, CachedRun};
 use super::run_k8s::K8sArgs;
 use super::run_ssh::SshArgs;
-use crate::archive::{LinkPolicy, Quoted};
+use crate::archive::{ExtractOptions, LinkPolicy, Quoted};
 use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::ssh::SshBackend;
 use crate::backend::{Backend, BackendKind};
+use crate::cache::{Recorder, key::Platform};
 use crate::client::{self, Outcome, Reconnect, render::Console};
 use crate::printable::Printable;
-use crate::task::{Task, TaskSet, collect_inputs};
+use crate::task::{InputFile, Task, TaskSet, collect_inputs};
 use crate::timeline::Timeline;
 use crate::tools::{self, Tool};
 
@@ -84,6 +86,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ssh: SshArgs,
 
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
     /// The task to run (see `buildr tasks`).
     #[arg(required_unless_present = "command", conflicts_with = "command")]
     pub task: Option<String>,
@@ -105,29 +110,52 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         }
     };
     let span = tracing::info_span!("run", run_id = %run_id, task = %task.name);
+    let inputs = inputs_of(&args, &task)?;
+    let run = Run {
+        args: &args,
+        task: &task,
+        inputs: &inputs,
+        out: &out,
+        run_id: &run_id,
+        verbosity,
+        cache: None,
+    };
     let outcome = match args.backend {
         BackendKind::Local => {
             if args.k8s.image.is_some() {
                 eprintln!("buildr: --image is ignored by the local backend");
             }
-            let tools = resolve_tools(&args, &task, host_arch(), verbosity)?;
+            let arch = host_arch();
+            let tools = resolve_tools(&args, &task, arch, verbosity)?;
+            let cache = match consult_cache(&run, Platform::local(arch), &tools).await? {
+                Cached::Replayed(code) => return Ok(code),
+                Cached::Missed(cache) => cache,
+            };
             let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
-            run_on(backend, &args, &task, &out, &run_id, verbosity)
-                .instrument(span)
-                .await
+            let run = Run {
+                cache: cache.as_deref(),
+                ..run
+            };
+            run_on(backend, &run).instrument(span).await
         }
         BackendKind::K8s => {
-            // What needs no cluster first (an image to run in), then the cluster: a wrong
-            // kubeconfig is named in seconds, before the binary that would be sent is read and
-            // hashed.
+            // What needs no cluster first (an image to run in, the binary, the tools, and a
+            // cached result, which needs no cluster at all), then the cluster.
             args.k8s.image(&task)?;
-            let (client, namespace) = args.k8s.cluster.client().await?;
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
+            let platform = Platform::k8s(&settings.image, &settings.binary.arch, &settings.task);
+            let cache = match consult_cache(&run, platform, &settings.tools).await? {
+                Cached::Replayed(code) => return Ok(code),
+                Cached::Missed(cache) => cache,
+            };
+            let (client, namespace) = args.k8s.cluster.client().await?;
             let backend = K8sBackend::new(settings, client, namespace, &run_id);
-            run_on(backend, &args, &task, &out, &run_id, verbosity)
-                .instrument(span)
-                .await
+            let run = Run {
+                cache: cache.as_deref(),
+                ..run
+            };
+            run_on(backend, &run).instrument(span).await
         }
         BackendKind::Ssh => {
             if args.k8s.image.is_some() {
@@ -135,10 +163,17 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             }
             let mut settings = args.ssh.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
+            let platform = Platform::ssh(&settings.destination, &settings.binary.arch);
+            let cache = match consult_cache(&run, platform, &settings.tools).await? {
+                Cached::Replayed(code) => return Ok(code),
+                Cached::Missed(cache) => cache,
+            };
             let backend = SshBackend::new(settings, &run_id);
-            run_on(backend, &args, &task, &out, &run_id, verbosity)
-                .instrument(span)
-                .await
+            let run = Run {
+                cache: cache.as_deref(),
+                ..run
+            };
+            run_on(backend, &run).instrument(span).await
         }
     };
     match outcome {
@@ -149,6 +184,77 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// What the cache made of a run.
+enum Cached {
+    /// A stored result was replayed, and this is its exit status.
+    Replayed(ExitCode),
+    /// The task must run; its result is stored here, if it caches.
+    Missed(Option<Box<CachedRun>>),
+}
+
+/// The run's key on `platform`, if it caches, and the replay of a stored result.
+async fn consult_cache(
+    run: &Run<'_>,
+    platform: Platform,
+    tools: &[Tool],
+) -> anyhow::Result<Cached> {
+    let args = run.args;
+    let cache = CachedRun::prepare(
+        &args.cache,
+        run.task,
+        &args.repo,
+        run.inputs,
+        platform,
+        tools,
+        run.verbosity,
+    )?;
+    let Some(entry) = cache.as_ref().map(CachedRun::lookup) else {
+        return Ok(Cached::Missed(None));
+    };
+    let Some(entry) = entry.await? else {
+        return Ok(Cached::Missed(cache.map(Box::new)));
+    };
+    let outcome = run_cache::replay(
+        &entry,
+        run.out,
+        &extract_options(args),
+        args.limits.limits(),
+    )?;
+    Ok(Cached::Replayed(report(
+        &outcome,
+        run.out,
+        args.apply_deletions,
+    )))
+}
+
+/// How the results are extracted into --out, by a run and by a replay alike.
+fn extract_options(args: &RunArgs) -> ExtractOptions {
+    ExtractOptions {
+        apply_deletions: args.apply_deletions,
+        links: if args.allow_external_links {
+            LinkPolicy::Allow
+        } else {
+            LinkPolicy::Skip
+        },
+        progress: None,
+    }
+}
+
+/// The task's inputs; a warning when they come out empty from a repository that is not.
+fn inputs_of(args: &RunArgs, task: &Task) -> anyhow::Result<Vec<InputFile>> {
+    let inputs = collect_inputs(&args.repo, &task.inputs)
+        .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
+    if inputs.is_empty() && has_entries(&args.repo) {
+        eprintln!(
+            "buildr: warning: task `{}` has no inputs: its workspace starts empty (check its \
+             input mappings and the .gitignore and .buildrignore files of {})",
+            task.name,
+            args.repo.display()
+        );
+    }
+    Ok(inputs)
 }
 
 fn resolve_task(args: &RunArgs) -> anyhow::Result<Task> {
@@ -217,78 +323,58 @@ fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
+/// What one run is about, whatever the backend.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    args: &'a RunArgs,
+    task: &'a Task,
+    inputs: &'a [InputFile],
+    out: &'a Path,
+    run_id: &'a str,
+    verbosity: u8,
+    /// Where its result is stored, when it caches.
+    cache: Option<&'a CachedRun>,
+}
+
 /// One run on `backend`, the same for every backend: start it, drive the client, and clean up
 /// on every path out (errors and Ctrl-C included).
-async fn run_on(
-    mut backend: impl Backend,
-    args: &RunArgs,
-    task: &Task,
-    out: &Path,
-    run_id: &str,
-    verbosity: u8,
-) -> anyhow::Result<Outcome> {
+async fn run_on(mut backend: impl Backend, run: &Run<'_>) -> anyhow::Result<Outcome> {
     // Listen for Ctrl-C before anything is created, so that it never kills us mid-setup and
     // leaves a sandbox or a pod behind.
     let mut interrupts = forward_interrupts();
     let mut timeline = Timeline::default();
-    let outcome = execute_on(
-        &mut backend,
-        args,
-        task,
-        out,
-        run_id,
-        verbosity,
-        &mut interrupts,
-        &mut timeline,
-    )
-    .await;
+    let outcome = execute_on(&mut backend, run, &mut interrupts, &mut timeline).await;
     let mut step = Instant::now();
     for leftover in backend.clean_up().await {
         eprintln!("buildr: {leftover}");
     }
     timeline.record("clean up", &mut step);
-    if verbosity > 0 {
+    if run.verbosity > 0 {
         eprintln!("buildr: timeline\n{timeline}");
     }
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn execute_on(
     backend: &mut impl Backend,
-    args: &RunArgs,
-    task: &Task,
-    out: &Path,
-    run_id: &str,
-    verbosity: u8,
+    run: &Run<'_>,
     interrupts: &mut mpsc::Receiver<()>,
     timeline: &mut Timeline,
 ) -> anyhow::Result<Outcome> {
-    let inputs = collect_inputs(&args.repo, &task.inputs)
-        .with_context(|| format!("cannot collect the inputs of task `{}`", task.name))?;
-    if inputs.is_empty() && has_entries(&args.repo) {
-        eprintln!(
-            "buildr: warning: task `{}` has no inputs: its workspace starts empty (check its \
-             input mappings and the .gitignore and .buildrignore files of {})",
-            task.name,
-            args.repo.display()
-        );
-    }
+    let Run { args, task, .. } = *run;
+    let began = Instant::now();
     // A Ctrl-C while the backend starts stops the start; what it created is cleaned up.
     let executor = tokio::select! {
-        started = backend.start(&inputs, timeline) => started?,
+        started = backend.start(run.inputs, timeline) => started?,
         Some(()) = interrupts.recv() => return Err(client::ClientError::Interrupted.into()),
     };
-    let request = client::start_request(task, run_id, &executor.workspace_root);
+    let request = client::start_request(task, run.run_id, &executor.workspace_root);
+    let extract = extract_options(args);
     let options = client::Options {
-        out: out.to_path_buf(),
+        out: run.out.to_path_buf(),
         secret: executor.secret.clone(),
-        apply_deletions: args.apply_deletions,
-        links: if args.allow_external_links {
-            LinkPolicy::Allow
-        } else {
-            LinkPolicy::Skip
-        },
+        apply_deletions: extract.apply_deletions,
+        links: extract.links,
         limits: args.limits.limits(),
         fetch_idle_timeout: client::fetch::DEFAULT_IDLE_TIMEOUT,
         ready_timeout: Duration::from_secs(30),
@@ -296,26 +382,31 @@ async fn execute_on(
             give_up_after: args.reconnect_timeout,
             ..Reconnect::default()
         },
+        keep_archive: run.cache.is_some(),
     };
-    let mut console = Console::new(verbosity > 0);
-    let run = client::execute(
-        executor.channel,
-        request,
-        &options,
-        &mut console,
-        interrupts,
-    );
-    tokio::pin!(run);
-    let outcome = tokio::select! {
-        outcome = &mut run => outcome?,
-        // A dead executor cannot be redialled: say so now rather than after the reconnect
-        // timeout. Its exit right after the acknowledgement is the normal end, hence the grace.
-        how = backend.lost() => match tokio::time::timeout(EXECUTOR_EXIT_GRACE, &mut run).await {
-            Ok(outcome) => outcome?,
-            Err(_) => bail!("the executor exited unexpectedly ({how})"),
-        },
+    let mut sink = Recorder::new(Console::new(run.verbosity > 0), run.cache.is_some());
+    let mut outcome = {
+        let execution = client::execute(executor.channel, request, &options, &mut sink, interrupts);
+        tokio::pin!(execution);
+        tokio::select! {
+            outcome = &mut execution => outcome?,
+            // A dead executor cannot be redialled: say so now rather than after the reconnect
+            // timeout. Its exit right after the acknowledgement is the normal end, hence the
+            // grace.
+            how = backend.lost() => match tokio::time::timeout(EXECUTOR_EXIT_GRACE, &mut execution).await {
+                Ok(outcome) => outcome?,
+                Err(_) => bail!("the executor exited unexpectedly ({how})"),
+            },
+        }
     };
     timeline.extend(outcome.timeline.clone());
+    if let Some(cache) = run.cache {
+        let mut step = Instant::now();
+        cache
+            .store(&mut outcome, sink.finish(), began.elapsed())
+            .await;
+        timeline.record("store in the cache", &mut step);
+    }
     Ok(outcome)
 }
 

@@ -117,6 +117,8 @@ pub struct Options {
     /// How long the executor may take to answer its health check.
     pub ready_timeout: Duration,
     pub reconnect: Reconnect,
+    /// Hand back the verified archive (in [`Outcome::archive`]) once extracted, for the cache.
+    pub keep_archive: bool,
 }
 
 /// How a run ended, as far as the client saw it.
@@ -126,6 +128,8 @@ pub struct Outcome {
     /// The user pressed Ctrl-C (the task was asked to cancel).
     pub interrupted: bool,
     pub extracted: Option<Extracted>,
+    /// The verified archive that was extracted, rewound, when [`Options::keep_archive`] asked.
+    pub archive: Option<std::fs::File>,
     pub resumes: u32,
     /// How long each step on the client's side took (ready, task, fetch).
     pub timeline: Timeline,
@@ -181,15 +185,15 @@ pub async fn execute(
         .await?;
     timeline.record("task", &mut step);
 
-    let extracted = match finished.result.archive.clone() {
+    let (extracted, archive) = match finished.result.archive.clone() {
         Some(info) if !info.path.is_empty() => {
-            let extracted = fetch_and_extract(&mut client, &run_id, &info, options)
+            let (extracted, archive) = fetch_and_extract(&mut client, &run_id, &info, options)
                 .instrument(tracing::info_span!("archive", bytes = info.size))
                 .await?;
             timeline.record("fetch and extract", &mut step);
-            Some(extracted)
+            (Some(extracted), archive)
         }
-        _ => None,
+        _ => (None, None),
     };
     let ack = client.acknowledge(AcknowledgeRequest {
         run_id: run_id.clone(),
@@ -201,6 +205,7 @@ pub async fn execute(
         result: finished.result,
         interrupted: finished.interrupted,
         extracted,
+        archive,
         resumes: finished.resumes,
         timeline,
     })
@@ -211,7 +216,7 @@ async fn fetch_and_extract(
     run_id: &str,
     info: &crate::rpc::ArchiveInfo,
     options: &Options,
-) -> Result<Extracted, ClientError> {
+) -> Result<(Extracted, Option<std::fs::File>), ClientError> {
     let bar = crate::progress::bytes("fetch", info.size);
     let file = fetch::fetch_archive(
         client,
@@ -223,6 +228,14 @@ async fn fetch_and_extract(
     )
     .await?;
     bar.finish_and_clear();
+    let kept = if options.keep_archive {
+        Some(file.try_clone().map_err(|source| ClientError::Io {
+            what: "cannot keep the fetched archive".to_string(),
+            source,
+        })?)
+    } else {
+        None
+    };
 
     let dest = options.out.clone();
     let apply_deletions = options.apply_deletions;
@@ -239,7 +252,13 @@ async fn fetch_and_extract(
         let extracted = archive::extract_within(bar.wrap_read(file), &dest, &options, limits)
             .map_err(|source| ClientError::Extract { dest, source });
         bar.finish_and_clear();
-        extracted
+        // The kept handle shares the extraction's file offset: rewind it for its reader.
+        let kept = kept.map(|mut file| std::io::Seek::rewind(&mut file).map(|()| file));
+        let kept = kept.transpose().map_err(|source| ClientError::Io {
+            what: "cannot rewind the fetched archive".to_string(),
+            source,
+        })?;
+        Ok((extracted?, kept))
     })
     .await
     .expect("the extraction thread does not panic")

@@ -32,6 +32,13 @@
 //!   # bare name is looked up in this machine's PATH, a path is relative to the repository.
 //!   tools = ["jq", "./bin/mylint"]
 //!
+//!   # The action cache (see `crate::cache`): replay the stored result of a run with the same
+//!   # key instead of running again. Off by default.
+//!   cache          = true
+//!   cache_key      = ["gcc-13"]   # strings added to the key, for what buildr cannot see
+//!   cache_failures = false        # also store runs that did not exit 0
+//!   cache_registry = "registry.example.com/team/buildr-cache"   # the shared cache
+//!
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {
 //!     image          = "debian:bookworm"
@@ -153,7 +160,21 @@ pub struct Task {
     pub tools: Vec<String>,
     pub container: Container,
     pub ssh: SshHost,
+    pub cache: CacheSettings,
     pub defined_at: Location,
+}
+
+/// Whether a task's results are cached, and what else goes into its key (see [`crate::cache`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// `cache = true`: replay a stored result when the key matches.
+    pub enabled: bool,
+    /// `cache_key = [...]`: strings added to the key, for what buildr cannot see.
+    pub key: Vec<String>,
+    /// `cache_failures = true`: store runs that did not exit 0 too.
+    pub failures: bool,
+    /// `cache_registry = "REGISTRY/REPOSITORY"`: the shared cache (see [`crate::cache::oci`]).
+    pub registry: Option<String>,
 }
 
 /// What a task runs.
@@ -193,6 +214,7 @@ impl Task {
             tools: Vec::new(),
             container: Container::default(),
             ssh: SshHost::default(),
+            cache: CacheSettings::default(),
             defined_at: Location::command_line(),
         }
     }

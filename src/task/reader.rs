@@ -253,6 +253,20 @@ impl Reader<'_> {
         ))
     }
 
+    /// `true` or `false`.
+    pub(super) fn boolean(
+        &self,
+        expr: &Expression,
+        what: &str,
+        context: &str,
+    ) -> Result<bool, TaskError> {
+        match expr {
+            Expression::Bool(b) => Ok(*b.value()),
+            Expression::Parenthesis(inner) => self.boolean(inner.inner(), what, context),
+            _ => Err(self.wrong_type(expr, what, context, "true or false")),
+        }
+    }
+
     /// An error about the value `expr` of `what`.
     pub(super) fn complaint(
         &self,

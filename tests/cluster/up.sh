@@ -46,7 +46,7 @@ fi
 
 # --- binaries and images (cached outside the repository) ---------------------------------
 "$HERE/build.sh"
-"$HERE/build-tools.sh"   # helm, kube-router
+"$HERE/build-tools.sh"   # helm, kube-router, registry
 "$HERE/build-images.sh"
 
 # --- preflight ---------------------------------------------------------------------------

@@ -264,6 +264,7 @@ pub fn client_options(out: &Path) -> buildr::client::Options {
         fetch_idle_timeout: buildr::client::fetch::DEFAULT_IDLE_TIMEOUT,
         ready_timeout: std::time::Duration::from_secs(20),
         reconnect: buildr::client::Reconnect::default(),
+        keep_archive: false,
     }
 }
 

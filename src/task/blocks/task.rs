@@ -12,7 +12,7 @@ use super::{Expects, Field, check_body, container, input, ssh};
 use crate::task::inputs::clean_relative;
 use crate::task::reader::Reader;
 use crate::task::{
-    Container, DEFAULT_SHELL, InputMapping, Location, Run, SshHost, Task, TaskError,
+    CacheSettings, Container, DEFAULT_SHELL, InputMapping, Location, Run, SshHost, Task, TaskError,
 };
 
 /// A task as its attributes and blocks are read.
@@ -28,6 +28,7 @@ struct TaskDraft {
     timeout: Option<Duration>,
     outputs: Vec<String>,
     tools: Vec<String>,
+    cache: CacheSettings,
     inputs: Vec<InputMapping>,
     /// With where it is, to point at the first when there is a second.
     container: Option<(Container, Location)>,
@@ -104,6 +105,34 @@ const TABLE: &[Field<TaskDraft>] = &[
         name: "tools",
         expects: Expects::Attribute(|file, attr, here, task| {
             task.tools = tools(file, &attr.value, here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.enabled = file.boolean(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache_key",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.key = file.string_list(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache_failures",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.failures = file.boolean(&attr.value, attr.key.as_str(), here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "cache_registry",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.cache.registry = Some(file.string(&attr.value, attr.key.as_str(), here)?);
             Ok(())
         }),
     },
@@ -185,6 +214,7 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
         inputs: task.inputs,
         outputs: task.outputs,
         tools: task.tools,
+        cache: task.cache,
         container: task.container.map(|(c, _)| c).unwrap_or_default(),
         ssh: task.ssh.map(|(s, _)| s).unwrap_or_default(),
         defined_at,
@@ -457,7 +487,7 @@ task build {
         let cases: &[(&str, &str)] = &[
             (
                 "task \"a\" {\n  comand = [\"x\"]\n}\n",
-                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools (did you mean `command`?)",
+                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry (did you mean `command`?)",
             ),
             (
                 "task \"a\" {\n  command = \"make\"\n}\n",

@@ -1,0 +1,71 @@
+//! `buildr cache`: what the action cache holds, and emptying it. Also where the cache is, for
+//! `buildr run`.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+
+use crate::cache::{self, Store, store::DEFAULT_MAX_BYTES};
+use crate::tools::human_size as size;
+
+/// The environment variable that bounds the cache's size.
+pub const MAX_ENV: &str = "BUILDR_CACHE_MAX";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheCommand {
+    /// Where the cache is, how many entries it holds and their size, and its bound.
+    Info,
+    /// Delete cached results: all of them, or those not used for a while.
+    Prune {
+        /// Only the entries last used longer ago than this (e.g. `7d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+/// This user's cache: `$XDG_CACHE_HOME/buildr` (else `~/.cache/buildr`), bounded by
+/// `BUILDR_CACHE_MAX` (a size such as `5GiB`; default 5 GiB).
+pub fn store() -> anyhow::Result<Store> {
+    let max_bytes = match std::env::var(MAX_ENV) {
+        Ok(text) => super::extraction::parse_size(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{MAX_ENV}={text} is not a size (e.g. 5GiB, 500MiB)"))?,
+        Err(_) => DEFAULT_MAX_BYTES,
+    };
+    Ok(Store::new(cache::default_dir()?, max_bytes))
+}
+
+pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    match command {
+        CacheCommand::Info => {
+            let info = store.info()?;
+            println!("directory: {}", store.dir().display());
+            println!("entries:   {}", info.entries);
+            println!(
+                "size:      {} of {} ({MAX_ENV})",
+                size(info.bytes),
+                size(store.max_bytes())
+            );
+            if let Some(used) = info.oldest_use {
+                let age = SystemTime::now().duration_since(used).unwrap_or_default();
+                println!("oldest:    last used {} ago", round(age));
+            }
+        }
+        CacheCommand::Prune { older_than } => {
+            let (entries, bytes) = store.prune(older_than)?;
+            println!(
+                "deleted {entries} entr{} ({})",
+                if entries == 1 { "y" } else { "ies" },
+                size(bytes)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A duration to the second, as humantime writes it.
+pub fn round(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(duration.as_secs()))
+}

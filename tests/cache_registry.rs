@@ -1,0 +1,366 @@
+//! The shared action cache against a real OCI registry: the CNCF Distribution registry that
+//! tests/cluster/build-tools.sh builds (tests/run-all.sh runs it), started here on 127.0.0.1 on
+//! a free port, once without auth and once with htpasswd basic auth (a bcrypt line made here).
+//! Each `buildr run` has a cache directory of its own (`XDG_CACHE_HOME`) and Docker
+//! credentials of its own (`DOCKER_CONFIG`); whether the task ran is told by a counter file
+//! the task appends to.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::cluster::tool;
+use common::{buildr_bin, eventually, stderr, stdout, write_files};
+
+const NEEDS: &str = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)";
+const REPOSITORY: &str = "team/buildr-cache";
+
+/// A registry process on 127.0.0.1, killed when dropped.
+struct RegistryServer {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RegistryServer {
+    /// Serves `storage` (kept across restarts); with `users` (name, password) behind htpasswd
+    /// basic auth; read-only when `read_only`.
+    fn start(storage: &Path, users: &[(&str, &str)], read_only: bool) -> Self {
+        Self::start_at(
+            &format!("127.0.0.1:{}", free_port()),
+            storage,
+            users,
+            read_only,
+        )
+    }
+
+    fn start_at(address: &str, storage: &Path, users: &[(&str, &str)], read_only: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let address = address.to_string();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             maintenance:\n    readonly:\n      enabled: {read_only}\nhttp:\n  addr: {address}\n",
+            storage.display()
+        );
+        if !users.is_empty() {
+            let htpasswd = dir.path().join("htpasswd");
+            let lines: String = users
+                .iter()
+                .map(|(user, password)| {
+                    let hash = bcrypt::hash_with_result(password, 4)
+                        .unwrap()
+                        .format_for_version(bcrypt::Version::TwoY);
+                    format!("{user}:{hash}\n")
+                })
+                .collect();
+            fs::write(&htpasswd, lines).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: buildr-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let child = Command::new(tool("registry"))
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the registry starts");
+        let server = Self {
+            child,
+            address,
+            _dir: dir,
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || std::net::TcpStream::connect(
+                &server.address
+            )
+            .is_ok()),
+            "the registry did not listen on {} within 20 s",
+            server.address
+        );
+        server
+    }
+
+    fn location(&self) -> String {
+        format!("{}/{REPOSITORY}", self.address)
+    }
+
+    /// The tags of the repository, as the registry lists them (`_catalog` needs no auth
+    /// here: read the storage instead).
+    fn tags(storage: &Path) -> Vec<String> {
+        let dir = storage.join(format!(
+            "docker/registry/v2/repositories/{REPOSITORY}/_manifests/tags"
+        ));
+        let mut tags: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One machine's view: a cache directory and Docker credentials of its own.
+struct Machine {
+    xdg: tempfile::TempDir,
+    docker: tempfile::TempDir,
+    /// Where a credential helper lives, first in PATH.
+    helpers: tempfile::TempDir,
+}
+
+impl Machine {
+    fn anonymous() -> Self {
+        Self {
+            xdg: tempfile::tempdir().unwrap(),
+            docker: tempfile::tempdir().unwrap(),
+            helpers: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Credentials in `config.json` itself.
+    fn with_password(registry: &str, user: &str, password: &str) -> Self {
+        let machine = Self::anonymous();
+        let config = serde_json::json!({
+            "auths": { registry: { "username": user, "password": password } }
+        });
+        fs::write(
+            machine.docker.path().join("config.json"),
+            config.to_string(),
+        )
+        .unwrap();
+        machine
+    }
+
+    /// Credentials from a credential helper that `config.json` names, as Docker runs it.
+    fn with_helper(registry: &str, user: &str, password: &str) -> Self {
+        let machine = Self::anonymous();
+        let config = serde_json::json!({ "credHelpers": { registry: "buildrtest" } });
+        fs::write(
+            machine.docker.path().join("config.json"),
+            config.to_string(),
+        )
+        .unwrap();
+        let helper = machine.helpers.path().join("docker-credential-buildrtest");
+        let answer =
+            serde_json::json!({ "ServerURL": registry, "Username": user, "Secret": password });
+        fs::write(
+            &helper,
+            format!("#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat >/dev/null\necho '{answer}'\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+        machine
+    }
+
+    /// `buildr run --cache --cache-registry LOCATION [EXTRA] -- sh -c SCRIPT` into a fresh
+    /// --out; the output, and what landed in --out/result.txt.
+    fn run(&self, repo: &Repo, location: &str, extra: &[&str]) -> (Output, Option<String>) {
+        let out = tempfile::tempdir().unwrap();
+        let path = format!(
+            "{}:{}",
+            self.helpers.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = Command::new(buildr_bin())
+            .args(["run", "--cache", "--cache-registry", location, "--repo"])
+            .arg(repo.dir.path())
+            .arg("--out")
+            .arg(out.path())
+            .args(extra)
+            .args(["--", "sh", "-c", &repo.script])
+            .env("XDG_CACHE_HOME", self.xdg.path())
+            .env("DOCKER_CONFIG", self.docker.path())
+            .env("PATH", path)
+            .env_remove("BUILDR_CACHE_REGISTRY")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let result = fs::read_to_string(out.path().join("result.txt")).ok();
+        (output, result)
+    }
+}
+
+/// A repository and the command run on it, which counts its runs.
+struct Repo {
+    dir: tempfile::TempDir,
+    counter: tempfile::NamedTempFile,
+    script: String,
+}
+
+impl Repo {
+    fn new(content: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &[("input.txt", content)]);
+        let counter = tempfile::NamedTempFile::new().unwrap();
+        let script = format!(
+            "echo run >> {}; echo shared; echo on stderr >&2; cat input.txt > result.txt",
+            counter.path().display()
+        );
+        Self {
+            dir,
+            counter,
+            script,
+        }
+    }
+
+    fn runs(&self) -> usize {
+        fs::read_to_string(self.counter.path())
+            .unwrap()
+            .lines()
+            .count()
+    }
+}
+
+fn is_hit(output: &Output) -> bool {
+    stderr(output).contains("buildr: cached: replaying")
+}
+
+fn assert_ran(output: &Output, result: &Option<String>, content: &str) {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    assert_eq!(stdout(output), "shared\n");
+    assert_eq!(result.as_deref(), Some(content));
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn a_result_pushed_from_one_cache_is_a_hit_from_another_empty_one() {
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("shared input\n");
+
+    let (first, result) = Machine::anonymous().run(&repo, &registry.location(), &[]);
+    assert_ran(&first, &result, "shared input\n");
+    assert!(!is_hit(&first));
+    assert_eq!(RegistryServer::tags(storage.path()).len(), 1, "{NEEDS}");
+
+    let other = Machine::anonymous();
+    let (second, result) = other.run(&repo, &registry.location(), &[]);
+    assert_ran(&second, &result, "shared input\n");
+    assert!(is_hit(&second), "{}", stderr(&second));
+    assert!(stderr(&second).contains("on stderr"));
+    assert_eq!(repo.runs(), 1, "the second machine did not run the task");
+    // Now on the second machine's disk too: a hit without the registry.
+    drop(registry);
+    let (third, _) = other.run(&repo, "127.0.0.1:1/nothing-here", &[]);
+    assert!(is_hit(&third), "{}", stderr(&third));
+    assert!(!stderr(&third).contains("warning"), "{}", stderr(&third));
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn with_basic_auth_writers_push_readers_hit_and_strangers_run() {
+    let storage = tempfile::tempdir().unwrap();
+    let users = [("ci", "ci-secret"), ("dev", "dev-secret")];
+    let registry = RegistryServer::start(storage.path(), &users, false);
+    let address = registry.address.clone();
+    let repo = Repo::new("authenticated\n");
+
+    // The CI pushes, with its password from a credential helper.
+    let ci = Machine::with_helper(&address, "ci", "ci-secret");
+    let (pushed, result) = ci.run(&repo, &registry.location(), &[]);
+    assert_ran(&pushed, &result, "authenticated\n");
+    assert!(!stderr(&pushed).contains("warning"), "{}", stderr(&pushed));
+    assert_eq!(RegistryServer::tags(storage.path()).len(), 1);
+
+    // No credentials: a warning and a normal run, nothing pushed.
+    let stranger = Machine::anonymous();
+    let (ran, result) = stranger.run(&repo, &registry.location(), &[]);
+    assert_ran(&ran, &result, "authenticated\n");
+    assert!(!is_hit(&ran));
+    assert!(
+        stderr(&ran).contains("buildr: warning: cannot pull from"),
+        "{}",
+        stderr(&ran)
+    );
+    assert_eq!(repo.runs(), 2);
+
+    // A developer that only reads (--cache-push=false) hits, and pushes nothing for a new key.
+    let dev = Machine::with_password(&address, "dev", "dev-secret");
+    let (hit, result) = dev.run(&repo, &registry.location(), &["--cache-push=false"]);
+    assert_ran(&hit, &result, "authenticated\n");
+    assert!(is_hit(&hit), "{}", stderr(&hit));
+    let other_repo = Repo::new("only here\n");
+    let (ran, _) = dev.run(&other_repo, &registry.location(), &["--cache-push=false"]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    assert_eq!(
+        RegistryServer::tags(storage.path()).len(),
+        1,
+        "nothing pushed"
+    );
+
+    // The same registry made read-only: a push fails with a warning, the run still succeeds,
+    // and a stored result is still a hit.
+    drop(registry);
+    let registry = RegistryServer::start_at(&address, storage.path(), &users, true);
+    let (refused, result) = dev.run(&Repo::new("new\n"), &registry.location(), &[]);
+    assert_ran(&refused, &result, "new\n");
+    assert!(
+        stderr(&refused).contains("buildr: warning: the result was not shared through"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(RegistryServer::tags(storage.path()).len(), 1);
+    let fresh = Machine::with_password(&address, "dev", "dev-secret");
+    let (hit, result) = fresh.run(&repo, &registry.location(), &[]);
+    assert_ran(&hit, &result, "authenticated\n");
+    assert!(is_hit(&hit), "{}", stderr(&hit));
+    assert_eq!(repo.runs(), 2);
+}
+
+#[test]
+fn a_registry_that_is_down_is_a_warning_and_a_normal_run() {
+    // Nothing listens there.
+    let location = format!("127.0.0.1:{}/{REPOSITORY}", free_port());
+    let repo = Repo::new("offline\n");
+    let machine = Machine::anonymous();
+    let (first, result) = machine.run(&repo, &location, &[]);
+    assert_ran(&first, &result, "offline\n");
+    let said = stderr(&first);
+    assert!(said.contains("buildr: warning: cannot pull from"), "{said}");
+    assert!(
+        said.contains("buildr: warning: the result was not shared through"),
+        "{said}"
+    );
+    // Stored on disk all the same.
+    let (second, _) = machine.run(&repo, &location, &[]);
+    assert!(is_hit(&second), "{}", stderr(&second));
+    assert_eq!(repo.runs(), 1);
+}
+
+#[test]
+fn a_cache_registry_that_is_not_a_repository_is_refused_in_one_line() {
+    let repo = Repo::new("x\n");
+    let (output, _) = Machine::anonymous().run(&repo, "just-a-name", &[]);
+    assert_eq!(output.status.code(), Some(125));
+    assert_eq!(
+        stderr(&output),
+        "buildr: the cache registry `just-a-name` is not REGISTRY/REPOSITORY (e.g. registry.example.com/team/buildr-cache)\n"
+    );
+    assert_eq!(repo.runs(), 0);
+}
