@@ -139,9 +139,14 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             run_on(backend, &run).instrument(span).await
         }
         BackendKind::K8s => {
-            // What needs no cluster first (an image to run in, the binary, the tools, and a
-            // cached result, which needs no cluster at all), then the cluster.
+            // What needs no cluster first (an image to run in). Then a run that may be answered
+            // from the cache looks there, which needs no cluster at all; any other names a wrong
+            // kubeconfig in seconds, before the binary that would be sent is read and hashed.
             args.k8s.image(&task)?;
+            let early = match args.cache.enabled_for(&task) {
+                true => None,
+                false => Some(args.k8s.cluster.client().await?),
+            };
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let platform = Platform::k8s(&settings.image, &settings.binary.arch, &settings.task);
@@ -149,7 +154,10 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
-            let (client, namespace) = args.k8s.cluster.client().await?;
+            let (client, namespace) = match early {
+                Some(cluster) => cluster,
+                None => args.k8s.cluster.client().await?,
+            };
             let backend = K8sBackend::new(settings, client, namespace, &run_id);
             let run = Run {
                 cache: cache.as_deref(),

@@ -56,6 +56,13 @@ pub struct CachedRun {
     refresh: bool,
 }
 
+impl CacheArgs {
+    /// Whether a run of `task` may be answered from the cache (it opted in).
+    pub fn enabled_for(&self, task: &Task) -> bool {
+        task.cache.enabled || self.cache
+    }
+}
+
 impl CachedRun {
     /// The cache of a run of `task` on `platform`, if the task or `--cache` asks for one: its
     /// key computed from everything the result can depend on. `-v` shows the key and its cost.
@@ -68,7 +75,7 @@ impl CachedRun {
         tools: &[Tool],
         verbosity: u8,
     ) -> anyhow::Result<Option<Self>> {
-        if !(task.cache.enabled || args.cache) {
+        if !args.enabled_for(task) {
             return Ok(None);
         }
         let began = Instant::now();
