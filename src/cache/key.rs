@@ -24,7 +24,8 @@ use crate::tools::Tool;
 pub enum Platform {
     /// A sandbox on this machine: its OS and architecture.
     Local { os: String, arch: String },
-    /// A pod: its image as written, the nodes' architecture, and the task's `container`
+    /// A pod: its image, pinned to its digest where the registry could be asked
+    /// ([`super::oci::pinned_image`]), the nodes' architecture, and the task's `container`
     /// settings (Secret and ConfigMap names included).
     K8s {
         image: String,

@@ -77,21 +77,8 @@ impl Registry {
         }
         // Checked as a reference (lowercase repository path, valid host) with a sample tag.
         Reference::try_from(format!("{location}:probe")).map_err(|_| bad())?;
-        // reqwest is built without a crypto provider: use ring, as kube does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if is_loopback(registry) {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            ..ClientConfig::default()
-        });
         Ok(Self {
-            client,
+            client: client_for(registry),
             location: location.to_string(),
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -211,6 +198,48 @@ fn is_not_found(error: &OciDistributionError) -> bool {
 }
 
 /// Whether `registry` (a host with an optional port) is this machine.
+/// A client for `registry`: plain HTTP to a loopback one, HTTPS to any other.
+fn client_for(registry: &str) -> Client {
+    // reqwest is built without a crypto provider: use ring, as kube does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let protocol = if is_loopback(registry) {
+        ClientProtocol::Http
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        ..ClientConfig::default()
+    })
+}
+
+/// How long an image's registry may take to name the image's digest for a key.
+const IMAGE_DIGEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `image` as a key should name it: pinned to the digest its registry gives for it now, so that
+/// a tag moved to another image makes another key (`IMAGE@sha256:…`); as written when it is
+/// pinned already, or when its registry cannot be asked within [`IMAGE_DIGEST_TIMEOUT`] (no
+/// network, a registry that does not know it, refused credentials).
+pub async fn pinned_image(image: &str) -> String {
+    let Ok(reference) = image.parse::<Reference>() else {
+        return image.to_string();
+    };
+    if reference.digest().is_some() {
+        return image.to_string();
+    }
+    let Ok(auth) = credentials(reference.resolve_registry()) else {
+        return image.to_string();
+    };
+    let client = client_for(reference.resolve_registry());
+    let digest = client.fetch_manifest_digest(&reference, &auth);
+    match tokio::time::timeout(IMAGE_DIGEST_TIMEOUT, digest).await {
+        Ok(Ok(digest)) => format!("{image}@{digest}"),
+        _ => image.to_string(),
+    }
+}
+
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),

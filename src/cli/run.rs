@@ -149,7 +149,12 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             };
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
-            let platform = Platform::k8s(&settings.image, &settings.binary.arch, &settings.task);
+            // Asking the image's registry for its digest costs a round trip: only for a key.
+            let image = match args.cache.enabled_for(&task) {
+                true => crate::cache::oci::pinned_image(&settings.image).await,
+                false => settings.image.clone(),
+            };
+            let platform = Platform::k8s(&image, &settings.binary.arch, &settings.task);
             let cache = match consult_cache(&run, platform, &settings.tools).await? {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
