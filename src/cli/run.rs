@@ -143,16 +143,19 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             // from the cache looks there, which needs no cluster at all; any other names a wrong
             // kubeconfig in seconds, before the binary that would be sent is read and hashed.
             args.k8s.image(&task)?;
-            let early = match args.cache.enabled_for(&task) {
-                true => None,
-                false => Some(args.k8s.cluster.client().await?),
+            let caching = args.cache.enabled_for(&task);
+            let early = if caching {
+                None
+            } else {
+                Some(args.k8s.cluster.client().await?)
             };
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             // Asking the image's registry for its digest costs a round trip: only for a key.
-            let image = match args.cache.enabled_for(&task) {
-                true => crate::cache::oci::pinned_image(&settings.image).await,
-                false => settings.image.clone(),
+            let image = if caching {
+                crate::cache::oci::pinned_image(&settings.image).await
+            } else {
+                settings.image.clone()
             };
             let platform = Platform::k8s(&image, &settings.binary.arch, &settings.task);
             let cache = match consult_cache(&run, platform, &settings.tools).await? {
