@@ -13,10 +13,22 @@
 //!    the copy may take the binary's copy time plus the tools' bytes at the binary's rate
 //! 7. a trivial task through a warm pod of a BuildrPool (its controller started by the bench),
 //!    against `kubectl run --rm -i --restart=Never`; and the timeline of such a run
+//! 8. many small files: 100,000 files of 1–20 kB of text (1 GB) in, and 20,000 such files back,
+//!    against `kubectl cp` (see `scale`)
+//! 9. scale: 1 GB / 100,000 files in and 2 GB / 20,000 files back, and the same at a fifth of
+//!    the size, with the peak memory of the client and of the executor's side, the timelines,
+//!    and how the time grows with the bytes (see `scale`)
 //!
 //! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1),
-//! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default all).
+//! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default 1 to 7: cases 8 and 9 move
+//! gigabytes and take minutes).
+
+mod common;
+#[path = "k8s/peak.rs"]
+mod peak;
+#[path = "k8s/scale.rs"]
+mod scale;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,7 +67,7 @@ fn main() {
 
     let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6,7");
     let chosen = |case: &str| cases.split(',').any(|c| c.trim() == case);
-    let all: [(&str, Case); 7] = [
+    let all: [(&str, Case); 9] = [
         ("1", Bench::trivial),
         ("2", Bench::inputs_in),
         ("3", Bench::results_back),
@@ -63,6 +75,8 @@ fn main() {
         ("5", Bench::timeline),
         ("6", Bench::tools),
         ("7", Bench::warm),
+        ("8", Bench::small_files),
+        ("9", Bench::scale),
     ];
     for (case, run) in all {
         if chosen(case) {
@@ -86,9 +100,21 @@ struct Bench {
 
 impl Bench {
     fn buildr(&self, repo: &Path, args: &[&str]) -> Output {
+        let output = self.command(repo, args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// `buildr run -v` of `args` on the k8s backend, with `repo` as inputs.
+    fn command(&self, repo: &Path, args: &[&str]) -> Command {
         let out = self.scratch.path().join("out");
         let _ = fs::remove_dir_all(&out);
-        let output = Command::new(BUILDR)
+        let mut command = Command::new(BUILDR);
+        command
             .args([
                 "run",
                 "-v",
@@ -107,15 +133,8 @@ impl Bench {
             .arg(&out)
             .args(args)
             .env("RUST_LOG", "off")
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+            .stdout(Stdio::null());
+        command
     }
 
     fn empty_repo(&self) -> PathBuf {
@@ -227,11 +246,7 @@ impl Bench {
         );
         full();
         let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
-        println!("timeline of a trivial run in a warm pod:");
-        let text = String::from_utf8_lossy(&output.stderr);
-        for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
-            println!("{line}");
-        }
+        print_timeline("a trivial run in a warm pod", &output);
         let _ = controller.kill();
         let _ = controller.wait();
     }
@@ -239,7 +254,7 @@ impl Bench {
     /// 2. 200 MB of inputs into a pod.
     fn inputs_in(&self) {
         let repo = self.scratch.path().join("inputs");
-        make_tree(&repo, 2000, 100_000);
+        make_base64_tree(&repo, 2000, 100_000);
         let pod = self.sleeper("bench-cp-in");
         let (ours, theirs) = self.pair_timed(
             || {
@@ -330,11 +345,7 @@ impl Bench {
     fn timeline(&self) {
         let repo = self.empty_repo();
         let output = self.buildr(&repo, &["--", "true"]);
-        println!("timeline of a trivial run:");
-        let text = String::from_utf8_lossy(&output.stderr);
-        for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
-            println!("{line}");
-        }
+        print_timeline("a trivial run", &output);
     }
 
     /// 6. The copy with two tools against the copy of the binary alone.
@@ -434,7 +445,7 @@ impl Bench {
 }
 
 /// `count` files of `size` bytes of base64 text (random, so compressible only as text is).
-fn make_tree(root: &Path, count: usize, size: usize) {
+fn make_base64_tree(root: &Path, count: usize, size: usize) {
     use std::io::Read;
     fs::create_dir_all(root).unwrap();
     let mut random = fs::File::open("/dev/urandom").unwrap();
@@ -452,6 +463,15 @@ fn make_tree(root: &Path, count: usize, size: usize) {
             };
         }
         fs::write(dir.join(format!("f{i}.txt")), bytes).unwrap();
+    }
+}
+
+/// The `-v` timeline of a run, under a heading naming `what` it was.
+fn print_timeline(what: &str, output: &Output) {
+    println!("timeline of {what}:");
+    let text = String::from_utf8_lossy(&output.stderr);
+    for line in text.lines().skip_while(|l| !l.contains("timeline")).skip(1) {
+        println!("{line}");
     }
 }
 

@@ -1,11 +1,19 @@
 //! The archive fetch against a real tonic server on loopback that misbehaves: it streams more
-//! than the size it reported, or stalls mid-fetch. Either must fail promptly, with a message
-//! that says what happened, rather than fill the disk or hang.
+//! than the size it reported, stalls mid-fetch, or sends an archive whose SHA-256 is not the one
+//! it reported. Each must fail promptly, with a message that says what happened, rather than
+//! fill the disk, hang, or leave anything of the archive in the destination (the extraction runs
+//! while the fetch is under way).
 
+mod common;
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use buildr::client::{ClientError, Reconnect, connect, fetch};
+use buildr::archive::{self, Extracted};
+use buildr::client::{ClientError, connect, fetch};
 use buildr::rpc::executor_server::{Executor, ExecutorServer};
 use buildr::rpc::{
     AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, ArchiveInfo, CancelRequest,
@@ -18,12 +26,15 @@ type Chunks = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
 type Events = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
 
 /// What the fake executor does when the archive is fetched.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Misbehaviour {
     /// Streams 64 KiB chunks without end, whatever size it reported.
     Endless,
     /// Sends one chunk, then nothing, holding the stream open.
     Stall,
+    /// Serves these bytes, in 64 KiB chunks (whether they match the reported SHA-256 is the
+    /// test's choice).
+    Serve(Vec<u8>),
 }
 
 struct Fake(Misbehaviour);
@@ -53,17 +64,25 @@ impl Executor for Fake {
         request: Request<FetchArchiveRequest>,
     ) -> Result<Response<Chunks>, Status> {
         let mut offset = request.into_inner().offset;
-        let misbehaviour = self.0;
+        let misbehaviour = self.0.clone();
         let stream = async_stream(move |tx| async move {
             loop {
-                let chunk = ArchiveChunk {
-                    offset,
-                    data: vec![b'x'; CHUNK],
+                let data = match &misbehaviour {
+                    Misbehaviour::Serve(bytes) => {
+                        let start = (offset as usize).min(bytes.len());
+                        let end = (start + CHUNK).min(bytes.len());
+                        if start == end {
+                            return;
+                        }
+                        bytes[start..end].to_vec()
+                    }
+                    _ => vec![b'x'; CHUNK],
                 };
-                offset += CHUNK as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
+                let len = data.len() as u64;
+                if tx.send(Ok(ArchiveChunk { offset, data })).await.is_err() {
                     return;
                 }
+                offset += len;
                 if let Misbehaviour::Stall = misbehaviour {
                     // Hold the stream open without sending anything more.
                     tx.closed().await;
@@ -93,9 +112,8 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Fetches an archive reported as 100 KiB from a fake executor that `misbehaves`, with a
-/// 500 ms idle timeout; the whole fetch is given 20 s.
-async fn fetch_from(misbehaviour: Misbehaviour) -> (Result<std::fs::File, ClientError>, Duration) {
+/// A client of a fake executor that `misbehaves`.
+async fn client_of(misbehaviour: Misbehaviour) -> connect::Client {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -108,31 +126,59 @@ async fn fetch_from(misbehaviour: Misbehaviour) -> (Result<std::fs::File, Client
         .connect()
         .await
         .unwrap();
-    let mut client = connect::client(channel, None);
-    let info = ArchiveInfo {
-        path: "/archive.tar.s2".to_string(),
-        size: 100 << 10,
-        sha256: "0".repeat(64),
-    };
-    let progress = indicatif::ProgressBar::hidden();
+    connect::client(channel, None)
+}
+
+/// Fetches and extracts into `out` what a fake executor that `misbehaves` serves as the archive
+/// `info`, with a 500 ms idle timeout; the whole fetch is given 20 s.
+async fn fetch_from(
+    misbehaviour: Misbehaviour,
+    info: ArchiveInfo,
+    out: &Path,
+    keep_archive: bool,
+) -> (Result<(Extracted, Option<File>), ClientError>, Duration) {
+    let mut client = client_of(misbehaviour).await;
+    let mut options = common::client_options(out);
+    options.fetch_idle_timeout = Duration::from_millis(500);
+    options.keep_archive = keep_archive;
     let started = Instant::now();
-    let fetched = fetch::fetch_archive(
-        &mut client,
-        "run",
-        &info,
-        &progress,
-        Reconnect::default(),
-        Duration::from_millis(500),
-    );
+    let fetched = fetch::fetch_and_extract(&mut client, "run", &info, &options);
     let result = tokio::time::timeout(Duration::from_secs(20), fetched)
         .await
         .expect("the fetch must end on its own, not hang or stream forever");
     (result, started.elapsed())
 }
 
+/// An archive reported as 100 KiB with a SHA-256 nothing has.
+fn reported_100_kib() -> ArchiveInfo {
+    ArchiveInfo {
+        path: "/archive.tar.s2".to_string(),
+        size: 100 << 10,
+        sha256: "0".repeat(64),
+    }
+}
+
+/// A real archive of 300 files (3 MB, several chunks), and the tree it was made of.
+fn real_archive(scratch: &Path) -> (Vec<u8>, PathBuf) {
+    let tree = scratch.join("tree");
+    for i in 0..300 {
+        let dir = tree.join(format!("d{}", i % 7));
+        fs::create_dir_all(&dir).unwrap();
+        let body: Vec<u8> = (0..10_000u32).map(|j| (j * 31 + i) as u8).collect();
+        fs::write(dir.join(format!("f{i}")), body).unwrap();
+    }
+    let paths: Vec<PathBuf> = (0..7).map(|d| PathBuf::from(format!("d{d}"))).collect();
+    let sources = archive::sources_under(&tree, &paths).unwrap();
+    let file = scratch.join("a.tar.s2");
+    archive::create_file(&file, &sources, &[]).unwrap();
+    (fs::read(&file).unwrap(), tree)
+}
+
 #[tokio::test]
 async fn more_bytes_than_reported_fail_the_fetch() {
-    let (result, _) = fetch_from(Misbehaviour::Endless).await;
+    let out = tempfile::tempdir().unwrap();
+    let (result, _) =
+        fetch_from(Misbehaviour::Endless, reported_100_kib(), out.path(), false).await;
     let err = result.expect_err("more than the reported size must fail");
     assert!(matches!(err, ClientError::ArchiveTooLong { .. }), "{err}");
     assert!(
@@ -140,11 +186,14 @@ async fn more_bytes_than_reported_fail_the_fetch() {
             .contains("sent more than the 102400 bytes it reported"),
         "{err}"
     );
+    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
 #[tokio::test]
 async fn a_stalled_fetch_fails_after_the_idle_timeout() {
-    let (result, took) = fetch_from(Misbehaviour::Stall).await;
+    let out = tempfile::tempdir().unwrap();
+    let (result, took) =
+        fetch_from(Misbehaviour::Stall, reported_100_kib(), out.path(), false).await;
     let err = result.expect_err("a stall must fail");
     assert!(matches!(err, ClientError::FetchStalled { .. }), "{err}");
     let message = err.to_string();
@@ -153,4 +202,65 @@ async fn a_stalled_fetch_fails_after_the_idle_timeout() {
         "{message}"
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_whole_archive_whose_sha256_differs_extracts_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (bytes, _) = real_archive(scratch.path());
+    let out = scratch.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("mine"), "the user's own file\n").unwrap();
+    let mut sha256 = archive::sha256_hex(&bytes);
+    sha256.replace_range(..1, if sha256.starts_with('0') { "1" } else { "0" });
+    let info = ArchiveInfo {
+        path: "/archive.tar.s2".to_string(),
+        size: bytes.len() as u64,
+        sha256,
+    };
+    let (result, _) = fetch_from(Misbehaviour::Serve(bytes), info, &out, false).await;
+    let err = result.expect_err("a SHA-256 other than the reported one must fail");
+    assert!(matches!(err, ClientError::ArchiveMismatch { .. }), "{err}");
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["mine"],
+        "nothing of the archive may be left in the destination"
+    );
+    assert_eq!(
+        fs::read(out.join("mine")).unwrap(),
+        b"the user's own file\n"
+    );
+}
+
+#[tokio::test]
+async fn a_matching_archive_is_extracted_and_kept_as_fetched() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (bytes, tree) = real_archive(scratch.path());
+    let out = scratch.path().join("out");
+    let info = ArchiveInfo {
+        path: "/archive.tar.s2".to_string(),
+        size: bytes.len() as u64,
+        sha256: archive::sha256_hex(&bytes),
+    };
+    let (result, _) = fetch_from(Misbehaviour::Serve(bytes.clone()), info, &out, true).await;
+    let (extracted, kept) = result.expect("a matching archive is extracted");
+    assert_eq!(extracted.files, 300);
+    for i in [0, 150, 299] {
+        let path = format!("d{}/f{i}", i % 7);
+        assert_eq!(
+            fs::read(out.join(&path)).unwrap(),
+            fs::read(tree.join(&path)).unwrap(),
+            "{path}"
+        );
+    }
+    let mut kept_bytes = Vec::new();
+    kept.expect("the archive was asked for")
+        .read_to_end(&mut kept_bytes)
+        .unwrap();
+    assert!(kept_bytes == bytes, "the kept archive is the fetched one");
 }

@@ -187,9 +187,10 @@ pub async fn execute(
 
     let (extracted, archive) = match finished.result.archive.clone() {
         Some(info) if !info.path.is_empty() => {
-            let (extracted, archive) = fetch_and_extract(&mut client, &run_id, &info, options)
-                .instrument(tracing::info_span!("archive", bytes = info.size))
-                .await?;
+            let (extracted, archive) =
+                fetch::fetch_and_extract(&mut client, &run_id, &info, options)
+                    .instrument(tracing::info_span!("archive", bytes = info.size))
+                    .await?;
             timeline.record("fetch and extract", &mut step);
             (Some(extracted), archive)
         }
@@ -209,57 +210,4 @@ pub async fn execute(
         resumes: finished.resumes,
         timeline,
     })
-}
-
-async fn fetch_and_extract(
-    client: &mut connect::Client,
-    run_id: &str,
-    info: &crate::rpc::ArchiveInfo,
-    options: &Options,
-) -> Result<(Extracted, Option<std::fs::File>), ClientError> {
-    let bar = crate::progress::bytes("fetch", info.size);
-    let file = fetch::fetch_archive(
-        client,
-        run_id,
-        info,
-        &bar,
-        options.reconnect,
-        options.fetch_idle_timeout,
-    )
-    .await?;
-    bar.finish_and_clear();
-    let kept = if options.keep_archive {
-        Some(file.try_clone().map_err(|source| ClientError::Io {
-            what: "cannot keep the fetched archive".to_string(),
-            source,
-        })?)
-    } else {
-        None
-    };
-
-    let dest = options.out.clone();
-    let apply_deletions = options.apply_deletions;
-    let links = options.links;
-    let limits = options.limits;
-    let size = info.size;
-    tokio::task::spawn_blocking(move || {
-        let bar = crate::progress::bytes("extract", size);
-        let options = archive::ExtractOptions {
-            apply_deletions,
-            links,
-            progress: None,
-        };
-        let extracted = archive::extract_within(bar.wrap_read(file), &dest, &options, limits)
-            .map_err(|source| ClientError::Extract { dest, source });
-        bar.finish_and_clear();
-        // The kept handle shares the extraction's file offset: rewind it for its reader.
-        let kept = kept.map(|mut file| std::io::Seek::rewind(&mut file).map(|()| file));
-        let kept = kept.transpose().map_err(|source| ClientError::Io {
-            what: "cannot rewind the fetched archive".to_string(),
-            source,
-        })?;
-        Ok((extracted?, kept))
-    })
-    .await
-    .expect("the extraction thread does not panic")
 }
