@@ -29,19 +29,20 @@
 //! The commit phase still checks every step: what another process changes in the destination
 //! between the plan and the commit is refused there, leaving the entries before it in place.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 use super::beneath::{Beneath, Unreachable};
 use super::error::{ArchiveError, Limit, Refusal};
+use super::file_writers::{self, FileWriters, HANDED_OFF, StagedFile};
 use super::names::{check_bytes, check_link_target, clean_relative, is_git_path};
 use super::plan::Plan;
 use super::read::{ChannelReader, pipelined};
@@ -109,6 +110,7 @@ fn extract_into<R: Read>(
     let mut staging = Staging::create(beneath.root(), dest).map_err(prepare)?;
     let umask = current_umask();
     let (out, items) = pipelined(input, |reader| {
+        let writers = FileWriters::start(staging.dir()).map_err(prepare)?;
         let mut stager = Stager {
             staging: &mut staging,
             dest,
@@ -119,8 +121,13 @@ fn extract_into<R: Read>(
             items: 0,
             data_bytes: 0,
             out: Extracted::default(),
+            writers,
         };
         stager.run(reader)?;
+        stager
+            .writers
+            .finish()
+            .map_err(|(rel, e)| write_err(&rel, dest)(e))?;
         Ok((stager.out, stager.items))
     })?;
     let mut commit = Commit {
@@ -180,6 +187,7 @@ struct Stager<'a> {
     /// File data bytes announced, `.git` ones included.
     data_bytes: u64,
     out: Extracted,
+    writers: FileWriters,
 }
 
 impl Stager<'_> {
@@ -287,30 +295,49 @@ impl Stager<'_> {
         // Created with the umask applied, as the kernel applies it anyway.
         let mode = h.mode & 0o777 & !self.umask;
         let (id, name) = self.staging.next_name();
-        let fd = nix::fcntl::openat(
-            self.staging.dir(),
-            name.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
-        )
-        .map_err(write_err(rel, self.dest))?;
-        let mut file = File::from(fd);
-        loop {
-            let n = tar.read_data(&mut self.buf)?;
-            if n == 0 {
-                break;
+        if h.size <= HANDED_OFF {
+            let mut data = vec![0; h.size as usize];
+            let mut filled = 0;
+            while filled < data.len() {
+                match tar.read_data(&mut data[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
             }
-            file.write_all(&self.buf[..n])
+            self.progress(data.len());
+            let file = StagedFile {
+                name,
+                rel: rel.to_path_buf(),
+                mode,
+                mtime: h.mtime,
+                data,
+            };
+            self.writers
+                .write(file)
+                .map_err(|(rel, e)| write_err(&rel, self.dest)(e))?;
+        } else {
+            let mut file = file_writers::create(self.staging.dir(), &name, mode)
                 .map_err(write_err(rel, self.dest))?;
-            if let Some(p) = &self.opts.progress {
-                p.inc(n as u64);
+            loop {
+                let n = tar.read_data(&mut self.buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&self.buf[..n])
+                    .map_err(write_err(rel, self.dest))?;
+                self.progress(n);
             }
+            file_writers::set_mtime(&file, h.mtime).map_err(write_err(rel, self.dest))?;
         }
-        nix::sys::stat::futimens(&file, &TimeSpec::UTIME_OMIT, &time(h.mtime))
-            .map_err(write_err(rel, self.dest))?;
         self.out.files += 1;
         self.out.bytes += h.size;
         self.journal(Step::File, mode, h.mtime, id, rel)
+    }
+
+    fn progress(&self, bytes: usize) {
+        if let Some(p) = &self.opts.progress {
+            p.inc(bytes as u64);
+        }
     }
 
     fn symlink(&mut self, rel: &Path, target: PathBuf, mtime: i64) -> Result<(), ArchiveError> {

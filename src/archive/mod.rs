@@ -31,6 +31,7 @@
 mod beneath;
 mod error;
 mod extract;
+mod file_writers;
 pub mod frame;
 mod hash;
 mod names;
