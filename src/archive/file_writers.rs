@@ -17,10 +17,13 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::sys::time::TimeSpec;
 
-/// Files up to this size go to a worker; larger ones are written by the reading thread.
-pub(crate) const HANDED_OFF: u64 = 256 << 10;
-/// Files queued for the workers: with [`HANDED_OFF`], at most 8 MiB of data in flight.
-const QUEUED: usize = 32;
+/// Files up to this size go to a worker: on a file system where creating a file is slow (ext4
+/// skipping recently freed inodes, `find_inode_bit` in a profile) creation dominates well past
+/// the sizes of source files. Larger ones are written by the reading thread as they stream.
+pub(crate) const HANDED_OFF: u64 = 1 << 20;
+/// Files queued for the workers: with [`HANDED_OFF`], at most 16 MiB of data waiting, and one
+/// file per worker being written.
+const QUEUED: usize = 16;
 /// Workers at most, whatever the machine has: file creation in one directory does not scale far.
 const MAX_WORKERS: usize = 4;
 
