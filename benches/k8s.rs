@@ -255,29 +255,26 @@ impl Bench {
     fn inputs_in(&self) {
         let repo = self.scratch.path().join("inputs");
         make_base64_tree(&repo, 2000, 100_000);
-        let pod = self.sleeper("bench-cp-in");
+        self.inputs_against_kubectl_cp("200 MB of inputs in", &repo, "bench-cp-in");
+    }
+
+    /// `repo` into a pod, as a run's inputs (its `copy binary and inputs` phase: the binary's
+    /// copy runs alongside) and by `kubectl cp` into a sleeping pod named `pod`.
+    fn inputs_against_kubectl_cp(&self, what: &str, repo: &Path, pod: &str) {
+        let pod = self.sleeper(pod);
         let (ours, theirs) = self.pair_timed(
             || {
                 phase(
-                    &self.buildr(&repo, &["--", "true"]),
+                    &self.buildr(repo, &["--", "true"]),
                     "copy binary and inputs",
                 )
             },
             || {
-                let _ = kubectl(&[
-                    "-n",
-                    NAMESPACE,
-                    "exec",
-                    &pod,
-                    "--",
-                    "rm",
-                    "-rf",
-                    "/w/inputs",
-                ]);
-                kubectl_cp(repo.to_str().unwrap(), &format!("{pod}:/w/inputs"))
+                let _ = kubectl(&["-n", NAMESPACE, "exec", &pod, "--", "rm", "-rf", "/w/in"]);
+                kubectl_cp(repo.to_str().unwrap(), &format!("{pod}:/w/in"))
             },
         );
-        report("200 MB of inputs in", "kubectl cp DIR pod:", ours, theirs);
+        report(what, "kubectl cp DIR pod:", ours, theirs);
         delete_pod(&pod);
     }
 

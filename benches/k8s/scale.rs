@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::common::make_text_tree;
-use super::{Bench, NAMESPACE, delete_pod, kubectl, kubectl_cp, phase, print_timeline, report};
+use super::{Bench, delete_pod, kubectl_cp, phase, print_timeline, report};
 
 /// Bytes per file of the small-file trees, on average.
 const SMALL_FILE: usize = 10_500;
@@ -39,26 +39,7 @@ impl Bench {
     /// Case 8: 100,000 small files in and 20,000 back, against `kubectl cp`.
     pub(super) fn small_files(&self) {
         let repo = self.small_tree(100_000);
-        let pod = self.sleeper("bench-small-in");
-        let (ours, theirs) = self.pair_timed(
-            || {
-                phase(
-                    &self.buildr(&repo, &["--", "true"]),
-                    "copy binary and inputs",
-                )
-            },
-            || {
-                let _ = kubectl(&["-n", NAMESPACE, "exec", &pod, "--", "rm", "-rf", "/w/in"]);
-                kubectl_cp(repo.to_str().unwrap(), &format!("{pod}:/w/in"))
-            },
-        );
-        report(
-            "100,000 files (1 GB) in",
-            "kubectl cp DIR pod:",
-            ours,
-            theirs,
-        );
-        delete_pod(&pod);
+        self.inputs_against_kubectl_cp("100,000 files (1 GB) in", &repo, "bench-small-in");
 
         let repo = self.small_tree(20_000);
         let pod = self.sleeper("bench-small-out");
