@@ -76,7 +76,8 @@ pub fn extract<R: Read>(
 /// removed, a directory is removed with everything under it, a missing path is fine. Hostile
 /// deletion records (absolute, `..`, through a symlink) are refused whether applied or not.
 ///
-/// Decompression runs on this thread while another thread stages files.
+/// Decompression runs on this thread while another thread stages files, handing the bytes of
+/// files up to 1 MiB to writer threads that create them.
 pub fn extract_within<R: Read>(
     input: R,
     dest: &Path,

@@ -1,7 +1,7 @@
 //! Staged files written on worker threads. Creating a file, writing it and setting its mtime
 //! cost system calls whose price is per file (inode allocation, a directory insertion): one
 //! thread doing them for 100,000 small files is the whole extraction's bottleneck while the
-//! other cores idle (BENCHMARKS.md, "Many small files into a pod"). The thread that reads the
+//! other cores idle (BENCHMARKS.md, "The bytes"). The thread that reads the
 //! archive hands each small file's bytes to a worker and goes on reading; larger files it writes
 //! itself, so that what is in flight stays bounded.
 
