@@ -46,7 +46,7 @@ use super::file_writers::{self, FileWriters, HANDED_OFF, StagedFile};
 use super::names::{check_bytes, check_link_target, clean_relative, is_git_path};
 use super::plan::Plan;
 use super::read::{ChannelReader, pipelined};
-use super::staging::{Record, Staging, Step};
+use super::staging::{Record, Staging, Step, create_in};
 use super::tar_reader::{Header, Item, Kind, TarReader};
 use super::{ExtractOptions, Extracted, Limits, LinkPolicy, SkippedLink};
 
@@ -317,8 +317,8 @@ impl Stager<'_> {
                 .write(file)
                 .map_err(|(rel, e)| write_err(&rel, self.dest)(e))?;
         } else {
-            let mut file = file_writers::create(self.staging.dir(), &name, mode)
-                .map_err(write_err(rel, self.dest))?;
+            let mut file =
+                create_in(self.staging.dir(), &name, mode).map_err(write_err(rel, self.dest))?;
             loop {
                 let n = tar.read_data(&mut self.buf)?;
                 if n == 0 {

@@ -13,9 +13,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use nix::sys::time::TimeSpec;
+
+use super::staging::create_in;
 
 /// Files up to this size go to a worker: on a file system where creating a file is slow (ext4
 /// skipping recently freed inodes, `find_inode_bit` in a profile) creation dominates well past
@@ -132,21 +132,9 @@ fn work(dir: &OwnedFd, queue: &Mutex<Receiver<StagedFile>>, failed: &Mutex<Optio
 /// Creates `file` in `dir` (never through a link, never over an existing one), writes its data
 /// and sets its mtime.
 fn write_one(dir: impl AsFd, file: &StagedFile) -> io::Result<()> {
-    let mut out = create(dir, &file.name, file.mode)?;
+    let mut out = create_in(dir, &file.name, file.mode)?;
     out.write_all(&file.data)?;
     set_mtime(&out, file.mtime)
-}
-
-/// Creates the staged file `name` in `dir`, with `mode` (the umask applies, as the kernel
-/// applies it anyway).
-pub(crate) fn create(dir: impl AsFd, name: &str, mode: u32) -> io::Result<File> {
-    let fd = nix::fcntl::openat(
-        dir,
-        name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    )?;
-    Ok(File::from(fd))
 }
 
 pub(crate) fn set_mtime(file: &File, mtime: i64) -> io::Result<()> {

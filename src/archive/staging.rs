@@ -65,7 +65,7 @@ impl Staging {
         )?;
         let staging = Staging {
             path: dest.join(&name),
-            journal: BufWriter::with_capacity(64 << 10, File::from(create_in(&dir, "journal")?)),
+            journal: BufWriter::with_capacity(64 << 10, create_in(&dir, "journal", 0o600)?),
             dir,
             next_id: 0,
         };
@@ -115,14 +115,16 @@ impl Drop for Staging {
     }
 }
 
-/// Creates a new file `name` in `dir` (0600), failing if anything is there.
-pub(crate) fn create_in(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(nix::fcntl::openat(
+/// Creates a new file `name` in `dir` with `mode` (the umask applies, as the kernel applies it
+/// anyway), failing if anything is there, a symlink included.
+pub(crate) fn create_in(dir: impl AsFd, name: &str, mode: u32) -> io::Result<File> {
+    let fd = nix::fcntl::openat(
         dir,
         name,
         OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?)
+        Mode::from_bits_truncate(mode),
+    )?;
+    Ok(File::from(fd))
 }
 
 pub(crate) struct Replay(BufReader<File>);

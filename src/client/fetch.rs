@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 
 use super::connect::Client;
 use super::redial::Redial;
-use super::session::Reconnect;
 use super::{ClientError, Options};
 use crate::archive::{self, Extracted};
 use crate::rpc::{ArchiveInfo, FetchArchiveRequest};
@@ -31,7 +30,7 @@ const CHUNKS_AHEAD: usize = 8;
 
 /// What the fetch hands the extraction, in order.
 #[derive(Debug)]
-pub enum Piece {
+enum Piece {
     Bytes(Vec<u8>),
     /// The archive is whole: its size and SHA-256 are the ones the executor reported.
     Verified,
@@ -39,7 +38,7 @@ pub enum Piece {
 
 /// The extraction's end of a fetch: a `Read` over the archive's bytes as they arrive. It ends
 /// (returns 0) only after [`Piece::Verified`]; if the fetch stops before that, reading fails.
-pub struct Fetched {
+struct Fetched {
     pieces: mpsc::Receiver<Piece>,
     current: Vec<u8>,
     pos: usize,
@@ -47,7 +46,7 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    pub fn new(pieces: mpsc::Receiver<Piece>) -> Self {
+    fn new(pieces: mpsc::Receiver<Piece>) -> Self {
         Self {
             pieces,
             current: Vec::new(),
@@ -85,14 +84,12 @@ impl Read for Fetched {
 /// them to `kept`, when given), then [`Piece::Verified`] once size and SHA-256 match. Stops
 /// early, with `Ok`, when the receiving end is gone (the extraction failed: its error is the
 /// one to report).
-#[allow(clippy::too_many_arguments)]
-pub async fn fetch_archive(
+async fn fetch_archive(
     client: &mut Client,
     run_id: &str,
     info: &ArchiveInfo,
     progress: &indicatif::ProgressBar,
-    reconnect: Reconnect,
-    idle_timeout: Duration,
+    options: &Options,
     pieces: mpsc::Sender<Piece>,
     mut kept: Option<&mut tokio::fs::File>,
 ) -> Result<(), ClientError> {
@@ -100,6 +97,7 @@ pub async fn fetch_archive(
         what: "cannot write the fetched archive to a temporary file".to_string(),
         source: e,
     };
+    let idle_timeout = options.fetch_idle_timeout;
     let mut hasher = Sha256::new();
     let mut offset = 0u64;
     let stalled = |offset| ClientError::FetchStalled {
@@ -107,7 +105,7 @@ pub async fn fetch_archive(
         offset,
         size: info.size,
     };
-    let mut redial = Redial::new("FetchArchive", reconnect);
+    let mut redial = Redial::new("FetchArchive", options.reconnect);
     progress.set_length(info.size);
     while offset < info.size {
         let request = FetchArchiveRequest {
@@ -211,17 +209,7 @@ pub async fn fetch_and_extract(
     });
 
     let bar = crate::progress::bytes("fetch", info.size);
-    let fetched = fetch_archive(
-        client,
-        run_id,
-        info,
-        &bar,
-        options.reconnect,
-        options.fetch_idle_timeout,
-        pieces,
-        kept.as_mut(),
-    )
-    .await;
+    let fetched = fetch_archive(client, run_id, info, &bar, options, pieces, kept.as_mut()).await;
     let extracted = extraction
         .await
         .expect("the extraction thread does not panic");
