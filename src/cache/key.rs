@@ -1,12 +1,18 @@
 //! The cache key: a SHA-256 over everything a run's result can depend on that buildr can see.
 //! Two runs with the same key are expected to give the same output, files and exit status.
 //!
-//! In the key: buildr's version (its executor runs the task), the command line (a script
-//! included), the `env` values, the working directory, the timeout, the output filters, where
-//! the task runs ([`Platform`]), each tool's name and content, the task's `cache_key` strings,
-//! and the input tree's digest (see [`super::tree`]). Not in it, because the client cannot see
-//! them: the values behind `env_from_secrets` and `env_from_config_maps` (their names are in,
-//! through the container settings), and whatever the task reaches over the network.
+//! In the key: its own format ([`FORMAT`]), buildr's version (its client extracts the results)
+//! and the executor binary's digest (it runs the task), the command line (a script included),
+//! the `env` values, the working directory, the timeout, the output filters, whether failures
+//! are stored (`cache_failures`), where the task runs ([`Platform`]), each tool's name and
+//! content, the task's `cache_key` strings, and the input tree's digest (see [`super::tree`]).
+//! Not in it, because the client cannot see them: the values behind `env_from_secrets` and
+//! `env_from_config_maps` (their names are in, through the container settings), and whatever
+//! the task reaches over the network. Not in it, because they cannot change a result: the
+//! pool a pod is taken from (its template is in) and how long a pod may take to start.
+//!
+//! The parts are serialized with serde (JSON, maps sorted), never from `Debug` text, so a key
+//! stays the same across builds of the same version; a change to what goes in bumps [`FORMAT`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,24 +21,36 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::CacheError;
-use crate::task::Task;
+use crate::task::{Container, Task};
 use crate::tools::Tool;
+
+/// The key's format: bumped whenever what goes into a key changes, so that entries keyed the
+/// old way are never taken for new ones.
+pub const FORMAT: u32 = 2;
 
 /// Where a run happens, as far as its result can tell.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
-    /// A sandbox on this machine: its OS and architecture.
-    Local { os: String, arch: String },
+    /// A sandbox on this machine: its OS and architecture, and the environment the executor
+    /// passes on to the task (`PATH`, `HOME`, `LANG` and the others of
+    /// [`crate::executor::process::task_base_env`]).
+    Local {
+        os: String,
+        arch: String,
+        env: BTreeMap<String, String>,
+    },
     /// A pod: its image, pinned to its digest where the registry could be asked
-    /// ([`super::oci::pinned_image`]), the nodes' architecture, and the task's `container`
-    /// settings (Secret and ConfigMap names included).
+    /// ([`super::oci::pinned_image`]), the nodes' architecture, and the settings of the pod
+    /// template it runs from (the pool's, when it is taken from one; Secret and ConfigMap
+    /// names included) but its image and its start timeout.
     K8s {
         image: String,
         arch: String,
-        container: String,
+        container: serde_json::Value,
     },
-    /// A host reached over ssh: its destination as given, and its architecture.
+    /// A host reached over ssh: where `ssh -G` resolves its destination (user, host, port,
+    /// jump hosts), and its architecture.
     Ssh { destination: String, arch: String },
 }
 
@@ -42,11 +60,14 @@ impl Platform {
         Platform::Local {
             os: std::env::consts::OS.to_string(),
             arch: arch.to_string(),
+            env: crate::executor::process::task_base_env()
+                .into_iter()
+                .collect(),
         }
     }
 
-    /// The ssh destination `destination` (`[user@]host` or a config alias), which runs
-    /// executors of architecture `arch`.
+    /// The ssh host that `destination` resolves to (see [`crate::backend::ssh::resolve`]),
+    /// which runs executors of architecture `arch`.
     pub fn ssh(destination: &str, arch: &str) -> Self {
         Platform::Ssh {
             destination: destination.to_string(),
@@ -54,15 +75,19 @@ impl Platform {
         }
     }
 
-    /// `image` is the one the pod gets (`--image` or the task's); the task's own `image`
-    /// setting is left out of `container` so that only the effective one counts.
-    pub fn k8s(image: &str, arch: &str, task: &Task) -> Self {
-        let mut container = task.container.clone();
-        container.image = None;
+    /// `image` is the one the pod runs; `container` the settings of the template it runs from.
+    pub fn k8s(image: &str, arch: &str, container: &Container) -> Self {
+        let mut settings =
+            serde_json::to_value(container).expect("container settings always serialize");
+        if let Some(settings) = settings.as_object_mut() {
+            // The image is keyed as it runs (pinned); how long a start may take changes nothing.
+            settings.remove("image");
+            settings.remove("start_timeout");
+        }
         Platform::K8s {
             image: image.to_string(),
             arch: arch.to_string(),
-            container: format!("{container:?}"),
+            container: settings,
         }
     }
 }
@@ -71,7 +96,10 @@ impl Platform {
 /// this struct's and whose maps are sorted).
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyParts {
+    pub format: u32,
     pub buildr: &'static str,
+    /// The hex SHA-256 of the executor binary that runs the task.
+    pub executor: String,
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: String,
@@ -81,16 +109,20 @@ pub struct KeyParts {
     /// Each tool's name and the hex SHA-256 of its content.
     pub tools: Vec<(String, String)>,
     pub cache_key: Vec<String>,
+    /// Whether a failed run is stored (`cache_failures`): a failure stored by a task that
+    /// opted in is never replayed to one that did not.
+    pub cache_failures: bool,
     /// The input tree's digest, in hex.
     pub inputs: String,
 }
 
 impl KeyParts {
-    /// The parts of `task`'s key on `platform`, with `inputs` its input tree's digest. Reads
-    /// each tool to hash it.
+    /// The parts of `task`'s key on `platform`, run by the executor binary whose SHA-256 is
+    /// `executor`, with `inputs` its input tree's digest. Reads each tool to hash it.
     pub fn new(
         task: &Task,
         platform: Platform,
+        executor: &str,
         tools: &[Tool],
         inputs: [u8; 32],
     ) -> Result<Self, CacheError> {
@@ -107,7 +139,9 @@ impl KeyParts {
             })
             .collect::<Result<_, CacheError>>()?;
         Ok(Self {
+            format: FORMAT,
             buildr: env!("CARGO_PKG_VERSION"),
+            executor: executor.to_string(),
             argv: task.argv(),
             env: task.env.clone(),
             workdir: task.workdir.clone(),
@@ -116,6 +150,7 @@ impl KeyParts {
             platform,
             tools,
             cache_key: task.cache.key.clone(),
+            cache_failures: task.cache.failures,
             inputs: hex::encode(inputs),
         })
     }
@@ -133,6 +168,12 @@ pub struct Key(String);
 impl Key {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    #[cfg(test)]
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Key(hex.to_ascii_lowercase()))
     }
 }
 

@@ -9,10 +9,12 @@
 //!   when read, bounded by size with least-recently-used eviction.
 //! - [`record`]: what a run leaves to replay: its output chunks in order, its result.
 //! - [`oci`]: the shared cache: results pushed to and pulled from an OCI registry.
+//! - [`sign`]: the shared cache's signatures: writers sign, readers trust listed public keys.
 
 pub mod key;
 pub mod oci;
 pub mod record;
+pub mod sign;
 pub mod stat_cache;
 pub mod store;
 pub mod tree;
@@ -38,6 +40,15 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the cache directory {} {reason}: it must be yours and writable by you alone (`chmod go-w {}`, or set XDG_CACHE_HOME to a directory of your own)",
+        dir.display(), dir.display()
+    )]
+    NotPrivate { dir: PathBuf, reason: String },
+    #[error(
+        "the result takes {bytes} bytes, more than the cache's bound of {max} (BUILDR_CACHE_MAX); it is not stored"
+    )]
+    TooLarge { bytes: u64, max: u64 },
     #[error(
         "neither XDG_CACHE_HOME nor HOME is set to an absolute path: cannot place the cache (set XDG_CACHE_HOME)"
     )]

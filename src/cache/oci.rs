@@ -1,8 +1,10 @@
 //! The shared cache in an OCI registry, through the `oci-client` crate: each stored result is an
 //! OCI artifact in one repository, tagged by its key, whose layers are the record (JSON), the
 //! recorded output and the result archive (the last two left out when empty: registries refuse
-//! empty layers). A pull lands in the disk store as any run's result does, so that what is
-//! replayed has passed the store's own checks too; `oci-client` checks each layer's digest.
+//! empty layers). Every entry is signed ([`super::sign`]): a pull reads the manifest first and
+//! downloads nothing of an entry that no trusted key signed or that is larger than a run may
+//! bring back; the layers then stream into temporary files, each checked against its
+//! announced size and digest.
 //!
 //! Credentials are the registry's usual ones: `~/.docker/config.json` (or `$DOCKER_CONFIG`),
 //! and the credential helpers it names, read by the `docker_credential` crate as `docker` and
@@ -10,15 +12,20 @@
 //! (`localhost`, `127.x.x.x`, `[::1]`) is spoken to over plain HTTP, as Docker does; every
 //! other one over HTTPS.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::{CacheError, Entry, Key, Record, Store};
+use super::sign::{
+    self, SIGNATURE_ANNOTATION, SIGNER_ANNOTATION, SignedLayer, SigningKey, TrustedKeys,
+};
+use super::{CacheError, Entry, Key, Record};
+use crate::printable::Printable;
 
 const RECORD_TYPE: &str = "application/vnd.buildr.cache.record.v1+json";
 const OUTPUT_TYPE: &str = "application/vnd.buildr.cache.output.v1";
@@ -106,52 +113,95 @@ impl Registry {
         }
     }
 
-    /// Fetches the result of `key` into `store`; false when the registry has none.
-    pub async fn pull(&self, key: &Key, store: &Store) -> Result<bool, RegistryError> {
-        let accepted = vec![RECORD_TYPE, OUTPUT_TYPE, ARCHIVE_TYPE];
-        let image = match self
-            .client
-            .pull(&self.reference(key), &self.auth, accepted)
-            .await
-        {
-            Ok(image) => image,
-            Err(e) if is_not_found(&e) => return Ok(false),
+    /// Looks for the result of `key`: its manifest first, whose signature must be a key in
+    /// `trusted`'s and whose layers must fit `bounds`; only then are the layers downloaded,
+    /// each into a temporary file, checked against its size and digest as it arrives.
+    pub async fn pull(
+        &self,
+        key: &Key,
+        trusted: &TrustedKeys,
+        bounds: PullBounds,
+    ) -> Result<Pulled, RegistryError> {
+        let reference = self.reference(key);
+        let manifest = match self.client.pull_image_manifest(&reference, &self.auth).await {
+            Ok((manifest, _digest)) => manifest,
+            Err(e) if is_not_found(&e) => return Ok(Pulled::Missing),
             Err(e) => return Err(self.oci_error("cannot pull from", e)),
         };
-        let layer = |media_type: &str| {
-            image
-                .layers
-                .iter()
-                .find(|l| l.media_type == media_type)
-                .map(|l| &l.data[..])
+        let annotation = |name| {
+            manifest
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .map(String::as_str)
         };
-        let record = layer(RECORD_TYPE).ok_or_else(|| RegistryError::NoRecord {
-            location: self.location.clone(),
-        })?;
-        let record: Record =
-            serde_json::from_slice(record).map_err(|source| RegistryError::BadRecord {
+        let signed = sign::message(key, &signed_layers(&manifest.layers));
+        if let Err(why) = trusted.verify(
+            annotation(SIGNER_ANNOTATION),
+            annotation(SIGNATURE_ANNOTATION),
+            &signed,
+        ) {
+            return Ok(Pulled::Refused(format!("{why}")));
+        }
+        let layers = match Layers::of(&manifest.layers, bounds) {
+            Ok(layers) => layers,
+            Err(why) => return Ok(Pulled::Refused(why)),
+        };
+        let record = self.download(&reference, layers.record).await?;
+        let record: Record = serde_json::from_reader(record).map_err(|source| {
+            RegistryError::BadRecord {
                 location: self.location.clone(),
                 source,
-            })?;
-        let spill = |data: &[u8]| -> Result<std::fs::File, CacheError> {
-            let write_err = |source| CacheError::Write {
-                dir: std::env::temp_dir(),
-                source,
-            };
-            let mut file = tempfile::tempfile().map_err(write_err)?;
-            file.write_all(data).map_err(write_err)?;
-            std::io::Seek::rewind(&mut file).map_err(write_err)?;
-            Ok(file)
+            }
+        })?;
+        let output = match layers.output {
+            Some(layer) => self.download(&reference, layer).await?,
+            None => spill_empty()?,
         };
-        // An empty output has no layer; an empty archive means no changed files.
-        let mut output = spill(layer(OUTPUT_TYPE).unwrap_or_default())?;
-        let mut archive = layer(ARCHIVE_TYPE).map(spill).transpose()?;
-        store.put(key, &record, &mut output, archive.as_mut())?;
-        Ok(true)
+        let archive = match layers.archive {
+            Some(layer) => Some(self.download(&reference, layer).await?),
+            None => None,
+        };
+        Ok(Pulled::Entry(PulledEntry {
+            record,
+            output,
+            archive,
+            bytes: layers.bytes,
+        }))
     }
 
-    /// Pushes `entry`, stored under `key`, to the registry.
-    pub async fn push(&self, key: &Key, entry: &Entry) -> Result<(), RegistryError> {
+    /// One layer into a temporary file, no longer than its descriptor says and with its
+    /// digest (oci-client checks the digest at the end).
+    async fn download(
+        &self,
+        reference: &Reference,
+        layer: &OciDescriptor,
+    ) -> Result<std::fs::File, RegistryError> {
+        let write_err = |source| {
+            RegistryError::Cache(CacheError::Write {
+                dir: std::env::temp_dir(),
+                source,
+            })
+        };
+        let file = tempfile::tempfile().map_err(write_err)?;
+        let size = u64::try_from(layer.size).unwrap_or(0);
+        let mut capped = Capped::new(tokio::fs::File::from_std(file), size);
+        self.client
+            .pull_blob(reference, layer, &mut capped)
+            .await
+            .map_err(|e| self.oci_error("cannot pull from", e))?;
+        let mut file = capped.into_inner().into_std().await;
+        std::io::Seek::rewind(&mut file).map_err(write_err)?;
+        Ok(file)
+    }
+
+    /// Pushes `entry`, stored under `key`, to the registry, signed by `signer`.
+    pub async fn push(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        signer: &SigningKey,
+    ) -> Result<(), RegistryError> {
         let read_err = |source| {
             RegistryError::Cache(CacheError::Read {
                 path: std::path::PathBuf::from(key.as_str()),
@@ -174,11 +224,181 @@ impl Registry {
             layers.push(ImageLayer::new(data, ARCHIVE_TYPE.to_string(), None));
         }
         let config = Config::new(b"{}".to_vec(), EMPTY_CONFIG_TYPE.to_string(), None);
+        let mut manifest = OciImageManifest::build(&layers, &config, None);
+        let signature = signer.sign(&sign::message(key, &signed_layers(&manifest.layers)));
+        manifest.annotations = Some(
+            [
+                (SIGNER_ANNOTATION.to_string(), signer.public().to_string()),
+                (SIGNATURE_ANNOTATION.to_string(), signature),
+            ]
+            .into(),
+        );
         self.client
-            .push(&self.reference(key), &layers, config, &self.auth, None)
+            .push(
+                &self.reference(key),
+                &layers,
+                config,
+                &self.auth,
+                Some(manifest),
+            )
             .await
             .map_err(|e| self.oci_error("cannot push to", e))?;
         Ok(())
+    }
+}
+
+/// How large a pulled entry may be, known before anything but its manifest is downloaded.
+#[derive(Debug, Clone, Copy)]
+pub struct PullBounds {
+    /// Its recorded output and result archive together (`--max-output-bytes`).
+    pub max_bytes: u64,
+}
+
+/// The most a record layer (a few fields and the deleted paths) may hold.
+const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// What a pull found.
+pub enum Pulled {
+    /// The registry has no entry for the key.
+    Missing,
+    /// It has one, not replayed: why (not signed by a trusted key, too large, not ours).
+    Refused(String),
+    Entry(PulledEntry),
+}
+
+/// A verified entry in temporary files, not yet in the disk store.
+pub struct PulledEntry {
+    pub record: Record,
+    pub output: std::fs::File,
+    pub archive: Option<std::fs::File>,
+    /// The layers' total size.
+    pub bytes: u64,
+}
+
+/// An entry's layers, by role, as its manifest describes them.
+struct Layers<'a> {
+    record: &'a OciDescriptor,
+    output: Option<&'a OciDescriptor>,
+    archive: Option<&'a OciDescriptor>,
+    bytes: u64,
+}
+
+impl<'a> Layers<'a> {
+    /// The layers of `manifest`, when they are one record and at most one output and one
+    /// archive, within `bounds`; else why not.
+    fn of(layers: &'a [OciDescriptor], bounds: PullBounds) -> Result<Self, String> {
+        let (mut record, mut output, mut archive) = (None, None, None);
+        let mut bytes: u64 = 0;
+        for layer in layers {
+            let slot = match layer.media_type.as_str() {
+                RECORD_TYPE => &mut record,
+                OUTPUT_TYPE => &mut output,
+                ARCHIVE_TYPE => &mut archive,
+                other => {
+                    return Err(format!(
+                        "it has a layer of type `{}`, which buildr never writes",
+                        Printable(other)
+                    ));
+                }
+            };
+            if slot.replace(layer).is_some() {
+                return Err(format!("it has two `{}` layers", layer.media_type));
+            }
+            let size = u64::try_from(layer.size)
+                .map_err(|_| format!("it announces a layer of {} bytes", layer.size))?;
+            bytes = bytes.saturating_add(size);
+        }
+        let record = record.ok_or("it has no record layer")?;
+        let record_size = u64::try_from(record.size).unwrap_or(0);
+        if record_size > MAX_RECORD_BYTES {
+            return Err(format!(
+                "its record announces {record_size} bytes, more than the {MAX_RECORD_BYTES} a record may have"
+            ));
+        }
+        let results = bytes - record_size;
+        if results > bounds.max_bytes {
+            return Err(format!(
+                "it announces {results} bytes of output and results, more than --max-output-bytes \
+                 ({}) lets a run bring back",
+                bounds.max_bytes
+            ));
+        }
+        Ok(Self {
+            record,
+            output,
+            archive,
+            bytes,
+        })
+    }
+}
+
+/// The manifest's layers as an entry's signature covers them.
+fn signed_layers(layers: &[OciDescriptor]) -> Vec<SignedLayer<'_>> {
+    layers
+        .iter()
+        .map(|l| SignedLayer {
+            media_type: &l.media_type,
+            digest: &l.digest,
+            size: l.size,
+        })
+        .collect()
+}
+
+/// An empty temporary file: the recorded output of a run that printed nothing has no layer.
+fn spill_empty() -> Result<std::fs::File, RegistryError> {
+    tempfile::tempfile().map_err(|source| {
+        RegistryError::Cache(CacheError::Write {
+            dir: std::env::temp_dir(),
+            source,
+        })
+    })
+}
+
+/// A writer that fails once more than `left` bytes come: a registry that sends more than the
+/// manifest announced is cut off there, not after it filled the disk.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W> Capped<W> {
+    fn new(inner: W, cap: u64) -> Self {
+        Self { inner, left: cap }
+    }
+
+    fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Capped<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the registry sent more bytes than the manifest announced",
+            )));
+        }
+        let written = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.left -= written as u64;
+        std::task::Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -197,7 +417,6 @@ fn is_not_found(error: &OciDistributionError) -> bool {
     }
 }
 
-/// Whether `registry` (a host with an optional port) is this machine.
 /// A client for `registry`: plain HTTP to a loopback one, HTTPS to any other.
 fn client_for(registry: &str) -> Client {
     // reqwest is built without a crypto provider: use ring, as kube does.
@@ -218,28 +437,26 @@ fn client_for(registry: &str) -> Client {
 /// How long an image's registry may take to name the image's digest for a key.
 const IMAGE_DIGEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `image` as a key should name it: pinned to the digest its registry gives for it now, so that
-/// a tag moved to another image makes another key (`IMAGE@sha256:…`); as written when it is
-/// pinned already, or when its registry cannot be asked within [`IMAGE_DIGEST_TIMEOUT`] (no
-/// network, a registry that does not know it, refused credentials).
-pub async fn pinned_image(image: &str) -> String {
-    let Ok(reference) = image.parse::<Reference>() else {
-        return image.to_string();
-    };
+/// `image` pinned to the digest its registry gives for it now (`IMAGE@sha256:…`), as a key
+/// names it and the pod then runs it, so that a tag moved to another image makes another key
+/// and a node holding an older image under the tag does not run it; as written when it is
+/// pinned already. `None` when its registry cannot be asked within [`IMAGE_DIGEST_TIMEOUT`]
+/// (no network, a registry that does not know it, refused credentials).
+pub async fn pinned_image(image: &str) -> Option<String> {
+    let reference = image.parse::<Reference>().ok()?;
     if reference.digest().is_some() {
-        return image.to_string();
+        return Some(image.to_string());
     }
-    let Ok(auth) = credentials(reference.resolve_registry()) else {
-        return image.to_string();
-    };
+    let auth = credentials(reference.resolve_registry()).ok()?;
     let client = client_for(reference.resolve_registry());
     let digest = client.fetch_manifest_digest(&reference, &auth);
     match tokio::time::timeout(IMAGE_DIGEST_TIMEOUT, digest).await {
-        Ok(Ok(digest)) => format!("{image}@{digest}"),
-        _ => image.to_string(),
+        Ok(Ok(digest)) => Some(format!("{image}@{digest}")),
+        _ => None,
     }
 }
 
+/// Whether `registry` (a host with an optional port) is this machine.
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),

@@ -125,6 +125,36 @@ impl Store {
         self.entries_dir().join(format!("{key}.{ENTRY_EXTENSION}"))
     }
 
+    /// Refuses a cache directory that is not this user's own, or that others can write to:
+    /// whoever can write an entry there decides what a replay writes into the repository.
+    pub fn check_private(&self) -> Result<(), CacheError> {
+        use std::os::unix::fs::MetadataExt;
+        for dir in [self.dir.clone(), self.entries_dir()] {
+            let meta = match fs::symlink_metadata(&dir) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(CacheError::Read { path: dir, source }),
+            };
+            let me = nix::unistd::geteuid().as_raw();
+            let reason = if !meta.is_dir() {
+                Some("is not a directory".to_string())
+            } else if meta.uid() != me {
+                Some(format!("belongs to uid {}, not to you (uid {me})", meta.uid()))
+            } else if meta.mode() & 0o022 != 0 {
+                Some(format!(
+                    "can be written by others (mode {:o})",
+                    meta.mode() & 0o777
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(CacheError::NotPrivate { dir, reason });
+            }
+        }
+        Ok(())
+    }
+
     /// Where the stat cache of the repository at `repo` (absolute) is kept.
     pub fn stat_cache_file(&self, repo: &Path) -> PathBuf {
         let id =
@@ -175,6 +205,14 @@ impl Store {
             Some(file) => remaining(file).map_err(write_err)?,
             None => 0,
         };
+        // Evicting every other entry would not make room for one larger than the bound.
+        let bytes = HEADER + TRAILER + record_json.len() as u64 + output_len + archive_len;
+        if bytes > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                bytes,
+                max: self.max_bytes,
+            });
+        }
         let temp = tempfile::Builder::new()
             .prefix(PARTIAL_PREFIX)
             .tempfile_in(&dir)

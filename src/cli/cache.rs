@@ -1,11 +1,13 @@
 //! `buildr cache`: what the action cache holds, and emptying it. Also where the cache is, for
 //! `buildr run`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::cache::sign::SigningKey;
 use crate::cache::{self, Store, store::DEFAULT_MAX_BYTES};
 use crate::tools::human_size as size;
 
@@ -22,6 +24,14 @@ pub enum CacheCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
     },
+    /// Make a key that signs the entries a run pushes to the cache registry: writes the
+    /// private key to FILE (mode 0600; never overwrites) and prints its public key, the line
+    /// readers add to `.buildr/cache-trust` (see README, Caching).
+    Keygen {
+        /// Where the private key goes (give it to `--cache-signing-key` or
+        /// `BUILDR_CACHE_SIGNING_KEY`).
+        file: PathBuf,
+    },
 }
 
 /// This user's cache: `$XDG_CACHE_HOME/buildr` (else `~/.cache/buildr`), bounded by
@@ -37,9 +47,14 @@ pub fn store() -> anyhow::Result<Store> {
 }
 
 pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
-    let store = store()?;
     match command {
+        // Needs no cache directory.
+        CacheCommand::Keygen { file } => {
+            let key = SigningKey::generate_into(&file)?;
+            println!("{}", key.public());
+        }
         CacheCommand::Info => {
+            let store = store()?;
             let info = store.info()?;
             println!("directory: {}", store.dir().display());
             println!("entries:   {}", info.entries);
@@ -54,6 +69,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             }
         }
         CacheCommand::Prune { older_than } => {
+            let store = store()?;
             let (entries, bytes) = store.prune(older_than)?;
             println!(
                 "deleted {entries} entr{} ({})",

@@ -11,14 +11,14 @@ use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
 use super::extraction::{LimitArgs, git_warning};
-use super::run_cache::{self, CacheArgs, CachedRun};
+use super::run_cache::{self, CacheArgs, CachedRun, KeySource};
 use super::run_k8s::K8sArgs;
 use super::run_ssh::SshArgs;
 use crate::archive::{ExtractOptions, LinkPolicy, Quoted};
 use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
 use crate::backend::local::LocalBackend;
-use crate::backend::ssh::SshBackend;
+use crate::backend::ssh::{self, SshBackend};
 use crate::backend::{Backend, BackendKind};
 use crate::cache::{Recorder, key::Platform};
 use crate::client::{self, Outcome, Reconnect, render::Console};
@@ -127,7 +127,15 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             }
             let arch = host_arch();
             let tools = resolve_tools(&args, &task, arch, verbosity)?;
-            let cache = match consult_cache(&run, Platform::local(arch), &tools).await? {
+            let key = KeySource {
+                repo: &args.repo,
+                inputs: &inputs,
+                platform: Platform::local(arch),
+                executor: &executor_binary,
+                tools: &tools,
+                shareable: true,
+            };
+            let cache = match consult_cache(&run, key).await? {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
@@ -152,13 +160,29 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             // Asking the image's registry for its digest costs a round trip: only for a key.
-            let image = if caching {
+            // The pod then runs the image the key names, whatever a node holds under its tag.
+            let pinned = if caching {
                 crate::cache::oci::pinned_image(&settings.image).await
             } else {
-                settings.image.clone()
+                None
             };
-            let platform = Platform::k8s(&image, &settings.binary.arch, &settings.task);
-            let cache = match consult_cache(&run, platform, &settings.tools).await? {
+            let shareable = pinned.is_some();
+            if let Some(pinned) = pinned {
+                settings.image = pinned;
+            }
+            let key = KeySource {
+                repo: &args.repo,
+                inputs: &inputs,
+                platform: Platform::k8s(
+                    &settings.image,
+                    &settings.binary.arch,
+                    &settings.task.container,
+                ),
+                executor: &settings.binary.path,
+                tools: &settings.tools,
+                shareable,
+            };
+            let cache = match consult_cache(&run, key).await? {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
@@ -179,8 +203,21 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             }
             let mut settings = args.ssh.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
-            let platform = Platform::ssh(&settings.destination, &settings.binary.arch);
-            let cache = match consult_cache(&run, platform, &settings.tools).await? {
+            let cache = if args.cache.enabled_for(&task) {
+                let destination = ssh::resolve::destination(&settings.destination, &settings.options)?;
+                let key = KeySource {
+                    repo: &args.repo,
+                    inputs: &inputs,
+                    platform: Platform::ssh(&destination, &settings.binary.arch),
+                    executor: &settings.binary.path,
+                    tools: &settings.tools,
+                    shareable: true,
+                };
+                consult_cache(&run, key).await?
+            } else {
+                Cached::Missed(None)
+            };
+            let cache = match cache {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
@@ -210,34 +247,18 @@ enum Cached {
     Missed(Option<Box<CachedRun>>),
 }
 
-/// The run's key on `platform`, if it caches, and the replay of a stored result.
-async fn consult_cache(
-    run: &Run<'_>,
-    platform: Platform,
-    tools: &[Tool],
-) -> anyhow::Result<Cached> {
+/// The run's key from `key`, if it caches, and the replay of a stored result.
+async fn consult_cache(run: &Run<'_>, key: KeySource<'_>) -> anyhow::Result<Cached> {
     let args = run.args;
-    let cache = CachedRun::prepare(
-        &args.cache,
-        run.task,
-        &args.repo,
-        run.inputs,
-        platform,
-        tools,
-        run.verbosity,
-    )?;
+    let limits = args.limits.limits();
+    let cache = CachedRun::prepare(&args.cache, run.task, key, limits.max_bytes, run.verbosity)?;
     let Some(entry) = cache.as_ref().map(CachedRun::lookup) else {
         return Ok(Cached::Missed(None));
     };
     let Some(entry) = entry.await? else {
         return Ok(Cached::Missed(cache.map(Box::new)));
     };
-    let outcome = run_cache::replay(
-        &entry,
-        run.out,
-        &extract_options(args),
-        args.limits.limits(),
-    )?;
+    let outcome = run_cache::replay(&entry, run.out, &extract_options(args), limits)?;
     Ok(Cached::Replayed(report(
         &outcome,
         run.out,

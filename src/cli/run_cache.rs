@@ -2,15 +2,17 @@
 //! starts, the replay of a hit instead of a run, and the storing of a run's result after it.
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::path::Path;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
 use crate::archive::{self, ExtractOptions, Limits};
+use crate::cache::oci::{PullBounds, Pulled, PulledEntry, Registry};
+use crate::cache::sign::{self, SigningKey, TrustedKeys};
 use crate::cache::{
-    Entry, Key, KeyParts, Lookup, Record, StatCache, Store, Stream, key::Platform, oci::Registry,
+    CacheError, Entry, Key, KeyParts, Lookup, Record, StatCache, Store, Stream, key::Platform,
     record, tree,
 };
 use crate::client::Outcome;
@@ -40,20 +42,93 @@ pub struct CacheArgs {
     )]
     pub cache_registry: Option<String>,
 
-    /// Push results to the cache registry (`--cache-push=false` only reads from it).
+    /// Push results to the cache registry (`--cache-push=false` only reads from it). A push
+    /// also needs --cache-signing-key.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub cache_push: bool,
+
+    /// The Ed25519 key (`buildr cache keygen FILE`) that signs what this run pushes to the
+    /// cache registry; without one nothing is pushed. Give it to CI on protected branches only.
+    #[arg(long, env = "BUILDR_CACHE_SIGNING_KEY", value_name = "FILE")]
+    pub cache_signing_key: Option<PathBuf>,
+
+    /// A file of public keys (one per line) whose signed entries are replayed from the cache
+    /// registry, on top of those in the repository's `.buildr/cache-trust`.
+    #[arg(long, env = "BUILDR_CACHE_TRUST", value_name = "FILE")]
+    pub cache_trust: Option<PathBuf>,
 }
 
 /// A run that uses the cache: its key, and where entries go.
 pub struct CachedRun {
     store: Store,
-    registry: Option<Registry>,
-    push: bool,
+    /// The shared cache, with what may be done there.
+    shared: Option<Shared>,
+    /// The bound of what a pulled entry may bring back (`--max-output-bytes`).
+    pull_bounds: PullBounds,
+    verbose: bool,
     key: Key,
     task: String,
     store_failures: bool,
     refresh: bool,
+}
+
+/// The cache registry of a run: read when some key is trusted, written when this run signs.
+struct Shared {
+    registry: Registry,
+    trusted: TrustedKeys,
+    signer: Option<SigningKey>,
+}
+
+/// Where a run's cache key comes from, besides the task.
+pub struct KeySource<'a> {
+    pub repo: &'a Path,
+    pub inputs: &'a [InputFile],
+    pub platform: Platform,
+    /// The executor binary that runs the task.
+    pub executor: &'a Path,
+    pub tools: &'a [Tool],
+    /// Whether the shared cache may be used: not when the platform could not be pinned (an
+    /// image whose registry could not name its digest).
+    pub shareable: bool,
+}
+
+/// A stored result found for a run: on disk, or pulled and verified but too large to keep.
+pub enum Hit {
+    Stored(Entry),
+    Pulled(PulledEntry),
+}
+
+impl Hit {
+    fn record(&self) -> &Record {
+        match self {
+            Hit::Stored(entry) => &entry.record,
+            Hit::Pulled(pulled) => &pulled.record,
+        }
+    }
+
+    fn output(&self) -> io::Result<Box<dyn Read>> {
+        Ok(match self {
+            Hit::Stored(entry) => Box::new(entry.output()?),
+            Hit::Pulled(pulled) => Box::new(rewound(&pulled.output)?),
+        })
+    }
+
+    fn archive(&self) -> io::Result<Option<Box<dyn Read>>> {
+        Ok(match self {
+            Hit::Stored(entry) => entry.archive()?.map(|a| Box::new(a) as Box<dyn Read>),
+            Hit::Pulled(pulled) => match &pulled.archive {
+                Some(archive) => Some(Box::new(rewound(archive)?)),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A second handle on `file`, at its start.
+fn rewound(file: &File) -> io::Result<File> {
+    let mut file = file.try_clone()?;
+    io::Seek::rewind(&mut file)?;
+    Ok(file)
 }
 
 impl CacheArgs {
@@ -64,15 +139,13 @@ impl CacheArgs {
 }
 
 impl CachedRun {
-    /// The cache of a run of `task` on `platform`, if the task or `--cache` asks for one: its
-    /// key computed from everything the result can depend on. `-v` shows the key and its cost.
+    /// The cache of a run of `task`, if the task or `--cache` asks for one: its key computed
+    /// from everything the result can depend on. `-v` shows the key and its cost.
     pub fn prepare(
         args: &CacheArgs,
         task: &Task,
-        repo: &Path,
-        inputs: &[InputFile],
-        platform: Platform,
-        tools: &[Tool],
+        source: KeySource<'_>,
+        max_output_bytes: u64,
         verbosity: u8,
     ) -> anyhow::Result<Option<Self>> {
         if !args.enabled_for(task) {
@@ -80,20 +153,22 @@ impl CachedRun {
         }
         let began = Instant::now();
         let store = super::cache::store()?;
-        let registry = args
-            .cache_registry
-            .as_deref()
-            .or(task.cache.registry.as_deref())
-            .map(Registry::new)
-            .transpose()?;
-        let repo = std::path::absolute(repo)
-            .with_context(|| format!("cannot resolve the repository {}", repo.display()))?;
+        store.check_private()?;
+        let shared = Shared::configure(args, task, &source, verbosity)?;
+        let repo = std::path::absolute(source.repo)
+            .with_context(|| format!("cannot resolve the repository {}", source.repo.display()))?;
         let mut stat_cache = StatCache::load(store.stat_cache_file(&repo));
-        let tree = tree::digest(inputs, &mut stat_cache)?;
+        let tree = tree::digest(source.inputs, &mut stat_cache)?;
+        let executor = archive::sha256_file(source.executor).with_context(|| {
+            format!(
+                "cannot read the executor binary {}",
+                source.executor.display()
+            )
+        })?;
         if let Err(e) = stat_cache.save() {
             eprintln!("buildr: warning: the next key will read every input again: {e}");
         }
-        let key = KeyParts::new(task, platform, tools, tree.sha256)?.key();
+        let key = KeyParts::new(task, source.platform, &executor, source.tools, tree.sha256)?.key();
         if verbosity > 0 {
             eprintln!(
                 "buildr: cache key {key}: {} inputs, {} read, in {:.3}s",
@@ -104,8 +179,11 @@ impl CachedRun {
         }
         Ok(Some(Self {
             store,
-            registry,
-            push: args.cache_push,
+            shared,
+            pull_bounds: PullBounds {
+                max_bytes: max_output_bytes,
+            },
+            verbose: verbosity > 0,
             key,
             task: task.name.clone(),
             store_failures: task.cache.failures,
@@ -114,29 +192,60 @@ impl CachedRun {
     }
 
     /// The stored result, on disk or else in the cache registry, unless `--no-cache` asked
-    /// for a fresh run. A damaged entry and a registry that cannot be reached are warnings and
-    /// a miss.
-    pub async fn lookup(&self) -> anyhow::Result<Option<Entry>> {
+    /// for a fresh run. A damaged entry, one that no trusted key signed, and a registry that
+    /// cannot be reached are a miss (the first and last with a warning, the other with a `-v`
+    /// line). A verified pull is stored on disk unless it is larger than the disk cache's
+    /// bound; it is replayed either way.
+    pub async fn lookup(&self) -> anyhow::Result<Option<Hit>> {
         if self.refresh {
             return Ok(None);
         }
         if let Some(entry) = self.lookup_on_disk()? {
-            return Ok(Some(entry));
+            return Ok(Some(Hit::Stored(entry)));
         }
-        let Some(registry) = &self.registry else {
+        let Some(shared) = self.shared.as_ref().filter(|s| !s.trusted.is_empty()) else {
             return Ok(None);
         };
-        match registry.pull(&self.key, &self.store).await {
-            Ok(true) => self.lookup_on_disk(),
-            Ok(false) => Ok(None),
+        let registry = &shared.registry;
+        let mut pulled = match registry
+            .pull(&self.key, &shared.trusted, self.pull_bounds)
+            .await
+        {
+            Ok(Pulled::Entry(pulled)) => pulled,
+            Ok(Pulled::Missing) => return Ok(None),
+            Ok(Pulled::Refused(why)) => {
+                if self.verbose {
+                    eprintln!(
+                        "buildr: the entry for this key in {} is not replayed: {why}",
+                        registry.location()
+                    );
+                }
+                return Ok(None);
+            }
             Err(e) => {
                 eprintln!(
                     "buildr: warning: {}; running the task",
                     Printable(&format!("{e:#}"))
                 );
-                Ok(None)
+                return Ok(None);
             }
+        };
+        match self.store.put(
+            &self.key,
+            &pulled.record,
+            &mut pulled.output,
+            pulled.archive.as_mut(),
+        ) {
+            Ok(_) => {}
+            Err(e @ CacheError::TooLarge { .. }) => {
+                if self.verbose {
+                    eprintln!("buildr: the pulled entry is replayed but not kept: {e}");
+                }
+                return Ok(Some(Hit::Pulled(pulled)));
+            }
+            Err(e) => return Err(e.into()),
         }
+        Ok(self.lookup_on_disk()?.map(Hit::Stored))
     }
 
     fn lookup_on_disk(&self) -> anyhow::Result<Option<Entry>> {
@@ -191,12 +300,19 @@ impl CachedRun {
             eprintln!("buildr: warning: the result was not cached: {e:#}");
             return;
         }
-        let Some(registry) = self.registry.as_ref().filter(|_| self.push) else {
+        let Some((registry, signer)) = self
+            .shared
+            .as_ref()
+            .and_then(|s| Some((&s.registry, s.signer.as_ref()?)))
+        else {
             return;
         };
         // What was just stored, as it was stored (it may already be evicted: then nothing).
         let pushed = match self.store.lookup(&self.key) {
-            Ok(Lookup::Hit(entry)) => registry.push(&self.key, &entry).await.map_err(Into::into),
+            Ok(Lookup::Hit(entry)) => registry
+                .push(&self.key, &entry, signer)
+                .await
+                .map_err(Into::into),
             Ok(_) => Ok(()),
             Err(e) => Err(anyhow::Error::from(e)),
         };
@@ -214,18 +330,17 @@ impl CachedRun {
 /// stderr in its order, and extracts the recorded archive into `out` with the checks and
 /// limits of a run. Returns the outcome `report` describes.
 pub fn replay(
-    entry: &Entry,
+    entry: &Hit,
     out: &Path,
     options: &ExtractOptions,
     limits: Limits,
 ) -> anyhow::Result<Outcome> {
-    let record = &entry.record;
-    let when = UNIX_EPOCH + Duration::from_secs(record.created_at);
+    let record = entry.record();
     eprintln!(
         "buildr: cached: replaying the result of task `{}` from {} (the run took {}; \
          --no-cache runs it again)",
-        record.task,
-        humantime::format_rfc3339_seconds(when),
+        Printable(&record.task),
+        when(record.created_at),
         humantime::format_duration(Duration::from_millis(record.duration_ms))
     );
     let mut recorded = entry.output().context("cannot read the cached output")?;
@@ -263,4 +378,71 @@ pub fn replay(
         resumes: 0,
         timeline: Timeline::default(),
     })
+}
+
+/// When a stored run finished, as RFC 3339; a time no calendar of four-digit years holds (the
+/// record came from elsewhere) as such, never a panic.
+fn when(created_at: u64) -> String {
+    // 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+    const LAST: u64 = 253_402_300_799;
+    if created_at > LAST {
+        return format!("an impossible time ({created_at} s after 1970)");
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(created_at)).to_string()
+}
+
+impl Shared {
+    /// The cache registry the run names, if any and if it may be used; says once, and why,
+    /// when it is not read (no trusted keys) or not written (`-v`: no signing key).
+    fn configure(
+        args: &CacheArgs,
+        task: &Task,
+        source: &KeySource<'_>,
+        verbosity: u8,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(location) = args
+            .cache_registry
+            .as_deref()
+            .or(task.cache.registry.as_deref())
+        else {
+            return Ok(None);
+        };
+        let registry = Registry::new(location)?;
+        if !source.shareable {
+            if verbosity > 0 {
+                eprintln!(
+                    "buildr: the cache registry {location} is not used: the image's digest \
+                     could not be asked of its registry, so a key cannot pin it"
+                );
+            }
+            return Ok(None);
+        }
+        let trusted = TrustedKeys::load(source.repo, args.cache_trust.as_deref())?;
+        if trusted.is_empty() && !args.no_cache {
+            eprintln!(
+                "buildr: the cache registry {location} is not read: no key is trusted to sign \
+                 its entries (list the writers' public keys in {} or BUILDR_CACHE_TRUST; see \
+                 README, Caching)",
+                sign::REPO_TRUST_FILE
+            );
+        }
+        let signer = match (&args.cache_signing_key, args.cache_push) {
+            (Some(path), true) => Some(SigningKey::load(path)?),
+            (None, true) => {
+                if verbosity > 0 {
+                    eprintln!(
+                        "buildr: results are not pushed to {location}: no signing key \
+                         (--cache-signing-key or BUILDR_CACHE_SIGNING_KEY)"
+                    );
+                }
+                None
+            }
+            (_, false) => None,
+        };
+        Ok(Some(Self {
+            registry,
+            trusted,
+            signer,
+        }))
+    }
 }

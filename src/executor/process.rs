@@ -68,7 +68,7 @@ pub async fn run(
     let mut child = command
         .args(args)
         .env_clear()
-        .envs(base_env())
+        .envs(task_base_env())
         .envs(spec.env)
         .current_dir(spec.dir)
         .stdin(Stdio::null())
@@ -112,7 +112,7 @@ pub async fn run(
 
 /// Environment every task starts from: enough for a shell to work, nothing else of the
 /// executor's (the task's own `env` is added on top).
-fn base_env() -> Vec<(String, String)> {
+pub fn task_base_env() -> Vec<(String, String)> {
     const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     let mut env: Vec<(String, String)> = ["HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER"]
         .into_iter()

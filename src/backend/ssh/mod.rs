@@ -12,6 +12,7 @@
 
 pub mod connection;
 pub mod remote;
+pub mod resolve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
