@@ -567,3 +567,162 @@ fn on_k8s_a_hit_needs_no_cluster_and_the_image_is_in_the_key() {
     ns.assert_nothing_left();
     assert!(run(BUSYBOX_IMAGE, Some(&missing)));
 }
+
+/// The key `-v` printed for a run.
+fn key_of(output: &Output) -> buildr::cache::Key {
+    let said = stderr(output);
+    let hex = said
+        .lines()
+        .find_map(|l| l.strip_prefix("buildr: cache key "))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no key in: {said}"));
+    buildr::cache::Key::from_hex(hex).unwrap()
+}
+
+/// `buildr run t` with `env` set on top of the test's own, into a fresh --out.
+fn run_with_env(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = extra.to_vec();
+    args.push("t");
+    let mut command = fixture.command(out.path(), &args);
+    command.envs(env.iter().copied());
+    command.output().unwrap()
+}
+
+#[test]
+fn the_environment_the_executor_passes_to_the_task_is_in_the_key() {
+    let fixture = Fixture::new();
+    let path = std::env::var("PATH").unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let other_path = format!("{}:{path}", bin.path().display());
+    let first = run_with_env(&fixture, &[], &[("PATH", &path), ("LANG", "C.UTF-8")]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let same = run_with_env(&fixture, &[], &[("PATH", &path), ("LANG", "C.UTF-8")]);
+    assert!(is_hit(&same), "{}", stderr(&same));
+    // Another PATH finds other programs: another key, although nothing else changed.
+    let moved = run_with_env(&fixture, &[], &[("PATH", &other_path), ("LANG", "C.UTF-8")]);
+    assert!(!is_hit(&moved), "PATH changed: {}", stderr(&moved));
+    let language = run_with_env(&fixture, &[], &[("PATH", &path), ("LANG", "de_DE.UTF-8")]);
+    assert!(!is_hit(&language), "LANG changed: {}", stderr(&language));
+    assert_eq!(fixture.runs(), 3);
+}
+
+#[test]
+fn the_executor_binarys_content_is_in_the_key() {
+    let fixture = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let executor = dir.path().join("buildr-executor");
+    fs::copy(common::executor_bin(), &executor).unwrap();
+    let with = ["--executor-binary", executor.to_str().unwrap()];
+    let (first, _out) = fixture.run(&with);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let (second, _out) = fixture.run(&with);
+    assert!(is_hit(&second), "{}", stderr(&second));
+    // One byte more at its end: the same version of buildr, another binary (it still runs).
+    let mut bytes = fs::read(&executor).unwrap();
+    bytes.push(0);
+    fs::write(&executor, bytes).unwrap();
+    let (third, _out) = fixture.run(&with);
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    assert!(!is_hit(&third), "another executor: {}", stderr(&third));
+    assert_eq!(fixture.runs(), 2);
+}
+
+#[test]
+fn a_failure_stored_by_a_task_that_caches_failures_is_not_replayed_to_one_that_does_not() {
+    let failing = TASK.replace("echo \"err 2\" >&2", "echo \"err 2\" >&2; exit 3");
+    let fixture = Fixture::with(&failing, "cache_failures = true");
+    let (first, _out) = fixture.run(&[]);
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    fixture.write_task(&failing, "");
+    let (second, _out) = fixture.run(&[]);
+    assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
+    assert!(!is_hit(&second), "{}", stderr(&second));
+    assert_eq!(fixture.runs(), 2);
+}
+
+#[test]
+fn a_result_larger_than_the_bound_is_not_stored_and_evicts_nothing() {
+    let big = TASK.replace("task \"t\"", "task \"big\"").replace(
+        "mkdir -p out",
+        "mkdir -p out; head -c 300000 /dev/urandom > out/random",
+    );
+    let fixture = Fixture::with(&[TASK, &big].concat(), "");
+    let run = |name: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let output = fixture
+            .command(out.path(), &[name])
+            .env("BUILDR_CACHE_MAX", "100KiB")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output
+    };
+    assert!(!is_hit(&run("t")));
+    let big_run = run("big");
+    assert!(
+        stderr(&big_run).contains("buildr: warning: the result was not cached: the result takes"),
+        "{}",
+        stderr(&big_run)
+    );
+    assert_eq!(fixture.entries().len(), 1, "t is still there, big is not");
+    assert!(
+        is_hit(&run("t")),
+        "t was not evicted for an entry that never fit"
+    );
+}
+
+#[test]
+fn a_cache_directory_others_can_write_to_is_refused() {
+    let fixture = Fixture::new();
+    let dir = fixture.xdg.path().join("buildr");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let (output, _out) = fixture.run(&[]);
+    assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "buildr: the cache directory {0} can be written by others (mode 777): it must be \
+             yours and writable by you alone (`chmod go-w {0}`, or set XDG_CACHE_HOME to a \
+             directory of your own)\n",
+            dir.display()
+        )
+    );
+    assert_eq!(fixture.runs(), 0);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let (output, _out) = fixture.run(&[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn a_record_from_beyond_the_calendar_with_a_hostile_name_replays_without_a_panic() {
+    use buildr::cache::{Record, Store};
+    let fixture = Fixture::new();
+    let (first, _out) = fixture.run(&["-v"]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let key = key_of(&first);
+    // As a registry could have sent it: a time no calendar holds, a name that drives the
+    // terminal.
+    let record = Record {
+        task: "t\u{1b}]0;owned\u{7}\u{1b}[2J".to_string(),
+        created_at: u64::MAX,
+        duration_ms: u64::MAX,
+        exit_code: 0,
+        signal: 0,
+        error: String::new(),
+        deleted_paths: Vec::new(),
+    };
+    let store = Store::new(fixture.xdg.path().join("buildr"), 1 << 30);
+    let mut output = tempfile::tempfile().unwrap();
+    store.put(&key, &record, &mut output, None).unwrap();
+    let (replayed, _out) = fixture.run(&[]);
+    assert_eq!(replayed.status.code(), Some(0), "{}", stderr(&replayed));
+    let said = stderr(&replayed);
+    assert!(
+        said.contains("an impossible time (18446744073709551615 s after 1970)"),
+        "{said}"
+    );
+    assert!(!said.contains('\u{1b}'), "the name is escaped: {said:?}");
+    assert_eq!(fixture.runs(), 1);
+}

@@ -43,7 +43,7 @@ impl RegistryServer {
         let dir = tempfile::tempdir().unwrap();
         let address = address.to_string();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
              maintenance:\n    readonly:\n      enabled: {read_only}\nhttp:\n  addr: {address}\n",
             storage.display()
         );
@@ -66,10 +66,11 @@ impl RegistryServer {
         }
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).unwrap();
+        let access_log = fs::File::create(dir.path().join("access.log")).unwrap();
         let child = Command::new(tool("registry"))
             .arg("serve")
             .arg(&config_path)
-            .stdout(Stdio::null())
+            .stdout(access_log)
             .stderr(Stdio::null())
             .spawn()
             .expect("the registry starts");
@@ -91,6 +92,11 @@ impl RegistryServer {
 
     fn location(&self) -> String {
         format!("{}/{REPOSITORY}", self.address)
+    }
+
+    /// The requests it has served, one access-log line each.
+    fn served(&self) -> String {
+        fs::read_to_string(self._dir.path().join("access.log")).unwrap()
     }
 
     /// The tags of the repository, as the registry lists them (`_catalog` needs no auth
@@ -126,21 +132,77 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One machine's view: a cache directory and Docker credentials of its own.
+/// One machine's view: a cache directory and Docker credentials of its own, the cache keys
+/// it trusts and the one it signs with, if any.
 struct Machine {
     xdg: tempfile::TempDir,
     docker: tempfile::TempDir,
     /// Where a credential helper lives, first in PATH.
     helpers: tempfile::TempDir,
+    /// Its signing key (`signing.key`) and its trust file (`trust`).
+    keys: tempfile::TempDir,
+    signs: bool,
+    trusts: bool,
+}
+
+/// The CI's signing key, made once per test process with `buildr cache keygen`, and its public
+/// key: what a repository's `.buildr/cache-trust` lists.
+fn ci_key() -> &'static (std::path::PathBuf, String) {
+    static KEY: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        keygen(&dir.join("ci.key"))
+    })
+}
+
+/// `buildr cache keygen FILE`: the file and the public key it printed.
+fn keygen(file: &Path) -> (std::path::PathBuf, String) {
+    let output = Command::new(buildr_bin())
+        .args(["cache", "keygen"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    (file.to_path_buf(), stdout(&output).trim().to_string())
 }
 
 impl Machine {
+    /// Trusts the CI's key, signs with none: a developer's machine, or a pull request's job.
     fn anonymous() -> Self {
+        let keys = tempfile::tempdir().unwrap();
+        fs::write(keys.path().join("trust"), format!("{}\n", ci_key().1)).unwrap();
         Self {
             xdg: tempfile::tempdir().unwrap(),
             docker: tempfile::tempdir().unwrap(),
             helpers: tempfile::tempdir().unwrap(),
+            keys,
+            signs: false,
+            trusts: true,
         }
+    }
+
+    /// Signs with the CI's key: CI on a protected branch.
+    fn ci() -> Self {
+        Self::anonymous().signing_with(&ci_key().0)
+    }
+
+    /// Signs with a key of its own, which nobody trusts.
+    fn stranger() -> Self {
+        let machine = Self::anonymous();
+        let (key, _public) = keygen(&machine.keys.path().join("own.key"));
+        machine.signing_with(&key)
+    }
+
+    fn signing_with(mut self, key: &Path) -> Self {
+        fs::copy(key, self.keys.path().join("signing.key")).unwrap();
+        self.signs = true;
+        self
+    }
+
+    /// Trusts no key at all.
+    fn trusting_nobody(mut self) -> Self {
+        self.trusts = false;
+        self
     }
 
     /// Credentials in `config.json` itself.
@@ -187,7 +249,8 @@ impl Machine {
             self.helpers.path().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let output = Command::new(buildr_bin())
+        let mut command = Command::new(buildr_bin());
+        command
             .args(["run", "--cache", "--cache-registry", location, "--repo"])
             .arg(repo.dir.path())
             .arg("--out")
@@ -198,35 +261,66 @@ impl Machine {
             .env("DOCKER_CONFIG", self.docker.path())
             .env("PATH", path)
             .env_remove("BUILDR_CACHE_REGISTRY")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
+            .env_remove("BUILDR_CACHE_SIGNING_KEY")
+            .env_remove("BUILDR_CACHE_TRUST")
+            .env_remove("RUST_LOG");
+        if self.signs {
+            command.env(
+                "BUILDR_CACHE_SIGNING_KEY",
+                self.keys.path().join("signing.key"),
+            );
+        }
+        if self.trusts {
+            command.env("BUILDR_CACHE_TRUST", self.keys.path().join("trust"));
+        }
+        let output = command.output().unwrap();
         let result = fs::read_to_string(out.path().join("result.txt")).ok();
         (output, result)
     }
 }
 
-/// A repository and the command run on it, which counts its runs.
+/// A repository and the command run on it, which counts its runs. Where a flag file outside
+/// the repository exists, the command writes `poisoned` instead: what an attacker's run, whose
+/// key is the same, pushes.
 struct Repo {
     dir: tempfile::TempDir,
     counter: tempfile::NamedTempFile,
+    flag: tempfile::TempDir,
     script: String,
 }
 
 impl Repo {
     fn new(content: &str) -> Self {
+        Self::with_script(content, "cat input.txt > result.txt")
+    }
+
+    /// `content` in input.txt, and a command that also writes `extra`.
+    fn with_script(content: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_files(dir.path(), &[("input.txt", content)]);
         let counter = tempfile::NamedTempFile::new().unwrap();
+        let flag = tempfile::tempdir().unwrap();
         let script = format!(
-            "echo run >> {}; echo shared; echo on stderr >&2; cat input.txt > result.txt",
-            counter.path().display()
+            "echo run >> {}; echo shared; echo on stderr >&2; cat input.txt > result.txt; {extra}; \
+             if [ -e {}/poison ]; then echo poisoned > result.txt; fi",
+            counter.path().display(),
+            flag.path().display()
         );
         Self {
             dir,
             counter,
+            flag,
             script,
         }
+    }
+
+    /// Runs `machine` as an attacker would: the same key, another result.
+    fn poisoned_run(&self, machine: &Machine, location: &str) {
+        fs::write(self.flag.path().join("poison"), "").unwrap();
+        let (output, result) = machine.run(self, location, &[]);
+        fs::remove_file(self.flag.path().join("poison")).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(result.as_deref(), Some("poisoned\n"));
     }
 
     fn runs(&self) -> usize {
@@ -254,7 +348,7 @@ fn a_result_pushed_from_one_cache_is_a_hit_from_another_empty_one() {
     let registry = RegistryServer::start(storage.path(), &[], false);
     let repo = Repo::new("shared input\n");
 
-    let (first, result) = Machine::anonymous().run(&repo, &registry.location(), &[]);
+    let (first, result) = Machine::ci().run(&repo, &registry.location(), &[]);
     assert_ran(&first, &result, "shared input\n");
     assert!(!is_hit(&first));
     assert_eq!(RegistryServer::tags(storage.path()).len(), 1, "{NEEDS}");
@@ -274,6 +368,49 @@ fn a_result_pushed_from_one_cache_is_a_hit_from_another_empty_one() {
 
 #[test]
 #[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn a_reader_without_a_signing_key_never_pushes_and_says_why_with_v() {
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("read only\n");
+    let (ran, result) = Machine::anonymous().run(&repo, &registry.location(), &["-v"]);
+    assert_ran(&ran, &result, "read only\n");
+    assert!(
+        stderr(&ran).contains(&format!(
+            "buildr: results are not pushed to {}: no signing key",
+            registry.location()
+        )),
+        "{}",
+        stderr(&ran)
+    );
+    assert!(RegistryServer::tags(storage.path()).is_empty());
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn with_no_trusted_key_the_registry_is_not_read_and_the_run_says_so_once() {
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("trusted by none\n");
+    let (pushed, _) = Machine::ci().run(&repo, &registry.location(), &[]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+    let (ran, result) =
+        Machine::anonymous()
+            .trusting_nobody()
+            .run(&repo, &registry.location(), &[]);
+    assert_ran(&ran, &result, "trusted by none\n");
+    assert!(!is_hit(&ran));
+    let said = stderr(&ran);
+    assert_eq!(
+        said.matches("is not read: no key is trusted to sign its entries")
+            .count(),
+        1,
+        "{said}"
+    );
+    assert_eq!(repo.runs(), 2);
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
 fn with_basic_auth_writers_push_readers_hit_and_strangers_run() {
     let storage = tempfile::tempdir().unwrap();
     let users = [("ci", "ci-secret"), ("dev", "dev-secret")];
@@ -282,7 +419,7 @@ fn with_basic_auth_writers_push_readers_hit_and_strangers_run() {
     let repo = Repo::new("authenticated\n");
 
     // The CI pushes, with its password from a credential helper.
-    let ci = Machine::with_helper(&address, "ci", "ci-secret");
+    let ci = Machine::with_helper(&address, "ci", "ci-secret").signing_with(&ci_key().0);
     let (pushed, result) = ci.run(&repo, &registry.location(), &[]);
     assert_ran(&pushed, &result, "authenticated\n");
     assert!(!stderr(&pushed).contains("warning"), "{}", stderr(&pushed));
@@ -318,7 +455,9 @@ fn with_basic_auth_writers_push_readers_hit_and_strangers_run() {
     // and a stored result is still a hit.
     drop(registry);
     let registry = RegistryServer::start_at(&address, storage.path(), &users, true);
-    let (refused, result) = dev.run(&Repo::new("new\n"), &registry.location(), &[]);
+    let signing_dev =
+        Machine::with_password(&address, "dev", "dev-secret").signing_with(&ci_key().0);
+    let (refused, result) = signing_dev.run(&Repo::new("new\n"), &registry.location(), &[]);
     assert_ran(&refused, &result, "new\n");
     assert!(
         stderr(&refused).contains("buildr: warning: the result was not shared through"),
@@ -338,7 +477,7 @@ fn a_registry_that_is_down_is_a_warning_and_a_normal_run() {
     // Nothing listens there.
     let location = format!("127.0.0.1:{}/{REPOSITORY}", free_port());
     let repo = Repo::new("offline\n");
-    let machine = Machine::anonymous();
+    let machine = Machine::ci();
     let (first, result) = machine.run(&repo, &location, &[]);
     assert_ran(&first, &result, "offline\n");
     let said = stderr(&first);
@@ -413,4 +552,223 @@ fn an_image_is_keyed_by_the_digest_its_registry_gives_now() {
     assert_eq!(runtime.block_on(pinned_image(&pinned)), Some(pinned));
     let nowhere = format!("127.0.0.1:{}/app:1", free_port());
     assert_eq!(runtime.block_on(pinned_image(&nowhere)), None);
+}
+
+/// The manifest under the repository's only tag, and that tag.
+async fn only_manifest(address: &str) -> (oci_client::manifest::OciImageManifest, String) {
+    let storage_tags = {
+        let client = registry_client();
+        let reference: oci_client::Reference = format!("{address}/{REPOSITORY}:x").parse().unwrap();
+        client
+            .list_tags(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+                None,
+            )
+            .await
+            .unwrap()
+            .tags
+    };
+    assert_eq!(storage_tags.len(), 1, "{storage_tags:?}");
+    let tag = storage_tags[0].clone();
+    let reference: oci_client::Reference = format!("{address}/{REPOSITORY}:{tag}").parse().unwrap();
+    let (manifest, _) = registry_client()
+        .pull_image_manifest(&reference, &oci_client::secrets::RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    (manifest, tag)
+}
+
+/// Puts `manifest` under `tag`, as anyone with push rights can with plain registry calls.
+async fn put_manifest(address: &str, tag: &str, manifest: oci_client::manifest::OciImageManifest) {
+    let reference: oci_client::Reference = format!("{address}/{REPOSITORY}:{tag}").parse().unwrap();
+    let client = registry_client();
+    client
+        .store_auth_if_needed(address, &oci_client::secrets::RegistryAuth::Anonymous)
+        .await;
+    client
+        .push_manifest(&reference, &manifest.into())
+        .await
+        .unwrap();
+}
+
+fn registry_client() -> oci_client::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}
+
+/// A reader that trusts the CI's key runs the task; the poisoned entry is neither replayed nor
+/// kept: its second run replays its own result.
+fn assert_not_replayed(repo: &Repo, location: &str, why: &str) {
+    let reader = Machine::anonymous();
+    let runs = repo.runs();
+    let (first, result) = reader.run(repo, location, &["-v"]);
+    assert_ran(&first, &result, "real\n");
+    assert!(!is_hit(&first), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains(&format!("is not replayed: {why}")),
+        "{why}: {}",
+        stderr(&first)
+    );
+    assert_eq!(repo.runs(), runs + 1, "the task ran");
+    let (second, result) = reader.run(repo, location, &[]);
+    assert!(is_hit(&second), "{}", stderr(&second));
+    assert_eq!(
+        result.as_deref(),
+        Some("real\n"),
+        "its own result, never the poisoned one"
+    );
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn entries_no_trusted_key_signed_are_misses_and_never_kept() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // Signed by a key nobody trusts (a pull request's job that has push rights).
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("real\n");
+    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    assert_not_replayed(&repo, &registry.location(), "its signer `ed25519:");
+
+    // The same entry with its signature taken off: plain registry calls under the right tag.
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("real\n");
+    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    let (mut manifest, tag) = runtime.block_on(only_manifest(&registry.address));
+    manifest.annotations = None;
+    runtime.block_on(put_manifest(&registry.address, &tag, manifest));
+    assert_not_replayed(&repo, &registry.location(), "it is not signed");
+
+    // A trusted entry whose archive layer was swapped for another after signing.
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("real\n");
+    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    let (poisoned, _) = runtime.block_on(only_manifest(&registry.address));
+    let (ran, _) = Machine::ci().run(&repo, &registry.location(), &[]);
+    assert!(
+        !is_hit(&ran),
+        "the CI trusts only its own key: {}",
+        stderr(&ran)
+    );
+    let (mut signed, tag) = runtime.block_on(only_manifest(&registry.address));
+    assert!(signed.annotations.is_some(), "the CI signed its push");
+    let archive = |m: &oci_client::manifest::OciImageManifest| {
+        m.layers
+            .iter()
+            .position(|l| l.media_type.contains("archive"))
+            .unwrap()
+    };
+    let swapped = poisoned.layers[archive(&poisoned)].clone();
+    let at = archive(&signed);
+    signed.layers[at] = swapped;
+    runtime.block_on(put_manifest(&registry.address, &tag, signed));
+    assert_not_replayed(
+        &repo,
+        &registry.location(),
+        "its signature does not match its content",
+    );
+
+    // A trusted entry overwritten by an untrusted push under its tag.
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::new("real\n");
+    let (ran, _) = Machine::ci().run(&repo, &registry.location(), &[]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    assert_eq!(
+        RegistryServer::tags(storage.path()).len(),
+        1,
+        "overwritten in place"
+    );
+    assert_not_replayed(&repo, &registry.location(), "its signer `ed25519:");
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn an_entry_over_the_output_bound_is_refused_before_its_layers_are_downloaded() {
+    let storage = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start(storage.path(), &[], false);
+    let repo = Repo::with_script("real\n", "head -c 300000 /dev/urandom > random.bin");
+    let (pushed, _) = Machine::ci().run(&repo, &registry.location(), &[]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (manifest, _) = runtime.block_on(only_manifest(&registry.address));
+    let big = manifest.layers.iter().find(|l| l.size > 300_000).unwrap();
+
+    let (refused, _) = Machine::anonymous().run(
+        &repo,
+        &registry.location(),
+        &["-v", "--max-output-bytes", "100KiB"],
+    );
+    assert!(!is_hit(&refused), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("is not replayed: it announces"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("more than --max-output-bytes (102400)"),
+        "{}",
+        stderr(&refused)
+    );
+    let blob = format!("/blobs/{}", big.digest);
+    assert!(
+        !registry
+            .served()
+            .lines()
+            .any(|l| l.contains("GET") && l.contains(&blob)),
+        "the layer was downloaded:\n{}",
+        registry.served()
+    );
+    assert_eq!(repo.runs(), 2);
+
+    // Within --max-output-bytes but over BUILDR_CACHE_MAX: replayed, and not kept.
+    let small_disk = Machine::anonymous();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(buildr_bin())
+        .args([
+            "run",
+            "-v",
+            "--cache",
+            "--cache-registry",
+            &registry.location(),
+            "--repo",
+        ])
+        .arg(repo.dir.path())
+        .arg("--out")
+        .arg(out.path())
+        .args(["--", "sh", "-c", &repo.script])
+        .env("XDG_CACHE_HOME", small_disk.xdg.path())
+        .env("BUILDR_CACHE_TRUST", small_disk.keys.path().join("trust"))
+        .env("BUILDR_CACHE_MAX", "100KiB")
+        .env_remove("BUILDR_CACHE_SIGNING_KEY")
+        .env_remove("BUILDR_CACHE_REGISTRY")
+        .output()
+        .unwrap();
+    assert!(is_hit(&output), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the pulled entry is replayed but not kept"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        fs::read(out.path().join("random.bin")).unwrap().len(),
+        300_000
+    );
+    let entries = small_disk.xdg.path().join("buildr/entries");
+    assert_eq!(
+        fs::read_dir(&entries).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing kept in {}",
+        entries.display()
+    );
+    assert_eq!(repo.runs(), 2);
 }

@@ -170,7 +170,7 @@ impl Key {
         &self.0
     }
 
-    #[cfg(test)]
+    /// A key as it is written (a registry tag, `-v`'s line): 64 hex digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
         (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| Key(hex.to_ascii_lowercase()))

@@ -123,7 +123,11 @@ impl Registry {
         bounds: PullBounds,
     ) -> Result<Pulled, RegistryError> {
         let reference = self.reference(key);
-        let manifest = match self.client.pull_image_manifest(&reference, &self.auth).await {
+        let manifest = match self
+            .client
+            .pull_image_manifest(&reference, &self.auth)
+            .await
+        {
             Ok((manifest, _digest)) => manifest,
             Err(e) if is_not_found(&e) => return Ok(Pulled::Missing),
             Err(e) => return Err(self.oci_error("cannot pull from", e)),
@@ -148,12 +152,11 @@ impl Registry {
             Err(why) => return Ok(Pulled::Refused(why)),
         };
         let record = self.download(&reference, layers.record).await?;
-        let record: Record = serde_json::from_reader(record).map_err(|source| {
-            RegistryError::BadRecord {
+        let record: Record =
+            serde_json::from_reader(record).map_err(|source| RegistryError::BadRecord {
                 location: self.location.clone(),
                 source,
-            }
-        })?;
+            })?;
         let output = match layers.output {
             Some(layer) => self.download(&reference, layer).await?,
             None => spill_empty()?,

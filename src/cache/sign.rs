@@ -80,7 +80,9 @@ impl PublicKey {
         let bytes: [u8; 32] = hex::decode(digits)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("`{text}` does not have 64 hex digits after `{PUBLIC_KEY_PREFIX}`"))?;
+            .ok_or_else(|| {
+                format!("`{text}` does not have 64 hex digits after `{PUBLIC_KEY_PREFIX}`")
+            })?;
         VerifyingKey::from_bytes(&bytes)
             .map(PublicKey)
             .map_err(|_| format!("`{text}` is not an Ed25519 public key"))
@@ -267,7 +269,11 @@ pub fn message(key: &Key, layers: &[SignedLayer<'_>]) -> Vec<u8> {
     message.extend_from_slice(format!("key {key}\n").as_bytes());
     for layer in layers {
         message.extend_from_slice(
-            format!("layer {} {} {}\n", layer.media_type, layer.digest, layer.size).as_bytes(),
+            format!(
+                "layer {} {} {}\n",
+                layer.media_type, layer.digest, layer.size
+            )
+            .as_bytes(),
         );
     }
     message
@@ -297,17 +303,17 @@ mod tests {
         let trust_file = dir.path().join("trust");
         fs::write(
             &trust_file,
-            format!("# the CI of main\n{}  # rotated 2026-12\n\n", signer.public()),
+            format!(
+                "# the CI of main\n{}  # rotated 2026-12\n\n",
+                signer.public()
+            ),
         )
         .unwrap();
         let trusted = TrustedKeys::load(dir.path(), Some(&trust_file)).unwrap();
         let signed = message(&key('a'), &layers("sha256:aa"));
         let signature = signer.sign(&signed);
         let me = signer.public().to_string();
-        assert_eq!(
-            trusted.verify(Some(&me), Some(&signature), &signed),
-            Ok(())
-        );
+        assert_eq!(trusted.verify(Some(&me), Some(&signature), &signed), Ok(()));
         // Another key, the entry changed, or moved to another key: refused.
         let theirs = stranger.public().to_string();
         let forged = stranger.sign(&signed);

@@ -139,7 +139,10 @@ impl Store {
             let reason = if !meta.is_dir() {
                 Some("is not a directory".to_string())
             } else if meta.uid() != me {
-                Some(format!("belongs to uid {}, not to you (uid {me})", meta.uid()))
+                Some(format!(
+                    "belongs to uid {}, not to you (uid {me})",
+                    meta.uid()
+                ))
             } else if meta.mode() & 0o022 != 0 {
                 Some(format!(
                     "can be written by others (mode {:o})",

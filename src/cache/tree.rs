@@ -115,6 +115,23 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
     })
 }
 
+/// The SHA-256 of one file outside the tree (the executor binary), through `stat_cache` as
+/// the tree's files are: read only when its stat data changed.
+pub fn file_digest(path: &Path, stat_cache: &mut StatCache) -> Result<[u8; 32], CacheError> {
+    let read_err = |source| CacheError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stat = Stat::of(&std::fs::metadata(path).map_err(read_err)?);
+    if let Some(digest) = stat_cache.lookup(path, &stat) {
+        stat_cache.record(path, stat, digest, false);
+        return Ok(digest);
+    }
+    let digest = hash_file(path, &mut vec![0u8; 256 << 10]).map_err(read_err)?;
+    stat_cache.record(path, stat, digest, true);
+    Ok(digest)
+}
+
 fn see(input: &InputFile, cache: &StatCache, buf: &mut [u8]) -> Result<Seen, CacheError> {
     let read_err = |source| CacheError::Read {
         path: input.source.clone(),

@@ -204,7 +204,8 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let mut settings = args.ssh.settings(&task, executor_binary, args.keep)?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             let cache = if args.cache.enabled_for(&task) {
-                let destination = ssh::resolve::destination(&settings.destination, &settings.options)?;
+                let destination =
+                    ssh::resolve::destination(&settings.destination, &settings.options)?;
                 let key = KeySource {
                     repo: &args.repo,
                     inputs: &inputs,

@@ -159,16 +159,24 @@ impl CachedRun {
             .with_context(|| format!("cannot resolve the repository {}", source.repo.display()))?;
         let mut stat_cache = StatCache::load(store.stat_cache_file(&repo));
         let tree = tree::digest(source.inputs, &mut stat_cache)?;
-        let executor = archive::sha256_file(source.executor).with_context(|| {
-            format!(
-                "cannot read the executor binary {}",
-                source.executor.display()
-            )
-        })?;
+        // The executor is followed if it is a link (`buildr-executor` installed as one).
+        let executor = std::fs::canonicalize(source.executor)
+            .map_err(|source_err| CacheError::Read {
+                path: source.executor.to_path_buf(),
+                source: source_err,
+            })
+            .and_then(|path| tree::file_digest(&path, &mut stat_cache))?;
         if let Err(e) = stat_cache.save() {
             eprintln!("buildr: warning: the next key will read every input again: {e}");
         }
-        let key = KeyParts::new(task, source.platform, &executor, source.tools, tree.sha256)?.key();
+        let key = KeyParts::new(
+            task,
+            source.platform,
+            &hex::encode(executor),
+            source.tools,
+            tree.sha256,
+        )?
+        .key();
         if verbosity > 0 {
             eprintln!(
                 "buildr: cache key {key}: {} inputs, {} read, in {:.3}s",
