@@ -137,12 +137,16 @@ fn free_port() -> u16 {
 struct Machine {
     xdg: tempfile::TempDir,
     docker: tempfile::TempDir,
-    /// Where a credential helper lives, first in PATH.
-    helpers: tempfile::TempDir,
     /// Its signing key (`signing.key`) and its trust file (`trust`).
     keys: tempfile::TempDir,
     signs: bool,
     trusts: bool,
+}
+
+/// Where the machines' credential helpers live (one directory: see `with_helper`).
+fn helpers_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap().keep())
 }
 
 /// The CI's signing key, made once per test process with `buildr cache keygen`, and its public
@@ -174,7 +178,6 @@ impl Machine {
         Self {
             xdg: tempfile::tempdir().unwrap(),
             docker: tempfile::tempdir().unwrap(),
-            helpers: tempfile::tempdir().unwrap(),
             keys,
             signs: false,
             trusts: true,
@@ -186,9 +189,10 @@ impl Machine {
         Self::anonymous().signing_with(&ci_key().0)
     }
 
-    /// Signs with a key of its own, which nobody trusts.
+    /// Signs with a key of its own, which nobody trusts, and trusts no one's entries (so that
+    /// it runs its own task even where a trusted entry is).
     fn stranger() -> Self {
-        let machine = Self::anonymous();
+        let machine = Self::anonymous().trusting_nobody();
         let (key, _public) = keygen(&machine.keys.path().join("own.key"));
         machine.signing_with(&key)
     }
@@ -222,13 +226,20 @@ impl Machine {
     /// Credentials from a credential helper that `config.json` names, as Docker runs it.
     fn with_helper(registry: &str, user: &str, password: &str) -> Self {
         let machine = Self::anonymous();
-        let config = serde_json::json!({ "credHelpers": { registry: "buildrtest" } });
+        // Named after the machine's own directory, in a directory every machine has first in
+        // PATH: the local backend's key has PATH in it, and the machines share results.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "buildrtest{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let config = serde_json::json!({ "credHelpers": { registry: name } });
         fs::write(
             machine.docker.path().join("config.json"),
             config.to_string(),
         )
         .unwrap();
-        let helper = machine.helpers.path().join("docker-credential-buildrtest");
+        let helper = helpers_dir().join(format!("docker-credential-{name}"));
         let answer =
             serde_json::json!({ "ServerURL": registry, "Username": user, "Secret": password });
         fs::write(
@@ -243,10 +254,22 @@ impl Machine {
     /// `buildr run --cache --cache-registry LOCATION [EXTRA] -- sh -c SCRIPT` into a fresh
     /// --out; the output, and what landed in --out/result.txt.
     fn run(&self, repo: &Repo, location: &str, extra: &[&str]) -> (Output, Option<String>) {
+        let (output, result, _random) = self.run_with(repo, location, extra, &[]);
+        (output, result)
+    }
+
+    /// As `run`, with `env` set too; also the size of --out/random.bin, if it came back.
+    fn run_with(
+        &self,
+        repo: &Repo,
+        location: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Output, Option<String>, Option<usize>) {
         let out = tempfile::tempdir().unwrap();
         let path = format!(
             "{}:{}",
-            self.helpers.path().display(),
+            helpers_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let mut command = Command::new(buildr_bin());
@@ -273,9 +296,12 @@ impl Machine {
         if self.trusts {
             command.env("BUILDR_CACHE_TRUST", self.keys.path().join("trust"));
         }
-        let output = command.output().unwrap();
+        let output = command.envs(env.iter().copied()).output().unwrap();
         let result = fs::read_to_string(out.path().join("result.txt")).ok();
-        (output, result)
+        let random = fs::read(out.path().join("random.bin"))
+            .ok()
+            .map(|r| r.len());
+        (output, result, random)
     }
 }
 
@@ -732,37 +758,20 @@ fn an_entry_over_the_output_bound_is_refused_before_its_layers_are_downloaded() 
 
     // Within --max-output-bytes but over BUILDR_CACHE_MAX: replayed, and not kept.
     let small_disk = Machine::anonymous();
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(buildr_bin())
-        .args([
-            "run",
-            "-v",
-            "--cache",
-            "--cache-registry",
-            &registry.location(),
-            "--repo",
-        ])
-        .arg(repo.dir.path())
-        .arg("--out")
-        .arg(out.path())
-        .args(["--", "sh", "-c", &repo.script])
-        .env("XDG_CACHE_HOME", small_disk.xdg.path())
-        .env("BUILDR_CACHE_TRUST", small_disk.keys.path().join("trust"))
-        .env("BUILDR_CACHE_MAX", "100KiB")
-        .env_remove("BUILDR_CACHE_SIGNING_KEY")
-        .env_remove("BUILDR_CACHE_REGISTRY")
-        .output()
-        .unwrap();
+    let (output, result, random) = small_disk.run_with(
+        &repo,
+        &registry.location(),
+        &["-v"],
+        &[("BUILDR_CACHE_MAX", "100KiB")],
+    );
+    assert_eq!(result.as_deref(), Some("real\n"));
     assert!(is_hit(&output), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("the pulled entry is replayed but not kept"),
         "{}",
         stderr(&output)
     );
-    assert_eq!(
-        fs::read(out.path().join("random.bin")).unwrap().len(),
-        300_000
-    );
+    assert_eq!(random, Some(300_000), "random.bin came back whole");
     let entries = small_disk.xdg.path().join("buildr/entries");
     assert_eq!(
         fs::read_dir(&entries).map(|d| d.count()).unwrap_or(0),
