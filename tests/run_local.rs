@@ -175,6 +175,62 @@ fn a_deleted_directory_takes_only_what_the_task_was_given() {
 }
 
 #[test]
+fn a_replayed_result_deletes_only_what_the_task_was_given() {
+    // The cache stores the run's deletions and replays them into another checkout of the same
+    // inputs, where `vendor/lib` is a submodule and `config/.env` an ignored file.
+    let repo = tempfile::tempdir().unwrap();
+    let files = [
+        (".gitignore", ".env\n"),
+        ("vendor/lib/.git", "gitdir: ../../.git/modules/lib\n"),
+        ("vendor/lib/lib.c", "int lib;\n"),
+        ("config/.env", "SECRET=1\n"),
+        ("config/app.toml", "port = 1\n"),
+    ];
+    write_files(repo.path(), &files);
+    let xdg = tempfile::tempdir().unwrap();
+    let run = |out: &Path| {
+        Command::new(buildr_bin())
+            .args(["run", "--cache", "--apply-deletions", "--repo"])
+            .args([repo.path(), Path::new("--out"), out])
+            .args(["--", "sh", "-c", "rm -r vendor config"])
+            .env("XDG_CACHE_HOME", xdg.path())
+            .env_remove("BUILDR_CACHE_REGISTRY")
+            .env_remove("BUILDR_CACHE_MAX")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let first = tempfile::tempdir().unwrap();
+    let output = run(first.path());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = tempfile::tempdir().unwrap();
+    write_files(out.path(), &files);
+    let output = run(out.path());
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("buildr: cached: replaying"), "{err}");
+    let read = |p: &str| fs::read_to_string(out.path().join(p)).unwrap();
+    assert_eq!(read("vendor/lib/.git"), "gitdir: ../../.git/modules/lib\n");
+    assert_eq!(read("config/.env"), "SECRET=1\n");
+    assert_eq!(
+        tree(out.path()),
+        [
+            ".gitignore",
+            "config",
+            "config/.env",
+            "vendor",
+            "vendor/lib",
+            "vendor/lib/.git"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains("buildr: warning: kept 2 paths under deleted directories"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_link_into_git_does_not_come_back() {
     let repo = tempfile::tempdir().unwrap();
     write_files(
