@@ -48,7 +48,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// Also delete, under --out, the files the task deleted.
+    /// Also delete, under --out, the files the task deleted. Only its inputs go: a directory
+    /// it deleted keeps any .git in it and the files it never had (ignored ones), with a
+    /// warning.
     #[arg(long)]
     pub apply_deletions: bool,
 
