@@ -47,8 +47,10 @@ impl Deletions {
 
     /// What happens to `rel` (a clean relative path) under a deletion.
     fn fate(&self, rel: &Path, is_dir: bool) -> Fate {
+        if is_git_path(rel) {
+            return Fate::Keep;
+        }
         let given = match self {
-            _ if is_git_path(rel) => return Fate::Keep,
             Deletions::Off => return Fate::Keep,
             Deletions::All => true,
             Deletions::Inputs(inputs) => inputs.contains(rel),
