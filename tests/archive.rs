@@ -1490,6 +1490,39 @@ fn a_deleted_file_the_task_was_not_given_stays() {
 }
 
 #[test]
+fn buildr_archive_extract_keeps_a_git_under_a_deleted_directory_and_says_so() {
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.s2");
+    fs::write(&archive, deleting_three_directories()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "extract", "--apply-deletions", "--to"])
+        .arg(&a.dest)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(
+        fs::read_to_string(a.dest.join("vendor/lib/.git")).unwrap(),
+        "gitdir: ../../.git/modules/lib"
+    );
+    assert!(!a.dest.join("config").exists(), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "buildr: warning: kept 2 paths under deleted directories, and the directories that hold \
+          them (the first: `vendor/lib/.git`): a deletion never removes a .git, nor what the task \
+          was not given"
+        ],
+        "{err}"
+    );
+    a.assert_outside_untouched();
+}
+
+#[test]
 fn a_directory_a_deletion_keeps_is_not_replaced_and_nothing_changes() {
     // The task made files of `vendor` and `whole`; `vendor` holds what it never had.
     let a = Arena::new();
