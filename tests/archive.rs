@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use buildr::archive::{
-    self, ArchiveError, EntryKind, ExtractOptions, Refusal, Source, Writer, frame,
+    self, ArchiveError, Deletions, EntryKind, ExtractOptions, InputPaths, Kept, Refusal, Source,
+    Writer, frame,
 };
 use common::frames::{chunks, random_bytes, reassemble, snappy, unsnappy};
+use common::tree;
 use tar::{EntryType, Header};
 use tempfile::TempDir;
 
@@ -108,16 +110,36 @@ fn create(from: &Path, deleted: &[PathBuf]) -> Vec<u8> {
     bytes
 }
 
+/// Extracts `bytes` into `dest`, applying its deletions or not, as `buildr archive extract`
+/// does (the task's inputs unknown: only `.git` is kept).
 fn extract(
     bytes: &[u8],
     dest: &Path,
     apply_deletions: bool,
 ) -> Result<archive::Extracted, ArchiveError> {
+    let deletions = if apply_deletions {
+        Deletions::All
+    } else {
+        Deletions::Off
+    };
+    extract_deleting(bytes, dest, deletions)
+}
+
+fn extract_deleting(
+    bytes: &[u8],
+    dest: &Path,
+    deletions: Deletions,
+) -> Result<archive::Extracted, ArchiveError> {
     let opts = ExtractOptions {
-        apply_deletions,
+        deletions,
         ..ExtractOptions::default()
     };
     archive::extract(bytes, dest, &opts)
+}
+
+/// Deletions applied to `paths` only, as `buildr run` applies them to the task's inputs.
+fn inputs(paths: &[&str]) -> Deletions {
+    Deletions::Inputs(InputPaths::new(paths.iter().map(PathBuf::from)))
 }
 
 /// Builds tar streams by hand, header bytes and all, so that hostile names get through.
@@ -1216,7 +1238,7 @@ fn an_allowed_link_is_never_written_through() {
     // directory, not a deletion, whether the link came in the archive or was there before.
     let a = Arena::new();
     let opts = ExtractOptions {
-        apply_deletions: true,
+        deletions: Deletions::All,
         links: archive::LinkPolicy::Allow,
         ..ExtractOptions::default()
     };
@@ -1297,6 +1319,233 @@ fn paths_under_git_are_left_out_and_the_rest_lands() {
     assert_eq!(got.git_left_out.first, Some(PathBuf::from(".git")));
     assert_eq!(got.deleted, [PathBuf::from("gone")]);
     assert_eq!((got.files, got.dirs), (2, 0));
+}
+
+#[test]
+fn a_link_into_git_is_left_out_with_the_git_paths() {
+    let a = Arena::new();
+    fs::create_dir_all(a.dest.join(".git/hooks")).unwrap();
+    fs::create_dir_all(a.dest.join("vendor/lib/.git/hooks")).unwrap();
+    let bytes = RawTar::default()
+        .file(".git/hooks/post-checkout", "#!/bin/sh\n")
+        .entry("hook", EntryType::Symlink, ".git/hooks/pre-commit", b"")
+        .entry("sub/cfg", EntryType::Symlink, "../.git/config", b"")
+        .entry(
+            "sub/deep",
+            EntryType::Symlink,
+            "../vendor/lib/.GIT/hooks",
+            b"",
+        )
+        .entry("sub/git", EntryType::Symlink, "../.git", b"")
+        // The destination may be a directory of a repository: `up` would be its hook.
+        .entry("up", EntryType::Symlink, "../.git/hooks/pre-commit", b"")
+        .entry("fine", EntryType::Symlink, ".gitignore", b"")
+        .entry("sub/ok", EntryType::Symlink, "../vendor/lib.git", b"")
+        .s2();
+    let got = extract(&bytes, &a.dest, false).unwrap();
+    for link in ["hook", "sub/cfg", "sub/deep", "sub/git", "up"] {
+        assert!(fs::symlink_metadata(a.dest.join(link)).is_err(), "{link}");
+    }
+    assert_eq!(
+        fs::read_link(a.dest.join("fine")).unwrap(),
+        Path::new(".gitignore")
+    );
+    assert_eq!(
+        fs::read_link(a.dest.join("sub/ok")).unwrap(),
+        Path::new("../vendor/lib.git")
+    );
+    assert_eq!(tree(&a.dest.join(".git")), ["hooks"]);
+    assert_eq!(got.git_left_out.count, 6);
+    assert_eq!(
+        got.git_left_out.first,
+        Some(PathBuf::from(".git/hooks/post-checkout"))
+    );
+    assert_eq!(got.symlinks, 2);
+    a.assert_outside_untouched();
+}
+
+/// A repository's tree as a task's run finds it: a submodule whose `.git` is a file, a nested
+/// repository, an ignored `config/.env`, and a directory whose every path was an input.
+fn populate_for_deletions(dest: &Path) {
+    for (path, data) in [
+        ("vendor/README", "vendored"),
+        ("vendor/lib/.git", "gitdir: ../../.git/modules/lib"),
+        ("vendor/lib/lib.c", "int lib;"),
+        ("vendor/lib/src/impl.c", "int impl;"),
+        ("vendor/nested/.GIT/config", "[core]"),
+        ("config/.env", "SECRET=1"),
+        ("config/app.toml", "port = 1"),
+        ("whole/a/b.txt", "b"),
+        ("whole/c.txt", "c"),
+    ] {
+        fs::create_dir_all(dest.join(path).parent().unwrap()).unwrap();
+        fs::write(dest.join(path), data).unwrap();
+    }
+}
+
+/// The deletions of `vendor`, `config` and `whole`, and a new file.
+fn deleting_three_directories() -> Vec<u8> {
+    RawTar::default()
+        .global(&[
+            ("BUILDR.deleted.0", "vendor"),
+            ("BUILDR.deleted.1", "config"),
+            ("BUILDR.deleted.2", "whole"),
+        ])
+        .file("new.txt", "new")
+        .s2()
+}
+
+/// What the task had of [`populate_for_deletions`]'s tree: no `.git`, no `config/.env`.
+const GIVEN: &[&str] = &[
+    "config",
+    "config/app.toml",
+    "vendor",
+    "vendor/README",
+    "vendor/lib",
+    "vendor/lib/lib.c",
+    "vendor/lib/src",
+    "vendor/lib/src/impl.c",
+    "vendor/nested",
+    "whole",
+    "whole/a",
+    "whole/a/b.txt",
+    "whole/c.txt",
+];
+
+#[test]
+fn a_deleted_directory_takes_only_the_inputs_under_it() {
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let got = extract_deleting(&deleting_three_directories(), &a.dest, inputs(GIVEN)).unwrap();
+    assert_eq!(
+        tree(&a.dest),
+        [
+            "config",
+            "config/.env",
+            "new.txt",
+            "vendor",
+            "vendor/lib",
+            "vendor/lib/.git",
+            "vendor/nested",
+            "vendor/nested/.GIT",
+            "vendor/nested/.GIT/config",
+        ]
+    );
+    let read = |p: &str| fs::read_to_string(a.dest.join(p)).unwrap();
+    assert_eq!(read("vendor/lib/.git"), "gitdir: ../../.git/modules/lib");
+    assert_eq!(read("vendor/nested/.GIT/config"), "[core]");
+    assert_eq!(read("config/.env"), "SECRET=1");
+    assert_eq!(
+        got.deleted,
+        [Path::new("vendor"), Path::new("config"), Path::new("whole")]
+    );
+    let kept = Kept {
+        count: 3,
+        first: Some(PathBuf::from("vendor/lib/.git")),
+    };
+    assert_eq!(got.kept, kept);
+    assert_eq!(got.git_left_out.count, 0);
+    a.assert_outside_untouched();
+}
+
+#[test]
+fn without_the_inputs_a_deleted_directory_keeps_only_its_git() {
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let got = extract(&deleting_three_directories(), &a.dest, true).unwrap();
+    assert_eq!(
+        tree(&a.dest),
+        [
+            "new.txt",
+            "vendor",
+            "vendor/lib",
+            "vendor/lib/.git",
+            "vendor/nested",
+            "vendor/nested/.GIT",
+            "vendor/nested/.GIT/config",
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(a.dest.join("vendor/lib/.git")).unwrap(),
+        "gitdir: ../../.git/modules/lib"
+    );
+    assert_eq!(got.kept.count, 2);
+    a.assert_outside_untouched();
+}
+
+#[test]
+fn a_deleted_file_the_task_was_not_given_stays() {
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let bytes = RawTar::default()
+        .global(&[
+            ("BUILDR.deleted.0", "config/.env"),
+            ("BUILDR.deleted.1", "config/app.toml"),
+        ])
+        .s2();
+    let got = extract_deleting(&bytes, &a.dest, inputs(GIVEN)).unwrap();
+    assert_eq!(fs::read(a.dest.join("config/.env")).unwrap(), b"SECRET=1");
+    assert!(!a.dest.join("config/app.toml").exists());
+    assert_eq!(got.kept.first, Some(PathBuf::from("config/.env")));
+}
+
+#[test]
+fn buildr_archive_extract_keeps_a_git_under_a_deleted_directory_and_says_so() {
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.tar.s2");
+    fs::write(&archive, deleting_three_directories()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args(["archive", "extract", "--apply-deletions", "--to"])
+        .arg(&a.dest)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(
+        fs::read_to_string(a.dest.join("vendor/lib/.git")).unwrap(),
+        "gitdir: ../../.git/modules/lib"
+    );
+    assert!(!a.dest.join("config").exists(), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "buildr: warning: kept 2 paths under deleted directories, and the directories that hold \
+          them (the first: `vendor/lib/.git`): a deletion never removes a .git, nor what the task \
+          was not given"
+        ],
+        "{err}"
+    );
+    a.assert_outside_untouched();
+}
+
+#[test]
+fn a_directory_a_deletion_keeps_is_not_replaced_and_nothing_changes() {
+    // The task made files of `vendor` and `whole`; `vendor` holds what it never had.
+    let a = Arena::new();
+    populate_for_deletions(&a.dest);
+    let before = describe(&a.dest);
+    let replacing = |dir: &str| {
+        RawTar::default()
+            .global(&[("BUILDR.deleted.0", "whole"), ("BUILDR.deleted.1", dir)])
+            .file("whole", "now a file")
+            .file(dir, "now a file")
+            .s2()
+    };
+    let err = extract_deleting(&replacing("vendor"), &a.dest, inputs(GIVEN)).unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::Refused { entry, reason: Refusal::NonEmptyDirectory } if entry == Path::new("vendor")),
+        "{err}"
+    );
+    assert_eq!(describe(&a.dest), before);
+
+    // A directory that held only inputs is replaced.
+    extract_deleting(&replacing("whole"), &a.dest, inputs(GIVEN)).unwrap();
+    assert_eq!(fs::read(a.dest.join("whole")).unwrap(), b"now a file");
+    a.assert_outside_untouched();
 }
 
 /// `buildr archive extract` of `archive` into `dest` under `umask`.
@@ -1388,7 +1637,7 @@ fn an_archive_over_a_limit_is_refused_whole_naming_the_flag() {
     let bytes = five_entries();
     let within = |max_bytes, max_entries| {
         let opts = ExtractOptions {
-            apply_deletions: true,
+            deletions: Deletions::All,
             ..ExtractOptions::default()
         };
         let limits = archive::Limits {

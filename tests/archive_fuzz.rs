@@ -73,7 +73,7 @@ fn original() -> &'static Original {
 
 fn options() -> ExtractOptions {
     ExtractOptions {
-        apply_deletions: true,
+        deletions: buildr::archive::Deletions::All,
         ..ExtractOptions::default()
     }
 }

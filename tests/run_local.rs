@@ -118,6 +118,164 @@ fn deletions_are_applied_only_when_asked() {
 }
 
 #[test]
+fn a_deleted_directory_takes_only_what_the_task_was_given() {
+    // The results go into the repository itself, as by default. `vendor/lib` is a submodule
+    // (its `.git` a file), `vendor/nested` a repository of its own, and `config/.env` is
+    // ignored: none of these reached the task, so deleting their directories cannot take them.
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            (".gitignore", ".env\n"),
+            (".git/HEAD", "ref: refs/heads/main\n"),
+            ("vendor/README", "vendored\n"),
+            ("vendor/lib/.git", "gitdir: ../../.git/modules/lib\n"),
+            ("vendor/lib/lib.c", "int lib;\n"),
+            ("vendor/lib/src/impl.c", "int impl;\n"),
+            ("vendor/nested/.git/config", "[core]\n"),
+            ("config/.env", "SECRET=1\n"),
+            ("config/app.toml", "port = 1\n"),
+            ("keep.txt", "kept\n"),
+        ],
+    );
+    // The task sees neither, and deletes both directories whole.
+    let script = "test ! -e config/.env && test ! -e vendor/lib/.git && rm -r vendor config";
+    let output = run_script(repo.path(), repo.path(), &["--apply-deletions"], script);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let read = |p: &str| fs::read_to_string(repo.path().join(p)).unwrap();
+    assert_eq!(read("vendor/lib/.git"), "gitdir: ../../.git/modules/lib\n");
+    assert_eq!(read("vendor/nested/.git/config"), "[core]\n");
+    assert_eq!(read("config/.env"), "SECRET=1\n");
+    assert_eq!(
+        tree(repo.path()),
+        [
+            ".git",
+            ".git/HEAD",
+            ".gitignore",
+            "config",
+            "config/.env",
+            "keep.txt",
+            "vendor",
+            "vendor/lib",
+            "vendor/lib/.git",
+            "vendor/nested",
+            "vendor/nested/.git",
+            "vendor/nested/.git/config",
+        ],
+        "{err}"
+    );
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("kept")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("buildr: warning: kept 3 paths under deleted directories")
+            && warnings[0].contains("(the first: `config/.env`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_replayed_result_deletes_only_what_the_task_was_given() {
+    // The cache stores the run's deletions and replays them into another checkout of the same
+    // inputs, where `vendor/lib` is a submodule and `config/.env` an ignored file.
+    let repo = tempfile::tempdir().unwrap();
+    let files = [
+        (".gitignore", ".env\n"),
+        ("vendor/lib/.git", "gitdir: ../../.git/modules/lib\n"),
+        ("vendor/lib/lib.c", "int lib;\n"),
+        ("config/.env", "SECRET=1\n"),
+        ("config/app.toml", "port = 1\n"),
+    ];
+    write_files(repo.path(), &files);
+    let xdg = tempfile::tempdir().unwrap();
+    let run = |out: &Path| {
+        Command::new(buildr_bin())
+            .args(["run", "--cache", "--apply-deletions", "--repo"])
+            .args([repo.path(), Path::new("--out"), out])
+            .args(["--", "sh", "-c", "rm -r vendor config"])
+            .env("XDG_CACHE_HOME", xdg.path())
+            .env_remove("BUILDR_CACHE_REGISTRY")
+            .env_remove("BUILDR_CACHE_MAX")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let first = tempfile::tempdir().unwrap();
+    let output = run(first.path());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = tempfile::tempdir().unwrap();
+    write_files(out.path(), &files);
+    let output = run(out.path());
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("buildr: cached: replaying"), "{err}");
+    let read = |p: &str| fs::read_to_string(out.path().join(p)).unwrap();
+    assert_eq!(read("vendor/lib/.git"), "gitdir: ../../.git/modules/lib\n");
+    assert_eq!(read("config/.env"), "SECRET=1\n");
+    assert_eq!(
+        tree(out.path()),
+        [
+            ".gitignore",
+            "config",
+            "config/.env",
+            "vendor",
+            "vendor/lib",
+            "vendor/lib/.git"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains("buildr: warning: kept 2 paths under deleted directories"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_link_into_git_does_not_come_back() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            ("src.txt", "source"),
+            (".git/hooks/pre-commit.sample", "#!/bin/sh\n"),
+        ],
+    );
+    // The user's next tool that writes `hook` or `sub/cfg` would write the hook or the config.
+    let script = r#"
+        ln -s .git/hooks/pre-commit hook
+        mkdir sub
+        ln -s ../.git/config sub/cfg
+        ln -s ../src.txt sub/fine
+        echo built > built.txt
+    "#;
+    let output = run_script(repo.path(), repo.path(), &[], script);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(
+        fs::symlink_metadata(repo.path().join("hook")).is_err(),
+        "{err}"
+    );
+    assert!(
+        fs::symlink_metadata(repo.path().join("sub/cfg")).is_err(),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_link(repo.path().join("sub/fine")).unwrap(),
+        Path::new("../src.txt")
+    );
+    assert_eq!(
+        fs::read_to_string(repo.path().join("built.txt")).unwrap(),
+        "built\n"
+    );
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains(".git")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("left out 2 paths under or linking into .git (the first: `hook`)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_exit_status_is_the_tasks() {
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -578,7 +736,7 @@ fn a_task_cannot_plant_a_git_hook_in_the_repository() {
     let warnings: Vec<_> = err.lines().filter(|l| l.contains(".git")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(
-        warnings[0].contains("left out 3 paths under .git (the first: `.git`)"),
+        warnings[0].contains("left out 3 paths under or linking into .git (the first: `.git`)"),
         "{err}"
     );
 }

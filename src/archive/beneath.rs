@@ -44,6 +44,12 @@ fn open_dir(at: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, Errno> {
     openat2(at, rel, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
 }
 
+/// Opens the directory `name` in `at` to list and remove what it holds, without following a
+/// link (one there is refused: ELOOP).
+pub(crate) fn open_dir_in(at: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    openat2(at, name, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY))
+}
+
 impl Beneath {
     /// Opens the destination itself (which may be reached through symlinks: it is the caller's).
     pub(crate) fn open(dest: &Path) -> io::Result<Self> {

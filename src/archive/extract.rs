@@ -8,15 +8,18 @@
 //!    relative with no `..` and fit Linux limits; hard links, devices, FIFOs, sparse files and
 //!    unknown types are refused; symlinks whose target may resolve outside the destination
 //!    follow [`LinkPolicy`]. Nothing outside the staging directory changes in this phase.
-//!    Paths with a `.git` component (in any case) are left out, deletions included, and counted
-//!    in [`Extracted::git_left_out`]. The [`Limits`] are checked as the stream is read: past
-//!    either, the archive is refused before more is staged.
+//!    Paths with a `.git` component (in any case) are left out, deletions included, and so are
+//!    symlinks whose target has one (whatever resolves through it lands in a `.git`), all
+//!    counted in [`Extracted::git_left_out`]. The [`Limits`] are checked as the stream is read:
+//!    past either, the archive is refused before more is staged.
 //! 2. **Plan.** The journal is replayed against the destination as the archive's own earlier
 //!    steps leave it (see `plan`): every refusal that depends on what is already there (a file
 //!    or a symlink where a parent directory goes, a non-empty directory where a file goes, a
-//!    deletion through a symlink) is decided here, so a refused archive changes nothing.
+//!    deletion through a symlink, a directory that a deletion keeps where a file goes) is
+//!    decided here, so a refused archive changes nothing.
 //! 3. **Commit.** The journal is replayed in archive order: directories are created, staged
-//!    entries are renamed into place, deletions applied. Every parent is reached with
+//!    entries are renamed into place, deletions applied as [`Deletions`] allow (see
+//!    `deletion`). Every parent is reached with
 //!    `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (see `beneath`), so a symlink on the
 //!    way, whoever put it there, refuses the entry, and an existing entry is replaced by the
 //!    rename (a symlink or hard link there is replaced, never written through). Modes of the
@@ -41,6 +44,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 use super::beneath::{Beneath, Unreachable};
+use super::deletion::{self, Deletions};
 use super::error::{ArchiveError, Limit, Refusal};
 use super::file_writers::{self, FileWriters, HANDED_OFF, StagedFile};
 use super::names::{check_bytes, check_link_target, clean_relative, is_git_path};
@@ -48,7 +52,7 @@ use super::plan::Plan;
 use super::read::{ChannelReader, pipelined};
 use super::staging::{Record, Staging, Step, create_in};
 use super::tar_reader::{Header, Item, Kind, TarReader};
-use super::{ExtractOptions, Extracted, Limits, LinkPolicy, SkippedLink};
+use super::{ExtractOptions, Extracted, Kept, Limits, LinkPolicy, SkippedLink};
 
 /// Copy buffer between the tar stream and a file.
 const COPY_BUF: usize = 256 << 10;
@@ -71,10 +75,11 @@ pub fn extract<R: Read>(
 /// and with the umask applied; an existing directory keeps its mode. Mtimes of files,
 /// directories and symlinks are restored; owners are not. Paths under `.git` are left out.
 ///
-/// Recorded deletions are returned in [`Extracted::deleted`]. With
-/// [`ExtractOptions::apply_deletions`] they are applied in stream order: a file or symlink is
-/// removed, a directory is removed with everything under it, a missing path is fine. Hostile
-/// deletion records (absolute, `..`, through a symlink) are refused whether applied or not.
+/// Recorded deletions are returned in [`Extracted::deleted`]. [`ExtractOptions::deletions`]
+/// says which are applied, in stream order: a file or symlink is removed, a directory loses
+/// what may go and goes once empty (what stays is counted in [`Extracted::kept`]), a missing
+/// path is fine. Hostile deletion records (absolute, `..`, through a symlink) are refused
+/// whether applied or not.
 ///
 /// Decompression runs on this thread while another thread stages files, handing the bytes of
 /// files up to 1 MiB to writer threads that create them.
@@ -136,9 +141,13 @@ fn extract_into<R: Read>(
         staging: &mut staging,
         plan: Plan::new(dest, items, limits.max_entries),
         dest,
+        kept: Kept::default(),
     };
-    commit.run(opts.apply_deletions)?;
-    Ok(out)
+    commit.run(&opts.deletions)?;
+    Ok(Extracted {
+        kept: commit.kept,
+        ..out
+    })
 }
 
 /// The process umask, from /proc (reading it with umask(2) would race other threads); the
@@ -343,6 +352,13 @@ impl Stager<'_> {
 
     fn symlink(&mut self, rel: &Path, target: PathBuf, mtime: i64) -> Result<(), ArchiveError> {
         check_bytes(&target).map_err(|reason| refused(rel, reason))?;
+        // `rel` has no `.git` component, so the link resolves into a `.git` exactly when its
+        // target names one (lexically; above the destination too, which may sit in a
+        // repository): the user's next tool that writes the link would write the hook.
+        if is_git_path(&target) {
+            self.out.git_left_out.add(rel);
+            return Ok(());
+        }
         if let Err(reason) = check_link_target(rel, &target) {
             match self.opts.links {
                 LinkPolicy::Refuse => return Err(refused(rel, reason)),
@@ -391,24 +407,26 @@ struct Commit<'a> {
     staging: &'a mut Staging,
     plan: Plan,
     dest: &'a Path,
+    /// What the deletions applied so far kept.
+    kept: Kept,
 }
 
 impl Commit<'_> {
-    fn run(&mut self, apply_deletions: bool) -> Result<(), ArchiveError> {
+    fn run(&mut self, deletions: &Deletions) -> Result<(), ArchiveError> {
         let journal_err = |source| ArchiveError::Prepare {
             dest: self.dest.to_path_buf(),
             source,
         };
         let mut journal = self.staging.replay().map_err(journal_err)?;
         while let Some(r) = journal.next_record().map_err(journal_err)? {
-            self.plan.check(&mut self.beneath, &r, apply_deletions)?;
+            self.plan.check(&mut self.beneath, &r, deletions)?;
         }
         let mut journal = self.staging.replay().map_err(journal_err)?;
         while let Some(r) = journal.next_record().map_err(journal_err)? {
             match r.step {
                 Step::File | Step::Symlink => self.place(&r)?,
                 Step::Dir => self.make_dir(&r)?,
-                Step::Delete if apply_deletions => self.delete(&r.path)?,
+                Step::Delete if deletions.applied() => self.delete(&r.path, deletions)?,
                 Step::Delete => {}
             }
         }
@@ -478,9 +496,9 @@ impl Commit<'_> {
         Ok(())
     }
 
-    /// Applies one recorded deletion (a clean relative path): a missing path, or one under a
-    /// file, is already gone; one under a symlink is refused.
-    fn delete(&mut self, rel: &Path) -> Result<(), ArchiveError> {
+    /// Applies one recorded deletion (a clean relative path) as `deletions` allow: a missing
+    /// path, or one under a file, is already gone; one under a symlink is refused.
+    fn delete(&mut self, rel: &Path, deletions: &Deletions) -> Result<(), ArchiveError> {
         let dest = self.dest;
         let del_err = |source: std::io::Error| ArchiveError::Delete {
             entry: rel.to_path_buf(),
@@ -500,24 +518,9 @@ impl Commit<'_> {
             }
             Err(Unreachable::Io(e)) => return Err(del_err(e)),
         };
-        let result = match nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
-                // The parent was reached without following links; through its descriptor's
-                // /proc link, remove_dir_all (which never follows links itself) works beneath
-                // it.
-                use std::os::fd::AsRawFd;
-                let path = Path::new("/proc/self/fd")
-                    .join(parent.as_raw_fd().to_string())
-                    .join(name);
-                fs::remove_dir_all(path)
-            }
-            Ok(_) => {
-                nix::unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir).map_err(Into::into)
-            }
-        };
+        let result = deletion::remove(parent, name, rel, deletions, deletion::Mode::Apply);
         self.beneath.forget();
-        result.map_err(del_err)
+        self.kept.extend(result.map_err(del_err)?);
+        Ok(())
     }
 }

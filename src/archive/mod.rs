@@ -24,11 +24,13 @@
 //! - `staging`: where extraction keeps files until the archive is verified.
 //! - `plan`: the refusals that depend on the destination, decided before anything is renamed.
 //! - `beneath`: path resolution beneath the destination that never follows a symlink.
+//! - `deletion`: [`Deletions`], and how a deleted directory is emptied of only what may go.
 //! - `names`: the path rules shared by writing and extraction, and [`Quoted`] names.
 //! - `hash`: [`Sha256Writer`], [`sha256_file`], [`sha256_hex`].
 //! - `error`: [`ArchiveError`], [`Refusal`] and [`Corruption`].
 
 mod beneath;
+mod deletion;
 mod error;
 mod extract;
 mod file_writers;
@@ -45,6 +47,7 @@ mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+pub use deletion::{Deletions, InputPaths};
 pub use error::{ArchiveError, Corruption, Limit, Refusal};
 pub use extract::{extract, extract_within};
 pub use hash::{Sha256Writer, sha256_file, sha256_hex};
@@ -130,8 +133,8 @@ pub enum LinkPolicy {
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
-    /// Apply recorded deletions (inside the destination only).
-    pub apply_deletions: bool,
+    /// Which recorded deletions are applied (inside the destination only).
+    pub deletions: Deletions,
     /// Symlinks that point outside the destination.
     pub links: LinkPolicy,
     /// Incremented by the file bytes written.
@@ -170,7 +173,8 @@ impl Default for Limits {
     }
 }
 
-/// Entries and deletions left out because their path is under `.git` (see [`is_git_path`]).
+/// Entries and deletions left out because their path is under `.git` (see [`is_git_path`]),
+/// and symlinks whose target goes into one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeftOut {
     pub count: u64,
@@ -186,12 +190,13 @@ impl LeftOut {
     }
 }
 
-/// `left out 3 paths under .git (the first: `.git/hooks/pre-commit`): …`, one line.
+/// `left out 3 paths under or linking into .git (the first: `.git/hooks/pre-commit`): …`, one
+/// line.
 impl std::fmt::Display for LeftOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "left out {} path{} under .git",
+            "left out {} path{} under or linking into .git",
             self.count,
             if self.count == 1 { "" } else { "s" }
         )?;
@@ -199,6 +204,47 @@ impl std::fmt::Display for LeftOut {
             write!(f, " (the first: `{}`)", Quoted(first))?;
         }
         f.write_str(": a task's results never go into a repository's .git")
+    }
+}
+
+/// Paths under deleted directories that stay, with the directories on their way: a `.git`, and
+/// what the task was not given (see [`Deletions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub count: u64,
+    /// The first one, in the order deletions are applied.
+    pub first: Option<PathBuf>,
+}
+
+impl Kept {
+    /// Counts `path`, kept.
+    fn add(&mut self, path: &Path) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| path.to_path_buf());
+    }
+
+    /// Counts what `other` kept, after what this one did.
+    fn extend(&mut self, other: Kept) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
+/// `kept 2 paths under deleted directories (the first: `vendor/lib/.git`): …`, one line.
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kept {} path{} under deleted directories, and the directories that hold them",
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )?;
+        if let Some(first) = &self.first {
+            write!(f, " (the first: `{}`)", Quoted(first))?;
+        }
+        f.write_str(": a deletion never removes a .git, nor what the task was not given")
     }
 }
 
@@ -221,8 +267,10 @@ pub struct Extracted {
     pub deleted: Vec<PathBuf>,
     /// Symlinks left out under [`LinkPolicy::Skip`].
     pub skipped_links: Vec<SkippedLink>,
-    /// Entries and deletions left out because they are under `.git`.
+    /// Entries and deletions left out because they are under `.git`, and symlinks into one.
     pub git_left_out: LeftOut,
+    /// What applied deletions left in place under the directories they removed.
+    pub kept: Kept,
 }
 
 /// [`list`] of the archive file at `path`.

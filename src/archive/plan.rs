@@ -3,6 +3,12 @@
 //! goes, a symlink on the way, a non-empty directory where a file goes and, when deletions are
 //! applied, a deletion through a symlink.
 //!
+//! A deletion may keep a directory (it holds a `.git`, or what the task was not given: see
+//! `deletion`); whether it does is found out by walking the destination's directory without
+//! changing it. A deletion that follows the archive's own entries (buildr writes deletions
+//! first) is taken to keep its directory, since what it would keep may be those entries: a
+//! refusal too many, never one too few.
+//!
 //! The journal is replayed against a model of the destination as the archive's earlier steps
 //! leave it (a directory entry replaces a file, a deletion removes a path and what is under it,
 //! a file needs its parents created). The model remembers only the paths the archive touches, by
@@ -24,6 +30,7 @@ use nix::sys::stat::SFlag;
 use sha2::{Digest, Sha256};
 
 use super::beneath::{Beneath, Unreachable};
+use super::deletion::{self, Deletions};
 use super::error::{ArchiveError, Limit, Refusal};
 use super::staging::{Record, Step};
 
@@ -71,6 +78,8 @@ pub(crate) struct Plan {
     /// How many more directories extraction may create for entries' parents.
     budget: u64,
     max_entries: u64,
+    /// Whether a file, symlink or directory of the archive came before.
+    placed: bool,
     /// For messages.
     dest: PathBuf,
 }
@@ -122,20 +131,21 @@ impl Plan {
             step: 0,
             budget: max_entries.saturating_sub(entries),
             max_entries,
+            placed: false,
         }
     }
 
     /// Decides whether the journal's next step `r` would be refused once the ones before it
-    /// are applied, and records what it does. `apply_deletions`: deletions are applied.
+    /// are applied, and records what it does, with `deletions` applied.
     pub(crate) fn check(
         &mut self,
         beneath: &mut Beneath,
         r: &Record,
-        apply_deletions: bool,
+        deletions: &Deletions,
     ) -> Result<(), ArchiveError> {
         self.step += 1;
         let is_delete = r.step == Step::Delete;
-        if is_delete && !apply_deletions {
+        if is_delete && !deletions.applied() {
             return Ok(());
         }
         let levels = match self.walk(beneath, &r.path) {
@@ -159,7 +169,18 @@ impl Plan {
         match r.step {
             Step::Delete => {
                 if parents.iter().all(|l| l.is == Is::Dir) {
-                    self.set(last.key, Is::Absent, false);
+                    if last.is == Is::Dir && self.deletion_keeps(beneath, &r.path, deletions)? {
+                        // A directory of the destination, not empty: what stays is its own.
+                        let seen = Seen {
+                            since: self.step,
+                            is: Is::Dir,
+                            created: false,
+                            filled: true,
+                        };
+                        self.seen.insert(last.key, seen);
+                    } else {
+                        self.set(last.key, Is::Absent, false);
+                    }
                 }
                 return Ok(());
             }
@@ -180,6 +201,7 @@ impl Plan {
                 }
             }
         }
+        self.placed = true;
         for level in parents.iter().filter(|l| l.is == Is::Absent) {
             if self.budget == 0 {
                 return Err(ArchiveError::OverLimit {
@@ -194,6 +216,28 @@ impl Plan {
             self.fill(parent);
         }
         Ok(())
+    }
+
+    /// Whether deleting the directory at `rel` (one as the earlier steps leave it) keeps it.
+    fn deletion_keeps(
+        &self,
+        beneath: &mut Beneath,
+        rel: &Path,
+        deletions: &Deletions,
+    ) -> Result<bool, ArchiveError> {
+        if self.placed {
+            return Ok(true);
+        }
+        let (parent, name) = match beneath.parent(rel, false) {
+            Ok(found) => found,
+            // A directory of the archive's own.
+            Err(Unreachable::Missing(_)) => return Ok(true),
+            Err(Unreachable::Refused(reason)) => return Err(refused(rel, reason)),
+            Err(Unreachable::Io(source)) => return Err(self.io(rel)(source)),
+        };
+        let kept = deletion::remove(parent, name, rel, deletions, deletion::Mode::DryRun)
+            .map_err(self.io(rel))?;
+        Ok(kept.count > 0)
     }
 
     /// Whether the directory at `rel` is, as the archive found it, a directory it created.

@@ -30,7 +30,7 @@ pub fn copy_to_dir(inputs: &[InputFile], workspace: &Path) -> Result<Extracted, 
     std::thread::scope(|scope| {
         let sender = scope.spawn(move || write_inputs(inputs, writer).map(|_| ()));
         let options = archive::ExtractOptions {
-            apply_deletions: false,
+            deletions: archive::Deletions::Off,
             // The task's world is its own: its links go in as they are.
             links: archive::LinkPolicy::Allow,
             progress: None,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::extraction::{LimitArgs, git_warning};
-use crate::archive::{self, EntryKind, ExtractOptions, LinkPolicy, Quoted};
+use super::extraction::{LimitArgs, left_alone_warnings};
+use crate::archive::{self, Deletions, EntryKind, ExtractOptions, LinkPolicy, Quoted};
 
 /// Work with .tar.s2 archives (tar in Snappy framing), the format buildr moves files in.
 #[derive(Debug, clap::Subcommand)]
@@ -33,7 +33,8 @@ pub enum ArchiveCommand {
         /// The destination directory (created if missing).
         #[arg(long)]
         to: PathBuf,
-        /// Also delete the paths the archive records as deleted (never outside --to).
+        /// Also delete the paths the archive records as deleted (never outside --to). A deleted
+        /// directory keeps any `.git` under it, with the directories on its way.
         #[arg(long)]
         apply_deletions: bool,
         /// Symlinks that point outside --to (absolute, or climbing above it): `refuse` the
@@ -103,13 +104,18 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
             limits,
         } => {
             let options = ExtractOptions {
-                apply_deletions,
+                // The task's inputs are unknown here: only the `.git` rule holds deletions back.
+                deletions: if apply_deletions {
+                    Deletions::All
+                } else {
+                    Deletions::Off
+                },
                 links,
                 progress: None,
             };
             let extracted = archive::extract_within(open(&file)?, &to, &options, limits.limits())
                 .with_context(|| format!("cannot extract {}", Quoted(&file)))?;
-            if let Some(warning) = git_warning(&extracted.git_left_out) {
+            for warning in left_alone_warnings(&extracted) {
                 eprintln!("{warning}");
             }
             for link in &extracted.skipped_links {

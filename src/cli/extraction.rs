@@ -1,7 +1,7 @@
 //! What `buildr run` and `buildr archive extract` share about extracting an archive: the flags
-//! that bound it and the warning about what was left out.
+//! that bound it and the warnings about what was left out or kept.
 
-use crate::archive::{self, LeftOut, Limits};
+use crate::archive::{self, Extracted, Limits};
 
 /// The most an archive may bring back; past either, nothing is extracted.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,9 +53,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// The one warning line about paths under `.git` left out, if any were.
-pub fn git_warning(left_out: &LeftOut) -> Option<String> {
-    (left_out.count > 0).then(|| format!("buildr: warning: {left_out}"))
+/// One warning line about the paths under or linking into `.git` that were left out, and one
+/// about the paths deletions kept, for each that happened.
+pub fn left_alone_warnings(extracted: &Extracted) -> Vec<String> {
+    let git = &extracted.git_left_out;
+    let kept = &extracted.kept;
+    let git = (git.count > 0).then(|| git.to_string());
+    let kept = (kept.count > 0).then(|| kept.to_string());
+    git.into_iter()
+        .chain(kept)
+        .map(|warning| format!("buildr: warning: {warning}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::EXIT_INTERRUPTED;
-use super::extraction::{LimitArgs, git_warning};
+use super::extraction::{LimitArgs, left_alone_warnings};
 use super::run_cache::{self, CacheArgs, CachedRun, KeySource};
 use super::run_k8s::K8sArgs;
 use super::run_ssh::SshArgs;
-use crate::archive::{ExtractOptions, LinkPolicy, Quoted};
+use crate::archive::{Deletions, ExtractOptions, InputPaths, LinkPolicy, Quoted};
 use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
 use crate::backend::local::LocalBackend;
@@ -48,7 +48,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// Also delete, under --out, the files the task deleted.
+    /// Also delete, under --out, the files the task deleted. Only its inputs go: a directory
+    /// it deleted keeps any .git in it and the files it never had (ignored ones), with a
+    /// warning.
     #[arg(long)]
     pub apply_deletions: bool,
 
@@ -259,7 +261,7 @@ async fn consult_cache(run: &Run<'_>, key: KeySource<'_>) -> anyhow::Result<Cach
     let Some(entry) = entry.await? else {
         return Ok(Cached::Missed(cache.map(Box::new)));
     };
-    let outcome = run_cache::replay(&entry, run.out, &extract_options(args), limits)?;
+    let outcome = run_cache::replay(&entry, run.out, &extract_options(args, run.inputs), limits)?;
     Ok(Cached::Replayed(report(
         &outcome,
         run.out,
@@ -267,10 +269,16 @@ async fn consult_cache(run: &Run<'_>, key: KeySource<'_>) -> anyhow::Result<Cach
     )))
 }
 
-/// How the results are extracted into --out, by a run and by a replay alike.
-fn extract_options(args: &RunArgs) -> ExtractOptions {
+/// How the results are extracted into --out, by a run and by a replay alike (whose key holds
+/// the same `inputs`).
+fn extract_options(args: &RunArgs, inputs: &[InputFile]) -> ExtractOptions {
     ExtractOptions {
-        apply_deletions: args.apply_deletions,
+        // A deletion removes only what the task was given: never a `.git`, nor ignored files.
+        deletions: if args.apply_deletions {
+            Deletions::Inputs(InputPaths::new(inputs.iter().map(|i| i.dest.clone())))
+        } else {
+            Deletions::Off
+        },
         links: if args.allow_external_links {
             LinkPolicy::Allow
         } else {
@@ -407,11 +415,11 @@ async fn execute_on(
         Some(()) = interrupts.recv() => return Err(client::ClientError::Interrupted.into()),
     };
     let request = client::start_request(task, run.run_id, &executor.workspace_root);
-    let extract = extract_options(args);
+    let extract = extract_options(args, run.inputs);
     let options = client::Options {
         out: run.out.to_path_buf(),
         secret: executor.secret.clone(),
-        apply_deletions: extract.apply_deletions,
+        deletions: extract.deletions,
         links: extract.links,
         limits: args.limits.limits(),
         fetch_idle_timeout: client::fetch::DEFAULT_IDLE_TIMEOUT,
@@ -477,7 +485,7 @@ fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCode {
                 Quoted(out)
             );
         }
-        if let Some(warning) = git_warning(&extracted.git_left_out) {
+        for warning in left_alone_warnings(extracted) {
             eprintln!("{warning}");
         }
         // What was written, not what the executor claims.

@@ -198,7 +198,7 @@ pub async fn fetch_and_extract(
     let (pieces, received) = mpsc::channel(CHUNKS_AHEAD);
     let dest = options.out.clone();
     let extract_options = archive::ExtractOptions {
-        apply_deletions: options.apply_deletions,
+        deletions: options.deletions.clone(),
         links: options.links,
         progress: None,
     };

@@ -104,8 +104,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 pub struct Options {
     /// Where modified files are extracted.
     pub out: PathBuf,
-    /// Apply the task's deletions to `out` too.
-    pub apply_deletions: bool,
+    /// Which of the task's deletions are applied to `out` too.
+    pub deletions: archive::Deletions,
     /// The run's secret, which every call carries (see [`crate::secret`]).
     pub secret: Option<crate::secret::Secret>,
     /// What to do with modified symlinks that point outside `out`.

@@ -257,7 +257,7 @@ impl buildr::client::EventSink for Collected {
 pub fn client_options(out: &Path) -> buildr::client::Options {
     buildr::client::Options {
         out: out.to_path_buf(),
-        apply_deletions: false,
+        deletions: buildr::archive::Deletions::Off,
         secret: None,
         links: buildr::archive::LinkPolicy::Skip,
         limits: buildr::archive::Limits::default(),
