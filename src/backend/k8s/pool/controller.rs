@@ -74,6 +74,9 @@ pub struct Reconciled {
     pub deleted: usize,
     /// Why a pod cannot start, if one cannot.
     pub failing: Option<String>,
+    /// A pod with the pool's labels that the pool did not make (or that was changed since),
+    /// deleted, and why: made by hand, or changed by an admission webhook.
+    pub not_as_made: Option<String>,
 }
 
 impl fmt::Display for Reconciled {
@@ -86,6 +89,9 @@ impl fmt::Display for Reconciled {
         )?;
         if let Some(why) = &self.failing {
             write!(f, "; a pod cannot start: {why}")?;
+        }
+        if let Some(why) = &self.not_as_made {
+            write!(f, "; {why}")?;
         }
         Ok(())
     }
@@ -170,6 +176,7 @@ struct Census {
     in_use: u32,
     spent: Vec<String>,
     failing: Option<String>,
+    not_as_made: Option<String>,
     /// When the next ready pod has waited `maxIdle`.
     next_expiry: Option<SystemTime>,
 }
@@ -345,10 +352,10 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
             continue;
         }
         // Runs would pass it over: made by hand, or changed since (by an admission webhook
-        // too, which the pool's status then names).
+        // too, which the log then names: every pod the pool makes would go this way).
         if let Err(why) = warm::as_made(pool, &pod) {
-            census.failing.get_or_insert(format!(
-                "pod {} is not as the pool makes them ({why}); runs do not take such pods",
+            census.not_as_made.get_or_insert(format!(
+                "deleted pod {}, which runs would not take: {why}",
                 pod.name_any()
             ));
             census.spent.push(pod.name_any());
@@ -441,7 +448,10 @@ async fn fill(
             Err(e) if is_not_found(&e) => return Ok(Filled::Changed),
             Err(e) => return Err(failed(e)),
         }
-        seen = match pods.get_opt(&name).await.map_err(failed)? {
+        // Listed, not read: the controller's Role has `list` on pods and needs no `get`.
+        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+        let listed = pods.list(&by_name).await.map_err(failed)?.items;
+        seen = match listed.into_iter().next() {
             Some(now) if State::of(&now) == Some(State::Starting) && !was_taken(&now) => now,
             _ => return Ok(Filled::Changed),
         };
@@ -514,6 +524,7 @@ async fn report(
             created,
             deleted,
             failing: census.failing,
+            not_as_made: census.not_as_made,
         })
         .await;
     Ok(())
