@@ -64,7 +64,12 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One run's settings, resolved from the task and the command line (`cli::run_k8s`).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The pod's image: the template's of the pool the run names, else `--image` or the
+    /// task's `container.image`. The cache key and the timeline are this pod's.
     pub image: String,
+    /// The task; its `container` is the pod's settings: for a run that names a pool, that
+    /// pool's template with the run's own egress, start timeout and deadline on top
+    /// (`pool::run_container`).
     pub task: Task,
     pub start_timeout: Duration,
     pub binary: ExecutorBinary,
