@@ -22,8 +22,10 @@ if [[ ! -x /usr/sbin/sshd ]]; then
   apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
 fi
 # Build before the cluster comes up, so that the cluster is not idling through a compile: the
-# tests, and the static buildr that the Kubernetes tests send into their pods (`cargo dist`).
+# tests, the static buildr that the Kubernetes tests send into their pods (`cargo dist`), and
+# the tools the tests run (tests/cluster/test-tools.txt).
 cargo build --tests --bins
 cargo dist
+tests/cluster/build-tools.sh --tests
 
 exec tests/cluster/with-cluster.sh bash -c 'tests/cluster/smoke.sh && cargo test -- --include-ignored'

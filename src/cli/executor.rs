@@ -102,12 +102,16 @@ fn prefixed_env(prefix: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// SIGTERM (pod deletion, the parent's death) or SIGINT.
-async fn shutdown_signal() {
+/// SIGTERM (pod deletion, the parent's death) or SIGINT (Ctrl-C), listened for from the call on:
+/// one that comes before the future is first polled is not lost, nor does it kill the process.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler can be installed");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `buildr k8s`: the cluster side of the Kubernetes backend.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -105,23 +106,57 @@ pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
             };
             let binary = ExecutorBinary::inspect(&binary)?;
             let (client, namespace) = cluster.client().await?;
+            let signal = super::executor::shutdown_signal();
             eprintln!("buildr: filling the BuildrPools of namespace {namespace}");
-            let mut events = std::pin::pin!(controller::run(client, namespace, binary));
-            let mut last = std::collections::BTreeMap::new();
-            while let Some(event) = events.next().await {
-                match event {
-                    // A reconcile that changed nothing is not news.
-                    Ok(done) => {
-                        let line = done.to_string();
-                        if last.insert(done.pool.clone(), line.clone()).as_ref() != Some(&line) {
-                            eprintln!("buildr: {line}");
-                        }
-                    }
-                    Err(e) => eprintln!("buildr: {e}"),
-                }
-            }
+            pool_controller(client, namespace, binary, signal).await;
         }
         K8sCommand::Crd => print!("{}", resource::crd_yaml()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long the reconciles running when the controller is told to stop may take to finish.
+/// Longer ones are cut short: the next controller takes up what they left, since every
+/// reconcile starts from what is in the cluster.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the pool controller, logging one line per change, until `signal`; then lets running
+/// reconciles finish for up to [`STOP_GRACE`] and says it stopped, in one line.
+async fn pool_controller(
+    client: kube::Client,
+    namespace: String,
+    binary: ExecutorBinary,
+    signal: impl Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let mut events = std::pin::pin!(controller::run(client, namespace, binary, stopped));
+    let mut signal = std::pin::pin!(signal);
+    let mut stop = Some(stop);
+    // Armed by the signal.
+    let mut grace = std::pin::pin!(tokio::time::sleep(STOP_GRACE));
+    let mut last = std::collections::BTreeMap::new();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                // A reconcile that changed nothing is not news.
+                Some(Ok(done)) => {
+                    let line = done.to_string();
+                    if last.insert(done.pool.clone(), line.clone()).as_ref() != Some(&line) {
+                        eprintln!("buildr: {line}");
+                    }
+                }
+                Some(Err(e)) => eprintln!("buildr: {e}"),
+                None => break,
+            },
+            () = &mut signal, if stop.is_some() => {
+                let _ = stop.take().map(|stop| stop.send(()));
+                grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            () = &mut grace, if stop.is_none() => break,
+        }
+    }
+    eprintln!("buildr: the pool controller stopped");
 }

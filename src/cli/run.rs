@@ -149,17 +149,13 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             run_on(backend, &run).instrument(span).await
         }
         BackendKind::K8s => {
-            // What needs no cluster first (an image to run in). Then a run that may be answered
-            // from the cache looks there, which needs no cluster at all; any other names a wrong
-            // kubeconfig in seconds, before the binary that would be sent is read and hashed.
-            args.k8s.image(&task)?;
+            // A run that may be answered from the cache looks there before it connects, unless
+            // its pod is a pool's template, which is read from the cluster.
             let caching = args.cache.enabled_for(&task);
-            let early = if caching {
-                None
-            } else {
-                Some(args.k8s.cluster.client().await?)
-            };
-            let mut settings = args.k8s.settings(&task, executor_binary, args.keep)?;
+            let (mut settings, early) = args
+                .k8s
+                .resolve(&task, executor_binary, args.keep, caching)
+                .await?;
             settings.tools = resolve_tools(&args, &task, &settings.binary.arch, verbosity)?;
             // Asking the image's registry for its digest costs a round trip: only for a key.
             // The pod then runs the image the key names, whatever a node holds under its tag.

@@ -4,7 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kube::ResourceExt;
+
 use crate::backend::binary::ExecutorBinary;
+use crate::backend::k8s::pool;
+use crate::backend::k8s::pool::resource::BuildrPool;
+use crate::backend::k8s::pool::take::{self, Source};
 use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, K8sError, Settings};
 use crate::task::{Egress, Task};
 
@@ -14,7 +19,8 @@ pub struct K8sArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
-    /// Container image for the k8s backend (overrides the task's `container.image`).
+    /// Container image for the k8s backend (overrides the task's `container.image`; a run that
+    /// names a pool runs in the pool's template instead).
     #[arg(long)]
     pub image: Option<String>,
 
@@ -29,26 +35,80 @@ pub struct K8sArgs {
     pub egress: Option<Egress>,
 
     /// Take a warm pod from this BuildrPool (k8s backend; overrides the task's
-    /// `container.pool`). Without it, a pool whose template equals the task's pod settings is
-    /// used if there is one; else the run starts a pod of its own.
+    /// `container.pool`): the run's pod is then the pool's template, and needs no --image.
+    /// Without it, a pool whose template equals the task's pod settings is used if there is
+    /// one; else the run starts a pod of its own.
     #[arg(long)]
     pub pool: Option<String>,
 }
 
 impl K8sArgs {
-    /// The image the task runs in: `--image`, else the task's `container.image`.
-    pub fn image(&self, task: &Task) -> Result<String, K8sError> {
-        self.image
-            .clone()
-            .or_else(|| task.container.image.clone())
-            .ok_or(K8sError::NoImage)
-    }
-
-    /// Resolves the options against the task; `binary` is the buildr that will run in the pod.
-    /// Warns when that binary is dynamically linked: it runs only in some images.
-    pub fn settings(&self, task: &Task, binary: PathBuf, keep: bool) -> Result<Settings, K8sError> {
-        let image = self.image(task)?;
-        let binary = ExecutorBinary::inspect(&binary)?;
+    /// Resolves the options against the task into the run's settings; `binary` is the buildr
+    /// that will run in the pod. A run that names a pool (`--pool`, `container.pool`) runs in
+    /// that pool's template, read from the cluster: its image and `container` settings, with
+    /// the run's own egress, start timeout and deadline (see [`pool::run_container`]); when
+    /// the pool does not exist, in the task's own image, if it has one. Any other run needs an
+    /// image (`--image`, `container.image`), asked for before anything else.
+    ///
+    /// Connects to the cluster when the settings need it (a pool to read), or when the run
+    /// cannot be answered from the cache (`caching` off: a wrong kubeconfig is then named in
+    /// seconds, before the binary is read and hashed), and returns that connection. Warns
+    /// when the binary is dynamically linked: it runs only in some images.
+    pub async fn resolve(
+        &self,
+        task: &Task,
+        binary: PathBuf,
+        keep: bool,
+        caching: bool,
+    ) -> anyhow::Result<(Settings, Option<(kube::Client, String)>)> {
+        let named = self.pool.clone().or_else(|| task.container.pool.clone());
+        let image = self.image.clone().or_else(|| task.container.image.clone());
+        let mut task = task.clone();
+        if let Some(egress) = self.egress {
+            task.container.egress = Some(egress);
+        }
+        let mut cluster = None;
+        let (image, pool) = match named {
+            None => (image.ok_or(K8sError::NoImage)?, Some(Source::Matching)),
+            Some(name) => {
+                let (client, namespace) = cluster.insert(self.cluster.client().await?);
+                match take::named_pool(client, namespace, &name).await? {
+                    Some(pool) => {
+                        let template = pool_image(&pool, namespace)?;
+                        if let Some(asked) = self.image.as_ref().filter(|i| **i != template) {
+                            eprintln!(
+                                "buildr: --image {asked} is not used: the run's pod is the \
+                                 template of BuildrPool {namespace}/{name}, in {template}"
+                            );
+                        }
+                        tracing::info!(
+                            "the run's pod is the template of BuildrPool {namespace}/{name}"
+                        );
+                        task.container = pool::run_container(&pool.spec.container, &task.container);
+                        (template, Some(Source::Named(Box::new(pool))))
+                    }
+                    None => {
+                        let Some(image) = image else {
+                            let namespace = namespace.clone();
+                            return Err(K8sError::NoPool {
+                                pool: name,
+                                namespace,
+                            }
+                            .into());
+                        };
+                        eprintln!(
+                            "buildr: there is no BuildrPool {name} in namespace {namespace}: \
+                             starting a pod of its own"
+                        );
+                        (image, None)
+                    }
+                }
+            }
+        };
+        if cluster.is_none() && !caching {
+            cluster = Some(self.cluster.client().await?);
+        }
+        let binary = ExecutorBinary::inspect(&binary).map_err(K8sError::from)?;
         if let Some(interpreter) = &binary.interpreter {
             eprintln!(
                 "buildr: warning: the executor binary {} is dynamically linked (it needs \
@@ -57,21 +117,31 @@ impl K8sArgs {
                 binary.path.display()
             );
         }
-        let mut task = task.clone();
-        if let Some(egress) = self.egress {
-            task.container.egress = Some(egress);
-        }
-        Ok(Settings {
+        let settings = Settings {
             image,
             start_timeout: self
                 .start_timeout
                 .or(task.container.start_timeout)
                 .unwrap_or(DEFAULT_START_TIMEOUT),
-            pool: self.pool.clone().or_else(|| task.container.pool.clone()),
+            pool,
             task,
             binary,
             tools: Vec::new(),
             keep,
-        })
+        };
+        Ok((settings, cluster))
     }
+}
+
+/// The image of the pool's template; a pool without one cannot give a run its pod.
+fn pool_image(pool: &BuildrPool, namespace: &str) -> Result<String, K8sError> {
+    pool.spec
+        .container
+        .image
+        .clone()
+        .ok_or_else(|| K8sError::PoolFailing {
+            pool: pool.name_any(),
+            namespace: namespace.to_string(),
+            reason: "its `container` has no `image`".to_string(),
+        })
 }

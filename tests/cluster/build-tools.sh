@@ -11,14 +11,20 @@
 #
 # Each is rebuilt only when its go.mod, go.sum or its own build recipe (package, flags) change:
 # a stamp per tool, so that adding or changing one tool does not rebuild the others.
-# Usage: build-tools.sh [--force] [TOOL...]   (default: all)
+# Usage: build-tools.sh [--force] [--tests | TOOL...]   (default: all; --tests: those the Rust
+# tests run, as test-tools.txt lists them)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/versions.sh"
 
 force=0
 if [[ "${1:-}" == --force ]]; then force=1; shift; fi
-tools=("$@")
+if [[ "${1:-}" == --tests ]]; then
+  shift
+  mapfile -t tools < <(awk '!/^#/ && $2 == "build" {print $1}' "$HERE/test-tools.txt")
+else
+  tools=("$@")
+fi
 (( ${#tools[@]} )) || tools=(helm kube-router registry)
 
 mod_version() { # TOOL MODULE: the version go.mod requires

@@ -248,17 +248,17 @@ impl Namespace {
 
     /// The command of [`Namespace::run`], to spawn it.
     pub fn command(&self, repo: &Path, out: &Path, image: &str, extra: &[&str]) -> Command {
+        let mut with_image = vec!["--image", image];
+        with_image.extend_from_slice(extra);
+        self.command_without_image(repo, out, &with_image)
+    }
+
+    /// `buildr run --backend k8s` in this namespace with the static executor and EXTRA only:
+    /// what a run that names a pool needs.
+    pub fn command_without_image(&self, repo: &Path, out: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(buildr_bin());
         command
-            .args([
-                "run",
-                "--backend",
-                "k8s",
-                "-n",
-                &self.name,
-                "--image",
-                image,
-            ])
+            .args(["run", "--backend", "k8s", "-n", &self.name])
             .arg("--executor-binary")
             .arg(static_executor())
             .arg("--repo")

@@ -1,11 +1,14 @@
 //! BuildrPools on the real cluster: the CRD applied from the chart, pools created with kubectl,
 //! and `buildr k8s pool-controller` run as a child process for one test's namespace.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use super::buildr_bin;
-use super::cluster::{Namespace, kubectl, static_executor};
+use super::cluster::{ClusterTest, Namespace, kubectl, static_executor};
 use super::{eventually, repo_root};
 
 /// The CRD as the chart ships it; applying it again changes nothing.
@@ -47,6 +50,24 @@ impl PoolController {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends it SIGNAL and waits for it to exit: its status and how long it took. Panics, with
+    /// its log, when it is still there after 10 s.
+    pub fn stop(&mut self, signal: Signal) -> (ExitStatus, Duration) {
+        let sent = Instant::now();
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("the controller is there");
+        while sent.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        panic!(
+            "the controller did not exit within 10 s of {signal}:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -106,4 +127,22 @@ pub fn wait_full(ns: &Namespace, pool: &str, size: usize, controller: &PoolContr
         pool_field(ns, pool, "{.status}"),
         controller.log()
     );
+}
+
+/// `buildr run --backend k8s EXTRA` with no image, as the README's Warm pools section runs it;
+/// killed (and its output so far returned) after WITHIN, so that a run that hangs fails the
+/// test instead of holding it.
+pub fn run_without_image(t: &ClusterTest, extra: &[&str], within: Duration) -> Output {
+    let mut child =
+        t.ns.command_without_image(t.repo.path(), t.out.path(), extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("buildr runs");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < within {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }

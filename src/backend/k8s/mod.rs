@@ -64,22 +64,28 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One run's settings, resolved from the task and the command line (`cli::run_k8s`).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The pod's image: the template's of the pool the run names, else `--image` or the
+    /// task's `container.image`. The cache key and the timeline are this pod's.
     pub image: String,
+    /// The task; its `container` is the pod's settings: for a run that names a pool, that
+    /// pool's template with the run's own egress, start timeout and deadline on top
+    /// (`pool::run_container`).
     pub task: Task,
     pub start_timeout: Duration,
     pub binary: ExecutorBinary,
     /// Sent in with the binary, first in the task's PATH.
     pub tools: Vec<Tool>,
     pub keep: bool,
-    /// The BuildrPool to take a warm pod from (`--pool`, `container.pool`); without it, a pool
-    /// whose template matches the task's settings, if one does.
-    pub pool: Option<String>,
+    /// Where to look for a warm pod: the pool the run names (then `image` and the task's
+    /// `container` are its template already), or one whose template matches the task's
+    /// settings; none when the pool the run names does not exist.
+    pub pool: Option<pool::take::Source>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
     #[error(
-        "no image to run the task in: give --image, or set `image` in the task's `container` block"
+        "no image to run the task in: give --image or --pool, or set `image` or `pool` in the task's `container` block"
     )]
     NoImage,
     #[error(transparent)]
@@ -126,7 +132,7 @@ pub enum K8sError {
         source: ExecError,
     },
     #[error(
-        "there is no BuildrPool {pool} in namespace {namespace} (list them with `kubectl get buildrpools -n {namespace}`, or leave out --pool and the task's `pool`)"
+        "there is no BuildrPool {pool} in namespace {namespace}, and no image to start a pod of its own (list the pools with `kubectl get buildrpools -n {namespace}`, or give --image)"
     )]
     NoPool { pool: String, namespace: String },
     #[error("the warm pods of BuildrPool {namespace}/{pool} cannot start: {reason}")]
@@ -326,10 +332,10 @@ impl Backend for K8sBackend {
         let mut step = Instant::now();
         let plan = self.plan();
         // A kept pod's main process must outlive its executor: a warm pod's does not.
-        let taken = if self.settings.keep {
-            Taken::Cold("--keep needs a pod of its own".to_string())
-        } else {
-            pool::take::take(&self.client, &plan, self.settings.pool.as_deref()).await?
+        let taken = match &self.settings.pool {
+            _ if self.settings.keep => Taken::Cold("--keep needs a pod of its own".to_string()),
+            Some(source) => pool::take::take(&self.client, &plan, source).await?,
+            None => Taken::Cold("the pool it names does not exist".to_string()),
         };
         let pods = self.pods();
         // A warm pod's uid, for its policy; a pod of the run's own has its policy already.
@@ -349,7 +355,13 @@ impl Backend for K8sBackend {
                 (name, Some(uid))
             }
             Taken::Cold(why) => {
-                tracing::info!("no warm pod ({why}): starting a pod of its own");
+                // Asked for by name, a warm pod missed is worth a line; else -v says why.
+                let named = matches!(&self.settings.pool, Some(pool::take::Source::Named(_)));
+                if named && !self.settings.keep {
+                    eprintln!("buildr: {why}: starting a pod of its own from its template");
+                } else {
+                    tracing::info!("no warm pod ({why}): starting a pod of its own");
+                }
                 self.start_cold(&plan, timeline).await?;
                 (plan.name(), None)
             }

@@ -10,6 +10,7 @@
 //! one reconcile at a time, so a restart neither loses nor doubles a pod.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +26,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
-use super::{POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, State, TEMPLATE_ANNOTATION, warm};
+use super::{
+    POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, State, TEMPLATE_ANNOTATION, warm, was_taken,
+};
 use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::api::{api_message, is_not_found};
@@ -37,6 +40,10 @@ use crate::backend::upload::Payload;
 const STARTING_RECHECK: Duration = Duration::from_secs(5);
 /// How soon a failed reconcile is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often the patch that marks a pod ready is tried while its pod keeps changing.
+const READY_ATTEMPTS: usize = 3;
+/// How many reports may wait for the log; a reconcile with one to give waits while it is full.
+const REPORTS_WAITING: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -67,6 +74,9 @@ pub struct Reconciled {
     pub deleted: usize,
     /// Why a pod cannot start, if one cannot.
     pub failing: Option<String>,
+    /// A pod with the pool's labels that the pool did not make (or that was changed since),
+    /// deleted, and why: made by hand, or changed by an admission webhook.
+    pub not_as_made: Option<String>,
 }
 
 impl fmt::Display for Reconciled {
@@ -80,6 +90,9 @@ impl fmt::Display for Reconciled {
         if let Some(why) = &self.failing {
             write!(f, "; a pod cannot start: {why}")?;
         }
+        if let Some(why) = &self.not_as_made {
+            write!(f, "; {why}")?;
+        }
         Ok(())
     }
 }
@@ -88,17 +101,20 @@ struct Context {
     client: kube::Client,
     namespace: String,
     binary: ExecutorBinary,
-    reports: tokio::sync::mpsc::UnboundedSender<Reconciled>,
+    reports: tokio::sync::mpsc::Sender<Reconciled>,
 }
 
-/// Runs the controller for the pools of `namespace` until the process is told to stop (SIGTERM
-/// or Ctrl-C); yields what each reconcile did, and each failure, as they happen.
+/// Runs the controller for the pools of `namespace` until `shutdown` resolves; yields what each
+/// reconcile did, and each failure, as they happen. Once `shutdown` resolves no reconcile
+/// starts, and the stream ends when the running ones are done (dropping it sooner aborts them:
+/// safe, since every reconcile starts from what is in the cluster).
 pub fn run(
     client: kube::Client,
     namespace: String,
     binary: ExecutorBinary,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<Reconciled, PoolError>> {
-    let (reports, received) = tokio::sync::mpsc::unbounded_channel();
+    let (reports, received) = tokio::sync::mpsc::channel(REPORTS_WAITING);
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let context = Arc::new(Context {
@@ -114,7 +130,7 @@ pub fn run(
             let pool = pod.labels().get(POOL_LABEL).cloned();
             pool.map(|pool| ObjectRef::<BuildrPool>::new(&pool).within(&within))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .filter_map(move |outcome| {
             let failure = match outcome {
@@ -131,8 +147,19 @@ pub fn run(
             };
             future::ready(failure.map(Err))
         });
-    let reports = tokio_stream::wrappers::UnboundedReceiverStream::new(received).map(Ok);
-    futures::stream::select(reports, failures)
+    // The controller's end is this stream's end. The reports cannot say when that is: their
+    // sender is in the context, which the finished controller still holds.
+    let state = (Box::pin(failures), received);
+    futures::stream::unfold(state, |(mut failures, mut received)| async move {
+        let next = tokio::select! {
+            // Reports first: a reconcile sends its report before the controller yields its
+            // outcome, so none is left behind when the controller ends.
+            biased;
+            Some(report) = received.recv() => Some(Ok(report)),
+            failure = failures.next() => failure,
+        };
+        next.map(|item| (item, (failures, received)))
+    })
 }
 
 fn error_policy(_pool: Arc<BuildrPool>, _error: &PoolError, _context: Arc<Context>) -> Action {
@@ -149,6 +176,7 @@ struct Census {
     in_use: u32,
     spent: Vec<String>,
     failing: Option<String>,
+    not_as_made: Option<String>,
     /// When the next ready pod has waited `maxIdle`.
     next_expiry: Option<SystemTime>,
 }
@@ -231,7 +259,9 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     .await;
     for (pod, filled) in to_fill.into_iter().zip(fills) {
         match filled {
-            Ok(()) => census.ready.push(pod),
+            Ok(Filled::Ready) => census.ready.push(pod),
+            // Its change is an event of its own, and the next reconcile sees it.
+            Ok(Filled::Changed) => {}
             Err(why) => {
                 census.failing.get_or_insert(why);
                 let _ = pods
@@ -246,7 +276,7 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     let creates = (0..missing).map(|_| async {
         let plan = warm::plan(&pool, namespace, &context.binary.arch)
             .expect("the pool has an image: checked above");
-        let pod = warm::pod(&plan, &pool, &template);
+        let pod = warm::pod(&plan, &pool, &context.binary.sha256);
         pods.create(&PostParams::default(), &pod)
             .await
             .map_err(failed("create", format!("pod {}", plan.name())))
@@ -299,6 +329,11 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
             census.in_use += u32::from(!ended);
             continue;
         }
+        // Taken once, it is never the pool's again, whatever its labels say now.
+        if was_taken(&pod) {
+            census.spent.push(pod.name_any());
+            continue;
+        }
         // A pod of a pool of the same name that was deleted: the garbage collector's.
         let ours = pod
             .owner_references()
@@ -313,6 +348,16 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
             .map(String::as_str)
             != Some(template);
         if ended || stale {
+            census.spent.push(pod.name_any());
+            continue;
+        }
+        // Runs would pass it over: made by hand, or changed since (by an admission webhook
+        // too, which the log then names: every pod the pool makes would go this way).
+        if let Err(why) = warm::as_made(pool, &pod) {
+            census.not_as_made.get_or_insert(format!(
+                "deleted pod {}, which runs would not take: {why}",
+                pod.name_any()
+            ));
             census.spent.push(pod.name_any());
             continue;
         }
@@ -349,8 +394,22 @@ fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Cen
     census
 }
 
-/// Copies the binary into a started pod and marks it ready; why not, in one line.
-async fn fill(pods: &Api<Pod>, context: &Context, pod: &Pod, image: &str) -> Result<(), String> {
+/// What became of a pod the binary was copied into.
+enum Filled {
+    Ready,
+    /// Someone changed the pod since it was listed (deleted it, or took it): it is not
+    /// marked ready, so that no take is undone.
+    Changed,
+}
+
+/// Copies the binary into a started pod and marks it ready, if it is still as it was listed;
+/// why not, in one line.
+async fn fill(
+    pods: &Api<Pod>,
+    context: &Context,
+    pod: &Pod,
+    image: &str,
+) -> Result<Filled, String> {
     let name = pod.name_any();
     let payload = Payload {
         binary: true,
@@ -368,16 +427,36 @@ async fn fill(pods: &Api<Pod>, context: &Context, pod: &Pod, image: &str) -> Res
     .await
     .map_err(|e: K8sError| crate::printable::Printable(&e.to_string()).to_string())?;
     let ready_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let patch = json!({
-        "metadata": {
-            "labels": { STATE_LABEL: State::Ready.as_str() },
-            "annotations": { READY_AT_ANNOTATION: ready_at },
+    let mut seen = pod.clone();
+    // The kubelet's own status updates change the pod too: those are looked at and let pass.
+    for _ in 0..READY_ATTEMPTS {
+        let patch = json!({
+            "metadata": {
+                // A precondition: the API server refuses the patch (409) if the pod changed.
+                "resourceVersion": seen.metadata.resource_version,
+                "labels": { STATE_LABEL: State::Ready.as_str() },
+                "annotations": { READY_AT_ANNOTATION: ready_at },
+            }
+        });
+        let failed = |e: kube::Error| format!("cannot mark pod {name} ready: {}", api_message(&e));
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(Filled::Ready),
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) if is_not_found(&e) => return Ok(Filled::Changed),
+            Err(e) => return Err(failed(e)),
         }
-    });
-    pods.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(|e| format!("cannot mark pod {name} ready: {}", api_message(&e)))?;
-    Ok(())
+        // Listed, not read: the controller's Role has `list` on pods and needs no `get`.
+        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+        let listed = pods.list(&by_name).await.map_err(failed)?.items;
+        seen = match listed.into_iter().next() {
+            Some(now) if State::of(&now) == Some(State::Starting) && !was_taken(&now) => now,
+            _ => return Ok(Filled::Changed),
+        };
+    }
+    Ok(Filled::Changed)
 }
 
 /// Writes the counts and conditions into the pool's status, and hands the log its line.
@@ -436,13 +515,18 @@ async fn report(
             what: "its status".to_string(),
             error: Box::new(error),
         })?;
-    let _ = context.reports.send(Reconciled {
-        pool: name,
-        status,
-        created,
-        deleted,
-        failing: census.failing,
-    });
+    // Nobody reads them once the stream is dropped: the reconcile is done all the same.
+    let _ = context
+        .reports
+        .send(Reconciled {
+            pool: name,
+            status,
+            created,
+            deleted,
+            failing: census.failing,
+            not_as_made: census.not_as_made,
+        })
+        .await;
     Ok(())
 }
 

@@ -1,23 +1,52 @@
-//! A run takes a warm pod: the pool it names (`--pool`, `container.pool`), else a pool whose
-//! template is the run's pod settings exactly. Taking is one patch with the pod's
+//! A run takes a warm pod: from the pool it names (`--pool`, `container.pool`), else from a pool
+//! whose template is the run's pod settings exactly. Taking is one patch with the pod's
 //! `resourceVersion` as its precondition: of many clients racing for one pod, the API server
 //! lets exactly one relabel it as its run's, and the others get a conflict and try the next
 //! pod, or start a pod of their own. The same patch takes the pod out of the pool (no owner: a
-//! pool deleted mid-run leaves the run alone) and lowers its deadline to the run's.
+//! pool deleted mid-run leaves the run alone), lowers its deadline to the run's, and marks it
+//! taken for good ([`TAKEN_MARK`]).
+//!
+//! Labels are only claims. A pod is a candidate when it is what the pool made
+//! ([`warm::as_made`]) and no run took it before: so neither a pod made by hand with the pool's
+//! labels nor a used pod relabelled `ready` gets a run's secret and inputs.
 
 use std::time::SystemTime;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Toleration};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::resource::BuildrPool;
-use super::{POOL_LABEL, STATE_LABEL, State, pod_shape};
+use super::{POOL_LABEL, STATE_LABEL, State, TAKEN_MARK, pod_shape, warm, was_taken};
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::access::is_forbidden;
 use crate::backend::k8s::api::{api_message, is_not_found};
 use crate::backend::k8s::objects::{EXPIRES_AT_ANNOTATION, PodPlan, RUN_ID_LABEL, TASK_ANNOTATION};
+
+/// Where a run looks for a warm pod.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The pool the run names, as read when the run's settings were resolved: its template is
+    /// the run's pod, and the pool's pods are checked against that very template.
+    Named(Box<BuildrPool>),
+    /// A pool whose template is the run's pod settings exactly, if there is one.
+    Matching,
+}
+
+/// The pool `name` of `namespace`, if there is one (a cluster without the BuildrPool resource
+/// has none).
+pub async fn named_pool(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BuildrPool>, K8sError> {
+    let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
+    pools
+        .get_opt(name)
+        .await
+        .map_err(api_error("get", "BuildrPools", namespace))
+}
 
 /// What became of the attempt.
 #[derive(Debug)]
@@ -28,50 +57,54 @@ pub enum Taken {
     Cold(String),
 }
 
-/// Takes a warm pod for the run `plan` describes (its run id, image and settings), from the
-/// pool `named` if given, else from a pool whose template matches.
+/// Takes a warm pod for the run `plan` describes (its run id, image and settings) from
+/// `source`.
 pub async fn take(
     client: &kube::Client,
     plan: &PodPlan,
-    named: Option<&str>,
+    source: &Source,
 ) -> Result<Taken, K8sError> {
     let namespace = &plan.namespace;
-    let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    // The pool and the ready pods, both at once: one round trip.
-    let ready = format!("{STATE_LABEL}={}", State::Ready.as_str());
-    let ready = match named {
-        Some(name) => format!("{POOL_LABEL}={name},{ready}"),
-        None => ready,
+    let ready = |pool: Option<&str>| {
+        let ready = format!("{STATE_LABEL}={}", State::Ready.as_str());
+        let selector = match pool {
+            Some(pool) => format!("{POOL_LABEL}={pool},{ready}"),
+            None => ready,
+        };
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default().labels(&selector)).await }
     };
-    let ready = ListParams::default().labels(&ready);
-    let (pool, listed) = tokio::join!(
-        async {
-            match named {
-                Some(name) => pools
-                    .get_opt(name)
-                    .await
-                    .map_err(api_error("get", "BuildrPools", namespace))?
-                    .ok_or_else(|| K8sError::NoPool {
-                        pool: name.to_string(),
-                        namespace: namespace.clone(),
-                    })
-                    .map(Ok),
-                None => Ok(matching(&pools, plan).await.and_then(|pool| {
-                    pool.ok_or_else(|| "no BuildrPool has the task's pod settings".to_string())
-                })),
-            }
-        },
-        pods.list(&ready),
-    );
-    let pool = match pool? {
-        Ok(pool) => pool,
-        Err(why) => return Ok(Taken::Cold(why)),
+    let matched;
+    let (pool, listed) = match source {
+        Source::Named(pool) => (&**pool, ready(Some(&pool.name_any())).await),
+        Source::Matching => {
+            let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
+            // The pools and the ready pods, both at once: one round trip.
+            let (pool, listed) = tokio::join!(matching(&pools, plan), ready(None));
+            matched = match pool {
+                Ok(Some(pool)) => pool,
+                Ok(None) => {
+                    let why = "no BuildrPool has the task's pod settings";
+                    return Ok(Taken::Cold(why.to_string()));
+                }
+                Err(why) => return Ok(Taken::Cold(why)),
+            };
+            (&matched, listed)
+        }
     };
     let name = pool.name_any();
     let mut candidates = listed.map_err(api_error("list", "pods", namespace))?.items;
-    candidates.retain(|pod| pod.labels().get(POOL_LABEL) == Some(&name));
-    candidates.retain(|pod| pod.metadata.deletion_timestamp.is_none());
+    candidates.retain(|pod| {
+        pod.labels().get(POOL_LABEL) == Some(&name) && pod.metadata.deletion_timestamp.is_none()
+    });
+    candidates.retain(|pod| match genuine(pool, pod) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!("passed over pod {} of pool {name}: {why}", pod.name_any());
+            false
+        }
+    });
     // Racing clients start at different pods, so that most of them win their first patch.
     let start = plan.run_id.bytes().map(usize::from).sum::<usize>();
     let count = candidates.len();
@@ -97,14 +130,25 @@ pub async fn take(
             Err(e) => return Err(api_error("patch", "pods", namespace)(e)),
         }
     }
-    match (named, pool.failing()) {
-        (Some(_), Some(reason)) => Err(K8sError::PoolFailing {
+    match (source, pool.failing()) {
+        (Source::Named(_), Some(reason)) => Err(K8sError::PoolFailing {
             pool: name,
             namespace: namespace.clone(),
             reason: reason.to_string(),
         }),
-        _ => Ok(Taken::Cold(format!("pool {name} has no ready pod"))),
+        _ => Ok(Taken::Cold(format!(
+            "BuildrPool {namespace}/{name} has no ready pod"
+        ))),
     }
+}
+
+/// Whether `pod`, labelled as `pool`'s and ready, may be given a run: made by the pool and
+/// never taken before; why not, for `-v`.
+fn genuine(pool: &BuildrPool, pod: &Pod) -> Result<(), String> {
+    if was_taken(pod) {
+        return Err("a run took it before".to_string());
+    }
+    warm::as_made(pool, pod)
 }
 
 /// The pool whose template is the run's pod, if any; when pools cannot be listed (no CRD, no
@@ -131,7 +175,8 @@ fn task_container_with_image(plan: &PodPlan) -> crate::task::Container {
 
 /// Relabels `pod` as the run's, if it is still as it was listed: its `resourceVersion` makes
 /// the API server refuse the patch (409) once anyone else changed it. The pod leaves its pool
-/// (no owner), and its deadline comes down to the run's, counted from now.
+/// (no owner), its deadline comes down to the run's, counted from now, and it gets the mark of
+/// a taken pod, a toleration: the API server refuses any patch that removes one.
 fn take_patch(pod: &Pod, plan: &PodPlan) -> serde_json::Value {
     let deadline = plan.active_deadline();
     let started = pod
@@ -146,6 +191,19 @@ fn take_patch(pod: &Pod, plan: &PodPlan) -> serde_json::Value {
     let wanted = (age + deadline).as_secs() as i64 + 1;
     let seconds = current.map_or(wanted, |current| current.min(wanted));
     let expires = humantime::format_rfc3339_seconds(SystemTime::now() + deadline).to_string();
+    // A merge patch replaces the list: the pod's own tolerations go along, unchanged.
+    let mut tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    tolerations.push(Toleration {
+        key: Some(TAKEN_MARK.to_string()),
+        operator: Some("Equal".to_string()),
+        value: Some(plan.run_id.clone()),
+        effect: Some("NoSchedule".to_string()),
+        toleration_seconds: None,
+    });
     json!({
         "metadata": {
             "resourceVersion": pod.metadata.resource_version,
@@ -159,7 +217,10 @@ fn take_patch(pod: &Pod, plan: &PodPlan) -> serde_json::Value {
             },
             "ownerReferences": null,
         },
-        "spec": { "activeDeadlineSeconds": seconds },
+        "spec": {
+            "activeDeadlineSeconds": seconds,
+            "tolerations": tolerations,
+        },
     })
 }
 
@@ -222,6 +283,9 @@ mod tests {
         assert_eq!(metadata["labels"][STATE_LABEL], "taken");
         assert_eq!(metadata["labels"][RUN_ID_LABEL], "run1");
         assert!(metadata["ownerReferences"].is_null());
+        let mark = &patch["spec"]["tolerations"][0];
+        assert_eq!(mark["key"], TAKEN_MARK);
+        assert_eq!(mark["value"], "run1");
         // Its age plus the run's deadline (the task's timeout plus 10 minutes).
         let seconds = patch["spec"]["activeDeadlineSeconds"].as_i64().unwrap();
         assert!((760..=763).contains(&seconds), "{seconds}");
@@ -232,5 +296,17 @@ mod tests {
             take_patch(&short, &plan)["spec"]["activeDeadlineSeconds"],
             300
         );
+        // The tolerations the pod has stay, or the API server refuses the patch.
+        let default = Toleration {
+            key: Some("node.kubernetes.io/not-ready".to_string()),
+            operator: Some("Exists".to_string()),
+            effect: Some("NoExecute".to_string()),
+            toleration_seconds: Some(300),
+            ..Toleration::default()
+        };
+        short.spec.as_mut().unwrap().tolerations = Some(vec![default]);
+        let tolerations = &take_patch(&short, &plan)["spec"]["tolerations"];
+        assert_eq!(tolerations[0]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(tolerations[1]["key"], TAKEN_MARK);
     }
 }
