@@ -17,6 +17,7 @@ use super::run_ssh::SshArgs;
 use crate::archive::{Deletions, ExtractOptions, InputPaths, LinkPolicy, Quoted};
 use crate::backend::arch::host_arch;
 use crate::backend::k8s::K8sBackend;
+use crate::backend::k8s::pool::take::Source;
 use crate::backend::local::LocalBackend;
 use crate::backend::ssh::{self, SshBackend};
 use crate::backend::{Backend, BackendKind};
@@ -165,7 +166,17 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 None
             };
             let shareable = pinned.is_some();
-            if let Some(pinned) = pinned {
+            if let Some(pinned) = pinned.filter(|p| *p != settings.image) {
+                // A named pool's pods run its template's tag, not the digest the key names.
+                if matches!(settings.pool, Some(Source::Named(_))) {
+                    eprintln!(
+                        "buildr: the pool's template names its image by tag; this cached run \
+                         pins it to {} and starts a pod of its own (name the image by digest \
+                         in the pool's template to use its warm pods)",
+                        Printable(&pinned)
+                    );
+                    settings.pool = Some(Source::Matching);
+                }
                 settings.image = pinned;
             }
             let key = KeySource {
