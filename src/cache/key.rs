@@ -182,3 +182,65 @@ impl fmt::Display for Key {
         f.write_str(&self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn key_on(container: &Container) -> Key {
+        let task = Task::ad_hoc(vec!["true".to_string()]);
+        let platform = Platform::k8s("img@sha256:00", "amd64", container);
+        KeyParts::new(&task, platform, "e", &[], [0; 32])
+            .unwrap()
+            .key()
+    }
+
+    #[test]
+    fn the_pod_templates_settings_are_in_the_key_but_its_pool_and_start_timeout_are_not() {
+        let template = Container {
+            cpu_limit: Some("2".to_string()),
+            ..Container::default()
+        };
+        let base = key_on(&template);
+        let named = Container {
+            pool: Some("warm".to_string()),
+            start_timeout: Some(Duration::from_secs(600)),
+            ..template.clone()
+        };
+        assert_eq!(
+            key_on(&named),
+            base,
+            "the pool and start timeout change nothing"
+        );
+        let other_template = Container {
+            cpu_limit: Some("4".to_string()),
+            ..template.clone()
+        };
+        assert_ne!(key_on(&other_template), base);
+        let other_secret = Container {
+            env_from_secrets: vec!["db".to_string()],
+            ..template
+        };
+        assert_ne!(key_on(&other_secret), base);
+    }
+
+    #[test]
+    fn the_key_is_stable_across_builds() {
+        // Serialized from the types, not from Debug text: this exact key for these parts, as
+        // long as FORMAT is 2.
+        let task = Task::ad_hoc(vec!["make".to_string()]);
+        let platform = Platform::Ssh {
+            destination: "me@box:22".to_string(),
+            arch: "amd64".to_string(),
+        };
+        let parts = KeyParts::new(&task, platform, "e", &[], [0; 32]).unwrap();
+        let json = serde_json::to_string(&parts).unwrap();
+        assert!(json.starts_with(r#"{"format":2,"buildr":""#), "{json}");
+        assert!(
+            json.contains(r#""platform":{"ssh":{"destination":"me@box:22","arch":"amd64"}}"#),
+            "{json}"
+        );
+    }
+}
