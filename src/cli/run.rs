@@ -421,6 +421,10 @@ async fn execute_on(
         started = backend.start(run.inputs, timeline) => started?,
         Some(()) = interrupts.recv() => return Err(client::ClientError::Interrupted.into()),
     };
+    // The inputs are in the workspace now: were they sent as the key describes them?
+    let sent_as_keyed = run
+        .cache
+        .is_some_and(|cache| cache.sent_as_keyed(run.inputs));
     let request = client::start_request(task, run.run_id, &executor.workspace_root);
     let extract = extract_options(args, run.inputs);
     let options = client::Options {
@@ -456,7 +460,7 @@ async fn execute_on(
     if let Some(cache) = run.cache {
         let mut step = Instant::now();
         cache
-            .store(&mut outcome, sink.finish(), began.elapsed())
+            .store(&mut outcome, sink.finish(), sent_as_keyed, began.elapsed())
             .await;
         timeline.record("store in the cache", &mut step);
     }

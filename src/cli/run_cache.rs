@@ -67,6 +67,11 @@ pub struct CachedRun {
     pull_bounds: PullBounds,
     verbose: bool,
     key: Key,
+    /// The input tree's digest the key holds, and where the repository's stat cache is: the
+    /// tree is digested again after the run, and a run whose inputs changed meanwhile is not
+    /// stored under a key that does not describe what it was sent.
+    tree: [u8; 32],
+    stat_cache_file: PathBuf,
     task: String,
     store_failures: bool,
     refresh: bool,
@@ -157,7 +162,8 @@ impl CachedRun {
         let shared = Shared::configure(args, task, &source, verbosity)?;
         let repo = std::path::absolute(source.repo)
             .with_context(|| format!("cannot resolve the repository {}", source.repo.display()))?;
-        let mut stat_cache = StatCache::load(store.stat_cache_file(&repo));
+        let stat_cache_file = store.stat_cache_file(&repo);
+        let mut stat_cache = StatCache::load(stat_cache_file.clone());
         let tree = tree::digest(source.inputs, &mut stat_cache)?;
         // The executor is followed if it is a link (`buildr-executor` installed as one).
         let executor = std::fs::canonicalize(source.executor)
@@ -193,6 +199,8 @@ impl CachedRun {
             },
             verbose: verbosity > 0,
             key,
+            tree: tree.sha256,
+            stat_cache_file,
             task: task.name.clone(),
             store_failures: task.cache.failures,
             refresh: args.no_cache,
@@ -271,14 +279,29 @@ impl CachedRun {
         })
     }
 
-    /// Stores a finished run if it may be: not interrupted, no error from the executor, and
-    /// exit status 0 unless the task says `cache_failures = true`; then pushes it to the cache
+    /// Whether `inputs`, just sent, are still what the key was computed from: digested again
+    /// (cheap: the stat cache knows every unchanged file), so that a file changed between the
+    /// key and the upload never stores a result under a key that does not describe it. Called
+    /// after the upload and before any result lands (which may rewrite inputs on purpose).
+    pub fn sent_as_keyed(&self, inputs: &[InputFile]) -> bool {
+        let mut stat_cache = StatCache::load(self.stat_cache_file.clone());
+        let same = tree::digest(inputs, &mut stat_cache).is_ok_and(|now| now.sha256 == self.tree);
+        // Best effort: the next key reads the changed files again without it.
+        let _ = stat_cache.save();
+        same
+    }
+
+    /// Stores a finished run if it may be: not interrupted, no error from the executor, exit
+    /// status 0 unless the task says `cache_failures = true`, and its inputs sent as they were
+    /// when the key was computed (`sent_as_keyed`, see [`Self::sent_as_keyed`]); then pushes
+    /// it to the cache
     /// registry, if any and unless `--cache-push=false`. A run whose result cannot be stored
     /// or pushed still succeeds: a warning says why.
     pub async fn store(
         &self,
         outcome: &mut Outcome,
         output: Option<io::Result<File>>,
+        sent_as_keyed: bool,
         took: Duration,
     ) {
         let result = &outcome.result;
@@ -288,6 +311,13 @@ impl CachedRun {
         let Some(output) = output.filter(|_| storable) else {
             return;
         };
+        if !sent_as_keyed {
+            eprintln!(
+                "buildr: warning: the result was not cached: inputs changed while they were \
+                 sent, so its key does not describe what the task was given"
+            );
+            return;
+        }
         let record = Record {
             task: self.task.clone(),
             created_at: SystemTime::now()
