@@ -175,7 +175,9 @@ impl Value {
                 .is_ok_and(|port| port > 0 && value.chars().all(|c| c.is_ascii_digit())),
             Value::Time => {
                 value.starts_with(|c: char| c.is_ascii_digit())
-                    && value.chars().all(|c| c.is_ascii_digit() || "smhdwSMHDW".contains(c))
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || "smhdwSMHDW".contains(c))
             }
             Value::User => plain(value, "._-"),
             Value::Host => plain(value, "._-:[]"),
@@ -202,7 +204,9 @@ impl Value {
             Value::User => "a user name (letters, digits and `._-`)".to_string(),
             Value::Host => "a host name or address (letters, digits and `._-:[]`)".to_string(),
             Value::Destination => "[user@]host".to_string(),
-            Value::Jump => "`none` or jump hosts `[user@]host[:port]`, separated by commas".to_string(),
+            Value::Jump => {
+                "`none` or jump hosts `[user@]host[:port]`, separated by commas".to_string()
+            }
             Value::OneOf(words) => format!("one of: {}", words.join(", ")),
         }
     }
@@ -237,8 +241,11 @@ fn check_options(elements: &[&str]) -> Result<(), (usize, String)> {
             if inline.is_empty() {
                 index += 1;
             }
-            let Some(&value) = (if inline.is_empty() { elements.get(index) } else { Some(&inline) })
-            else {
+            let Some(&value) = (if inline.is_empty() {
+                elements.get(index)
+            } else {
+                Some(&inline)
+            }) else {
                 return Err((index - 1, format!("{option:?} needs a value after it")));
             };
             let (name, allowed, value) = match by_flag {
@@ -347,15 +354,35 @@ mod tests {
             &["-lbuilder", "-l", "builder"],
             &["-J", "gw", "-Jme@gw:22,other"],
             &["-4", "-6C", "-Cp2222", "-C4l", "me"],
-            &["-oPort=2222", "-o", "Port=2222", "-oPort 2222", "-o Port=2222", "-oport = 2222"],
+            &[
+                "-oPort=2222",
+                "-o",
+                "Port=2222",
+                "-oPort 2222",
+                "-o Port=2222",
+                "-oport = 2222",
+            ],
             &["-oPROXYJUMP=none", "-oProxyJump=ssh://me@gw:2200,[::1]:22"],
-            &["-oConnectTimeout=10", "-oServerAliveInterval=15s", "-oServerAliveCountMax=3"],
-            &["-oConnectionAttempts=2", "-oCompression=yes", "-oTCPKeepAlive=no"],
-            &["-oAddressFamily=inet6", "-oHostName=10.0.0.7", "-oHostName=::1"],
+            &[
+                "-oConnectTimeout=10",
+                "-oServerAliveInterval=15s",
+                "-oServerAliveCountMax=3",
+            ],
+            &[
+                "-oConnectionAttempts=2",
+                "-oCompression=yes",
+                "-oTCPKeepAlive=no",
+            ],
+            &[
+                "-oAddressFamily=inet6",
+                "-oHostName=10.0.0.7",
+                "-oHostName=::1",
+            ],
             &["-oIdentitiesOnly=yes", "-oUser=build.er_1"],
         ];
         for options in allowed {
-            let tasks = parse(&with_options(options)).unwrap_or_else(|e| panic!("{options:?}: {e}"));
+            let tasks =
+                parse(&with_options(options)).unwrap_or_else(|e| panic!("{options:?}: {e}"));
             assert_eq!(tasks[0].ssh.options, *options);
         }
     }
@@ -369,7 +396,11 @@ mod tests {
             (&["-oProxyCommand x"], 0, "ProxyCommand"),
             (&["-o proxycommand=x"], 0, "proxycommand"),
             (&["-oKnownHostsCommand=/bin/x"], 0, "KnownHostsCommand"),
-            (&["-oPermitLocalCommand=yes", "-oLocalCommand=x"], 0, "PermitLocalCommand"),
+            (
+                &["-oPermitLocalCommand=yes", "-oLocalCommand=x"],
+                0,
+                "PermitLocalCommand",
+            ),
             (&["-oLocalCommand=touch x"], 0, "LocalCommand"),
             (&["-oStrictHostKeyChecking=no"], 0, "StrictHostKeyChecking"),
             (&["-oUserKnownHostsFile=/dev/null"], 0, "UserKnownHostsFile"),
@@ -409,8 +440,16 @@ mod tests {
     #[test]
     fn values_are_plain_so_that_nothing_is_expanded_or_run() {
         let cases: &[(&[&str], usize, &str)] = &[
-            (&["-p0"], 0, "\"-p0\": -p takes a port number from 1 to 65535, found \"0\""),
-            (&["-p", "22x"], 1, "\"22x\": -p takes a port number from 1 to 65535, found \"22x\""),
+            (
+                &["-p0"],
+                0,
+                "\"-p0\": -p takes a port number from 1 to 65535, found \"0\"",
+            ),
+            (
+                &["-p", "22x"],
+                1,
+                "\"22x\": -p takes a port number from 1 to 65535, found \"22x\"",
+            ),
             (
                 &["-oPort=22 ProxyCommand=x"],
                 0,
