@@ -16,7 +16,8 @@ pub struct SshArgs {
     pub host: Option<String>,
 
     /// An argument passed to every `ssh` as it is, before the host (ssh backend; repeatable;
-    /// adds to the task's `ssh.options`): `--ssh-option=-p2222`, `--ssh-option=-Fmy_config`.
+    /// adds to the task's `ssh.options`, and wins over them): `--ssh-option=-p2222`,
+    /// `--ssh-option=-Fmy_config`. Unlike a task file's options, any ssh option is taken.
     #[arg(long = "ssh-option", value_name = "ARG", allow_hyphen_values = true)]
     pub options: Vec<String>,
 }
@@ -46,8 +47,10 @@ impl SshArgs {
         if let Some(warning) = binary.dynamic_warning("hosts") {
             eprintln!("buildr: warning: {warning}");
         }
-        let mut options = task.ssh.options.clone();
-        options.extend(self.options.iter().cloned());
+        // The command line's first: ssh keeps the first value it is given for a setting, and the
+        // user's own word beats the task file's.
+        let mut options = self.options.clone();
+        options.extend(task.ssh.options.iter().cloned());
         Ok(Settings {
             destination,
             options,

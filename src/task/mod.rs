@@ -79,7 +79,8 @@
 //!   # Read by the ssh backend; all optional (`--host` and `--ssh-option` add to them).
 //!   ssh {
 //!     host    = "builder@build-box"   # as ssh takes it: [user@]host, or a Host of ~/.ssh/config
-//!     options = ["-p2222"]            # arguments passed to ssh as they are, each starting with -
+//!     options = ["-p2222"]            # arguments to ssh that only choose where to connect:
+//!                                     # -p -l -J -4 -6 -C, -o Port, User, ProxyJump, timeouts...
 //!   }
 //! }
 //! ```

@@ -3,10 +3,12 @@
 //!
 //! A run's life on the host ([`remote`] has its scripts): one round trip makes a private (0700)
 //! run directory under `$XDG_RUNTIME_DIR`, else `/tmp`, reads `uname -m` and finds out whether
-//! the executor binary is already in the user's cache (by its SHA-256, checked before each use);
+//! the executor binary is already in the user's cache (copied into the run directory, and that
+//! copy hashed by the host's own tool: a task could have replaced the cached file);
 //! the binary (unless cached), the tools, the secret and the inputs go in by the upload every
 //! remote backend shares; the executor starts detached, on a Unix socket in the run directory
 //! (never TCP), which the connection forwards to a socket in a private local directory.
+//! While the task runs, `lost` checks the executor's process over the connection every second.
 //! `clean_up` stops the executor (its task's process group with it) and removes the run
 //! directory on every path out, then ends the connection.
 
@@ -29,7 +31,7 @@ use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use connection::{CommandError, Link, Ssh, last_line};
-use remote::{Probe, RunDir};
+use remote::{Check, Probe, RunDir};
 
 /// How long the executor stays after its task when no client comes back for the result; then
 /// it exits and removes its run directory.
@@ -37,6 +39,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a running executor's process is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One run's settings, resolved from the task and the command line (`cli::run_ssh`).
 #[derive(Debug, Clone)]
@@ -160,6 +165,8 @@ pub struct SshBackend {
     probed: bool,
     /// Where the run directory is, once the host said.
     run_dir: Option<String>,
+    /// The run's paths on the host, once its executor listens.
+    started: Option<RunDir>,
 }
 
 impl SshBackend {
@@ -171,6 +178,7 @@ impl SshBackend {
             link: None,
             probed: false,
             run_dir: None,
+            started: None,
         }
     }
 
@@ -268,14 +276,16 @@ impl Backend for SshBackend {
         timeline.record("make run directory", &mut step);
 
         let run = RunDir {
-            binary: match &probe.cache {
-                Some(cache) => format!("{cache}/{}", self.settings.binary.sha256),
-                None => format!("{}/bin/buildr", probe.run_dir),
-            },
             dir: probe.run_dir.clone(),
+            cache_as: match &probe.cache {
+                Some(cache) if !probe.cached => {
+                    Some(format!("{cache}/{}", self.settings.binary.sha256))
+                }
+                _ => None,
+            },
         };
         let layout = Layout {
-            binary: run.binary.clone(),
+            binary: run.binary(),
             tools: run.path("tools"),
             secret: run.path("secret"),
             workspace: run.path("workspace"),
@@ -319,6 +329,7 @@ impl Backend for SshBackend {
                 source,
             })?;
         timeline.record("start executor", &mut step);
+        self.started = Some(run.clone());
         Ok(Executor {
             channel: crate::client::connect::channel_through(move || {
                 connection::dial(link.clone())
@@ -328,16 +339,58 @@ impl Backend for SshBackend {
         })
     }
 
-    /// The executor's end is seen by the client; a lost connection is redialled, not an end.
+    /// The executor's process, checked over the connection every [`CHECK_EVERY`], as the k8s
+    /// backend watches its pod: one that died is noticed in seconds, not after the client's
+    /// redials give up. A lost connection is redialled, not an end: a check that gets no answer
+    /// (the master is being started again) is simply tried again.
     async fn lost(&mut self) -> String {
-        std::future::pending().await
+        let (Some(link), Some(run)) = (self.link.clone(), self.started.clone()) else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // Not while the connection is being made again: a session would connect on its own.
+            let ssh = match link.try_lock() {
+                Ok(mut link) => match link.is_up() {
+                    true => link.ssh.clone(),
+                    false => continue,
+                },
+                Err(_) => continue,
+            };
+            let answer = tokio::time::timeout(CHECK_EVERY * 5, ssh.run(remote::check(&run), Ok));
+            let Ok(Ok(answer)) = answer.await else {
+                continue;
+            };
+            if let Some(how) = Check::parse(&String::from_utf8_lossy(&answer))
+                .as_ref()
+                .and_then(Check::describe)
+            {
+                return format!("{how} on {}", self.host());
+            }
+        }
     }
 
     async fn clean_up(&mut self) -> Vec<Leftover> {
         let Some(link) = self.link.take() else {
             return Vec::new();
         };
-        let mut link = link.lock().await;
+        // Every wait on the way out is bounded: a dial that holds the connection (starting a
+        // master again) must not hold the run's end.
+        let Ok(mut link) = tokio::time::timeout(CLEAN_UP_TIMEOUT, link.lock()).await else {
+            return vec![Leftover::NotRemoved {
+                host: self.host(),
+                dir: self
+                    .run_dir
+                    .take()
+                    .unwrap_or_else(|| format!("buildr-{}", self.run_id)),
+                why: format!(
+                    "the connection stayed busy for {}s",
+                    CLEAN_UP_TIMEOUT.as_secs()
+                ),
+            }];
+        };
         let mut leftovers = Vec::new();
         if std::mem::take(&mut self.probed) {
             let host = self.host();
