@@ -12,7 +12,8 @@
 //! 6. a trivial run with two tools (static BusyBox and `gzip`), against the same run without:
 //!    the copy may take the binary's copy time plus the tools' bytes at the binary's rate
 //! 7. a trivial task through a warm pod of a BuildrPool (its controller started by the bench),
-//!    against `kubectl run --rm -i --restart=Never`; and the timeline of such a run
+//!    against `kubectl run --rm -i --restart=Never`, its small result in the TaskResult itself
+//!    (`extract`, no `fetch and extract`); and the timeline of such a run
 //! 8. many small files: 100,000 files of 1–20 kB of text (1 GB) in, and 20,000 such files back,
 //!    against `kubectl cp` (see `scale`)
 //! 9. scale: 1 GB / 100,000 files in and 2 GB / 20,000 files back, and the same at a fifth of
@@ -229,7 +230,10 @@ impl Bench {
                 let started = Instant::now();
                 let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
                 let took = started.elapsed();
-                assert!(String::from_utf8_lossy(&output.stderr).contains("take a warm pod"));
+                let log = String::from_utf8_lossy(&output.stderr);
+                assert!(log.contains("take a warm pod"), "{log}");
+                // The result came in the TaskResult: no fetch round trip.
+                assert!(log.contains("  extract "), "{log}");
                 took
             },
             || {

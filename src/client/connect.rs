@@ -115,6 +115,9 @@ pub async fn wait_ready(
     let deadline = Instant::now() + timeout;
     let mut health = HealthClient::with_interceptor(channel.clone(), CallMetadata::new(secret));
     let mut last_error;
+    // Soon after the first try, which may come a moment before the executor listens; then
+    // less often.
+    let mut pause = Duration::from_millis(10);
     loop {
         let check = health.check(HealthCheckRequest {
             service: String::new(),
@@ -143,7 +146,8 @@ pub async fn wait_ready(
                 last_error,
             });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

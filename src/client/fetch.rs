@@ -1,7 +1,9 @@
 //! Fetches the archive of modified files in chunks and extracts it as it arrives: the fetch and
 //! the extraction overlap instead of taking turns. A broken fetch resumes from the bytes already
 //! delivered. The fetch stops at the size the executor reported and refuses more; a chunk that
-//! does not come within the idle timeout fails it.
+//! does not come within the idle timeout fails it. A small archive comes in the result message
+//! itself ([`Source::Inline`]) and goes through the same checks ([`Received`]) into the same
+//! extraction: only the round trip of the fetch is saved.
 //!
 //! The extraction only stages files until its input ends (see [`crate::archive::extract`]), and
 //! its input ([`Fetched`]) ends cleanly only once the whole archive matched the size and SHA-256
@@ -80,68 +82,128 @@ impl Read for Fetched {
     }
 }
 
-/// Fetches the archive `info` describes and sends its bytes to `pieces` in order (and writes
-/// them to `kept`, when given), then [`Piece::Verified`] once size and SHA-256 match. Stops
-/// early, with `Ok`, when the receiving end is gone (the extraction failed: its error is the
-/// one to report).
+/// The archive's bytes on their way to the extraction, checked as they come whether they were
+/// fetched or came in the result message: never past the size the executor reported, and, once
+/// all are in, exactly that size and SHA-256 ([`Received::verify`]) before the extraction may
+/// commit anything.
+struct Received<'a> {
+    info: &'a ArchiveInfo,
+    hasher: Sha256,
+    offset: u64,
+    pieces: mpsc::Sender<Piece>,
+    /// Where the bytes are kept too, when the caller asked for the archive.
+    kept: Option<&'a mut tokio::fs::File>,
+}
+
+impl<'a> Received<'a> {
+    fn new(
+        info: &'a ArchiveInfo,
+        pieces: mpsc::Sender<Piece>,
+        kept: Option<&'a mut tokio::fs::File>,
+    ) -> Self {
+        Self {
+            info,
+            hasher: Sha256::new(),
+            offset: 0,
+            pieces,
+            kept,
+        }
+    }
+
+    /// Takes the next bytes of the archive and hands them to the extraction. `Ok(false)` when
+    /// the extraction has stopped reading (it failed: its error is the one to report).
+    async fn take(&mut self, data: Vec<u8>) -> Result<bool, ClientError> {
+        let end = self.offset.saturating_add(data.len() as u64);
+        if end > self.info.size {
+            return Err(ClientError::ArchiveTooLong {
+                size: self.info.size,
+            });
+        }
+        if let Some(file) = self.kept.as_deref_mut() {
+            file.write_all(&data).await.map_err(kept_error)?;
+        }
+        self.hasher.update(&data);
+        self.offset = end;
+        Ok(self.pieces.send(Piece::Bytes(data)).await.is_ok())
+    }
+
+    fn is_complete(&self) -> bool {
+        self.offset == self.info.size
+    }
+
+    /// Checks that the whole archive arrived, as reported, and only then lets the extraction
+    /// end (and commit).
+    async fn verify(self) -> Result<(), ClientError> {
+        if let Some(file) = self.kept {
+            file.flush().await.map_err(kept_error)?;
+        }
+        let sha256 = hex::encode(self.hasher.finalize());
+        if self.offset != self.info.size || sha256 != self.info.sha256 {
+            return Err(ClientError::ArchiveMismatch {
+                expected_size: self.info.size,
+                expected_sha256: self.info.sha256.clone(),
+                size: self.offset,
+                sha256,
+            });
+        }
+        // The extraction may have ended already (an error of its own): that is reported instead.
+        let _ = self.pieces.send(Piece::Verified).await;
+        Ok(())
+    }
+}
+
+fn kept_error(e: std::io::Error) -> ClientError {
+    ClientError::Io {
+        what: "cannot keep the archive in a temporary file".to_string(),
+        source: e,
+    }
+}
+
+/// Fetches the archive `received` expects, in chunks from offset 0 and resuming after a lost
+/// connection, handing each to `received`, until it has the reported size or the executor has
+/// nothing more. `Ok(false)` when it stopped early because the extraction stopped reading.
 async fn fetch_archive(
     client: &mut Client,
     run_id: &str,
-    info: &ArchiveInfo,
     progress: &indicatif::ProgressBar,
     options: &Options,
-    pieces: mpsc::Sender<Piece>,
-    mut kept: Option<&mut tokio::fs::File>,
-) -> Result<(), ClientError> {
-    let io_error = |e: std::io::Error| ClientError::Io {
-        what: "cannot write the fetched archive to a temporary file".to_string(),
-        source: e,
-    };
+    received: &mut Received<'_>,
+) -> Result<bool, ClientError> {
     let idle_timeout = options.fetch_idle_timeout;
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
+    let size = received.info.size;
     let stalled = |offset| ClientError::FetchStalled {
         idle: idle_timeout,
         offset,
-        size: info.size,
+        size,
     };
     let mut redial = Redial::new("FetchArchive", options.reconnect);
-    progress.set_length(info.size);
-    while offset < info.size {
+    progress.set_length(size);
+    while !received.is_complete() {
         let request = FetchArchiveRequest {
             run_id: run_id.to_string(),
-            offset,
+            offset: received.offset,
         };
         let call = tokio::time::timeout(idle_timeout, client.fetch_archive(request));
-        let status = match call.await.map_err(|_| stalled(offset))? {
+        let status = match call.await.map_err(|_| stalled(received.offset))? {
             Ok(response) => {
                 let mut chunks = response.into_inner();
                 loop {
                     let next = tokio::time::timeout(idle_timeout, chunks.message());
-                    match next.await.map_err(|_| stalled(offset))? {
-                        Ok(Some(chunk)) if chunk.offset == offset => {
-                            let end = offset.saturating_add(chunk.data.len() as u64);
-                            if end > info.size {
-                                return Err(ClientError::ArchiveTooLong { size: info.size });
+                    match next.await.map_err(|_| stalled(received.offset))? {
+                        Ok(Some(chunk)) if chunk.offset == received.offset => {
+                            if !received.take(chunk.data).await? {
+                                return Ok(false);
                             }
-                            if let Some(file) = kept.as_deref_mut() {
-                                file.write_all(&chunk.data).await.map_err(io_error)?;
-                            }
-                            hasher.update(&chunk.data);
-                            offset = end;
-                            if pieces.send(Piece::Bytes(chunk.data)).await.is_err() {
-                                return Ok(());
-                            }
-                            progress.set_position(offset);
+                            progress.set_position(received.offset);
                             redial.connected();
-                            if offset == info.size {
+                            if received.is_complete() {
                                 break tonic::Status::ok("");
                             }
                         }
                         Ok(Some(chunk)) => {
                             break tonic::Status::data_loss(format!(
-                                "chunk at offset {} where {offset} was expected",
-                                chunk.offset
+                                "chunk at offset {} where {} was expected",
+                                chunk.offset, received.offset
                             ));
                         }
                         Ok(None) => break tonic::Status::ok(""),
@@ -155,24 +217,21 @@ async fn fetch_archive(
             break;
         }
         let delay = redial.lost(status)?;
-        tracing::info!(offset, "resuming the archive fetch");
+        tracing::info!(offset = received.offset, "resuming the archive fetch");
         tokio::time::sleep(delay).await;
     }
-    if let Some(file) = kept {
-        file.flush().await.map_err(io_error)?;
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    if offset != info.size || sha256 != info.sha256 {
-        return Err(ClientError::ArchiveMismatch {
-            expected_size: info.size,
-            expected_sha256: info.sha256.clone(),
-            size: offset,
-            sha256,
-        });
-    }
-    // The extraction may have ended already (an error of its own): that is reported instead.
-    let _ = pieces.send(Piece::Verified).await;
-    Ok(())
+    Ok(true)
+}
+
+/// Where the archive's bytes come from.
+pub enum Source<'a> {
+    /// Fetched from the executor in chunks (FetchArchive).
+    Fetch {
+        client: &'a mut Client,
+        run_id: &'a str,
+    },
+    /// Carried in the result message itself ([`ArchiveInfo::content`]).
+    Inline(Vec<u8>),
 }
 
 /// Fetches the archive `info` describes and extracts it into `options.out` at the same time.
@@ -181,6 +240,17 @@ async fn fetch_archive(
 pub async fn fetch_and_extract(
     client: &mut Client,
     run_id: &str,
+    info: &ArchiveInfo,
+    options: &Options,
+) -> Result<(Extracted, Option<std::fs::File>), ClientError> {
+    receive_and_extract(Source::Fetch { client, run_id }, info, options).await
+}
+
+/// Extracts the archive `info` describes, from `source`, into `options.out`, with the same
+/// checks and the same extraction whichever way its bytes come. Returns what was extracted and,
+/// when `options.keep_archive` asks, the verified archive, rewound.
+pub async fn receive_and_extract(
+    source: Source<'_>,
     info: &ArchiveInfo,
     options: &Options,
 ) -> Result<(Extracted, Option<std::fs::File>), ClientError> {
@@ -195,7 +265,7 @@ pub async fn fetch_and_extract(
     } else {
         None
     };
-    let (pieces, received) = mpsc::channel(CHUNKS_AHEAD);
+    let (pieces, pieces_out) = mpsc::channel(CHUNKS_AHEAD);
     let dest = options.out.clone();
     let extract_options = archive::ExtractOptions {
         deletions: options.deletions.clone(),
@@ -204,24 +274,42 @@ pub async fn fetch_and_extract(
     };
     let limits = options.limits;
     let extraction = tokio::task::spawn_blocking(move || {
-        archive::extract_within(Fetched::new(received), &dest, &extract_options, limits)
+        archive::extract_within(Fetched::new(pieces_out), &dest, &extract_options, limits)
             .map_err(|source| ClientError::Extract { dest, source })
     });
 
-    let bar = crate::progress::bytes("fetch", info.size);
-    let fetched = fetch_archive(client, run_id, info, &bar, options, pieces, kept.as_mut()).await;
+    let mut received = Received::new(info, pieces, kept.as_mut());
+    let delivered = match source {
+        Source::Fetch { client, run_id } => {
+            let bar = crate::progress::bytes("fetch", info.size);
+            let fetched = fetch_archive(client, run_id, &bar, options, &mut received).await;
+            bar.finish_and_clear();
+            fetched
+        }
+        Source::Inline(content) => received.take(content).await,
+    };
+    // Checked once the source has given all it had, unless the extraction stopped reading
+    // first: its own error is the one to report then.
+    let delivered = match delivered {
+        Ok(true) => received.verify().await,
+        stopped => {
+            // Ends the extraction's input unverified, so that its read fails (if it has not
+            // failed already), rather than waiting for more.
+            drop(received);
+            stopped.map(|_| ())
+        }
+    };
     let extracted = extraction
         .await
         .expect("the extraction thread does not panic");
-    bar.finish_and_clear();
-    // A failed fetch made the extraction fail too; the fetch's error says why.
-    fetched?;
+    // A failed delivery made the extraction fail too; the delivery's error says why.
+    delivered?;
     let extracted = extracted?;
     let kept = match kept {
         Some(file) => {
             let mut file = file.into_std().await;
             file.rewind()
-                .map_err(|e| io_error("cannot rewind the fetched archive", e))?;
+                .map_err(|e| io_error("cannot rewind the kept archive", e))?;
             Some(file)
         }
         None => None,

@@ -4,7 +4,7 @@
 //!
 //! - [`connect`]: channels to an executor, trace context on every call, readiness
 //! - [`session`]: follows events to the result, resuming after a lost connection
-//! - [`fetch`]: resumable, verified archive download
+//! - [`fetch`]: resumable, verified archive download (or the small archive the result carries)
 //! - `redial`: the reconnection policy both of those follow
 //! - [`render`]: events on the console
 
@@ -58,7 +58,7 @@ pub enum ClientError {
     )]
     RequestTooBig { size: usize, limit: usize },
     #[error(
-        "the fetched archive does not match what the executor reported: {size} bytes, sha256 {sha256} \
+        "the archive received does not match what the executor reported: {size} bytes, sha256 {sha256} \
          (expected {expected_size} bytes, sha256 {expected_sha256})"
     )]
     ArchiveMismatch {
@@ -185,13 +185,24 @@ pub async fn execute(
         .await?;
     timeline.record("task", &mut step);
 
-    let (extracted, archive) = match finished.result.archive.clone() {
+    let mut result = finished.result;
+    let (extracted, archive) = match result.archive.as_mut() {
         Some(info) if !info.path.is_empty() => {
-            let (extracted, archive) =
-                fetch::fetch_and_extract(&mut client, &run_id, &info, options)
-                    .instrument(tracing::info_span!("archive", bytes = info.size))
-                    .await?;
-            timeline.record("fetch and extract", &mut step);
+            // Out of the result, which the caller keeps: the archive is extracted, or kept.
+            let (source, phase) = match info.content.take() {
+                Some(content) => (fetch::Source::Inline(content), "extract"),
+                None => (
+                    fetch::Source::Fetch {
+                        client: &mut client,
+                        run_id: &run_id,
+                    },
+                    "fetch and extract",
+                ),
+            };
+            let (extracted, archive) = fetch::receive_and_extract(source, info, options)
+                .instrument(tracing::info_span!("archive", bytes = info.size))
+                .await?;
+            timeline.record(phase, &mut step);
             (Some(extracted), archive)
         }
         _ => (None, None),
@@ -203,7 +214,7 @@ pub async fn execute(
         tracing::debug!("acknowledge got no answer: {e}");
     }
     Ok(Outcome {
-        result: finished.result,
+        result,
         interrupted: finished.interrupted,
         extracted,
         archive,

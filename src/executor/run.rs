@@ -249,6 +249,7 @@ impl Run {
             path: to.display().to_string(),
             size: summary.bytes_out,
             sha256: summary.sha256,
+            content: None,
         })
     }
 

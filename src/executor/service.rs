@@ -18,12 +18,19 @@ use tonic::{Request, Response, Status};
 use super::run::{Run, RunSpec};
 use crate::rpc::executor_server::Executor;
 use crate::rpc::{
-    AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, CancelRequest, CancelResponse,
-    FetchArchiveRequest, ResumeRequest, StartTaskRequest, TaskEvent, start_task_request::Module,
+    AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, ArchiveInfo, CancelRequest,
+    CancelResponse, FetchArchiveRequest, ResumeRequest, StartTaskRequest, TaskEvent, TaskResult,
+    start_task_request::Module, task_event::Event,
 };
 
 /// Size of one archive chunk on the wire.
 const ARCHIVE_CHUNK: usize = 1024 * 1024;
+
+/// An archive that fits in one chunk travels in the result message itself
+/// ([`ArchiveInfo::content`]): a fetch would bring it in one chunk anyway, after one more round
+/// trip. It is read from the file when the result is streamed, so that the event log (kept on
+/// disk for resumes) holds it once, as the file.
+const INLINE_ARCHIVE_MAX: u64 = ARCHIVE_CHUNK as u64;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
@@ -230,10 +237,31 @@ fn is_inside(path: &Path) -> bool {
 fn follow(run: Arc<Run>, after: u64) -> EventStream {
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move { run.log.follow(after, tx).await });
-    Box::pin(
-        ReceiverStream::new(rx)
-            .map(|event| event.map_err(|e| Status::data_loss(format!("event log: {e}")))),
-    )
+    let events = ReceiverStream::new(rx)
+        .map(|event| event.map_err(|e| Status::data_loss(format!("event log: {e}"))));
+    Box::pin(futures::StreamExt::then(events, |event| async move {
+        let mut event = event?;
+        if let Some(Event::Result(TaskResult {
+            archive: Some(info),
+            ..
+        })) = &mut event.event
+        {
+            inline_archive(info).await;
+        }
+        Ok(event)
+    }))
+}
+
+/// Puts a small archive into its result message. One that cannot be read is left out: the
+/// client then fetches it, and that fetch says what is wrong with it.
+async fn inline_archive(info: &mut ArchiveInfo) {
+    if info.path.is_empty() || info.size > INLINE_ARCHIVE_MAX {
+        return;
+    }
+    match tokio::fs::read(&info.path).await {
+        Ok(content) => info.content = Some(content),
+        Err(e) => tracing::warn!("cannot read the archive {} to inline it: {e}", info.path),
+    }
 }
 
 #[tonic::async_trait]

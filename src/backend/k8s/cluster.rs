@@ -53,6 +53,44 @@ pub enum ClusterError {
     Unauthorized { server: String, message: String },
 }
 
+/// kube's client, as `kube::Client::try_from` builds it, but with TCP_NODELAY on its
+/// connections to the API server. kube leaves Nagle's algorithm on, so that a small write that
+/// follows another unacknowledged one waits for the server's delayed ACK, 40 ms: every call to
+/// the executor through a port-forward (an HTTP/2 frame after another) and every exec stream
+/// that sends a line before its data paid that, several times a run. Through a proxy, whose
+/// connector kube keeps to itself, the client is kube's own.
+fn client_without_nagle(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() {
+        return kube::Client::try_from(config);
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let mut connector =
+        hyper_timeout::TimeoutConnector::new(config.rustls_https_connector_with_connector(http)?);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let retry = config
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(kube::Client::new(service, config.default_namespace))
+}
+
 impl ClusterArgs {
     /// A client for the chosen cluster, and the namespace to work in. The API server has
     /// answered one request when this returns: one that cannot be reached is an error here.
@@ -64,7 +102,7 @@ impl ClusterArgs {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
+        let client = client_without_nagle(config).map_err(|e| ClusterError::Client {
             server: server.clone(),
             problem: one_line(&e.to_string()),
         })?;

@@ -44,7 +44,8 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::{Backend, Executor};
-use crate::backend::upload::Payload;
+use crate::backend::upload::{self, Payload};
+use crate::client;
 use crate::secret::Secret;
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
@@ -404,18 +405,34 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(&secret);
-        tokio::try_join!(
-            policy,
-            copy,
-            copy::inputs(
-                &pods,
-                &self.client,
-                &name,
-                image,
-                inputs,
-                secret_with_inputs
-            ),
-        )?;
+        let copies = async {
+            tokio::try_join!(
+                policy,
+                copy,
+                copy::inputs(
+                    &pods,
+                    &self.client,
+                    &name,
+                    image,
+                    inputs,
+                    secret_with_inputs
+                ),
+            )
+        };
+        // The way to the executor is opened while the inputs travel: it listens once its binary
+        // and secret are in, which is before the inputs are (a warm pod has the binary and
+        // gets the secret first in the inputs' stream). No task starts before the copies end;
+        // a connection not up by then is the client's own readiness check to wait for.
+        let channel = forward::channel(pods.clone(), name.clone());
+        {
+            let connect =
+                client::connect::wait_ready(&channel, Some(&secret), upload::COPY_TIMEOUT);
+            tokio::pin!(copies, connect);
+            tokio::select! {
+                copied = &mut copies => copied?,
+                _ = &mut connect => copies.await?,
+            };
+        }
         let copied = match (send_binary, tools.is_empty()) {
             (true, true) => "copy binary and inputs",
             (true, false) => "copy binary, tools and inputs",
@@ -424,7 +441,7 @@ impl Backend for K8sBackend {
         };
         timeline.record(copied, &mut step);
         Ok(Executor {
-            channel: forward::channel(pods, name),
+            channel,
             workspace_root: objects::WORKSPACE_DIR.to_string(),
             secret: Some(secret),
         })
