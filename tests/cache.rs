@@ -103,6 +103,19 @@ impl Fixture {
         (output, out)
     }
 
+    /// `buildr run NAME` with the cache bounded by `max` (`BUILDR_CACHE_MAX`), which must
+    /// succeed.
+    fn run_bounded(&self, name: &str, max: &str) -> Output {
+        let out = tempfile::tempdir().unwrap();
+        let output = self
+            .command(out.path(), &[name])
+            .env("BUILDR_CACHE_MAX", max)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output
+    }
+
     /// How many times the task has run.
     fn runs(&self) -> usize {
         fs::read_to_string(self.counter.path())
@@ -445,14 +458,7 @@ fn the_size_bound_evicts_the_least_recently_used() {
     };
     let fixture = Fixture::with(&[task("a"), task("b"), task("c")].concat(), "");
     let run = |name: &str| {
-        let out = tempfile::tempdir().unwrap();
-        let output = fixture
-            .command(out.path(), &[name])
-            .env("BUILDR_CACHE_MAX", "100KiB")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-        stderr(&output).contains("buildr: cached:")
+        stderr(&fixture.run_bounded(name, "100KiB")).contains("buildr: cached:")
     };
     assert!(!run("a"));
     assert!(!run("b"));
@@ -648,16 +654,7 @@ fn a_result_larger_than_the_bound_is_not_stored_and_evicts_nothing() {
         "mkdir -p out; head -c 300000 /dev/urandom > out/random",
     );
     let fixture = Fixture::with(&[TASK, &big].concat(), "");
-    let run = |name: &str| {
-        let out = tempfile::tempdir().unwrap();
-        let output = fixture
-            .command(out.path(), &[name])
-            .env("BUILDR_CACHE_MAX", "100KiB")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-        output
-    };
+    let run = |name: &str| fixture.run_bounded(name, "100KiB");
     assert!(!is_hit(&run("t")));
     let big_run = run("big");
     assert!(
