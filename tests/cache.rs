@@ -457,9 +457,7 @@ fn the_size_bound_evicts_the_least_recently_used() {
             )
     };
     let fixture = Fixture::with(&[task("a"), task("b"), task("c")].concat(), "");
-    let run = |name: &str| {
-        stderr(&fixture.run_bounded(name, "100KiB")).contains("buildr: cached:")
-    };
+    let run = |name: &str| stderr(&fixture.run_bounded(name, "100KiB")).contains("buildr: cached:");
     assert!(!run("a"));
     assert!(!run("b"));
     assert!(run("a"), "a is now the most recently used");
