@@ -6,10 +6,12 @@
 //!    and on 2,000 files of 100 KB (200 MB).
 //! 2. `buildr run --cache -- true` end to end on the 200 MB tree and on a one-file repository:
 //!    a hit against the same run without the cache, alternating.
+//! 3. What a signature adds to a push (signing an entry's message) and to a hit pulled from the
+//!    registry (verifying it against the trusted keys), through the library.
 //!
 //! A plain `main` (harness = false); nothing asserts on time, the figures are printed and
 //! written up in BENCHMARKS.md. `BUILDR_BENCH_RUNS` sets the runs per case (default 5);
-//! `BUILDR_BENCH_ONLY=key|run` runs one part.
+//! `BUILDR_BENCH_ONLY=key|run|sign` runs one part.
 
 use std::fs;
 use std::path::Path;
@@ -31,6 +33,10 @@ fn main() {
     let scratch = tempfile::tempdir().expect("a temporary directory");
     println!("buildr: {BUILDR}");
     println!("load before: {}", load_average());
+    if only == "sign" {
+        signature_cost(scratch.path());
+        return;
+    }
 
     let small = scratch.path().join("100k");
     make_tree(&small, 100_000, 100);
@@ -46,7 +52,57 @@ fn main() {
         hit_against_cold("one file", &one, scratch.path(), runs);
         hit_against_cold("200 MB, 2,000 files", &big, scratch.path(), runs);
     }
+    signature_cost(scratch.path());
     println!("load after: {}", load_average());
+}
+
+/// Signing an entry (a push) and verifying it against a trust file (a pulled hit), each
+/// timed over 1,000 rounds with an entry of three layers, as a real one has.
+fn signature_cost(scratch: &Path) {
+    use buildr::cache::Key;
+    use buildr::cache::sign::{self, SignedLayer, SigningKey, TrustedKeys};
+    const ROUNDS: u32 = 1_000;
+    let key_file = scratch.join("signing.key");
+    let signer = SigningKey::generate_into(&key_file).expect("a signing key");
+    let trust = scratch.join("trust");
+    fs::write(&trust, format!("{}\n", signer.public())).unwrap();
+    let trusted = TrustedKeys::load(scratch, Some(&trust)).unwrap();
+    let key = Key::from_hex(&"ab".repeat(32)).unwrap();
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let layers: Vec<SignedLayer<'_>> = ["record", "output", "archive"]
+        .iter()
+        .map(|media_type| SignedLayer {
+            media_type,
+            digest: &digest,
+            size: 1 << 20,
+        })
+        .collect();
+    let public = signer.public().to_string();
+    let started = Instant::now();
+    let mut signature = String::new();
+    for _ in 0..ROUNDS {
+        // Loading the key is part of every push.
+        let signer = SigningKey::load(&key_file).unwrap();
+        signature = signer.sign(&sign::message(&key, &layers));
+    }
+    let push = started.elapsed() / ROUNDS;
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        let message = sign::message(&key, &layers);
+        trusted
+            .verify(Some(&public), Some(&signature), &message)
+            .expect("a valid signature");
+    }
+    let hit = started.elapsed() / ROUNDS;
+    println!("a signature's cost ({ROUNDS} rounds each; mean per entry):");
+    println!(
+        "  push: load the key and sign     {:.3} ms",
+        push.as_secs_f64() * 1e3
+    );
+    println!(
+        "  hit: verify against the trust   {:.3} ms",
+        hit.as_secs_f64() * 1e3
+    );
 }
 
 /// `files` files of `size` bytes, 100 to a directory, each with distinct content.
