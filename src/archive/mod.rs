@@ -42,6 +42,7 @@ mod read;
 mod staging;
 mod tar_format;
 mod tar_reader;
+mod tree_hash;
 mod writer;
 
 use std::fs::File;
@@ -53,6 +54,7 @@ pub use extract::{extract, extract_within};
 pub use hash::{Sha256Writer, sha256_file, sha256_hex};
 pub use names::{MAX_NAME, MAX_PATH, Quoted, is_git_path};
 pub use read::{list, list_each};
+pub use tree_hash::TreeHasher;
 pub use writer::{Writer, create_file, create_new_file, sources_under};
 
 /// The archive file extension, without the leading dot.
@@ -91,6 +93,9 @@ pub struct Summary {
     pub bytes_out: u64,
     /// Lower-hex SHA-256 of the archive bytes.
     pub sha256: String,
+    /// The digest of the tree the archive holds ([`TreeHasher`]), when the writer was asked
+    /// for it ([`Writer::hashing_tree`]).
+    pub tree: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use super::frame::ParallelEncoder;
 use super::hash::Sha256Writer;
 use super::names::{check_bytes, clean_relative};
 use super::tar_format::pax_record;
+use super::tree_hash::TreeHasher;
 use super::{
     DELETED_PREFIX, DELETIONS_KEY, ENTRIES_KEY, FORMAT_KEY, FORMAT_VERSION, SHA256_KEY, Source,
     Summary,
@@ -41,6 +42,8 @@ pub struct Writer<W: Write> {
     enc: ParallelEncoder<Sha256Writer<W>>,
     /// SHA-256 of the tar bytes, for the closing record.
     tar_hash: Sha256,
+    /// The digest of the tree appended, when asked for ([`Self::hashing_tree`]).
+    tree: Option<TreeHasher>,
     started: bool,
     entries: u64,
     deleted: u64,
@@ -71,10 +74,20 @@ impl<W: Write> Writer<W> {
         }
     }
 
+    /// Also digests the tree as it is appended, from the very bytes that go into the archive
+    /// ([`TreeHasher`]; [`Summary::tree`]): what a cache key must describe is what was sent.
+    pub fn hashing_tree(self) -> Self {
+        Writer {
+            tree: Some(TreeHasher::new()),
+            ..self
+        }
+    }
+
     fn from_encoder(enc: ParallelEncoder<Sha256Writer<W>>) -> Self {
         Writer {
             enc,
             tar_hash: Sha256::new(),
+            tree: None,
             started: false,
             entries: 0,
             deleted: 0,
@@ -122,9 +135,18 @@ impl<W: Write> Writer<W> {
         self.start().map_err(ArchiveError::WriteArchive)?;
         let ft = meta.file_type();
         let name = name.as_os_str().as_bytes();
+        // The tree's names are the inputs' own (as the cache key names them).
+        let tree_name = src.name.as_os_str().as_bytes();
+        let mode = meta.mode() & 0o7777;
         if ft.is_file() {
-            self.append_file(&src.source, name, &meta)?;
+            let content = self.append_file(&src.source, name, &meta)?;
+            if let (Some(tree), Some(content)) = (&mut self.tree, content) {
+                tree.file(tree_name, mode, &content);
+            }
         } else if ft.is_dir() {
+            if let Some(tree) = &mut self.tree {
+                tree.dir(tree_name, mode);
+            }
             let mut dir_name = name.to_vec();
             dir_name.push(b'/');
             self.header(&dir_name, EntryType::Directory, &meta, 0, None)
@@ -135,6 +157,9 @@ impl<W: Write> Writer<W> {
                 name: target.clone(),
                 reason,
             })?;
+            if let Some(tree) = &mut self.tree {
+                tree.symlink(tree_name, mode, target.as_os_str().as_bytes());
+            }
             self.header(
                 name,
                 EntryType::Symlink,
@@ -164,12 +189,14 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Appends a regular file; returns the SHA-256 of its content as read when the tree is
+    /// being digested.
     fn append_file(
         &mut self,
         path: &Path,
         name: &[u8],
         meta: &Metadata,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<Option<[u8; 32]>, ArchiveError> {
         let read_err = |source| ArchiveError::ReadSource {
             path: path.to_path_buf(),
             source,
@@ -184,6 +211,7 @@ impl<W: Write> Writer<W> {
         self.header(name, EntryType::Regular, meta, size, None)
             .map_err(ArchiveError::WriteArchive)?;
         // Read straight into the compressor's block: no intermediate buffer.
+        let mut content = self.tree.as_ref().map(|_| Sha256::new());
         let mut remaining = size;
         while remaining > 0 {
             let spare = self.enc.spare().map_err(ArchiveError::WriteArchive)?;
@@ -200,6 +228,9 @@ impl<W: Write> Writer<W> {
                 }
                 Ok(n) => {
                     self.tar_hash.update(&spare[..n]);
+                    if let Some(content) = &mut content {
+                        content.update(&spare[..n]);
+                    }
                     self.enc.commit(n);
                     remaining -= n as u64;
                 }
@@ -209,7 +240,7 @@ impl<W: Write> Writer<W> {
         }
         self.pad(size).map_err(ArchiveError::WriteArchive)?;
         self.bytes_in += size;
-        Ok(())
+        Ok(content.map(|c| c.finalize().into()))
     }
 
     /// Records `paths` (relative, like entry names) as deleted, in PAX global headers with one
@@ -280,6 +311,7 @@ impl<W: Write> Writer<W> {
                 bytes_in: self.bytes_in,
                 bytes_out,
                 sha256,
+                tree: self.tree.map(TreeHasher::finish),
             },
         ))
     }

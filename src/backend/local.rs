@@ -120,7 +120,7 @@ impl Backend for LocalBackend {
             timeline.record("check and copy tools", &mut step);
         }
 
-        let copied = {
+        let (copied, inputs_sent) = {
             let inputs = inputs.to_vec();
             let workspace = workspace.clone();
             let span = tracing::info_span!("copy", files = inputs.len());
@@ -154,6 +154,7 @@ impl Backend for LocalBackend {
             channel: crate::client::connect::channel(&target),
             workspace_root: workspace.display().to_string(),
             secret: Some(secret),
+            inputs_sent,
         })
     }
 

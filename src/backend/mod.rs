@@ -52,6 +52,9 @@ pub struct Executor {
     pub workspace_root: String,
     /// The run's secret the executor was given, which every call must carry.
     pub secret: Option<crate::secret::Secret>,
+    /// The digest of the input tree as the inputs archive sent it
+    /// ([`crate::archive::TreeHasher`]), for the cache to check against its key.
+    pub inputs_sent: Option<[u8; 32]>,
 }
 
 /// One run's place to execute a task. The run calls [`Backend::start`] once, then waits on the

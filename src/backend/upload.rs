@@ -244,12 +244,14 @@ fn write_binary_tar<W: Write>(
 /// stream: one line that the shell's `read` takes (it reads a pipe byte by byte, so the archive
 /// after it stays whole), moved into place before the extractor starts, and the secret's
 /// waiter woken: one session in all, and the secret is never on a command line.
+///
+/// Returns the digest of the tree sent ([`crate::archive::Summary::tree`]).
 pub async fn inputs<R: RemoteCommand>(
     remote: &R,
     layout: &Layout,
     inputs: &[InputFile],
     secret: Option<&Secret>,
-) -> Result<(), UploadError<R::Error>> {
+) -> Result<Option<[u8; 32]>, UploadError<R::Error>> {
     let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
     let (binary, workspace) = (quote(&layout.binary), quote(&layout.workspace));
     let take_secret = match secret {
@@ -284,21 +286,27 @@ pub async fn inputs<R: RemoteCommand>(
     );
     let inputs = inputs.to_vec();
     let secret = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    // The digest of the tree the stream carried, out of the thread that wrote it.
+    let sent = std::sync::Arc::new(std::sync::OnceLock::new());
+    let sent_by_writer = std::sync::Arc::clone(&sent);
     remote
         .run(script, move |mut stdin| {
             if let Some(secret) = secret {
                 stdin.write_all(secret.as_bytes())?;
             }
-            super::copy::write_inputs(&inputs, stdin)
-                .map(|(stdin, _summary)| stdin)
-                .map_err(io::Error::other)
+            let (stdin, summary) =
+                super::copy::write_inputs(&inputs, stdin).map_err(io::Error::other)?;
+            if let Some(tree) = summary.tree {
+                let _ = sent_by_writer.set(tree);
+            }
+            Ok(stdin)
         })
         .await
-        .map(|_| ())
         .map_err(|source| UploadError::Failed {
             what: INPUTS,
             source,
-        })
+        })?;
+    Ok(sent.get().copied())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The digest of a task's input tree: every entry [`collect_inputs`](crate::task::collect_inputs)
 //! gives the inputs archive, by its name in the workspace, its kind, its permission bits (as
-//! the archive stores them), and its content (files) or target (symlinks). Timestamps, owners
+//! the archive stores them), and its content (files) or target (symlinks), encoded by
+//! [`TreeHasher`] as the inputs archive's own pass encodes what it sends. Timestamps, owners
 //! and the archive's encoding are left out, and the entries come sorted by name, so the digest
 //! depends on what a workspace would hold and on nothing else.
 //!
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::CacheError;
 use super::stat_cache::{Stat, StatCache};
+use crate::archive::TreeHasher;
 use crate::task::InputFile;
 
 /// One input as the digest sees it.
@@ -69,14 +71,10 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
             .collect::<Result<_, _>>()
     })?;
 
-    let mut hasher = Sha256::new();
+    let mut hasher = TreeHasher::new();
     let mut rehashed = 0;
     for (input, seen) in inputs.iter().zip(seen.into_iter().flatten()) {
         let name = input.dest.as_os_str().as_bytes();
-        let field = |hasher: &mut Sha256, bytes: &[u8]| {
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
         match seen {
             Seen::File {
                 mode,
@@ -84,32 +82,17 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
                 stat,
                 rehashed: read,
             } => {
-                hasher.update(b"f");
-                field(&mut hasher, name);
-                hasher.update(mode.to_le_bytes());
-                hasher.update(digest);
+                hasher.file(name, mode, &digest);
                 stat_cache.record(&input.source, stat, digest, read);
                 rehashed += usize::from(read);
             }
-            Seen::Dir { mode } => {
-                hasher.update(b"d");
-                field(&mut hasher, name);
-                hasher.update(mode.to_le_bytes());
-            }
-            Seen::Symlink { mode, target } => {
-                hasher.update(b"l");
-                field(&mut hasher, name);
-                hasher.update(mode.to_le_bytes());
-                field(&mut hasher, &target);
-            }
-            Seen::Other => {
-                hasher.update(b"o");
-                field(&mut hasher, name);
-            }
+            Seen::Dir { mode } => hasher.dir(name, mode),
+            Seen::Symlink { mode, target } => hasher.symlink(name, mode, &target),
+            Seen::Other => hasher.other(name),
         }
     }
     Ok(TreeDigest {
-        sha256: hasher.finalize().into(),
+        sha256: hasher.finish(),
         entries: inputs.len(),
         rehashed,
     })
@@ -184,5 +167,42 @@ fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<[u8; 32]> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::task::collect_inputs;
+
+    /// The key's digest of the inputs on disk and the inputs archive's digest of what it sent
+    /// are one encoding: equal for the same tree, so that a run can tell whether what it sent
+    /// is what its key describes; and unequal once a file changed.
+    #[test]
+    fn the_keys_digest_is_the_one_the_inputs_archive_takes_of_what_it_sends() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path();
+        std::fs::create_dir_all(root.join("src/empty")).unwrap();
+        std::fs::write(root.join("src/main.c"), "int main() { return 0; }\n").unwrap();
+        std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("src/main.c", root.join("link")).unwrap();
+        let inputs = collect_inputs(root, &[]).unwrap();
+        let stats = tempfile::tempdir().unwrap();
+        let mut stat_cache = StatCache::load(stats.path().join("stat"));
+        let keyed = digest(&inputs, &mut stat_cache).unwrap().sha256;
+        let sent = |inputs: &[InputFile]| {
+            crate::backend::copy::write_inputs(inputs, Vec::new())
+                .unwrap()
+                .1
+                .tree
+                .unwrap()
+        };
+        assert_eq!(sent(&inputs), keyed);
+        std::fs::write(root.join("src/main.c"), "int main() { return 1; }\n").unwrap();
+        assert_ne!(sent(&inputs), keyed);
     }
 }

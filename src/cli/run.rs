@@ -421,10 +421,10 @@ async fn execute_on(
         started = backend.start(run.inputs, timeline) => started?,
         Some(()) = interrupts.recv() => return Err(client::ClientError::Interrupted.into()),
     };
-    // The inputs are in the workspace now: were they sent as the key describes them?
+    // Were the inputs sent as the key describes them (digested from the bytes sent)?
     let sent_as_keyed = run
         .cache
-        .is_some_and(|cache| cache.sent_as_keyed(run.inputs));
+        .is_some_and(|cache| cache.describes(executor.inputs_sent));
     let request = client::start_request(task, run.run_id, &executor.workspace_root);
     let extract = extract_options(args, run.inputs);
     let options = client::Options {

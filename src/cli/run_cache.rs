@@ -67,11 +67,8 @@ pub struct CachedRun {
     pull_bounds: PullBounds,
     verbose: bool,
     key: Key,
-    /// The input tree's digest the key holds, and where the repository's stat cache is: the
-    /// tree is digested again after the run, and a run whose inputs changed meanwhile is not
-    /// stored under a key that does not describe what it was sent.
+    /// The input tree's digest the key holds.
     tree: [u8; 32],
-    stat_cache_file: PathBuf,
     task: String,
     store_failures: bool,
     refresh: bool,
@@ -162,8 +159,7 @@ impl CachedRun {
         let shared = Shared::configure(args, task, &source, verbosity)?;
         let repo = std::path::absolute(source.repo)
             .with_context(|| format!("cannot resolve the repository {}", source.repo.display()))?;
-        let stat_cache_file = store.stat_cache_file(&repo);
-        let mut stat_cache = StatCache::load(stat_cache_file.clone());
+        let mut stat_cache = StatCache::load(store.stat_cache_file(&repo));
         let tree = tree::digest(source.inputs, &mut stat_cache)?;
         // The executor is followed if it is a link (`buildr-executor` installed as one).
         let executor = std::fs::canonicalize(source.executor)
@@ -200,7 +196,6 @@ impl CachedRun {
             verbose: verbosity > 0,
             key,
             tree: tree.sha256,
-            stat_cache_file,
             task: task.name.clone(),
             store_failures: task.cache.failures,
             refresh: args.no_cache,
@@ -279,21 +274,16 @@ impl CachedRun {
         })
     }
 
-    /// Whether `inputs`, just sent, are still what the key was computed from: digested again
-    /// (cheap: the stat cache knows every unchanged file), so that a file changed between the
-    /// key and the upload never stores a result under a key that does not describe it. Called
-    /// after the upload and before any result lands (which may rewrite inputs on purpose).
-    pub fn sent_as_keyed(&self, inputs: &[InputFile]) -> bool {
-        let mut stat_cache = StatCache::load(self.stat_cache_file.clone());
-        let same = tree::digest(inputs, &mut stat_cache).is_ok_and(|now| now.sha256 == self.tree);
-        // Best effort: the next key reads the changed files again without it.
-        let _ = stat_cache.save();
-        same
+    /// Whether the input tree sent to the executor (its digest, taken by the inputs archive
+    /// from the bytes it sent) is the one the key holds: a file changed between the key and
+    /// the upload must not store a result under a key that does not describe it.
+    pub fn describes(&self, sent: Option<[u8; 32]>) -> bool {
+        sent == Some(self.tree)
     }
 
     /// Stores a finished run if it may be: not interrupted, no error from the executor, exit
     /// status 0 unless the task says `cache_failures = true`, and its inputs sent as they were
-    /// when the key was computed (`sent_as_keyed`, see [`Self::sent_as_keyed`]); then pushes
+    /// when the key was computed (`sent_as_keyed`, see [`Self::describes`]); then pushes
     /// it to the cache
     /// registry, if any and unless `--cache-push=false`. A run whose result cannot be stored
     /// or pushed still succeeds: a warning says why.

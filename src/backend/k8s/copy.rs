@@ -86,7 +86,7 @@ pub async fn inputs(
     image: &str,
     inputs: &[InputFile],
     secret: Option<&Secret>,
-) -> Result<(), K8sError> {
+) -> Result<Option<[u8; 32]>, K8sError> {
     let shell = PodShell { pods, client, pod };
     upload::inputs(&shell, &layout(), inputs, secret)
         .await

@@ -424,15 +424,15 @@ impl Backend for K8sBackend {
         // gets the secret first in the inputs' stream). No task starts before the copies end;
         // a connection not up by then is the client's own readiness check to wait for.
         let channel = forward::channel(pods.clone(), name.clone());
-        {
+        let (_, _, inputs_sent) = {
             let connect =
                 client::connect::wait_ready(&channel, Some(&secret), upload::COPY_TIMEOUT);
             tokio::pin!(copies, connect);
             tokio::select! {
                 copied = &mut copies => copied?,
                 _ = &mut connect => copies.await?,
-            };
-        }
+            }
+        };
         let copied = match (send_binary, tools.is_empty()) {
             (true, true) => "copy binary and inputs",
             (true, false) => "copy binary, tools and inputs",
@@ -444,6 +444,7 @@ impl Backend for K8sBackend {
             channel,
             workspace_root: objects::WORKSPACE_DIR.to_string(),
             secret: Some(secret),
+            inputs_sent,
         })
     }
 

@@ -304,7 +304,7 @@ impl Backend for SshBackend {
             upload::binary(&ssh, &layout, &settings.binary, payload, &place),
             upload::inputs(&ssh, &layout, inputs, None),
         );
-        sent.and(copied).map_err(|e| self.upload_error(e))?;
+        let inputs_sent = sent.and(copied).map_err(|e| self.upload_error(e))?;
         timeline.record(
             if probe.cached {
                 "copy tools and inputs (binary cached)"
@@ -336,6 +336,7 @@ impl Backend for SshBackend {
             }),
             workspace_root: run.path("workspace"),
             secret: Some(secret),
+            inputs_sent,
         })
     }
 
