@@ -456,6 +456,15 @@ async fn execute_on(
             },
         }
     };
+    // A task cancelled without the user asking was stopped from outside (a pod past its
+    // deadline, an executor sent SIGTERM): say why, as for an executor lost mid-run. Its result
+    // can arrive before its end is seen, when it travels in the result message.
+    if !outcome.interrupted
+        && outcome.result.error == crate::executor::run::CANCELLED
+        && let Ok(how) = tokio::time::timeout(EXECUTOR_EXIT_GRACE, backend.lost()).await
+    {
+        bail!("the executor exited unexpectedly ({how})");
+    }
     timeline.extend(outcome.timeline.clone());
     if let Some(cache) = run.cache {
         let mut step = Instant::now();

@@ -303,11 +303,15 @@ fn output_filters(patterns: &[String]) -> Result<GlobSet, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
+/// A result's error when the task was stopped before it ended: by the client, or by a signal
+/// to the executor from outside (a pod past its deadline).
+pub const CANCELLED: &str = "the task was cancelled";
+
 fn result_of(exit: Exit, archive: ArchiveInfo, changes: Changes) -> TaskResult {
     let error = if exit.timed_out {
         "the task timed out and was stopped".to_string()
     } else if exit.cancelled {
-        "the task was cancelled".to_string()
+        CANCELLED.to_string()
     } else {
         String::new()
     };
