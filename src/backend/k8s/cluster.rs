@@ -63,6 +63,8 @@ fn client_without_nagle(config: kube::Config) -> Result<kube::Client, kube::Erro
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::ConfigExt;
     use tower::ServiceBuilder;
+    use tower_http::classify::ServerErrorsFailureClass;
+    use tower_http::trace::TraceLayer;
 
     if config.proxy_url.is_some() {
         return kube::Client::try_from(config);
@@ -86,6 +88,22 @@ fn client_without_nagle(config: kube::Config) -> Result<kube::Client, kube::Erro
         .option_layer(retry)
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        // As kube's own stack does, so that `-v` shows why a request failed; under kube's
+        // target, which the console quiets without `-v` as it quiets kube's own lines.
+        .layer(TraceLayer::new_for_http().on_failure(
+            |failure: ServerErrorsFailureClass,
+             _latency: std::time::Duration,
+             _span: &tracing::Span| {
+                match failure {
+                    ServerErrorsFailureClass::StatusCode(status) => {
+                        tracing::error!(target: "kube_client", "failed with status {status}")
+                    }
+                    ServerErrorsFailureClass::Error(error) => {
+                        tracing::error!(target: "kube_client", "failed with error {error}")
+                    }
+                }
+            },
+        ))
         .map_err(tower::BoxError::from)
         .service(client);
     Ok(kube::Client::new(service, config.default_namespace))
