@@ -30,14 +30,14 @@ mod over_sshd {
         ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `buildr run` with `backend_args`, on `repo`, writing to `out`, of `sh -c script`, with a
-    /// private TMPDIR (to see what it leaves on this side).
+    /// `buildr run` with `backend_args`, on `repo`, writing to `out`, of `what` (a task's name,
+    /// or `--` and a command), with a private TMPDIR (to see what it leaves on this side).
     fn command(
         backend_args: &[String],
         repo: &Path,
         out: &Path,
         tmp: &Path,
-        script: &str,
+        what: &[&str],
     ) -> Command {
         let mut command = Command::new(buildr_bin());
         command
@@ -47,7 +47,7 @@ mod over_sshd {
             .arg(repo)
             .arg("--out")
             .arg(out)
-            .args(["--", "sh", "-c", script])
+            .args(what)
             .env_remove("RUST_LOG")
             .env("TMPDIR", tmp);
         command
@@ -81,12 +81,17 @@ mod over_sshd {
         }
 
         fn run(&self, backend_args: &[String], script: &str) -> Output {
+            self.run_task(backend_args, &["--", "sh", "-c", script])
+        }
+
+        /// A run of `what`: a task's name, or `--` and a command.
+        fn run_task(&self, backend_args: &[String], what: &[&str]) -> Output {
             command(
                 backend_args,
                 self.repo.path(),
                 self.out.path(),
                 self.tmp.path(),
-                script,
+                what,
             )
             .output()
             .unwrap()
@@ -98,7 +103,7 @@ mod over_sshd {
                 self.repo.path(),
                 self.out.path(),
                 self.tmp.path(),
-                script,
+                &["--", "sh", "-c", script],
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -513,6 +518,138 @@ mod over_sshd {
         run.interrupt();
         let (status, _, err) = run.finish(Duration::from_secs(30));
         assert_eq!(status, Some(130), "{err}");
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// A file only a run of `command` would write, in a directory anyone may write to (a
+    /// ProxyCommand runs here as root, a replaced binary there as the test user).
+    fn canary() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let canary = dir.path().join("canary");
+        (dir, canary)
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_task_files_proxy_command_is_refused_at_load_and_runs_nothing_here() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let (_dir, canary) = canary();
+        let proxy = format!(
+            "-oProxyCommand=sh -c 'echo ran > {}; exec ssh -F {} -W 127.0.0.1:{} {HOST}'",
+            canary.display(),
+            sshd.dir.path().join("ssh_config").display(),
+            sshd.port
+        );
+        let task_file = scratch.repo.path().join(".buildr/build.hcl");
+        write_files(
+            scratch.repo.path(),
+            &[(
+                ".buildr/build.hcl",
+                &format!(
+                    "task \"build\" {{\n  script = \"echo built > built.txt\"\n  ssh {{\n    \
+                     host    = \"{HOST}\"\n    options = [\"-p2222\", {proxy:?}]\n  }}\n}}\n"
+                ),
+            )],
+        );
+        let output = scratch.run_task(&ssh_args(&sshd), &["build"]);
+        let err = stderr(&output);
+        assert!(!canary.exists(), "the task file's ProxyCommand ran: {err}");
+        assert_eq!(output.status.code(), Some(125), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "buildr: cannot load the tasks of {}: {}:5:26: `options` in `ssh` in task \"build\": \
+                 {proxy:?} is refused: `ProxyCommand` is not an option a task file may set (a task \
+                 file's options only choose where to connect: -p, -l, -J, -4, -6, -C, and -o with \
+                 Port, User, HostName, ProxyJump, AddressFamily, ConnectTimeout, \
+                 ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, \
+                 Compression, IdentitiesOnly); give it on the command line with --ssh-option, or \
+                 in your ~/.ssh/config\n",
+                scratch.repo.path().display(),
+                task_file.display()
+            )
+        );
+        assert!(!scratch.out.path().join("built.txt").exists());
+        assert_nothing_left(scratch.tmp.path());
+
+        // The same option on the command line is the user's own, and is used.
+        fs::remove_file(&task_file).unwrap();
+        let mut args = ssh_args(&sshd);
+        args.push(format!("--ssh-option={proxy}"));
+        let output = scratch.run(&args, "echo built > built.txt");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(fs::read_to_string(&canary).unwrap(), "ran\n");
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("built.txt")).unwrap(),
+            "built\n"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn a_cached_binary_replaced_on_the_host_is_never_run_and_the_run_goes_on() {
+        use sha2::Digest;
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut args = ssh_args(&sshd);
+        args.push("-v".into());
+        let user = nix::unistd::User::from_name(sshd::USER).unwrap().unwrap();
+        let binary = fs::read(static_executor()).unwrap();
+        let cached = user
+            .dir
+            .join(".cache/buildr/executor")
+            .join(hex::encode(sha2::Sha256::digest(&binary)));
+
+        // The first run leaves the binary in the user's cache.
+        let output = scratch.run(&args, "echo one");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(fs::read(&cached).unwrap() == binary, "not cached");
+
+        // A task of some run, as the same user, replaces it with a binary of its own that
+        // passes everything on to the real one: a run that starts it still works.
+        let (_dir, canary) = canary();
+        let real = user.dir.join(".cache/buildr/real-executor");
+        fs::copy(static_executor(), &real).unwrap();
+        fs::write(
+            &cached,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+                canary.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        for path in [&real, &cached] {
+            std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .unwrap();
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+
+        let output = scratch.run(&args, "echo two");
+        let err = stderr(&output);
+        fs::remove_file(&real).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{err}");
+        assert_eq!(stdout(&output), "two\n");
+        assert!(
+            !canary.exists(),
+            "the replaced binary ran: {}",
+            fs::read_to_string(&canary).unwrap_or_default()
+        );
+        assert!(err.contains("copy binary, tools and inputs"), "{err}");
+        // Cached again, and used by the next run.
+        assert!(fs::read(&cached).unwrap() == binary, "not cached again");
+        let output = scratch.run(&args, "echo three");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("copy tools and inputs (binary cached)"),
+            "{err}"
+        );
         assert_nothing_left(scratch.tmp.path());
     }
 }

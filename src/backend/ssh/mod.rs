@@ -3,7 +3,8 @@
 //!
 //! A run's life on the host ([`remote`] has its scripts): one round trip makes a private (0700)
 //! run directory under `$XDG_RUNTIME_DIR`, else `/tmp`, reads `uname -m` and finds out whether
-//! the executor binary is already in the user's cache (by its SHA-256, checked before each use);
+//! the executor binary is already in the user's cache (copied into the run directory, and that
+//! copy hashed by the host's own tool: a task could have replaced the cached file);
 //! the binary (unless cached), the tools, the secret and the inputs go in by the upload every
 //! remote backend shares; the executor starts detached, on a Unix socket in the run directory
 //! (never TCP), which the connection forwards to a socket in a private local directory.
@@ -268,14 +269,16 @@ impl Backend for SshBackend {
         timeline.record("make run directory", &mut step);
 
         let run = RunDir {
-            binary: match &probe.cache {
-                Some(cache) => format!("{cache}/{}", self.settings.binary.sha256),
-                None => format!("{}/bin/buildr", probe.run_dir),
-            },
             dir: probe.run_dir.clone(),
+            cache_as: match &probe.cache {
+                Some(cache) if !probe.cached => {
+                    Some(format!("{cache}/{}", self.settings.binary.sha256))
+                }
+                _ => None,
+            },
         };
         let layout = Layout {
-            binary: run.binary.clone(),
+            binary: run.binary(),
             tools: run.path("tools"),
             secret: run.path("secret"),
             workspace: run.path("workspace"),

@@ -20,8 +20,14 @@ pub const NO_RUN_DIR: i32 = 91;
 
 /// The first round trip: the machine's architecture (`uname -m`), a fresh private run directory
 /// under `$XDG_RUNTIME_DIR` (else `/tmp`) with its workspace, and whether the executor binary
-/// `sha256` is already in the user's cache and intact. The cache is a directory only this user
-/// owns and can write (else it is not used); a damaged binary there is removed.
+/// `sha256` is in the user's cache. The cache is a directory only this user owns and can write,
+/// used only when the host has a tool to hash with (else the binary is sent every time). A task
+/// runs as this same user and can replace what is cached, so the cached file is never trusted
+/// nor run: it is copied into the private run directory and that copy is hashed, by the host's
+/// `sha256sum`, `shasum` or `openssl` (from the system's directories first), never by the
+/// binary itself; the copy is what runs, so nothing can be swapped between the check and the
+/// use. A copy that does not match is removed, and so is the cached file (the run sends the
+/// binary and caches it again).
 pub fn probe(run_id: &str, sha256: &str) -> String {
     format!(
         r#"echo "machine=$(uname -m)"
@@ -29,17 +35,20 @@ umask 077
 {}
 mkdir "$run" && mkdir "$run/workspace" || exit {NO_RUN_DIR}
 echo "run=$run"
+{SHA256}
 cache="${{XDG_CACHE_HOME:-$HOME/.cache}}/buildr/executor"
-if mkdir -p "$cache" 2>/dev/null && [ -O "$cache" ] && [ ! -L "$cache" ]; then
+if sha256 /dev/null >/dev/null && mkdir -p "$cache" 2>/dev/null && [ -O "$cache" ] && [ ! -L "$cache" ]; then
   case "$(ls -ld "$cache")" in
     d????w*|d???????w*) ;;
     *)
       echo "cache=$cache"
-      bin="$cache/{sha256}"
-      if [ -x "$bin" ] && "$bin" self-check --sha256 {sha256} >/dev/null 2>&1; then
-        echo cached
-      else
-        rm -f "$bin"
+      if [ -f "$cache/{sha256}" ]; then
+        if mkdir "$run/bin" && cp "$cache/{sha256}" "$run/bin/buildr" && chmod 700 "$run/bin/buildr" \
+          && [ "$(sha256 "$run/bin/buildr")" = {sha256} ]; then
+          echo cached
+        else
+          rm -f "$run/bin/buildr" "$cache/{sha256}"
+        fi
       fi
       ;;
   esac
@@ -48,6 +57,18 @@ fi
         locate(run_id)
     )
 }
+
+/// `sha256 FILE` prints the file's SHA-256 in hex, with whichever tool the host has, looked
+/// for in the system's directories before the user's `PATH` (which a task could have changed);
+/// fails when there is none.
+const SHA256: &str = r#"sha256() (
+  PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+  if command -v sha256sum >/dev/null; then set -- $(sha256sum < "$1")
+  elif command -v shasum >/dev/null; then set -- $(shasum -a 256 < "$1")
+  elif command -v openssl >/dev/null; then set -- $(openssl dgst -sha256 < "$1"); shift $(($# - 1))
+  else exit 1; fi
+  [ -n "$1" ] && echo "$1"
+)"#;
 
 /// Sets `$run` to the run's directory on the host: under `$XDG_RUNTIME_DIR` when that is a
 /// writable directory, else `/tmp`. The probe makes it there; the clean-up finds it the same
@@ -100,12 +121,19 @@ impl Probe {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub dir: String,
-    pub binary: String,
+    /// Where the binary, once sent, is also kept for the next runs (`cache/<sha256>`); `None`
+    /// when it came from there, or the host has no private cache.
+    pub cache_as: Option<String>,
 }
 
 impl RunDir {
     pub fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.dir)
+    }
+
+    /// The binary that runs: the run's own copy, sent or checked out of the cache.
+    pub fn binary(&self) -> String {
+        self.path("bin/buildr")
     }
 
     pub fn socket(&self) -> String {
@@ -119,7 +147,7 @@ impl RunDir {
 /// leaves an executor that ends on its idle timeout and takes its directory with it.
 pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool) -> String {
     let executor = ExecutorCommand {
-        binary: run.binary.clone().into(),
+        binary: run.binary().into(),
         listen: ListenAddr::Unix(run.socket().into()),
         state_dir: run.path("state").into(),
         workspace: run.path("workspace").into(),
@@ -139,9 +167,25 @@ pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool) -> String {
     } else {
         format!("; rm -rf {dir}")
     };
+    // A binary that was sent is kept for the next runs, which check their own copy of it; a
+    // failure to keep it costs only a later copy.
+    let store = match &run.cache_as {
+        Some(cache_as) => {
+            let (binary, cached, incoming) = (
+                quote(&run.binary()),
+                quote(cache_as),
+                format!("{}.incoming-$$", quote(cache_as)),
+            );
+            format!(
+                "cp {binary} {incoming} 2>/dev/null && mv -f {incoming} {cached} 2>/dev/null \
+                 || rm -f {incoming}\n"
+            )
+        }
+        None => String::new(),
+    };
     let polls = LISTEN_TIMEOUT.as_millis() / POLL.as_millis();
     format!(
-        "( trap '' HUP; {} & echo $! > {pid}; wait $!{remove} ) </dev/null >{out} 2>{log} &
+        "{store}( trap '' HUP; {} & echo $! > {pid}; wait $!{remove} ) </dev/null >{out} 2>{log} &
 wrapper=$!
 i=0
 while :; do
@@ -201,6 +245,70 @@ mod tests {
         assert_eq!(Probe::parse("machine=\nrun=/tmp/x\n"), None);
     }
 
+    /// The probe, run by this machine's `sh` in a scratch home: what it says, and what is in
+    /// the run directory and the cache after it.
+    fn probe_here(home: &std::path::Path, binary: &[u8]) -> (Probe, Option<Vec<u8>>, bool) {
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(binary));
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(probe("abc", &sha256))
+            .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", home)
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let probe = Probe::parse(&String::from_utf8_lossy(&output.stdout)).unwrap();
+        let copy = std::fs::read(home.join("buildr-abc/bin/buildr")).ok();
+        let still_cached = home.join(".cache/buildr/executor").join(&sha256).exists();
+        std::fs::remove_dir_all(home.join("buildr-abc")).unwrap();
+        (probe, copy, still_cached)
+    }
+
+    #[test]
+    fn a_cached_binary_is_hashed_by_the_host_in_the_runs_own_copy_never_run() {
+        use sha2::Digest;
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let binary = b"#!/bin/sh\necho the real one\n";
+        let cached = home
+            .path()
+            .join(".cache/buildr/executor")
+            .join(hex::encode(sha2::Sha256::digest(binary)));
+
+        // Nothing cached yet: the cache is named, for the run to keep its binary there.
+        let (probe, copy, _) = probe_here(home.path(), binary);
+        assert_eq!(
+            probe.cache,
+            Some(format!("{}/.cache/buildr/executor", home.path().display()))
+        );
+        assert!(!probe.cached);
+        assert_eq!(copy, None);
+
+        // The same bytes: the run gets its own checked copy.
+        std::fs::write(&cached, binary).unwrap();
+        let (probe, copy, still_cached) = probe_here(home.path(), binary);
+        assert!(probe.cached);
+        assert_eq!(copy.as_deref(), Some(&binary[..]));
+        assert!(still_cached);
+
+        // Replaced (as a task running as the same user could): neither run nor used, and
+        // removed, so that the run sends the binary and caches it again.
+        let canary = home.path().join("canary");
+        std::fs::write(
+            &cached,
+            format!("#!/bin/sh\necho ran > {}\n", canary.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (probe, copy, still_cached) = probe_here(home.path(), binary);
+        assert!(!probe.cached);
+        assert_eq!(copy, None);
+        assert!(!still_cached);
+        assert!(!canary.exists());
+    }
+
     /// The scripts are run by `sh` on this machine as they would be on the host: the executor
     /// starts, the clean-up stops it and removes the directory.
     #[test]
@@ -210,7 +318,7 @@ mod tests {
             launch(
                 &RunDir {
                     dir: "/tmp/x y".into(),
-                    binary: "/b".into(),
+                    cache_as: Some("/c/d e/00".into()),
                 },
                 Duration::from_secs(300),
                 false,
