@@ -8,6 +8,8 @@
 //! it goes (default: the system temporary directory; `/dev/shm` takes the file system out).
 //! `BUILDR_BENCH_PROFILE=create|extract` repeats one buildr step alone, for `perf record`.
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 use std::fs;
 use std::io::Read;
 use std::path::Path;

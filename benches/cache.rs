@@ -13,6 +13,8 @@
 //! written up in BENCHMARKS.md. `BUILDR_BENCH_RUNS` sets the runs per case (default 5);
 //! `BUILDR_BENCH_ONLY=key|run|sign` runs one part.
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;

@@ -25,6 +25,8 @@
 //! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default 1 to 7: cases 8 and 9 move
 //! gigabytes and take minutes).
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 mod common;
 #[path = "k8s/peak.rs"]
 mod peak;

@@ -11,6 +11,8 @@
 //! the number of streaming runs (default 5); the overhead bench always takes 10.
 //! `BUILDR_BENCH_ONLY=stream|overhead` runs one part.
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -10,8 +10,11 @@
 //! `cargo bench --bench ssh` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 5).
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 #[path = "../tests/common/sshd.rs"]
 #[allow(dead_code)] // the tests' helpers this bench does not need
+#[allow(clippy::unwrap_used)] // as in the tests it comes from
 mod sshd;
 
 use std::ffi::OsStr;

@@ -1,5 +1,7 @@
 //! The archive module through its public API, on real files in temporary directories.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};

@@ -6,6 +6,8 @@
 //! was. `PROPTEST_CASES` sets the number of mutants (default 400, about a minute in a debug
 //! build on two cores).
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};

@@ -5,6 +5,8 @@
 //! credentials of its own (`DOCKER_CONFIG`); whether the task ran is told by a counter file
 //! the task appends to.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs;
@@ -113,6 +115,17 @@ impl RegistryServer {
             .unwrap_or_default();
         tags.sort();
         tags
+    }
+
+    /// The manifest digest each tag points at, read from the storage.
+    fn tag_digests(storage: &Path) -> Vec<String> {
+        let dir = storage.join(format!(
+            "docker/registry/v2/repositories/{REPOSITORY}/_manifests/tags"
+        ));
+        Self::tags(storage)
+            .iter()
+            .map(|tag| fs::read_to_string(dir.join(tag).join("current/link")).unwrap())
+            .collect()
     }
 }
 
@@ -340,13 +353,21 @@ impl Repo {
         }
     }
 
-    /// Runs `machine` as an attacker would: the same key, another result.
-    fn poisoned_run(&self, machine: &Machine, location: &str) {
+    /// Runs `machine` as an attacker would (the same key, another result), and checks that its push reached the registry (`storage`), so that what the test
+    /// checks next is about that entry and not about an empty registry.
+    fn poisoned_run(&self, machine: &Machine, location: &str, storage: &Path) {
+        let before = RegistryServer::tag_digests(storage);
         fs::write(self.flag.path().join("poison"), "").unwrap();
         let (output, result) = machine.run(self, location, &[]);
         fs::remove_file(self.flag.path().join("poison")).unwrap();
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         assert_eq!(result.as_deref(), Some("poisoned\n"));
+        let after = RegistryServer::tag_digests(storage);
+        assert!(
+            !after.is_empty() && after != before,
+            "the poisoned run pushed nothing: {}",
+            stderr(&output)
+        );
     }
 
     fn runs(&self) -> usize {
@@ -659,14 +680,14 @@ fn entries_no_trusted_key_signed_are_misses_and_never_kept() {
     let storage = tempfile::tempdir().unwrap();
     let registry = RegistryServer::start(storage.path(), &[], false);
     let repo = Repo::new("real\n");
-    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    repo.poisoned_run(&Machine::stranger(), &registry.location(), storage.path());
     assert_not_replayed(&repo, &registry.location(), "its signer `ed25519:");
 
     // The same entry with its signature taken off: plain registry calls under the right tag.
     let storage = tempfile::tempdir().unwrap();
     let registry = RegistryServer::start(storage.path(), &[], false);
     let repo = Repo::new("real\n");
-    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    repo.poisoned_run(&Machine::stranger(), &registry.location(), storage.path());
     let (mut manifest, tag) = runtime.block_on(only_manifest(&registry.address));
     manifest.annotations = None;
     runtime.block_on(put_manifest(&registry.address, &tag, manifest));
@@ -676,7 +697,7 @@ fn entries_no_trusted_key_signed_are_misses_and_never_kept() {
     let storage = tempfile::tempdir().unwrap();
     let registry = RegistryServer::start(storage.path(), &[], false);
     let repo = Repo::new("real\n");
-    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    repo.poisoned_run(&Machine::stranger(), &registry.location(), storage.path());
     let (poisoned, _) = runtime.block_on(only_manifest(&registry.address));
     let (ran, _) = Machine::ci().run(&repo, &registry.location(), &[]);
     assert!(
@@ -708,7 +729,7 @@ fn entries_no_trusted_key_signed_are_misses_and_never_kept() {
     let repo = Repo::new("real\n");
     let (ran, _) = Machine::ci().run(&repo, &registry.location(), &[]);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
-    repo.poisoned_run(&Machine::stranger(), &registry.location());
+    repo.poisoned_run(&Machine::stranger(), &registry.location(), storage.path());
     assert_eq!(
         RegistryServer::tags(storage.path()).len(),
         1,

@@ -2,6 +2,8 @@
 //! calls: the per-run secret, the workspace it was given, its state directory, requests over
 //! gRPC's limit, and the event log's cap.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs;

@@ -8,6 +8,8 @@
 //! as the fetched one does, and a hostile one (or one that does not match what the result says
 //! of it) is refused exactly as the same bytes fetched are.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs::{self, File};

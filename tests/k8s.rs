@@ -2,6 +2,8 @@
 //! server (enforcing Pod Security "restricted" on every test's namespace), a real kubelet and
 //! containerd, exec and port-forward through the API server. Run by tests/run-all.sh.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs;

@@ -5,6 +5,8 @@
 //! left behind. Every server here is on 127.0.0.1 (or a name that cannot resolve): no cluster
 //! needed.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::io::{Read, Write};

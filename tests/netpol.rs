@@ -5,6 +5,8 @@
 //! Every "cannot reach" is paired with a control that reaches the same address from a pod
 //! without a policy, so a test fails if the network is simply broken rather than filtered.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use buildr::task::{Container, Egress};

@@ -2,6 +2,8 @@
 //! OTLP/gRPC collector by the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, delivers the spans of both
 //! processes (the client and the executor it starts), all in one trace.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! A TCP proxy between the client and a real executor is cut mid-task: the client reconnects,
 //! resumes after the last event it saw, and gets every event exactly once, then the result.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! `buildr run` on the local backend, through the real binary: real processes, real gRPC on
 //! loopback, real files.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs;

@@ -4,6 +4,8 @@
 //! one at a time: each checks that the test user has no process and no run directory left,
 //! which another test's run would be.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 /// The tests, in a module of their own so that a runner without root can leave them out by name

@@ -1,6 +1,8 @@
 //! Task files and input collection, from the outside: the example `.buildr/` of this
 //! repository, errors from real files, and inputs gathered from real directory trees.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! tests/cluster (marked `#[ignore = "needs the cluster ..."]`; tests/run-all.sh, the README's
 //! test command, runs them with the cluster up).
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::fs;

@@ -1,5 +1,8 @@
 //! What more than one bench builds: a tree of text files shaped like source code.
 
+// Helpers of tests and benchmarks fail loudly by design: `unwrap()` is their assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 

@@ -2,6 +2,8 @@
 //! executor's side in the pod (its processes are this machine's too: every `buildr` process
 //! started from the copied binary is sampled for its high-water mark while the run lasts).
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;

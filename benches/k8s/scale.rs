@@ -5,6 +5,8 @@
 //! small files as a copy of the inputs it was given, large ones as base64 of random bytes cut
 //! into 100 kB files.
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -278,11 +278,6 @@ pub struct Extracted {
     pub kept: Kept,
 }
 
-/// [`list`] of the archive file at `path`.
-pub fn list_file(path: &Path) -> Result<Vec<Entry>, ArchiveError> {
-    list(open(path)?)
-}
-
 /// [`extract`] of the archive file at `path`.
 pub fn extract_file(
     path: &Path,

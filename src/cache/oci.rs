@@ -33,9 +33,10 @@ const ARCHIVE_TYPE: &str = "application/vnd.buildr.cache.archive.v1.tar+s2";
 /// OCI 1.1's empty config, for artifacts that are not images.
 const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
-/// How long a registry may take to accept a connection, or to send the next bytes: a registry
-/// that is down costs a run this much at most, not a hang.
+// A registry that is down or stalls costs a run these at most, not a hang.
+/// How long a registry may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a registry may take to send the next bytes.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]

@@ -347,7 +347,13 @@ fn verify(mut file: File) -> Result<Entry, String> {
     if &header[..8] != MAGIC {
         return Err("not a buildr cache entry".to_string());
     }
-    let len = |i: usize| u64::from_le_bytes(header[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+    let len = |i: usize| {
+        u64::from_le_bytes(
+            header[8 + 8 * i..16 + 8 * i]
+                .try_into()
+                .expect("the slice is 8 bytes"),
+        )
+    };
     let (record_len, output_len, archive_len) = (len(0), len(1), len(2));
     let expected = [record_len, output_len, archive_len]
         .iter()

@@ -133,11 +133,6 @@ impl EventLog {
         Ok(sequence)
     }
 
-    /// The highest sequence number written so far.
-    pub fn last_sequence(&self) -> u64 {
-        self.progress.borrow().last
-    }
-
     /// Resolves once the result has been written.
     pub async fn finished(&self) {
         let mut progress = self.progress.subscribe();

@@ -540,21 +540,6 @@ impl TaskSet {
         Ok(set)
     }
 
-    /// Builds a set from tasks already parsed (the task directory is only used in messages).
-    pub fn from_tasks(
-        dir: impl Into<PathBuf>,
-        tasks: impl IntoIterator<Item = Task>,
-    ) -> Result<TaskSet, TaskError> {
-        let mut set = TaskSet {
-            dir: dir.into(),
-            tasks: BTreeMap::new(),
-        };
-        for task in tasks {
-            set.insert(task)?;
-        }
-        Ok(set)
-    }
-
     fn insert(&mut self, task: Task) -> Result<(), TaskError> {
         if let Some(first) = self.tasks.get(&task.name) {
             return Err(TaskError::Duplicate {

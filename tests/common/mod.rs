@@ -11,6 +11,8 @@
 //! - `sshd`: a real OpenSSH server on 127.0.0.1 for a second local user, for the ssh backend.
 //! - `frames`: Snappy frame streams taken apart and put back together, for the archive tests.
 
+// Helpers of tests and benchmarks fail loudly by design: `unwrap()` is their assertion.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod cluster;
