@@ -7,7 +7,7 @@
 
 mod common;
 
-use buildr::backend::k8s::access::{PERMISSIONS, Permission};
+use buildr::cluster::access::{PERMISSIONS, Permission};
 use buildr::task::Container;
 use common::cluster::{
     Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_executor,

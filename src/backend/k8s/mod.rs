@@ -8,34 +8,35 @@
 //! [`Leftover`]s, never printed here. The rest is in modules of their own:
 //!
 //! - [`api`]: the API server's failures in buildr's words, and the one backoff of every retry
+//! - [`labels`]: the names of the labels and annotations on every object buildr creates
 //! - [`objects`]: the pod and the policy, as typed values
+//! - [`launch`]: the pod's file layout, and its main process that becomes the executor
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
 //! - [`copy`]: the executor binary and the inputs into the pod
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
-//! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
-//! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
-//! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
-//! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
+//! - [`kubeconfig`]: the kubeconfig, context and namespace flags shared by the commands
 //! - [`reach`]: whether a failed request reached the API server, and why not
 //! - [`pool`]: warm pods kept ready by `buildr k8s pool-controller`, which a run takes
+//!
+//! The cluster's administration (`buildr k8s check`, `gc`, the permissions, the pool
+//! controller) is [`crate::cluster`]'s.
 
-pub mod access;
 pub mod api;
-pub mod check;
-pub mod cluster;
 pub mod copy;
 pub mod exec;
 pub mod forward;
-pub mod gc;
+pub mod kubeconfig;
+pub mod labels;
+pub mod launch;
 pub mod leftover;
 pub mod objects;
 pub mod pool;
 pub mod reach;
 pub mod startup;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -51,8 +52,10 @@ use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use api::{api_message, is_not_found, until_reachable};
-pub use cluster::ClusterArgs;
+// `api` words refusals by the permissions table, which is the cluster's.
+use crate::cluster::access;
 use exec::ExecError;
+pub use kubeconfig::ClusterArgs;
 use leftover::{Leftover, NotDeleted};
 use objects::PodPlan;
 use pool::take::Taken;
@@ -196,17 +199,13 @@ impl K8sBackend {
 
     fn plan(&self) -> PodPlan {
         let task = &self.settings.task;
+        let (image, arch) = (&self.settings.image, &self.settings.binary.arch);
         PodPlan {
-            run_id: self.run_id.clone(),
-            namespace: self.namespace.clone(),
             task_name: task.name.clone(),
-            image: self.settings.image.clone(),
             container: task.container.clone(),
             task_timeout: task.timeout,
-            arch: self.settings.binary.arch.clone(),
             keep: self.settings.keep,
-            warm_for: None,
-            created_at: SystemTime::now(),
+            ..PodPlan::new(&self.run_id, &self.namespace, image, arch)
         }
     }
 
@@ -442,7 +441,7 @@ impl Backend for K8sBackend {
         timeline.record(copied, &mut step);
         Ok(Executor {
             channel,
-            workspace_root: objects::WORKSPACE_DIR.to_string(),
+            workspace_root: launch::WORKSPACE_DIR.to_string(),
             secret: Some(secret),
             inputs_sent,
         })

@@ -18,11 +18,14 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::resource::BuildrPool;
-use super::{POOL_LABEL, STATE_LABEL, State, TAKEN_MARK, pod_shape, warm, was_taken};
+use super::{State, pod_shape, warm, was_taken};
 use crate::backend::k8s::K8sError;
-use crate::backend::k8s::access::is_forbidden;
 use crate::backend::k8s::api::{api_message, is_not_found};
-use crate::backend::k8s::objects::{EXPIRES_AT_ANNOTATION, PodPlan, RUN_ID_LABEL, TASK_ANNOTATION};
+use crate::backend::k8s::labels::{
+    EXPIRES_AT_ANNOTATION, POOL_LABEL, RUN_ID_LABEL, STATE_LABEL, TAKEN_MARK, TASK_ANNOTATION,
+};
+use crate::backend::k8s::objects::PodPlan;
+use crate::cluster::access::is_forbidden;
 
 /// Where a run looks for a warm pod.
 #[derive(Debug, Clone)]
@@ -266,16 +269,8 @@ mod tests {
             }),
         };
         let plan = PodPlan {
-            run_id: "run1".to_string(),
-            namespace: "builds".to_string(),
-            task_name: "test".to_string(),
-            image: "debian".to_string(),
-            container: Default::default(),
             task_timeout: Some(Duration::from_secs(60)),
-            arch: "amd64".to_string(),
-            keep: false,
-            warm_for: None,
-            created_at: SystemTime::now(),
+            ..PodPlan::new("run1", "builds", "debian", "amd64")
         };
         let patch = take_patch(&pod, &plan);
         let metadata = &patch["metadata"];

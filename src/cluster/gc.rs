@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource};
 
-use super::K8sError;
-use super::api::is_not_found;
-use super::objects::{EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::backend::k8s::K8sError;
+use crate::backend::k8s::api::is_not_found;
+use crate::backend::k8s::labels::{EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
 
 /// What a collection removed: `kind/name` of each object.
 #[derive(Debug, Default)]

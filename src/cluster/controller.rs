@@ -25,14 +25,15 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
-use super::{
-    POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, State, TEMPLATE_ANNOTATION, warm, was_taken,
-};
 use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::api::{api_message, is_not_found};
 use crate::backend::k8s::copy;
+use crate::backend::k8s::labels::{
+    POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, TEMPLATE_ANNOTATION,
+};
+use crate::backend::k8s::pool::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
+use crate::backend::k8s::pool::{State, warm, was_taken};
 use crate::backend::k8s::startup::{Start, classify};
 use crate::backend::upload::Payload;
 
