@@ -145,16 +145,8 @@ pub enum K8sError {
         namespace: String,
         reason: String,
     },
-    #[error(
-        "cannot {verb} {what} in namespace {namespace}: {}",
-        api_message(error)
-    )]
-    Api {
-        verb: &'static str,
-        what: &'static str,
-        namespace: String,
-        error: Box<kube::Error>,
-    },
+    #[error(transparent)]
+    Take(#[from] pool::take::TakeError),
 }
 
 /// A run in a fresh pod.
@@ -268,10 +260,9 @@ impl K8sBackend {
     /// to [`DELETE_TIMEOUT`], and returns what is left when a deletion is refused or never
     /// accepted.
     async fn delete_objects(&self, pod: &str, policy: &str) -> Vec<Leftover> {
-        let deadline = Instant::now() + DELETE_TIMEOUT;
         let (policy_deletion, pod_deletion) = tokio::join!(
-            delete_accepted(self.policies(), policy, deadline),
-            delete_accepted(self.pods(), pod, deadline),
+            delete_accepted(self.policies(), policy, DELETE_TIMEOUT),
+            delete_accepted(self.pods(), pod, DELETE_TIMEOUT),
         );
         let policy = policy_deletion.err().map(|why| Leftover::Policy {
             namespace: self.namespace.clone(),
@@ -303,20 +294,21 @@ impl K8sBackend {
 }
 
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
-/// without waiting for it to go; retries while the API server cannot be reached, until
-/// `deadline`.
-async fn delete_accepted<K>(api: Api<K>, name: &str, deadline: Instant) -> Result<(), NotDeleted>
+/// without waiting for it to go; retries while the API server cannot be reached, for up to
+/// `timeout`.
+async fn delete_accepted<K>(api: Api<K>, name: &str, timeout: Duration) -> Result<(), NotDeleted>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let params = DeleteParams::background();
+    let deadline = Instant::now() + timeout;
     let delete = until_reachable(deadline, || api.delete(name, &params));
     // A request that hangs must not hold the run's end past the deadline either.
     match tokio::time::timeout_at(deadline.into(), delete).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if is_not_found(&e) => Ok(()),
         Ok(Err(e)) => Err(NotDeleted::Failed(e)),
-        Err(_) => Err(NotDeleted::NoAnswer),
+        Err(_) => Err(NotDeleted::NoAnswer { waited: timeout }),
     }
 }
 
@@ -494,13 +486,12 @@ mod tests {
         // Takes connections and never answers, as an API server that hangs.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = format!("http://{}", silent.local_addr().unwrap());
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let deletion = delete_accepted(pods_at(&server), "buildr-x", deadline);
+        let deletion = delete_accepted(pods_at(&server), "buildr-x", Duration::from_millis(500));
         let result = tokio::time::timeout(Duration::from_secs(5), deletion)
             .await
             .expect("the deadline ends the wait");
         let reason = result.unwrap_err().to_string();
-        assert_eq!(reason, "its deletion got no answer within 30s");
+        assert_eq!(reason, "its deletion got no answer within 500ms");
     }
 
     #[tokio::test]
@@ -509,8 +500,8 @@ mod tests {
         let server = format!("http://{}", gone.local_addr().unwrap());
         drop(gone);
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(700);
-        let result = delete_accepted(pods_at(&server), "buildr-x", deadline).await;
+        let timeout = Duration::from_millis(700);
+        let result = delete_accepted(pods_at(&server), "buildr-x", timeout).await;
         let reason = result.unwrap_err().to_string();
         assert!(
             reason.starts_with("cannot delete it: cannot reach the API server"),

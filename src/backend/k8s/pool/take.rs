@@ -45,10 +45,14 @@ pub async fn named_pool(
     name: &str,
 ) -> Result<Option<BuildrPool>, K8sError> {
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
-    pools
-        .get_opt(name)
-        .await
-        .map_err(api_error("get", "BuildrPools", namespace))
+    let read = pools.get_opt(name).await;
+    read.map_err(|error| {
+        K8sError::Take(TakeError::ReadPool {
+            namespace: namespace.to_string(),
+            pool: name.to_string(),
+            error: Box::new(error),
+        })
+    })
 }
 
 /// What became of the attempt.
@@ -58,6 +62,34 @@ pub enum Taken {
     Warm { pod: Box<Pod>, pool: String },
     /// No warm pod for this run; why, for `-v`.
     Cold(String),
+}
+
+/// A take that failed, one variant per failing request, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    #[error(
+        "cannot read BuildrPool {namespace}/{pool}: {} (`buildr k8s check --pool {pool}` shows what is missing)",
+        api_message(error)
+    )]
+    ReadPool {
+        namespace: String,
+        pool: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "cannot list the ready warm pods in namespace {namespace}: {}",
+        api_message(error)
+    )]
+    ListPods {
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+    #[error("cannot take warm pod {namespace}/{pod}: {}", api_message(error))]
+    TakePod {
+        namespace: String,
+        pod: String,
+        error: Box<kube::Error>,
+    },
 }
 
 /// Takes a warm pod for the run `plan` describes (its run id, image and settings) from
@@ -97,7 +129,11 @@ pub async fn take(
         }
     };
     let name = pool.name_any();
-    let mut candidates = listed.map_err(api_error("list", "pods", namespace))?.items;
+    let listed = listed.map_err(|error| TakeError::ListPods {
+        namespace: namespace.clone(),
+        error: Box::new(error),
+    });
+    let mut candidates = listed?.items;
     candidates.retain(|pod| {
         pod.labels().get(POOL_LABEL) == Some(&name) && pod.metadata.deletion_timestamp.is_none()
     });
@@ -130,7 +166,13 @@ pub async fn take(
             // Another run took it first, or it was replaced meanwhile.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) if is_not_found(&e) => continue,
-            Err(e) => return Err(api_error("patch", "pods", namespace)(e)),
+            Err(error) => {
+                return Err(K8sError::Take(TakeError::TakePod {
+                    namespace: namespace.clone(),
+                    pod: pod.name_any(),
+                    error: Box::new(error),
+                }));
+            }
         }
     }
     match (source, pool.failing()) {
@@ -225,20 +267,6 @@ fn take_patch(pod: &Pod, plan: &PodPlan) -> serde_json::Value {
             "tolerations": tolerations,
         },
     })
-}
-
-fn api_error(
-    verb: &'static str,
-    what: &'static str,
-    namespace: &str,
-) -> impl FnOnce(kube::Error) -> K8sError {
-    let namespace = namespace.to_string();
-    move |error| K8sError::Api {
-        verb,
-        what,
-        namespace,
-        error: Box::new(error),
-    }
 }
 
 #[cfg(test)]
