@@ -8,6 +8,7 @@
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
+//! - [`cluster`]: the cluster's administration: `buildr k8s check`, `gc`, the pool controller.
 //! - [`cache`]: the action cache: keys, the input tree's digest, entries on disk, replay.
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
 //! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
@@ -22,6 +23,7 @@ pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod elf;
 pub mod executor;
 pub mod printable;

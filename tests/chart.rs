@@ -7,7 +7,7 @@
 
 mod common;
 
-use buildr::backend::k8s::access::{PERMISSIONS, Permission};
+use buildr::cluster::access::{PERMISSIONS, Permission};
 use buildr::task::Container;
 use common::cluster::{
     Namespace, RESTRICTED, apply, base_image, kubectl, kubectl_input, kubectl_try, static_executor,
@@ -693,6 +693,7 @@ fn the_charts_pool_controller_fills_a_pool_that_a_run_takes_from() {
         ("", "pods/exec", "get"),
         ("", "pods/exec", "create"),
         ("networking.k8s.io", "networkpolicies", "create"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
     ]
     .iter()
     .map(|(g, r, v)| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))

@@ -33,15 +33,30 @@ fn an_api_server_restart_mid_task_loses_and_duplicates_nothing() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            seen.push(line.unwrap());
+            let line = line.unwrap();
+            // The test may have stopped listening: the lines are kept all the same.
+            let _ = lines_tx.send(line.clone());
+            seen.push(line);
         }
         seen
     });
-    // Wait until the task is well under way, then take the API server away for a while.
-    std::thread::sleep(Duration::from_secs(6));
+    // Once the task is well under way (its lines reach the terminal), take the API server away
+    // for a while: whatever the pod's start took, the cut falls mid-task.
+    let under_way = "line 20";
+    let started = std::time::Instant::now();
+    let reached = loop {
+        let left = Duration::from_secs(120).saturating_sub(started.elapsed());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) if line == under_way => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(reached, "the task never printed `{under_way}`");
     let restart = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/cluster/restart-apiserver.sh"

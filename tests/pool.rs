@@ -348,6 +348,7 @@ fn neither_a_pod_made_by_hand_with_the_pools_labels_nor_a_used_pod_relabelled_re
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn twelve_concurrent_runs_on_a_pool_of_three_each_get_a_pod_of_their_own() {
     let (t, controller, _) = full_pool("pool-race", 3);
+    let warm = pool_pods(&t.ns, "warm", Some("ready"));
     let runs: Vec<(tempfile::TempDir, std::process::Child)> = (0..12)
         .map(|i| {
             let out = tempfile::tempdir().unwrap();
@@ -389,6 +390,9 @@ fn twelve_concurrent_runs_on_a_pool_of_three_each_get_a_pod_of_their_own() {
         assert!(stdout(&output).is_empty());
     }
     assert_eq!(hosts.len(), 12);
+    // The runs raced for the three warm pods, and each of them served one run.
+    let unused: Vec<&String> = warm.iter().filter(|pod| !hosts.contains(*pod)).collect();
+    assert!(unused.is_empty(), "warm pods no run took: {unused:?}");
     // Nothing left but the refilled pool: no taken pod, no run's policy.
     wait_full(&t.ns, "warm", 3, &controller);
     let settled = eventually(Duration::from_secs(10), || {
@@ -432,46 +436,109 @@ fn a_run_whose_settings_match_a_pool_takes_it_unasked_and_others_start_cold() {
     assert!(log.contains("create pod and policy"), "{log}");
 }
 
+/// Every pod of POOL in NS from now on, as a watch sees them (`kubectl get -w`): none created
+/// and deleted in between is missed, as a listing now and then would miss it.
+struct PodsSeen {
+    watch: std::process::Child,
+    names: std::sync::mpsc::Receiver<String>,
+    seen: BTreeSet<String>,
+}
+
+impl PodsSeen {
+    fn watch(ns: &Namespace, pool: &str) -> Self {
+        let selector = format!("buildr.dev/pool={pool}");
+        let mut watch = std::process::Command::new(common::cluster::tool("kubectl"))
+            .args([
+                "get", "pods", "-n", &ns.name, "-l", &selector, "-w", "-o", "name",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = watch.stdout.take().unwrap();
+        let (tx, names) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx
+                    .send(line.trim_start_matches("pod/").to_string())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self {
+            watch,
+            names,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// The pods seen so far, once at least `at_least` are.
+    fn seen(&mut self, at_least: usize) -> &BTreeSet<String> {
+        while self.seen.len() < at_least {
+            match self.names.recv_timeout(Duration::from_secs(30)) {
+                Ok(name) => {
+                    self.seen.insert(name);
+                }
+                Err(_) => break,
+            }
+        }
+        self.seen.extend(self.names.try_iter());
+        &self.seen
+    }
+}
+
+impl Drop for PodsSeen {
+    fn drop(&mut self) {
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
+    }
+}
+
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn a_controller_killed_mid_fill_and_restarted_ends_at_exactly_the_size() {
     install_crd();
     let ns = Namespace::new("pool-restart");
+    // A quota of 2 pods: the first controller can make only half the pool before it is
+    // killed, whatever its speed; the restarted one must make exactly the other half.
+    ns.kubectl(&["create", "quota", "two-pods", "--hard=pods=2"]);
     let mut controller = PoolController::start(&ns);
     create_pool(&ns, "warm", 4, &base_image());
-    // Killed as soon as it created pods, before they are ready.
-    assert!(eventually(Duration::from_secs(30), || !pool_pods(
-        &ns, "warm", None
-    )
-    .is_empty()));
+    let half = eventually(Duration::from_secs(30), || {
+        pool_pods(&ns, "warm", None).len() == 2
+    });
+    assert!(
+        half,
+        "the pool's first pods were not made:\n{}",
+        controller.log()
+    );
     controller.kill();
     let before = pool_pods(&ns, "warm", None);
-    assert!(
-        pool_pods(&ns, "warm", Some("ready")).len() < 4,
-        "the fill was over before the kill: {before:?}"
-    );
+    assert_eq!(before.len(), 2, "made before the kill: {before:?}");
+    ns.kubectl(&["delete", "quota", "two-pods"]);
+
+    let mut pods_seen = PodsSeen::watch(&ns, "warm");
+    assert_eq!(pods_seen.seen(2).len(), 2, "the watch lists the pods first");
     let controller = PoolController::start(&ns);
     wait_full(&ns, "warm", 4, &controller);
-    // Exactly 4, all of them made before or after the restart, none twice: the restarted
-    // controller created only what was missing.
     let pods = pool_pods(&ns, "warm", None);
     assert_eq!(pods.len(), 4, "{pods:?}\n{}", controller.log());
-    let log = controller.log();
-    let created: usize = log
-        .lines()
-        .filter_map(|l| {
-            l.split("; created ")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .sum();
-    assert_eq!(created, 4 - before.len(), "{before:?}\n{log}");
     assert!(
         before.iter().all(|p| pods.contains(p)),
         "{before:?} lost: {pods:?}"
+    );
+    // Every pod that ever existed is one of the four: the restarted controller counted the
+    // two it found starting, and made only the two missing, none twice.
+    let seen = pods_seen.seen(4).clone();
+    let made_after: Vec<&String> = seen.iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(
+        made_after.len(),
+        2,
+        "made after the restart: {made_after:?}\n{}",
+        controller.log()
     );
 }
 

@@ -9,8 +9,9 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::k8s::pool::{controller, resource};
-use crate::backend::k8s::{ClusterArgs, check, gc};
+use crate::backend::k8s::ClusterArgs;
+use crate::backend::k8s::pool::resource;
+use crate::cluster::{check, controller, gc};
 
 /// Work with the objects buildr creates in a cluster.
 #[derive(Debug, clap::Subcommand)]

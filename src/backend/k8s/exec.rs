@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::api::{Backoff, api_message, one_line};
-use super::objects::CONTAINER;
+use super::launch::CONTAINER;
 
 /// Bytes of stdin per websocket frame.
 const FRAME: usize = 256 * 1024;

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tonic::transport::Channel;
 
-use super::access::is_forbidden;
 use super::api::api_message;
-use super::objects::EXECUTOR_PORT;
+use super::launch::EXECUTOR_PORT;
+use crate::cluster::access::is_forbidden;
 
 /// A lazily connecting channel to the executor in `pod`.
 pub fn channel(pods: Api<Pod>, pod: String) -> Channel {

@@ -3,8 +3,8 @@
 //! each say it their way; its Display is the sentence `buildr run` prints.
 
 use std::fmt;
+use std::time::Duration;
 
-use super::DELETE_TIMEOUT;
 use super::api::api_message;
 
 /// One of the run's objects that is still there after its clean-up.
@@ -78,8 +78,9 @@ impl fmt::Display for Leftover {
 pub enum NotDeleted {
     #[error("cannot delete it: {}", api_message(.0))]
     Failed(kube::Error),
-    #[error("its deletion got no answer within {}s", DELETE_TIMEOUT.as_secs())]
-    NoAnswer,
+    #[error("its deletion got no answer within {}", humantime::format_duration(*waited))]
+    /// No answer within `waited`, the deletion's timeout.
+    NoAnswer { waited: Duration },
 }
 
 #[cfg(test)]
@@ -97,12 +98,16 @@ mod tests {
             Leftover::Pod {
                 namespace: namespace.clone(),
                 pod: pod.clone(),
-                why: NotDeleted::NoAnswer,
+                why: NotDeleted::NoAnswer {
+                    waited: Duration::from_secs(30),
+                },
             },
             Leftover::Policy {
                 namespace,
                 name: pod,
-                why: NotDeleted::NoAnswer,
+                why: NotDeleted::NoAnswer {
+                    waited: Duration::from_secs(10),
+                },
             },
         ]
         .map(|leftover| leftover.to_string());
@@ -116,7 +121,7 @@ mod tests {
                  buildr-x`; `buildr k8s gc` removes it once it expires): its deletion got no \
                  answer within 30s",
                 "NetworkPolicy builds/buildr-x is left until its pod is gone (the pod owns it): \
-                 its deletion got no answer within 30s",
+                 its deletion got no answer within 10s",
             ]
         );
     }

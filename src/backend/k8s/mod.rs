@@ -8,34 +8,35 @@
 //! [`Leftover`]s, never printed here. The rest is in modules of their own:
 //!
 //! - [`api`]: the API server's failures in buildr's words, and the one backoff of every retry
+//! - [`labels`]: the names of the labels and annotations on every object buildr creates
 //! - [`objects`]: the pod and the policy, as typed values
+//! - [`launch`]: the pod's file layout, and its main process that becomes the executor
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
 //! - [`copy`]: the executor binary and the inputs into the pod
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
-//! - [`gc`]: `buildr k8s gc`, which removes what crashed clients left behind
-//! - [`access`]: the permissions buildr uses, and a refusal put into words that name one
-//! - [`check`]: `buildr k8s check`, whether a run can succeed in a namespace
-//! - [`cluster`]: the kubeconfig, context and namespace flags shared by the commands
+//! - [`kubeconfig`]: the kubeconfig, context and namespace flags shared by the commands
 //! - [`reach`]: whether a failed request reached the API server, and why not
 //! - [`pool`]: warm pods kept ready by `buildr k8s pool-controller`, which a run takes
+//!
+//! The cluster's administration (`buildr k8s check`, `gc`, the permissions, the pool
+//! controller) is [`crate::cluster`]'s.
 
-pub mod access;
 pub mod api;
-pub mod check;
-pub mod cluster;
 pub mod copy;
 pub mod exec;
 pub mod forward;
-pub mod gc;
+pub mod kubeconfig;
+pub mod labels;
+pub mod launch;
 pub mod leftover;
 pub mod objects;
 pub mod pool;
 pub mod reach;
 pub mod startup;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -51,8 +52,10 @@ use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use api::{api_message, is_not_found, until_reachable};
-pub use cluster::ClusterArgs;
+// `api` words refusals by the permissions table, which is the cluster's.
+use crate::cluster::access;
 use exec::ExecError;
+pub use kubeconfig::ClusterArgs;
 use leftover::{Leftover, NotDeleted};
 use objects::PodPlan;
 use pool::take::Taken;
@@ -142,16 +145,8 @@ pub enum K8sError {
         namespace: String,
         reason: String,
     },
-    #[error(
-        "cannot {verb} {what} in namespace {namespace}: {}",
-        api_message(error)
-    )]
-    Api {
-        verb: &'static str,
-        what: &'static str,
-        namespace: String,
-        error: Box<kube::Error>,
-    },
+    #[error(transparent)]
+    Take(#[from] pool::take::TakeError),
 }
 
 /// A run in a fresh pod.
@@ -196,17 +191,13 @@ impl K8sBackend {
 
     fn plan(&self) -> PodPlan {
         let task = &self.settings.task;
+        let (image, arch) = (&self.settings.image, &self.settings.binary.arch);
         PodPlan {
-            run_id: self.run_id.clone(),
-            namespace: self.namespace.clone(),
             task_name: task.name.clone(),
-            image: self.settings.image.clone(),
             container: task.container.clone(),
             task_timeout: task.timeout,
-            arch: self.settings.binary.arch.clone(),
             keep: self.settings.keep,
-            warm_for: None,
-            created_at: SystemTime::now(),
+            ..PodPlan::new(&self.run_id, &self.namespace, image, arch)
         }
     }
 
@@ -269,10 +260,9 @@ impl K8sBackend {
     /// to [`DELETE_TIMEOUT`], and returns what is left when a deletion is refused or never
     /// accepted.
     async fn delete_objects(&self, pod: &str, policy: &str) -> Vec<Leftover> {
-        let deadline = Instant::now() + DELETE_TIMEOUT;
         let (policy_deletion, pod_deletion) = tokio::join!(
-            delete_accepted(self.policies(), policy, deadline),
-            delete_accepted(self.pods(), pod, deadline),
+            delete_accepted(self.policies(), policy, DELETE_TIMEOUT),
+            delete_accepted(self.pods(), pod, DELETE_TIMEOUT),
         );
         let policy = policy_deletion.err().map(|why| Leftover::Policy {
             namespace: self.namespace.clone(),
@@ -304,20 +294,21 @@ impl K8sBackend {
 }
 
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
-/// without waiting for it to go; retries while the API server cannot be reached, until
-/// `deadline`.
-async fn delete_accepted<K>(api: Api<K>, name: &str, deadline: Instant) -> Result<(), NotDeleted>
+/// without waiting for it to go; retries while the API server cannot be reached, for up to
+/// `timeout`.
+async fn delete_accepted<K>(api: Api<K>, name: &str, timeout: Duration) -> Result<(), NotDeleted>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let params = DeleteParams::background();
+    let deadline = Instant::now() + timeout;
     let delete = until_reachable(deadline, || api.delete(name, &params));
     // A request that hangs must not hold the run's end past the deadline either.
     match tokio::time::timeout_at(deadline.into(), delete).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if is_not_found(&e) => Ok(()),
         Ok(Err(e)) => Err(NotDeleted::Failed(e)),
-        Err(_) => Err(NotDeleted::NoAnswer),
+        Err(_) => Err(NotDeleted::NoAnswer { waited: timeout }),
     }
 }
 
@@ -442,7 +433,7 @@ impl Backend for K8sBackend {
         timeline.record(copied, &mut step);
         Ok(Executor {
             channel,
-            workspace_root: objects::WORKSPACE_DIR.to_string(),
+            workspace_root: launch::WORKSPACE_DIR.to_string(),
             secret: Some(secret),
             inputs_sent,
         })
@@ -495,13 +486,12 @@ mod tests {
         // Takes connections and never answers, as an API server that hangs.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = format!("http://{}", silent.local_addr().unwrap());
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let deletion = delete_accepted(pods_at(&server), "buildr-x", deadline);
+        let deletion = delete_accepted(pods_at(&server), "buildr-x", Duration::from_millis(500));
         let result = tokio::time::timeout(Duration::from_secs(5), deletion)
             .await
             .expect("the deadline ends the wait");
         let reason = result.unwrap_err().to_string();
-        assert_eq!(reason, "its deletion got no answer within 30s");
+        assert_eq!(reason, "its deletion got no answer within 500ms");
     }
 
     #[tokio::test]
@@ -510,8 +500,8 @@ mod tests {
         let server = format!("http://{}", gone.local_addr().unwrap());
         drop(gone);
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(700);
-        let result = delete_accepted(pods_at(&server), "buildr-x", deadline).await;
+        let timeout = Duration::from_millis(700);
+        let result = delete_accepted(pods_at(&server), "buildr-x", timeout).await;
         let reason = result.unwrap_err().to_string();
         assert!(
             reason.starts_with("cannot delete it: cannot reach the API server"),

@@ -23,41 +23,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::backend::executor_command::ExecutorCommand;
-use crate::executor::ListenAddr;
+use super::labels::{
+    EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, TASK_ANNOTATION,
+};
+use super::launch::{BUILDR_DIR, CONTAINER, IDLE_TIMEOUT, TASK_ENV_PREFIX, boot_script};
 use crate::task::{self, Egress};
 
-/// The label every object buildr creates carries, and by which `buildr k8s gc` finds them.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "buildr";
-/// The run an object belongs to; the policy selects its pod by it.
-pub const RUN_ID_LABEL: &str = "buildr.dev/run-id";
-/// When the object may be deleted by `buildr k8s gc` (RFC 3339), whatever became of its client.
-pub const EXPIRES_AT_ANNOTATION: &str = "buildr.dev/expires-at";
-/// The task the pod runs, for people reading `kubectl get pods`.
-pub const TASK_ANNOTATION: &str = "buildr.dev/task";
+// `copy` still finds the pod's paths here; `launch` is their home.
+pub use super::launch::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
 
-/// The executor's container, and the port it listens on inside the pod (loopback only).
-pub const CONTAINER: &str = "executor";
-pub const EXECUTOR_PORT: u16 = 7070;
-/// Where the binary, the executor's state and the workspace live in the pod (emptyDirs).
-pub const BUILDR_DIR: &str = "/buildr";
-pub const BINARY_PATH: &str = "/buildr/bin/buildr";
-/// The task's tools, first in its PATH.
-pub const TOOLS_DIR: &str = "/buildr/tools";
-/// The run's secret, which every call to the executor must carry (see `crate::secret`).
-pub const SECRET_PATH: &str = "/buildr/secret";
-/// The process id of the sleep a warm pod waits for its run's secret in: killing it, once the
-/// secret is in place, starts the executor at once instead of at the next second's look.
-pub const SECRET_WAITER: &str = "/buildr/secret-waiter";
-pub const WORKSPACE_DIR: &str = "/workspace";
-/// The environment variables prefix under which Secrets and ConfigMaps reach the executor; it
-/// hands them to the task without the prefix (the executor's own environment stays its own).
-pub const TASK_ENV_PREFIX: &str = "BUILDR_TASK_ENV_";
 /// The user a pod runs as when the task names none: the conventional "nonroot" of distroless.
 pub const DEFAULT_USER: i64 = 65532;
-/// How long the executor stays after its task when no client comes back for the result.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a pod lives, at most, when its task has neither a timeout nor an `active_deadline`:
 /// Kubernetes fails it then, and `buildr k8s gc` removes it.
 pub const DEFAULT_ACTIVE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -93,6 +69,23 @@ pub struct PodPlan {
 }
 
 impl PodPlan {
+    /// The plan of a pod named after `run_id`, for a binary of `arch`, with the default task
+    /// settings: no task name, timeout or settings, not kept, not warm, created now.
+    pub fn new(run_id: &str, namespace: &str, image: &str, arch: &str) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            namespace: namespace.to_string(),
+            task_name: String::new(),
+            image: image.to_string(),
+            container: task::Container::default(),
+            task_timeout: None,
+            arch: arch.to_string(),
+            keep: false,
+            warm_for: None,
+            created_at: SystemTime::now(),
+        }
+    }
+
     /// The name of both the pod and its policy.
     pub fn name(&self) -> String {
         format!("buildr-{}", self.run_id)
@@ -397,63 +390,15 @@ fn non_empty<T>(items: impl Iterator<Item = T>) -> Option<Vec<T>> {
     (!items.is_empty()).then_some(items)
 }
 
-/// The container's main process: waits for the binary (copied in through exec once the pod
-/// runs, and renamed into place only when complete), then for the run's secret (there already
-/// in a run's own pod; a warm pod waits up to `secret_wait` for the run that takes it), then
-/// becomes the executor, so that the executor is the process the pod lives by and not an exec
-/// session that a dropped connection would orphan. It gives up if nothing comes, so that a pod
-/// whose client died early ends. A kept pod stays up after the executor, for a post-mortem,
-/// until it is deleted or expires.
-fn boot_script(keep: bool, secret_wait: Duration) -> String {
-    // As PID 1 the shell would ignore SIGTERM: without the trap a deleted pod lingers for its
-    // whole grace period.
-    let wait = format!(
-        "trap 'exit 143' TERM INT; i=0; while [ ! -x {BINARY_PATH} ]; do \
-           i=$((i+1)); if [ $i -gt 15000 ]; then echo 'buildr: no executor binary arrived within 300s' >&2; exit 1; fi; \
-           sleep 0.02; \
-         done; \
-         i=0; while [ ! -e {SECRET_PATH} ]; do \
-           i=$((i+1)); if [ $i -gt {secret_secs} ]; then echo 'buildr: no run came for this pod within {secret_secs}s' >&2; exit 1; fi; \
-           sleep 1 & echo $! > {SECRET_WAITER}; wait $!; \
-         done; ",
-        secret_secs = secret_wait.as_secs(),
-    );
-    let executor = ExecutorCommand {
-        binary: BINARY_PATH.into(),
-        listen: ListenAddr::Tcp((std::net::Ipv4Addr::LOCALHOST, EXECUTOR_PORT).into()),
-        state_dir: format!("{BUILDR_DIR}/state").into(),
-        workspace: WORKSPACE_DIR.into(),
-        secret_file: SECRET_PATH.into(),
-        tools_dir: TOOLS_DIR.into(),
-        idle_timeout: Some(IDLE_TIMEOUT),
-        env_prefix: Some(TASK_ENV_PREFIX.to_string()),
-    };
-    if keep {
-        format!(
-            "{wait}{}; echo 'buildr: the executor is done; the pod is kept'; while :; do sleep 3600 & wait $!; done",
-            executor.shell(false)
-        )
-    } else {
-        format!("{wait}{}", executor.shell(true))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan() -> PodPlan {
         PodPlan {
-            run_id: "abc123".to_string(),
-            namespace: "builds".to_string(),
             task_name: "test".to_string(),
-            image: "debian:bookworm".to_string(),
-            container: task::Container::default(),
-            task_timeout: None,
-            arch: "amd64".to_string(),
-            keep: false,
-            warm_for: None,
             created_at: SystemTime::UNIX_EPOCH,
+            ..PodPlan::new("abc123", "builds", "debian:bookworm", "amd64")
         }
     }
 

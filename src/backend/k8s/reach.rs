@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::io::ErrorKind;
 
-use super::cluster::CONNECT_TIMEOUT;
+use super::kubeconfig::CONNECT_TIMEOUT;
 
 /// Why `error`'s request never reached the API server, or `None` when it may have (the server
 /// answered, or the connection broke after the request went out).

@@ -10,8 +10,8 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::K8sError;
-use super::access::is_forbidden;
 use super::api::{api_message, one_line};
+use crate::cluster::access::is_forbidden;
 use crate::timeline::Timeline;
 
 /// What a pod's status says about its start.

@@ -1,43 +1,25 @@
 //! Warm pod pools: a `BuildrPool` ([`resource`]) keeps pods of one template started, with the
 //! executor binary in, so that a run skips the pod's start and the binary's copy. The
-//! controller ([`controller`], `buildr k8s pool-controller`) fills each pool; a run takes one
-//! pod ([`take`]), sends its own secret, tools and inputs, and deletes the pod after, as it
-//! deletes a pod of its own: every pod serves one run, ever.
+//! controller ([`crate::cluster::controller`], `buildr k8s pool-controller`) fills each pool; a
+//! run takes one pod ([`take`]), sends its own secret, tools and inputs, and deletes the pod
+//! after, as it deletes a pod of its own: every pod serves one run, ever.
 //!
-//! All the state is in the cluster, on the pods: [`POOL_LABEL`] names the pool, [`STATE_LABEL`]
-//! says where a pod is in its life ([`State`]), and a taken pod's `buildr.dev/run-id` names the
-//! run that took it. A controller that restarts counts what exists and creates the difference.
+//! All the state is in the cluster, on the pods (their names are in [`crate::backend::k8s::labels`]): the pool label
+//! names the pool, [`STATE_LABEL`] says where a pod is in its life ([`State`]), and a taken
+//! pod's run-id label names the run that took it. A controller that restarts counts what exists
+//! and creates the difference.
 //!
 //! Labels say what a pod claims to be, and anyone who may create or patch pods can write them.
 //! A run takes a pod only when it is what the pool made ([`warm::as_made`]: owned by the pool,
 //! the spec its template gives, the binary the controller recorded) and was never taken
 //! ([`TAKEN_MARK`], which no one can remove).
 
-pub mod controller;
 pub mod resource;
 pub mod take;
-mod warm;
+pub mod warm;
 
+use crate::backend::k8s::labels::{STATE_LABEL, TAKEN_MARK};
 use crate::task;
-
-/// The pool a warm pod was made for (kept once it is taken, so that the pool's deny-all
-/// policy still holds it).
-pub const POOL_LABEL: &str = "buildr.dev/pool";
-/// Where a pool's pod is in its life: see [`State`].
-pub const STATE_LABEL: &str = "buildr.dev/state";
-/// When the binary was in and the pod became ready (RFC 3339): it is replaced once it has
-/// waited longer than the pool's `maxIdle`.
-pub const READY_AT_ANNOTATION: &str = "buildr.dev/ready-at";
-/// A digest of the template a warm pod was made from and of the executor binary it gets: a pod
-/// of an older template or binary is replaced.
-pub const TEMPLATE_ANNOTATION: &str = "buildr.dev/template";
-/// The SHA-256 of the executor binary the controller puts into the pod, recorded when it
-/// creates the pod (and part of [`TEMPLATE_ANNOTATION`]'s digest).
-pub const EXECUTOR_ANNOTATION: &str = "buildr.dev/executor-sha256";
-/// The key of the toleration a run adds to the pod it takes: the mark that it was taken. A
-/// toleration because the API server lets a pod's tolerations only grow, so that not even
-/// someone who may patch pods can take the mark off and pass a used pod for a fresh one.
-pub const TAKEN_MARK: &str = "buildr.dev/taken";
 
 /// A pool pod's life: created, then ready once the controller copied the binary in, then taken
 /// by one run, which deletes it.

@@ -18,11 +18,14 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::resource::BuildrPool;
-use super::{POOL_LABEL, STATE_LABEL, State, TAKEN_MARK, pod_shape, warm, was_taken};
+use super::{State, pod_shape, warm, was_taken};
 use crate::backend::k8s::K8sError;
-use crate::backend::k8s::access::is_forbidden;
 use crate::backend::k8s::api::{api_message, is_not_found};
-use crate::backend::k8s::objects::{EXPIRES_AT_ANNOTATION, PodPlan, RUN_ID_LABEL, TASK_ANNOTATION};
+use crate::backend::k8s::labels::{
+    EXPIRES_AT_ANNOTATION, POOL_LABEL, RUN_ID_LABEL, STATE_LABEL, TAKEN_MARK, TASK_ANNOTATION,
+};
+use crate::backend::k8s::objects::PodPlan;
+use crate::cluster::access::is_forbidden;
 
 /// Where a run looks for a warm pod.
 #[derive(Debug, Clone)]
@@ -42,10 +45,14 @@ pub async fn named_pool(
     name: &str,
 ) -> Result<Option<BuildrPool>, K8sError> {
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), namespace);
-    pools
-        .get_opt(name)
-        .await
-        .map_err(api_error("get", "BuildrPools", namespace))
+    let read = pools.get_opt(name).await;
+    read.map_err(|error| {
+        K8sError::Take(TakeError::ReadPool {
+            namespace: namespace.to_string(),
+            pool: name.to_string(),
+            error: Box::new(error),
+        })
+    })
 }
 
 /// What became of the attempt.
@@ -55,6 +62,34 @@ pub enum Taken {
     Warm { pod: Box<Pod>, pool: String },
     /// No warm pod for this run; why, for `-v`.
     Cold(String),
+}
+
+/// A take that failed, one variant per failing request, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    #[error(
+        "cannot read BuildrPool {namespace}/{pool}: {} (`buildr k8s check --pool {pool}` shows what is missing)",
+        api_message(error)
+    )]
+    ReadPool {
+        namespace: String,
+        pool: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "cannot list the ready warm pods in namespace {namespace}: {}",
+        api_message(error)
+    )]
+    ListPods {
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+    #[error("cannot take warm pod {namespace}/{pod}: {}", api_message(error))]
+    TakePod {
+        namespace: String,
+        pod: String,
+        error: Box<kube::Error>,
+    },
 }
 
 /// Takes a warm pod for the run `plan` describes (its run id, image and settings) from
@@ -94,7 +129,11 @@ pub async fn take(
         }
     };
     let name = pool.name_any();
-    let mut candidates = listed.map_err(api_error("list", "pods", namespace))?.items;
+    let listed = listed.map_err(|error| TakeError::ListPods {
+        namespace: namespace.clone(),
+        error: Box::new(error),
+    });
+    let mut candidates = listed?.items;
     candidates.retain(|pod| {
         pod.labels().get(POOL_LABEL) == Some(&name) && pod.metadata.deletion_timestamp.is_none()
     });
@@ -127,7 +166,13 @@ pub async fn take(
             // Another run took it first, or it was replaced meanwhile.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) if is_not_found(&e) => continue,
-            Err(e) => return Err(api_error("patch", "pods", namespace)(e)),
+            Err(error) => {
+                return Err(K8sError::Take(TakeError::TakePod {
+                    namespace: namespace.clone(),
+                    pod: pod.name_any(),
+                    error: Box::new(error),
+                }));
+            }
         }
     }
     match (source, pool.failing()) {
@@ -224,20 +269,6 @@ fn take_patch(pod: &Pod, plan: &PodPlan) -> serde_json::Value {
     })
 }
 
-fn api_error(
-    verb: &'static str,
-    what: &'static str,
-    namespace: &str,
-) -> impl FnOnce(kube::Error) -> K8sError {
-    let namespace = namespace.to_string();
-    move |error| K8sError::Api {
-        verb,
-        what,
-        namespace,
-        error: Box::new(error),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -266,16 +297,8 @@ mod tests {
             }),
         };
         let plan = PodPlan {
-            run_id: "run1".to_string(),
-            namespace: "builds".to_string(),
-            task_name: "test".to_string(),
-            image: "debian".to_string(),
-            container: Default::default(),
             task_timeout: Some(Duration::from_secs(60)),
-            arch: "amd64".to_string(),
-            keep: false,
-            warm_for: None,
-            created_at: SystemTime::now(),
+            ..PodPlan::new("run1", "builds", "debian", "amd64")
         };
         let patch = take_patch(&pod, &plan);
         let metadata = &patch["metadata"];

@@ -3,7 +3,6 @@
 //! and whether a pod that says it is the pool's is one the pool made ([`as_made`]).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
@@ -11,9 +10,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::State;
 use super::resource::BuildrPool;
-use super::{EXECUTOR_ANNOTATION, POOL_LABEL, STATE_LABEL, State, TEMPLATE_ANNOTATION};
-use crate::backend::k8s::objects::{MANAGED_BY, MANAGED_BY_LABEL, PodPlan};
+use crate::backend::k8s::labels::{
+    EXECUTOR_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL, STATE_LABEL, TEMPLATE_ANNOTATION,
+};
+use crate::backend::k8s::objects::PodPlan;
 
 /// What a pool's pods are made from: its template and the binary they get, as a short digest
 /// (a pod made from another is replaced).
@@ -34,33 +36,17 @@ pub fn plan(pool: &BuildrPool, namespace: &str, arch: &str) -> Option<PodPlan> {
     let mut container = pool.spec.container.clone();
     let image = container.image.clone()?;
     let max_idle = pool.spec.max_idle();
-    let run_deadline = PodPlan {
-        container: container.clone(),
-        ..placeholder_plan(namespace, arch, image.clone())
-    }
-    .active_deadline();
-    container.active_deadline = Some(max_idle + run_deadline);
+    // A run id of its own, until a run takes it.
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let mut plan = PodPlan::new(run_id, namespace, &image, arch);
+    plan.container = container.clone();
+    container.active_deadline = Some(max_idle + plan.active_deadline());
     Some(PodPlan {
         container,
         task_name: format!("(warm pod of pool {})", pool.name_any()),
         warm_for: Some(max_idle),
-        ..placeholder_plan(namespace, arch, image)
+        ..plan
     })
-}
-
-fn placeholder_plan(namespace: &str, arch: &str, image: String) -> PodPlan {
-    PodPlan {
-        run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-        namespace: namespace.to_string(),
-        task_name: String::new(),
-        image,
-        container: Default::default(),
-        task_timeout: None,
-        arch: arch.to_string(),
-        keep: false,
-        warm_for: None,
-        created_at: SystemTime::now(),
-    }
 }
 
 /// The warm pod of `plan`: labelled as `pool`'s, starting, owned by the pool (so that deleting

@@ -2,10 +2,10 @@
 //! Every permission of [`PERMISSIONS`] is a `SelfSubjectAccessReview` (which any authenticated
 //! user may make), and the namespace's admission (Pod Security, LimitRange, quotas, policies)
 //! judges a server-side dry-run create of the very pod a run would make; nothing is created.
-//! The cluster calls are [`check`]; what is made of their answers is plain [`Report`] logic.
+//! The cluster calls are [`check`]; what is made of their answers is plain [`Report`] logic, and
+//! the table it is shown as is [`table`]'s.
 
-use std::fmt::Write;
-use std::time::SystemTime;
+mod table;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -15,11 +15,10 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::access::{PERMISSIONS, Permission};
-use super::api::{api_message, is_not_found, one_line};
-use super::objects::PodPlan;
-use super::pool::resource::BuildrPool;
 use crate::backend::arch::host_arch;
-use crate::task;
+use crate::backend::k8s::api::{api_message, is_not_found};
+use crate::backend::k8s::objects::PodPlan;
+use crate::backend::k8s::pool::resource::BuildrPool;
 
 /// The image the dry-run pod names when none is given: admission that looks at images (an
 /// allowed-registries policy) judges this one, so `--image` gives the real one.
@@ -90,103 +89,6 @@ impl Report {
         self.permissions.iter().all(|(_, v)| *v == Verdict::Allowed)
             && self.admission == Admission::Admitted
             && !self.pools.iter().any(PoolRow::blocks)
-    }
-
-    /// One row per permission and one for the pod's admission; under a missing permission the
-    /// Role rule that grants it, under a refused pod the API server's reason.
-    pub fn table(&self) -> String {
-        // (what, answer, what for, the line under it)
-        let mut rows: Vec<(String, &str, String, Option<String>)> = self
-            .permissions
-            .iter()
-            .map(|(permission, verdict)| {
-                let (answer, detail) = match verdict {
-                    Verdict::Allowed => ("yes", None),
-                    Verdict::Missing => (
-                        "MISSING",
-                        Some(format!("grant it with: {}", permission.rule())),
-                    ),
-                    Verdict::Unknown(why) => ("UNKNOWN", Some(format!("cannot ask: {why}"))),
-                };
-                (
-                    permission.to_string(),
-                    answer,
-                    permission.purpose.to_string(),
-                    detail,
-                )
-            })
-            .collect();
-        let (answer, detail) = match &self.admission {
-            Admission::Admitted => ("yes", None),
-            Admission::Refused(why) => ("REFUSED", Some(one_line(why))),
-            Admission::NotChecked => (
-                "UNKNOWN",
-                Some("not asked: creating pods is not allowed".to_string()),
-            ),
-        };
-        rows.push((
-            "admission of buildr's pod".to_string(),
-            answer,
-            "a dry-run create of the pod a run makes (Pod Security, LimitRange, quotas, policies)"
-                .to_string(),
-            detail,
-        ));
-        for pool in &self.pools {
-            let (answer, what, detail) = match &pool.state {
-                PoolState::Ready { ready, size } if *ready > 0 => {
-                    ("yes", format!("{ready} of {size} warm pods ready"), None)
-                }
-                PoolState::Ready { size, .. } => (
-                    "EMPTY",
-                    format!("0 of {size} warm pods ready: runs start their own pods"),
-                    None,
-                ),
-                PoolState::Failing(why) => (
-                    "FAILING",
-                    "its pods cannot start".to_string(),
-                    Some(one_line(why)),
-                ),
-                PoolState::Missing => (
-                    "MISSING",
-                    "no such BuildrPool".to_string(),
-                    Some("create it (README, Warm pools), or run without --pool".to_string()),
-                ),
-                PoolState::Unknown(why) => (
-                    "UNKNOWN",
-                    "cannot read BuildrPools".to_string(),
-                    Some(why.clone()),
-                ),
-            };
-            rows.push((format!("pool {}", pool.name), answer, what, detail));
-        }
-        let width = rows
-            .iter()
-            .map(|row| row.0.len())
-            .chain(["PERMISSION".len()])
-            .max()
-            .unwrap_or_default();
-        let indent = " ".repeat(width + 2 + 7 + 2);
-        let mut out = format!("namespace {}\n", self.namespace);
-        let _ = writeln!(out, "{:width$}  {:7}  FOR", "PERMISSION", "ALLOWED");
-        for (name, answer, what, detail) in rows {
-            let _ = writeln!(out, "{name:width$}  {answer:7}  {what}");
-            if let Some(detail) = detail {
-                let _ = writeln!(out, "{indent}{detail}");
-            }
-        }
-        let _ = writeln!(out, "\n{}", self.trust_note());
-        out
-    }
-
-    /// What no permission shows: RBAC cannot limit exec to one's own pods when their names are
-    /// generated, so whoever may run here may also reach into every other run here.
-    fn trust_note(&self) -> String {
-        format!(
-            "note: namespace {} is one trust domain: whoever may run buildr here may also exec \
-             into the other runs' pods, read their secrets and change the files they bring back; \
-             give each user or CI pipeline its own namespace (README, Security)",
-            self.namespace
-        )
     }
 
     /// One line: that a run can succeed, or what stops it.
@@ -334,17 +236,10 @@ async fn review(
 /// A server-side dry run of the pod a run makes with default task settings: admission runs in
 /// full, nothing is stored.
 async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission {
+    let run_id = format!("check-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let plan = PodPlan {
-        run_id: format!("check-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        namespace: namespace.to_string(),
         task_name: "buildr k8s check".to_string(),
-        image: image.to_string(),
-        container: task::Container::default(),
-        task_timeout: None,
-        arch: host_arch().to_string(),
-        keep: false,
-        warm_for: None,
-        created_at: SystemTime::now(),
+        ..PodPlan::new(&run_id, namespace, image, host_arch())
     };
     let params = PostParams {
         dry_run: true,

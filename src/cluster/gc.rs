@@ -10,9 +10,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource};
 
-use super::K8sError;
-use super::api::is_not_found;
-use super::objects::{EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::backend::k8s::api::{api_message, is_not_found};
+use crate::backend::k8s::labels::{EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
+
+/// A collection that stopped, one variant per failing request, naming the objects.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(
+        "cannot list buildr's {kind}s in namespace {namespace}: {} (`buildr k8s check` shows what is missing)",
+        api_message(error)
+    )]
+    List {
+        kind: String,
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+    #[error("cannot delete {kind} {namespace}/{name}: {}", api_message(error))]
+    Delete {
+        kind: String,
+        namespace: String,
+        name: String,
+        error: Box<kube::Error>,
+    },
+}
 
 /// What a collection removed: `kind/name` of each object.
 #[derive(Debug, Default)]
@@ -45,7 +65,7 @@ pub async fn collect(
     client: kube::Client,
     namespace: &str,
     older_than: Option<Duration>,
-) -> Result<Collected, K8sError> {
+) -> Result<Collected, GcError> {
     let mut collected = Collected::default();
     let now = SystemTime::now();
     sweep::<Pod>(&client, namespace, now, older_than, &mut collected).await?;
@@ -59,7 +79,7 @@ async fn sweep<K>(
     now: SystemTime,
     older_than: Option<Duration>,
     collected: &mut Collected,
-) -> Result<(), K8sError>
+) -> Result<(), GcError>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -68,21 +88,12 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let kind = K::kind(&());
-    let api_error = |verb, error| K8sError::Api {
-        verb,
-        what: if kind == "Pod" {
-            "pods"
-        } else {
-            "NetworkPolicies"
-        },
+    let selector = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let objects = api.list(&selector).await.map_err(|error| GcError::List {
+        kind: kind.to_string(),
         namespace: namespace.to_string(),
         error: Box::new(error),
-    };
-    let selector = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let objects = api
-        .list(&selector)
-        .await
-        .map_err(|e| api_error("list", e))?;
+    })?;
     for object in objects {
         let meta = object.meta();
         if !is_expired(meta, now, older_than) {
@@ -92,7 +103,14 @@ where
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => collected.deleted.push(format!("{kind}/{name}")),
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(api_error("delete", e)),
+            Err(error) => {
+                return Err(GcError::Delete {
+                    kind: kind.to_string(),
+                    namespace: namespace.to_string(),
+                    name,
+                    error: Box::new(error),
+                });
+            }
         }
     }
     Ok(())

@@ -9,10 +9,27 @@
 //! counts and the first reason a pod cannot start into the pool's status. Creates are awaited
 //! one reconcile at a time, so a restart neither loses nor doubles a pod.
 
+//! `buildr k8s pool-controller`: keeps every `BuildrPool` of a namespace filled. kube's
+//! `runtime::Controller` runs [`reconcile`] for a pool whenever it or one of its pods changes
+//! (and when its oldest ready pod is due for replacement), one pool at a time each.
+//!
+//! A reconcile observes, decides, acts. It reads the pool's pods from the API server (not a
+//! cache), so it counts what exists, whatever an earlier controller did before it was killed;
+//! [`decide`] sorts them without I/O; then it deletes what is spent (ended, idle past `maxIdle`,
+//! of an older template, beyond `size`), copies the binary into started pods and marks them
+//! ready, creates only the difference to `size`, and writes the counts and the first reason a
+//! pod cannot start into the pool's status. Creates are awaited one reconcile at a time, so a
+//! restart neither loses nor doubles a pod. A pool in trouble (a failed reconcile, a pod that
+//! cannot start or ends unused) waits longer each time in a row ([`decide::Pace`]), and so do
+//! its replacement pods.
+
+mod decide;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
@@ -25,37 +42,81 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
-use super::{
-    POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL, State, TEMPLATE_ANNOTATION, warm, was_taken,
-};
 use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::K8sError;
 use crate::backend::k8s::api::{api_message, is_not_found};
 use crate::backend::k8s::copy;
-use crate::backend::k8s::startup::{Start, classify};
+use crate::backend::k8s::labels::{POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL};
+use crate::backend::k8s::pool::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
+use crate::backend::k8s::pool::{State, warm, was_taken};
 use crate::backend::upload::Payload;
+use decide::{Decision, Pace, decide, next_look, to_create};
 
-/// How soon a pool with pods still starting is looked at again, besides its pods' own events.
-const STARTING_RECHECK: Duration = Duration::from_secs(5);
-/// How soon a failed reconcile is tried again.
-const RETRY: Duration = Duration::from_secs(5);
 /// How often the patch that marks a pod ready is tried while its pod keeps changing.
 const READY_ATTEMPTS: usize = 3;
 /// How many reports may wait for the log; a reconcile with one to give waits while it is full.
 const REPORTS_WAITING: usize = 16;
+/// The field manager of the pools' deny-all policies: applied server-side, so that each
+/// reconcile puts back what someone changed in them.
+const FIELD_MANAGER: &str = "buildr-pool-controller";
 
+/// A reconcile that failed, one variant per failing request, naming the pool and the object.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error(
-        "BuildrPool {namespace}/{pool}: cannot {verb} {what}: {}",
+        "BuildrPool {namespace}/{pool}: cannot apply its deny-all NetworkPolicy {policy}: {} (the controller needs `create` and `patch` on networkpolicies)",
         api_message(error)
     )]
-    Api {
+    ApplyPolicy {
         pool: String,
         namespace: String,
-        verb: &'static str,
-        what: String,
+        policy: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "BuildrPool {namespace}/{pool}: cannot list its pods: {}",
+        api_message(error)
+    )]
+    ListPods {
+        pool: String,
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "BuildrPool {namespace}/{pool}: cannot delete pod {pod}: {} (it is deleted at the next try; else remove it with `kubectl -n {namespace} delete pod {pod}`)",
+        api_message(error)
+    )]
+    DeletePod {
+        pool: String,
+        namespace: String,
+        pod: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "BuildrPool {namespace}/{pool}: {failed} of its spent pods could not be deleted; tried again later"
+    )]
+    SpentLeft {
+        pool: String,
+        namespace: String,
+        failed: usize,
+    },
+    #[error(
+        "BuildrPool {namespace}/{pool}: cannot create pod {pod}: {}",
+        api_message(error)
+    )]
+    CreatePod {
+        pool: String,
+        namespace: String,
+        pod: String,
+        error: Box<kube::Error>,
+    },
+    #[error(
+        "BuildrPool {namespace}/{pool}: cannot update its status: {} (the controller needs `patch` on buildrpools/status)",
+        api_message(error)
+    )]
+    WriteStatus {
+        pool: String,
+        namespace: String,
         error: Box<kube::Error>,
     },
     #[error("BuildrPools in namespace {namespace}: {error}")]
@@ -97,11 +158,31 @@ impl fmt::Display for Reconciled {
     }
 }
 
+/// What the log gets: each reconcile's outcome, and each failure that did not end one.
+type Report = Result<Reconciled, PoolError>;
+
 struct Context {
     client: kube::Client,
     namespace: String,
     binary: ExecutorBinary,
-    reports: tokio::sync::mpsc::Sender<Reconciled>,
+    reports: tokio::sync::mpsc::Sender<Report>,
+    /// Each pool's backoff, by name.
+    paces: Mutex<HashMap<String, Pace>>,
+}
+
+impl Context {
+    fn pace<T>(&self, pool: &BuildrPool, with: impl FnOnce(&mut Pace) -> T) -> T {
+        // A poisoned lock is a panic elsewhere; the paces are still usable.
+        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+        let pace = paces.entry(pool.name_any()).or_default();
+        with(pace.of_generation(pool.metadata.generation))
+    }
+
+    /// Hands the log a report; nobody reads them once the stream is dropped, and the
+    /// reconcile is done all the same.
+    async fn report(&self, report: Report) {
+        let _ = self.reports.send(report).await;
+    }
 }
 
 /// Runs the controller for the pools of `namespace` until `shutdown` resolves; yields what each
@@ -113,7 +194,7 @@ pub fn run(
     namespace: String,
     binary: ExecutorBinary,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = Result<Reconciled, PoolError>> {
+) -> impl Stream<Item = Report> {
     let (reports, received) = tokio::sync::mpsc::channel(REPORTS_WAITING);
     let pools: Api<BuildrPool> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -122,6 +203,7 @@ pub fn run(
         namespace: namespace.clone(),
         binary,
         reports,
+        paces: Mutex::default(),
     });
     let pods_of_pools = watcher::Config::default().labels(POOL_LABEL);
     let within = namespace.clone();
@@ -155,30 +237,35 @@ pub fn run(
             // Reports first: a reconcile sends its report before the controller yields its
             // outcome, so none is left behind when the controller ends.
             biased;
-            Some(report) = received.recv() => Some(Ok(report)),
+            Some(report) = received.recv() => Some(report),
             failure = failures.next() => failure,
         };
         next.map(|item| (item, (failures, received)))
     })
 }
 
-fn error_policy(_pool: Arc<BuildrPool>, _error: &PoolError, _context: Arc<Context>) -> Action {
-    Action::requeue(RETRY)
+/// A failed reconcile is tried again after its pool's next backoff: 5 s, then twice as long
+/// each time in a row, up to 5 minutes.
+fn error_policy(pool: Arc<BuildrPool>, _error: &PoolError, context: Arc<Context>) -> Action {
+    Action::requeue(context.pace(&pool, Pace::failed))
 }
 
-/// The pool's pods, sorted by what becomes of them in this reconcile.
-#[derive(Default)]
-struct Census {
-    ready: Vec<Pod>,
-    /// Running, binary not in yet.
-    to_fill: Vec<Pod>,
-    starting: usize,
-    in_use: u32,
-    spent: Vec<String>,
-    failing: Option<String>,
-    not_as_made: Option<String>,
-    /// When the next ready pod has waited `maxIdle`.
-    next_expiry: Option<SystemTime>,
+/// The pool's name and namespace, for its errors.
+struct Named<'a> {
+    pool: &'a str,
+    namespace: &'a str,
+}
+
+impl Named<'_> {
+    fn delete_pod(&self, pod: &str) -> impl FnOnce(kube::Error) -> PoolError {
+        let (pool, namespace, pod) = (self.pool.into(), self.namespace.into(), pod.into());
+        move |error| PoolError::DeletePod {
+            pool,
+            namespace,
+            pod,
+            error: Box::new(error),
+        }
+    }
 }
 
 async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Action, PoolError> {
@@ -188,98 +275,81 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     }
     let name = pool.name_any();
     let namespace = &context.namespace;
-    let failed = |verb: &'static str, what: String| {
-        let (pool, namespace) = (name.clone(), namespace.clone());
-        move |error: kube::Error| PoolError::Api {
-            pool,
-            namespace,
-            verb,
-            what,
-            error: Box::new(error),
-        }
+    let named = Named {
+        pool: &name,
+        namespace,
     };
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
-    let Some(plan_image) = pool.spec.container.image.clone() else {
-        let failing = "the pool's `container` has no `image`".to_string();
-        report(
-            &pool,
-            &context,
-            Census {
-                failing: Some(failing),
-                ..Census::default()
-            },
-            0,
-            0,
-        )
-        .await?;
+    let Some(image) = pool.spec.container.image.clone() else {
+        let decision = Decision {
+            failing: Some("the pool's `container` has no `image`".to_string()),
+            ..Decision::default()
+        };
+        report(&pool, &context, decision, 0, 0).await?;
         return Ok(Action::await_change());
     };
-    let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), namespace);
-    match policies
-        .create(&PostParams::default(), &warm::deny_all(&pool, namespace))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => return Err(failed("create", "its NetworkPolicy".to_string())(e)),
-    }
+
+    // Observe.
+    apply_policy(&pool, &context).await?;
     let listed = pods
         .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
         .await
-        .map_err(failed("list", "its pods".to_string()))?;
+        .map_err(|error| PoolError::ListPods {
+            pool: name.clone(),
+            namespace: namespace.clone(),
+            error: Box::new(error),
+        })?;
     let template = warm::template_digest(&pool, &context.binary.sha256);
-    let mut census = census(&pool, listed.items, &template, &plan_image);
 
-    // Beyond `size` (it was lowered): the youngest ready pods go first.
-    let size = pool.spec.size as usize;
-    while census.ready.len() + census.to_fill.len() + census.starting > size
-        && let Some(extra) = census.ready.pop()
-    {
-        census.spent.push(extra.name_any());
+    // Decide.
+    let mut decision = decide(&pool, listed.items, &template, &image, SystemTime::now());
+    let held = context.pace(&pool, |pace| pace.held(Instant::now()));
+
+    // Act: delete what is spent, fill what started, create the difference.
+    let spent = std::mem::take(&mut decision.spent);
+    let left = delete_all(&pods, &context, &named, &spent).await;
+    if left > 0 {
+        return Err(PoolError::SpentLeft {
+            pool: name,
+            namespace: namespace.clone(),
+            failed: left,
+        });
     }
-    let spent = std::mem::take(&mut census.spent);
-    let deletions = spent.iter().map(|pod| {
-        let (pods, failed) = (&pods, &failed);
-        async move {
-            match pods.delete(pod, &DeleteParams::background()).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(failed("delete", format!("pod {pod}"))(e)),
-            }
-        }
-    });
-    future::try_join_all(deletions).await?;
-
-    let to_fill = std::mem::take(&mut census.to_fill);
-    let fills = future::join_all(
-        to_fill
-            .iter()
-            .map(|pod| fill(&pods, &context, pod, &plan_image)),
-    )
-    .await;
+    let to_fill = std::mem::take(&mut decision.to_fill);
+    let fills =
+        future::join_all(to_fill.iter().map(|pod| fill(&pods, &context, pod, &image))).await;
+    let mut unfilled = Vec::new();
     for (pod, filled) in to_fill.into_iter().zip(fills) {
         match filled {
-            Ok(Filled::Ready) => census.ready.push(pod),
+            Ok(Filled::Ready) => decision.ready.push(pod),
             // Its change is an event of its own, and the next reconcile sees it.
             Ok(Filled::Changed) => {}
             Err(why) => {
-                census.failing.get_or_insert(why);
-                let _ = pods
-                    .delete(&pod.name_any(), &DeleteParams::background())
-                    .await;
-                census.spent.push(pod.name_any());
+                decision.failing.get_or_insert(why);
+                unfilled.push(pod.name_any());
             }
         }
     }
+    let unfilled_left = delete_all(&pods, &context, &named, &unfilled).await;
 
-    let missing = size.saturating_sub(census.ready.len() + census.starting);
+    let missing = to_create(
+        pool.spec.size,
+        decision.ready.len(),
+        decision.starting,
+        held,
+    );
     let creates = (0..missing).map(|_| async {
         let plan = warm::plan(&pool, namespace, &context.binary.arch)
             .expect("the pool has an image: checked above");
         let pod = warm::pod(&plan, &pool, &context.binary.sha256);
         pods.create(&PostParams::default(), &pod)
             .await
-            .map_err(failed("create", format!("pod {}", plan.name())))
+            .map_err(|error| PoolError::CreatePod {
+                pool: name.clone(),
+                namespace: namespace.clone(),
+                pod: plan.name(),
+                error: Box::new(error),
+            })
     });
     let created = future::join_all(creates).await;
     let mut made = 0;
@@ -287,111 +357,70 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
         match outcome {
             Ok(_) => {
                 made += 1;
-                census.starting += 1;
+                decision.starting += 1;
             }
             // A refusal (quota, admission) is why the pool cannot fill: say it in its status.
-            Err(PoolError::Api { error, .. }) if matches!(*error, kube::Error::Api(_)) => {
-                census
+            Err(PoolError::CreatePod { error, .. }) if matches!(*error, kube::Error::Api(_)) => {
+                decision
                     .failing
                     .get_or_insert(format!("its pod is refused: {}", api_message(&error)));
             }
             Err(e) => return Err(e),
         }
     }
-    let deleted = spent.len() + census.spent.len();
-    let next = if census.starting > 0 || census.failing.is_some() {
-        Action::requeue(STARTING_RECHECK)
-    } else {
-        let due = census
-            .next_expiry
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
-            .unwrap_or(pool.spec.max_idle());
-        Action::requeue(due + Duration::from_secs(1))
-    };
-    report(&pool, &context, census, made, deleted).await?;
-    Ok(next)
+    let deleted = spent.len() + unfilled.len() - unfilled_left;
+    let troubled = decision.troubled();
+    let paced = context.pace(&pool, |pace| pace.after(troubled, held, Instant::now()));
+    let next =
+        paced.unwrap_or_else(|| next_look(&decision, pool.spec.max_idle(), SystemTime::now()));
+    report(&pool, &context, decision, made, deleted).await?;
+    Ok(Action::requeue(next))
 }
 
-/// Sorts the pool's pods: ready, to fill, starting, in use, or spent (to delete).
-fn census(pool: &BuildrPool, pods: Vec<Pod>, template: &str, image: &str) -> Census {
-    let mut census = Census::default();
-    let uid = pool.metadata.uid.as_deref();
-    let max_idle = pool.spec.max_idle();
-    let now = SystemTime::now();
-    for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
+/// Applies the pool's deny-all policy, server-side: created when missing, and what someone
+/// changed in it put back.
+async fn apply_policy(pool: &BuildrPool, context: &Context) -> Result<(), PoolError> {
+    let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), &context.namespace);
+    let policy = warm::deny_all(pool, &context.namespace);
+    let policy_name = policy.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match policies
+        .patch(&policy_name, &params, &Patch::Apply(&policy))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => Err(PoolError::ApplyPolicy {
+            pool: pool.name_any(),
+            namespace: context.namespace.clone(),
+            policy: policy_name,
+            error: Box::new(error),
+        }),
+    }
+}
+
+/// Deletes `names`, all at once; each deletion that fails is reported to the log. Returns how
+/// many failed (a pod already gone is deleted).
+async fn delete_all(
+    pods: &Api<Pod>,
+    context: &Context,
+    named: &Named<'_>,
+    names: &[String],
+) -> usize {
+    let deletions = names.iter().map(|pod| async move {
+        match pods.delete(pod, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(named.delete_pod(pod)(e)),
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        let ended = matches!(phase, Some("Failed" | "Succeeded"));
-        let state = State::of(&pod);
-        if state == Some(State::Taken) {
-            census.in_use += u32::from(!ended);
-            continue;
-        }
-        // Taken once, it is never the pool's again, whatever its labels say now.
-        if was_taken(&pod) {
-            census.spent.push(pod.name_any());
-            continue;
-        }
-        // A pod of a pool of the same name that was deleted: the garbage collector's.
-        let ours = pod
-            .owner_references()
-            .iter()
-            .any(|o| Some(o.uid.as_str()) == uid);
-        if !ours {
-            continue;
-        }
-        let stale = pod
-            .annotations()
-            .get(TEMPLATE_ANNOTATION)
-            .map(String::as_str)
-            != Some(template);
-        if ended || stale {
-            census.spent.push(pod.name_any());
-            continue;
-        }
-        // Runs would pass it over: made by hand, or changed since (by an admission webhook
-        // too, which the log then names: every pod the pool makes would go this way).
-        if let Err(why) = warm::as_made(pool, &pod) {
-            census.not_as_made.get_or_insert(format!(
-                "deleted pod {}, which runs would not take: {why}",
-                pod.name_any()
-            ));
-            census.spent.push(pod.name_any());
-            continue;
-        }
-        match state {
-            Some(State::Ready) => {
-                let ready_at = pod
-                    .annotations()
-                    .get(READY_AT_ANNOTATION)
-                    .and_then(|at| humantime::parse_rfc3339(at).ok())
-                    .unwrap_or(now);
-                let expires = ready_at + max_idle;
-                if expires <= now {
-                    census.spent.push(pod.name_any());
-                } else {
-                    census.next_expiry =
-                        Some(census.next_expiry.map_or(expires, |e| e.min(expires)));
-                    census.ready.push(pod);
-                }
-            }
-            _ => match classify(&pod, image) {
-                Start::Running => census.to_fill.push(pod),
-                Start::Failed(why) => {
-                    census.failing.get_or_insert(why);
-                    census.starting += 1;
-                }
-                Start::Waiting(_) => census.starting += 1,
-            },
+    });
+    let mut failed = 0;
+    for outcome in future::join_all(deletions).await {
+        if let Err(e) = outcome {
+            failed += 1;
+            context.report(Err(e)).await;
         }
     }
-    // Oldest first, so that the youngest go when the pool shrinks.
-    census
-        .ready
-        .sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
-    census
+    failed
 }
 
 /// What became of a pod the binary was copied into.
@@ -463,14 +492,14 @@ async fn fill(
 async fn report(
     pool: &BuildrPool,
     context: &Context,
-    census: Census,
+    decision: Decision,
     created: usize,
     deleted: usize,
 ) -> Result<(), PoolError> {
     let name = pool.name_any();
     let previous = pool.status.clone().unwrap_or_default().conditions;
     let size = pool.spec.size;
-    let ready = census.ready.len() as u32;
+    let ready = decision.ready.len() as u32;
     let full = ready >= size;
     let conditions = vec![
         condition(
@@ -484,20 +513,20 @@ async fn report(
         condition(
             &previous,
             PODS_FAILING,
-            census.failing.is_some(),
-            if census.failing.is_some() {
+            decision.failing.is_some(),
+            if decision.failing.is_some() {
                 "PodCannotStart"
             } else {
                 "PodsStart"
             },
-            census.failing.clone().unwrap_or_default(),
+            decision.failing.clone().unwrap_or_default(),
             pool.metadata.generation,
         ),
     ];
     let status = BuildrPoolStatus {
         ready,
-        starting: census.starting as u32,
-        in_use: census.in_use,
+        starting: decision.starting as u32,
+        in_use: decision.in_use,
         conditions,
     };
     let pools: Api<BuildrPool> = Api::namespaced(context.client.clone(), &context.namespace);
@@ -508,24 +537,20 @@ async fn report(
             &Patch::Merge(json!({ "status": status })),
         )
         .await
-        .map_err(|error| PoolError::Api {
+        .map_err(|error| PoolError::WriteStatus {
             pool: name.clone(),
             namespace: context.namespace.clone(),
-            verb: "update",
-            what: "its status".to_string(),
             error: Box::new(error),
         })?;
-    // Nobody reads them once the stream is dropped: the reconcile is done all the same.
-    let _ = context
-        .reports
-        .send(Reconciled {
+    context
+        .report(Ok(Reconciled {
             pool: name,
             status,
             created,
             deleted,
-            failing: census.failing,
-            not_as_made: census.not_as_made,
-        })
+            failing: decision.failing,
+            not_as_made: decision.not_as_made,
+        }))
         .await;
     Ok(())
 }
