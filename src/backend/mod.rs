@@ -57,6 +57,12 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
+/// A fresh run id: 12 hex digits of a random UUID. It names what the run creates (sandbox,
+/// pod, run directory), so it is short enough for a pod's name.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 /// A started executor, as the client sees it.
 pub struct Executor {
     /// A channel that dials the executor afresh whenever its connection is lost.

@@ -429,8 +429,7 @@ pub fn replay(
     }
     let extracted = match entry.archive().map_err(ActionError::ReadArchive)? {
         Some(archive) => Some(
-            archive::extract_within(archive, out, options, limits)
-                .map_err(ActionError::Extract)?,
+            archive::extract_within(archive, out, options, limits).map_err(ActionError::Extract)?,
         ),
         None => None,
     };

@@ -93,7 +93,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let task = resolve_task(&args)?;
     let out = args.out.clone().unwrap_or_else(|| args.repo.clone());
     check_out(&out)?;
-    let id = run::new_id();
+    let id = run::new_run_id();
     let executor_binary = match &args.executor_binary {
         Some(binary) => binary.clone(),
         None => {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::archive::{Deletions, ExtractOptions, InputPaths, Limits, LinkPolicy};
+pub use crate::backend::new_run_id;
 use crate::cache::action::{self, CachedRun, KeySource};
 use crate::client::ClientError;
 use crate::task::{InputFile, Task};
@@ -52,11 +53,6 @@ pub struct Run {
     pub verbosity: u8,
 }
 
-/// A fresh run id: 12 hex digits of a random UUID, short enough for a pod's name.
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 /// Runs `run` as `plan` says, and returns the exit status: the task's (or the replayed one's),
 /// [`crate::cli::EXIT_INTERRUPTED`] after Ctrl-C.
 pub async fn run(run: &Run, mut plan: impl Plan) -> anyhow::Result<ExitCode> {
@@ -71,7 +67,7 @@ pub async fn run(run: &Run, mut plan: impl Plan) -> anyhow::Result<ExitCode> {
     };
     let backend = plan.connect(&run.id, tools).await?;
     let span = tracing::info_span!("run", run_id = %run.id, task = %run.task.name);
-    match execute::run_on(backend, run, cache.as_ref())
+    match execute::run_on(backend, run, cache.as_deref())
         .instrument(span)
         .await
     {
@@ -89,7 +85,7 @@ enum Cached {
     /// A stored result was replayed, and this is its exit status.
     Replayed(ExitCode),
     /// The task must run; its result is stored here.
-    Missed(CachedRun),
+    Missed(Box<CachedRun>),
 }
 
 /// The run's key, from `plan`'s platform, and the replay of a stored result.
@@ -114,7 +110,7 @@ async fn consult_cache(run: &Run, plan: &mut impl Plan, tools: &[Tool]) -> anyho
         run.verbosity,
     )?;
     let Some(hit) = cache.lookup().await? else {
-        return Ok(Cached::Missed(cache));
+        return Ok(Cached::Missed(Box::new(cache)));
     };
     let outcome = action::replay(&hit, &run.out, &run.extract_options(), run.limits)?;
     Ok(Cached::Replayed(report::report(

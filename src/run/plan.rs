@@ -3,14 +3,17 @@
 //! connection that makes it a [`Backend`]. A run answered from the cache stops before the
 //! connection, so a cache hit needs no cluster and no host.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
 use crate::backend::arch::host_arch;
+use crate::backend::k8s::cluster::ClusterError;
 use crate::backend::k8s::pool::take::Source;
 use crate::backend::k8s::{self, ClusterArgs, K8sBackend};
 use crate::backend::local::LocalBackend;
+use crate::backend::ssh::resolve::ResolveError;
 use crate::backend::ssh::{self, SshBackend};
 use crate::cache::key::Platform;
 use crate::printable::Printable;
@@ -27,6 +30,8 @@ pub struct CachePlatform {
 /// One backend's plan for a run, before it connects.
 pub trait Plan {
     type Backend: Backend;
+    /// Why the platform could not be named, or the backend not reached.
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// The architecture the executor binary, and so the tools, are built for.
     fn arch(&self) -> &str;
@@ -36,7 +41,7 @@ pub trait Plan {
 
     /// The platform of the run's cache key; asked only of a run that caches, after its tools
     /// are found.
-    fn platform(&mut self) -> impl Future<Output = anyhow::Result<CachePlatform>>;
+    fn platform(&mut self) -> impl Future<Output = Result<CachePlatform, Self::Error>>;
 
     /// The backend for run `run_id`, whose task finds `tools` first in its PATH: connected to
     /// its cluster, if it has one.
@@ -44,7 +49,7 @@ pub trait Plan {
         self,
         run_id: &str,
         tools: Vec<Tool>,
-    ) -> impl Future<Output = anyhow::Result<Self::Backend>>;
+    ) -> impl Future<Output = Result<Self::Backend, Self::Error>>;
 }
 
 /// A run in a sandbox on this machine.
@@ -55,6 +60,7 @@ pub struct LocalPlan {
 
 impl Plan for LocalPlan {
     type Backend = LocalBackend;
+    type Error = Infallible;
 
     fn arch(&self) -> &str {
         host_arch()
@@ -64,14 +70,14 @@ impl Plan for LocalPlan {
         &self.executor
     }
 
-    async fn platform(&mut self) -> anyhow::Result<CachePlatform> {
+    async fn platform(&mut self) -> Result<CachePlatform, Infallible> {
         Ok(CachePlatform {
             platform: Platform::local(host_arch()),
             shareable: true,
         })
     }
 
-    async fn connect(self, run_id: &str, tools: Vec<Tool>) -> anyhow::Result<LocalBackend> {
+    async fn connect(self, run_id: &str, tools: Vec<Tool>) -> Result<LocalBackend, Infallible> {
         Ok(LocalBackend::new(self.executor, run_id, tools, self.keep))
     }
 }
@@ -87,6 +93,7 @@ pub struct K8sPlan {
 
 impl Plan for K8sPlan {
     type Backend = K8sBackend;
+    type Error = ClusterError;
 
     fn arch(&self) -> &str {
         &self.settings.binary.arch
@@ -98,7 +105,7 @@ impl Plan for K8sPlan {
 
     /// Pins the image by digest first: asking its registry costs a round trip, paid only for a
     /// key. The pod then runs the image the key names, whatever a node holds under its tag.
-    async fn platform(&mut self) -> anyhow::Result<CachePlatform> {
+    async fn platform(&mut self) -> Result<CachePlatform, ClusterError> {
         let settings = &mut self.settings;
         let pinned = crate::cache::oci::pinned_image(&settings.image).await;
         let shareable = pinned.is_some();
@@ -125,7 +132,7 @@ impl Plan for K8sPlan {
         })
     }
 
-    async fn connect(mut self, run_id: &str, tools: Vec<Tool>) -> anyhow::Result<K8sBackend> {
+    async fn connect(mut self, run_id: &str, tools: Vec<Tool>) -> Result<K8sBackend, ClusterError> {
         let (client, namespace) = match self.early {
             Some(cluster) => cluster,
             None => self.cluster.client().await?,
@@ -142,6 +149,7 @@ pub struct SshPlan {
 
 impl Plan for SshPlan {
     type Backend = SshBackend;
+    type Error = ResolveError;
 
     fn arch(&self) -> &str {
         &self.settings.binary.arch
@@ -153,7 +161,7 @@ impl Plan for SshPlan {
 
     /// The host as ssh's configuration resolves it (`ssh -G`): a Host alias names the machine
     /// it stands for.
-    async fn platform(&mut self) -> anyhow::Result<CachePlatform> {
+    async fn platform(&mut self) -> Result<CachePlatform, ResolveError> {
         let settings = &self.settings;
         let destination = ssh::resolve::destination(&settings.destination, &settings.options)?;
         Ok(CachePlatform {
@@ -162,7 +170,7 @@ impl Plan for SshPlan {
         })
     }
 
-    async fn connect(mut self, run_id: &str, tools: Vec<Tool>) -> anyhow::Result<SshBackend> {
+    async fn connect(mut self, run_id: &str, tools: Vec<Tool>) -> Result<SshBackend, ResolveError> {
         self.settings.tools = tools;
         Ok(SshBackend::new(self.settings, run_id))
     }

@@ -335,7 +335,7 @@ async fn review(
 /// full, nothing is stored.
 async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission {
     let plan = PodPlan {
-        run_id: format!("check-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        run_id: format!("check-{}", crate::backend::new_run_id()),
         namespace: namespace.to_string(),
         task_name: "buildr k8s check".to_string(),
         image: image.to_string(),

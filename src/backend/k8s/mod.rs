@@ -423,8 +423,7 @@ impl Backend for K8sBackend {
         // a connection not up by then is the client's own readiness check to wait for.
         let channel = forward::channel(pods.clone(), name.clone());
         let (_, _, inputs_sent) = {
-            let connect =
-                client::connect::wait_ready(&channel, Some(secret), upload::COPY_TIMEOUT);
+            let connect = client::connect::wait_ready(&channel, Some(secret), upload::COPY_TIMEOUT);
             tokio::pin!(copies, connect);
             tokio::select! {
                 copied = &mut copies => copied?,

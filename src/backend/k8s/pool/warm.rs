@@ -50,7 +50,7 @@ pub fn plan(pool: &BuildrPool, namespace: &str, arch: &str) -> Option<PodPlan> {
 
 fn placeholder_plan(namespace: &str, arch: &str, image: String) -> PodPlan {
     PodPlan {
-        run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+        run_id: crate::backend::new_run_id(),
         namespace: namespace.to_string(),
         task_name: String::new(),
         image,
