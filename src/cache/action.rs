@@ -318,10 +318,9 @@ impl CachedRun {
 
     /// Stores a finished run if it may be: not interrupted, no error from the executor, exit
     /// status 0 unless the task says `cache_failures = true`, and its inputs sent as they were
-    /// when the key was computed (`sent_as_keyed`, see [`Self::describes`]); then pushes
-    /// it to the cache
-    /// registry, if any and unless `--cache-push=false`. A run whose result cannot be stored
-    /// or pushed still succeeds: a warning says why.
+    /// when the key was computed (`sent_as_keyed`, see [`Self::describes`]); then pushes it to
+    /// the cache registry, if any and unless `--cache-push=false`. A run whose result cannot be
+    /// stored or pushed still succeeds: a warning says why.
     pub async fn store(
         &self,
         outcome: &mut Outcome,

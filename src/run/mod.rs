@@ -5,7 +5,7 @@
 //! 2. the cache, for a run that caches: its key from the plan's platform, the lookup, and the
 //!    replay of a hit, which ends the run before any backend connects ([`crate::cache::action`]
 //!    has the rules);
-//! 3. the connection: the plan becomes a [`Backend`] ([`plan`]);
+//! 3. the connection: the plan becomes a [`crate::backend::Backend`] ([`plan`]);
 //! 4. the run's secret, the upload and the executor's start, the task, the fetch of its
 //!    results, the storing of a result that may be cached, and the clean-up on every path out
 //!    ([`execute`]);
