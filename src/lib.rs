@@ -7,12 +7,14 @@
 //! - [`executor`]: the gRPC server that runs one task: process runner, event log, watcher.
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
+//! - [`run`]: one `buildr run`, whatever the backend: tools, cache, start, task, report.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
 //! - [`cluster`]: the cluster's administration: `buildr k8s check`, `gc`, the pool controller.
 //! - [`cache`]: the action cache: keys, the input tree's digest, entries on disk, replay.
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
 //! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
 //! - [`secret`]: the per-run secret every call to an executor carries.
+//! - [`size`]: byte counts as people write them (`500MiB`).
 //! - [`printable`]: text from the other side (executor, pod, kubelet) escaped for the terminal.
 //! - [`telemetry`]: tracing subscriber, OpenTelemetry export, trace context propagation.
 //! - [`timeline`]: the phases of a run and their durations (`buildr run -v`).
@@ -28,7 +30,9 @@ pub mod elf;
 pub mod executor;
 pub mod printable;
 pub mod progress;
+pub mod run;
 pub mod secret;
+pub mod size;
 pub mod task;
 pub mod telemetry;
 pub mod timeline;

@@ -34,13 +34,17 @@ pub enum SecretError {
     NotPrivate { path: PathBuf, mode: u32, uid: u32 },
     #[error("the secret file {} does not hold 64 hex digits", path.display())]
     Malformed { path: PathBuf },
+    #[error("cannot make the run's secret")]
+    Generate(#[source] io::Error),
 }
 
 impl Secret {
     /// 256 bits from the kernel's random source.
-    pub fn generate() -> io::Result<Secret> {
+    pub fn generate() -> Result<Secret, SecretError> {
         let mut bytes = [0u8; BYTES];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut bytes))
+            .map_err(SecretError::Generate)?;
         Ok(Secret(bytes))
     }
 

@@ -502,6 +502,23 @@ fn a_dead_executor_fails_the_run_at_once_and_takes_its_task_along() {
     assert!(!alive(task), "the task {task} outlived its executor");
 }
 
+#[test]
+fn an_executor_stopped_from_outside_fails_the_run_and_says_so() {
+    // SIGTERM to the executor (as a kubelet sends a pod past its deadline): it cancels its task
+    // and reports it cancelled, which the user did not ask for.
+    let (mut child, mut lines, _dirs) = spawn_run("echo main $$; exec sleep 300");
+    next_pid(&mut lines);
+    signal(executor_pid_of(child.id() as i32), Signal::SIGTERM);
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut message).unwrap();
+    assert_eq!(status.code(), Some(125), "{message}");
+    assert!(
+        message.contains("the executor exited unexpectedly"),
+        "{message}"
+    );
+}
+
 /// `buildr run -- sh -c script` in the background with its stdout's lines, and the repo and out
 /// directories (removed when dropped).
 fn spawn_run(

@@ -46,8 +46,8 @@ pub enum LocalError {
     },
     #[error("the executor did not report its address: {0}")]
     NoAddress(String),
-    #[error("cannot make the run's secret")]
-    Secret(#[source] std::io::Error),
+    #[error("cannot write the run's secret into the sandbox")]
+    WriteSecret(#[source] std::io::Error),
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("cannot check what the tools need")]
@@ -94,6 +94,7 @@ impl Backend for LocalBackend {
     async fn start(
         &mut self,
         inputs: &[InputFile],
+        secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<Executor, LocalError> {
         let mut step = Instant::now();
@@ -136,11 +137,10 @@ impl Backend for LocalBackend {
         timeline.record("copy inputs", &mut step);
 
         // The secret goes to the executor in a file in its private state directory.
-        let secret = Secret::generate().map_err(LocalError::Secret)?;
         let secret_file = state.join("secret");
         secret
             .write_file(&secret_file)
-            .map_err(LocalError::Secret)?;
+            .map_err(LocalError::WriteSecret)?;
         let child = self.executor.insert(spawn_executor(
             &self.executor_binary,
             &state,
@@ -153,7 +153,6 @@ impl Backend for LocalBackend {
         Ok(Executor {
             channel: crate::client::connect::channel(&target),
             workspace_root: workspace.display().to_string(),
-            secret: Some(secret),
             inputs_sent,
         })
     }

@@ -15,9 +15,10 @@
 //! - [`binary`]: the executor binary sent (architecture, C library, digest)
 //! - [`arch`]: architectures in Kubernetes' names, this machine's included
 //!
-//! Why a trait and not an enum: the run that drives a backend (`cli::run`) is written once,
+//! Why a trait and not an enum: the run that drives a backend ([`crate::run`]) is written once,
 //! generic over [`Backend`], and each backend keeps its own state and error type; a new backend
-//! is a new implementation, never a new arm in every step of the run.
+//! is a new implementation (and a [`crate::run::Plan`]), never a new arm in every step of the
+//! run.
 
 pub mod arch;
 pub mod binary;
@@ -30,6 +31,7 @@ pub mod upload;
 
 use std::future::Future;
 
+use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 
@@ -44,14 +46,29 @@ pub enum BackendKind {
     Ssh,
 }
 
+impl std::fmt::Display for BackendKind {
+    /// Its name on the command line (`--backend`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Local => "local",
+            BackendKind::K8s => "k8s",
+            BackendKind::Ssh => "ssh",
+        })
+    }
+}
+
+/// A fresh run id: 12 hex digits of a random UUID. It names what the run creates (sandbox,
+/// pod, run directory), so it is short enough for a pod's name.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
 /// A started executor, as the client sees it.
 pub struct Executor {
     /// A channel that dials the executor afresh whenever its connection is lost.
     pub channel: tonic::transport::Channel,
     /// The workspace root on the executor's side.
     pub workspace_root: String,
-    /// The run's secret the executor was given, which every call must carry.
-    pub secret: Option<crate::secret::Secret>,
     /// The digest of the input tree as the inputs archive sent it
     /// ([`crate::archive::TreeHasher`]), for the cache to check against its key.
     pub inputs_sent: Option<[u8; 32]>,
@@ -66,11 +83,12 @@ pub trait Backend {
     /// Something a run leaves after its clean-up; its Display is the sentence to show the user.
     type Leftover: std::fmt::Display;
 
-    /// Prepares the workspace with `inputs` and starts the executor there, recording its phases
-    /// in `timeline`.
+    /// Prepares the workspace with `inputs` and starts the executor there, giving it the run's
+    /// `secret` (which every call then carries), and records its phases in `timeline`.
     fn start(
         &mut self,
         inputs: &[InputFile],
+        secret: &Secret,
         timeline: &mut Timeline,
     ) -> impl Future<Output = Result<Executor, Self::Error>>;
 

@@ -10,7 +10,10 @@
 //! - [`record`]: what a run leaves to replay: its output chunks in order, its result.
 //! - [`oci`]: the shared cache: results pushed to and pulled from an OCI registry.
 //! - [`sign`]: the shared cache's signatures: writers sign, readers trust listed public keys.
+//! - [`action`]: the cache in a run: its key, the lookup order, the replay of a hit, what is
+//!   stored and pushed; and the disk cache's size bound.
 
+pub mod action;
 pub mod key;
 pub mod oci;
 pub mod record;

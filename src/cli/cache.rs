@@ -1,18 +1,12 @@
-//! `buildr cache`: what the action cache holds, and emptying it. Also where the cache is, for
-//! `buildr run`.
+//! `buildr cache`: what the action cache holds, and emptying it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
-
+use crate::cache::action::{MAX_ENV, store};
 use crate::cache::sign::SigningKey;
-use crate::cache::{self, Store, store::DEFAULT_MAX_BYTES};
 use crate::tools::human_size as size;
-
-/// The environment variable that bounds the cache's size.
-pub const MAX_ENV: &str = "BUILDR_CACHE_MAX";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CacheCommand {
@@ -32,18 +26,6 @@ pub enum CacheCommand {
         /// `BUILDR_CACHE_SIGNING_KEY`).
         file: PathBuf,
     },
-}
-
-/// This user's cache: `$XDG_CACHE_HOME/buildr` (else `~/.cache/buildr`), bounded by
-/// `BUILDR_CACHE_MAX` (a size such as `5GiB`; default 5 GiB).
-pub fn store() -> anyhow::Result<Store> {
-    let max_bytes = match std::env::var(MAX_ENV) {
-        Ok(text) => super::extraction::parse_size(&text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("{MAX_ENV}={text} is not a size (e.g. 5GiB, 500MiB)"))?,
-        Err(_) => DEFAULT_MAX_BYTES,
-    };
-    Ok(Store::new(cache::default_dir()?, max_bytes))
 }
 
 pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {

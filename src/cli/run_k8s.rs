@@ -1,5 +1,5 @@
 //! `buildr run`'s options for the k8s backend, and their resolution against the task into the
-//! backend's [`Settings`].
+//! backend's [`Settings`] and the run's [`K8sPlan`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::backend::k8s::pool;
 use crate::backend::k8s::pool::resource::BuildrPool;
 use crate::backend::k8s::pool::take::{self, Source};
 use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, K8sError, Settings};
+use crate::run::K8sPlan;
 use crate::task::{Egress, Task};
 
 /// `buildr run` options for the k8s backend.
@@ -52,15 +53,15 @@ impl K8sArgs {
     ///
     /// Connects to the cluster when the settings need it (a pool to read), or when the run
     /// cannot be answered from the cache (`caching` off: a wrong kubeconfig is then named in
-    /// seconds, before the binary is read and hashed), and returns that connection. Warns
-    /// when the binary is dynamically linked: it runs only in some images.
-    pub async fn resolve(
+    /// seconds, before the binary is read and hashed), and keeps that connection in the plan.
+    /// Warns when the binary is dynamically linked: it runs only in some images.
+    pub async fn plan(
         &self,
         task: &Task,
         binary: PathBuf,
         keep: bool,
         caching: bool,
-    ) -> anyhow::Result<(Settings, Option<(kube::Client, String)>)> {
+    ) -> anyhow::Result<K8sPlan> {
         let named = self.pool.clone().or_else(|| task.container.pool.clone());
         let image = self.image.clone().or_else(|| task.container.image.clone());
         let mut task = task.clone();
@@ -129,7 +130,11 @@ impl K8sArgs {
             tools: Vec::new(),
             keep,
         };
-        Ok((settings, cluster))
+        Ok(K8sPlan {
+            settings,
+            cluster: self.cluster.clone(),
+            early: cluster,
+        })
     }
 }
 

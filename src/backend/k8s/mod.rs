@@ -126,8 +126,6 @@ pub enum K8sError {
         pod: String,
         waited: Duration,
     },
-    #[error("cannot make the run's secret")]
-    Secret(#[source] std::io::Error),
     #[error("cannot copy {what} into pod {pod}")]
     Copy {
         what: &'static str,
@@ -319,6 +317,7 @@ impl Backend for K8sBackend {
     async fn start(
         &mut self,
         inputs: &[InputFile],
+        secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<Executor, K8sError> {
         let mut step = Instant::now();
@@ -359,7 +358,6 @@ impl Backend for K8sBackend {
             }
         };
         let mut step = Instant::now();
-        let secret = Secret::generate().map_err(K8sError::Secret)?;
         let image = &self.settings.image;
         let tools = &self.settings.tools;
         let send_binary = warm_uid.is_none();
@@ -383,7 +381,7 @@ impl Backend for K8sBackend {
             let payload = Payload {
                 binary: send_binary,
                 tools,
-                secret: send_binary.then_some(&secret),
+                secret: send_binary.then_some(secret),
             };
             copy::binary(
                 &pods,
@@ -395,7 +393,7 @@ impl Backend for K8sBackend {
             )
             .await
         };
-        let secret_with_inputs = (!send_binary).then_some(&secret);
+        let secret_with_inputs = (!send_binary).then_some(secret);
         let copies = async {
             tokio::try_join!(
                 policy,
@@ -416,8 +414,7 @@ impl Backend for K8sBackend {
         // a connection not up by then is the client's own readiness check to wait for.
         let channel = forward::channel(pods.clone(), name.clone());
         let (_, _, inputs_sent) = {
-            let connect =
-                client::connect::wait_ready(&channel, Some(&secret), upload::COPY_TIMEOUT);
+            let connect = client::connect::wait_ready(&channel, Some(secret), upload::COPY_TIMEOUT);
             tokio::pin!(copies, connect);
             tokio::select! {
                 copied = &mut copies => copied?,
@@ -434,7 +431,6 @@ impl Backend for K8sBackend {
         Ok(Executor {
             channel,
             workspace_root: launch::WORKSPACE_DIR.to_string(),
-            secret: Some(secret),
             inputs_sent,
         })
     }

@@ -107,8 +107,6 @@ pub enum SshError {
     Launch { host: String, source: CommandError },
     #[error("cannot forward the executor's socket from {host}")]
     Forward { host: String, source: CommandError },
-    #[error("cannot make the run's secret")]
-    Secret(#[source] std::io::Error),
 }
 
 /// ssh's own words for why it could not connect ("Host key verification failed.",
@@ -260,6 +258,7 @@ impl Backend for SshBackend {
     async fn start(
         &mut self,
         inputs: &[InputFile],
+        secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<Executor, SshError> {
         let mut step = Instant::now();
@@ -285,13 +284,12 @@ impl Backend for SshBackend {
             incoming: run.path("incoming"),
             secret_waiter: None,
         };
-        let secret = Secret::generate().map_err(SshError::Secret)?;
         let place = format!("on {}", self.host());
         let settings = &self.settings;
         let payload = upload::Payload {
             binary: !probe.cached,
             tools: &settings.tools,
-            secret: Some(&secret),
+            secret: Some(secret),
         };
         let (sent, copied) = tokio::join!(
             upload::binary(&ssh, &layout, &settings.binary, payload, &place),
@@ -327,7 +325,6 @@ impl Backend for SshBackend {
                 connection::dial(link.clone())
             }),
             workspace_root: run.path("workspace"),
-            secret: Some(secret),
             inputs_sent,
         })
     }

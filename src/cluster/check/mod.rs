@@ -236,7 +236,7 @@ async fn review(
 /// A server-side dry run of the pod a run makes with default task settings: admission runs in
 /// full, nothing is stored.
 async fn admit(client: &kube::Client, namespace: &str, image: &str) -> Admission {
-    let run_id = format!("check-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let run_id = format!("check-{}", crate::backend::new_run_id());
     let plan = PodPlan {
         task_name: "buildr k8s check".to_string(),
         ..PodPlan::new(&run_id, namespace, image, host_arch())

@@ -37,8 +37,8 @@ pub fn plan(pool: &BuildrPool, namespace: &str, arch: &str) -> Option<PodPlan> {
     let image = container.image.clone()?;
     let max_idle = pool.spec.max_idle();
     // A run id of its own, until a run takes it.
-    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let mut plan = PodPlan::new(run_id, namespace, &image, arch);
+    let run_id = crate::backend::new_run_id();
+    let mut plan = PodPlan::new(&run_id, namespace, &image, arch);
     plan.container = container.clone();
     container.active_deadline = Some(max_idle + plan.active_deadline());
     Some(PodPlan {
