@@ -2,6 +2,8 @@
 //! started by the test itself for the test's own namespace, and runs that take its pods. Run by
 //! tests/run-all.sh.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 mod common;
 
 use std::collections::BTreeSet;
