@@ -5,6 +5,8 @@
 //! - [`cli`]: one module per subcommand; parses nothing itself beyond its own arguments.
 //! - [`task`]: the task model and its loader (HCL files under `.buildr/`), and input collection.
 //! - [`executor`]: the gRPC server that runs one task: process runner, event log, watcher.
+//! - [`sandbox`]: what confines the task on the local and ssh backends (namespaces, Landlock,
+//!   seccomp).
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
@@ -26,6 +28,7 @@ pub mod elf;
 pub mod executor;
 pub mod printable;
 pub mod progress;
+pub mod sandbox;
 pub mod secret;
 pub mod task;
 pub mod telemetry;

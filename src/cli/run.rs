@@ -83,6 +83,11 @@ pub struct RunArgs {
     #[arg(long = "tool", value_name = "NAME_OR_PATH")]
     pub tools: Vec<String>,
 
+    /// How the task is confined on the local and ssh backends: auto, none or strict (overrides
+    /// the task's `sandbox`; see `buildr sandbox check`).
+    #[arg(long, value_enum)]
+    pub sandbox: Option<crate::sandbox::Mode>,
+
     #[command(flatten)]
     pub k8s: K8sArgs,
 
@@ -102,7 +107,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
-    let task = resolve_task(&args)?;
+    let mut task = resolve_task(&args)?;
+    if let Some(mode) = args.sandbox {
+        task.sandbox.mode = mode;
+    }
     let out = args.out.clone().unwrap_or_else(|| args.repo.clone());
     check_out(&out)?;
     let run_id = new_run_id();
@@ -142,7 +150,13 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
                 Cached::Replayed(code) => return Ok(code),
                 Cached::Missed(cache) => cache,
             };
-            let backend = LocalBackend::new(executor_binary, &run_id, tools, args.keep);
+            let backend = LocalBackend::new(
+                executor_binary,
+                &run_id,
+                tools,
+                args.keep,
+                crate::sandbox::Policy::for_run(&task, Some(&args.repo)),
+            );
             let run = Run {
                 cache: cache.as_deref(),
                 ..run

@@ -162,6 +162,9 @@ pub struct Task {
     pub container: Container,
     pub ssh: SshHost,
     pub cache: CacheSettings,
+    /// `sandbox`, `writable` and `readable`: what confines the task on the local and ssh
+    /// backends (see [`crate::sandbox`]).
+    pub sandbox: crate::sandbox::TaskSandbox,
     pub defined_at: Location,
 }
 
@@ -216,6 +219,7 @@ impl Task {
             container: Container::default(),
             ssh: SshHost::default(),
             cache: CacheSettings::default(),
+            sandbox: crate::sandbox::TaskSandbox::default(),
             defined_at: Location::command_line(),
         }
     }
