@@ -37,6 +37,7 @@ const LEAKS: &[&str] = &[
     "environ",
     "tcp",
     "unix-socket",
+    "executor-secret",
 ];
 
 /// The attempts, then a real build step that must work (`set -e` from there on).
@@ -52,6 +53,7 @@ try signal kill -0 "$BUILDR"
 try environ sh -c 'tr "\0" "\n" < /proc/$0/environ | grep CANARY' "$BUILDR"
 try tcp perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ENV{TCP}", Timeout => 3) or exit 1'
 perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ENV{UDP}", Proto => "udp") or exit 1; $s->send("CANARY-UDP-5eed")'
+try executor-secret cat ../state/secret
 try unix-socket perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Peer => "$ENV{HOME}/.ssh/agent.sock") or exit 1'
 set -e
 echo built > in-workspace.txt

@@ -32,8 +32,8 @@ const GIVES: [(&str, &str); 3] = [
     ),
     (
         "seccomp",
-        "no ptrace, mount, keyrings, bpf or modules; no inet sockets under egress = \"none\" \
-         without a network namespace",
+        "no mount, keyrings, bpf or modules (nor ptrace without Landlock); no inet sockets \
+         under egress = \"none\" without a network namespace",
     ),
 ];
 

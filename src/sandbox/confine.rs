@@ -34,6 +34,15 @@ pub struct Confinement {
     pub summary: String,
 }
 
+/// The paths that exist, symlinks resolved (Landlock and the mounts act on what is there; the
+/// walk around hidden paths compares real paths).
+fn canonical(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    paths
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect()
+}
+
 /// Why a run cannot be confined as its policy asks: one line, with the way out.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -92,9 +101,6 @@ impl Confinement {
         }
 
         let home = places.home;
-        let canonical = |paths: &mut dyn Iterator<Item = PathBuf>| -> Vec<PathBuf> {
-            paths.filter_map(|p| p.canonicalize().ok()).collect()
-        };
         let mut writable = vec![places.workspace.to_path_buf(), places.tmpdir.to_path_buf()];
         for path in &policy.task.writable {
             let path = expand_home(path, home);
@@ -102,13 +108,12 @@ impl Confinement {
             let _ = std::fs::create_dir_all(&path);
             writable.push(path);
         }
-        let writable = canonical(&mut writable.into_iter());
-        let readable = canonical(&mut policy.task.readable.iter().map(|p| expand_home(p, home)));
+        let writable = canonical(writable);
+        let readable = canonical(policy.task.readable.iter().map(|p| expand_home(p, home)));
         let credentials = home
             .into_iter()
             .flat_map(|home| CREDENTIALS.iter().map(move |c| home.join(c)));
-        let hidden = canonical(&mut credentials.chain(policy.hide.iter().cloned()));
-        let namespaces_net = net_none;
+        let hidden = canonical(credentials.chain(policy.hide.iter().cloned()));
 
         let mut layers = Vec::new();
         let namespaces = support.namespaces.is_ok().then(|| {
@@ -120,10 +125,8 @@ impl Confinement {
                     .chain(&readable)
                     .any(|k| k.starts_with(hidden))
             };
-            let namespaces = Namespaces::new(
-                hidden.iter().filter(kept).map(PathBuf::as_path),
-                namespaces_net,
-            );
+            let namespaces =
+                Namespaces::new(hidden.iter().filter(kept).map(PathBuf::as_path), net_none);
             layers.push(format!("namespaces({})", namespaces.names()));
             namespaces
         });
@@ -143,7 +146,7 @@ impl Confinement {
         };
         let seccomp = match &support.seccomp {
             Ok(()) => {
-                let program = seccomp::filter(net_none && namespaces.is_none())
+                let program = seccomp::filter(landlock.is_none(), net_none && namespaces.is_none())
                     .map_err(|e| Refused(format!("sandbox: {e}")))?;
                 layers.push("seccomp".to_string());
                 Some(program)
@@ -206,5 +209,99 @@ impl Confinement {
                 Ok(())
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::TaskSandbox;
+
+    fn policy(mode: Mode, net: Net) -> Policy {
+        Policy {
+            task: TaskSandbox {
+                mode,
+                ..TaskSandbox::default()
+            },
+            net,
+            ..Policy::default()
+        }
+    }
+
+    fn refusal(policy: &Policy, support: Support) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let places = Places {
+            workspace: dir.path(),
+            tmpdir: dir.path(),
+            home: None,
+        };
+        match Confinement::prepare(policy, &support, &places) {
+            Err(refused) => refused.to_string(),
+            Ok(_) => panic!("not refused"),
+        }
+    }
+
+    fn support(namespaces: bool, landlock: Option<i32>, seccomp: bool) -> Support {
+        let why = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("no {what}"))
+            }
+        };
+        Support {
+            namespaces: why(namespaces, "userns"),
+            landlock: landlock.ok_or_else(|| "no landlock".to_string()),
+            seccomp: why(seccomp, "seccomp"),
+        }
+    }
+
+    #[test]
+    fn each_refusal_is_one_line_naming_what_was_tried_and_the_way_out() {
+        let cases = [
+            (
+                policy(Mode::Auto, Net::Default),
+                support(false, None, true),
+                "sandbox: nothing confines the task on this machine (tried namespaces: no \
+                 userns; landlock: no landlock); run it unconfined with `sandbox = \"none\"` in \
+                 the task or `--sandbox none`",
+            ),
+            (
+                policy(Mode::Strict, Net::Default),
+                support(true, Some(5), false),
+                "sandbox = \"strict\": not every layer can be enforced here: landlock: abi 5 \
+                 lacks the signal scope (abi 6, Linux 6.12); seccomp: no seccomp; use `sandbox \
+                 = \"auto\"` for what this machine allows, or run it unconfined with `sandbox = \
+                 \"none\"` in the task or `--sandbox none`",
+            ),
+            (
+                policy(Mode::Auto, Net::None),
+                support(false, Some(7), false),
+                "sandbox: `egress = \"none\"` cannot be enforced here (tried a network \
+                 namespace: no userns; a seccomp filter: no seccomp); run it unconfined with \
+                 `sandbox = \"none\"` in the task or `--sandbox none`, or allow egress",
+            ),
+        ];
+        for (policy, support, expected) in cases {
+            let line = refusal(&policy, support);
+            assert_eq!(line, expected);
+            assert_eq!(line.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn none_confines_nothing_even_where_nothing_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let places = Places {
+            workspace: dir.path(),
+            tmpdir: dir.path(),
+            home: None,
+        };
+        let prepared = Confinement::prepare(
+            &policy(Mode::None, Net::None),
+            &support(false, None, false),
+            &places,
+        );
+        assert!(matches!(prepared, Ok(None)));
     }
 }

@@ -19,14 +19,51 @@ pub struct Support {
 }
 
 impl Support {
-    /// Tries each mechanism in a child of its own.
+    /// Tries every mechanism at once in one child (the common case costs one fork), and only
+    /// if that fails each in a child of its own, to say which fails and why.
     pub fn probe() -> Self {
+        if let (Ok(abi), Ok(ruleset), Ok(program)) = (
+            landlock::kernel_abi(),
+            landlock_trial_ruleset(),
+            seccomp::filter(true, true),
+        ) {
+            let namespaces = namespaces_trial(true);
+            let mut ruleset = Some(ruleset);
+            let all = trial(move || {
+                namespaces.enter().map_err(|(_, e)| e)?;
+                ruleset.take().map_or(Ok(()), landlock::restrict)?;
+                seccomp::apply(&program)
+            });
+            if all.is_ok() {
+                return Self {
+                    namespaces: Ok(()),
+                    landlock: Ok(abi),
+                    seccomp: Ok(()),
+                };
+            }
+        }
         Self {
             namespaces: probe_namespaces(),
             landlock: probe_landlock(),
             seccomp: probe_seccomp(),
         }
     }
+}
+
+/// The namespaces of a run, covering a directory as a run covers `~/.ssh` (the child's mount
+/// stays its own).
+fn namespaces_trial(net: bool) -> Namespaces {
+    Namespaces::new([std::env::temp_dir().as_path()], net)
+}
+
+/// A ruleset that reads everything and writes nothing: harmless for a child that only exits.
+fn landlock_trial_ruleset() -> Result<::landlock::RulesetCreated, String> {
+    landlock::ruleset(&landlock::Rules {
+        hidden: &[],
+        readable: &[],
+        writable: &[],
+        no_tcp: false,
+    })
 }
 
 /// Runs `trial` in a forked child that exits 0 after it; its error's errno comes back.
@@ -54,20 +91,17 @@ fn trial(mut trial: impl FnMut() -> io::Result<()> + Send + Sync + 'static) -> i
 }
 
 fn probe_namespaces() -> Result<(), String> {
-    // A directory to cover, as the real run covers ~/.ssh; the child's mount stays its own.
-    let scratch = std::env::temp_dir();
-    let namespaces = Namespaces::new([scratch.as_path()], true);
+    let namespaces = namespaces_trial(true);
     // Only the errno comes back from the child: on failure, each step is tried alone.
     trial(move || namespaces.enter().map_err(|(_, e)| e)).map_err(|e| why_namespaces(&e))
 }
 
 /// The step that fails, tried one by one, and its error.
 fn why_namespaces(first: &io::Error) -> String {
-    let scratch = std::env::temp_dir();
     let tries = [
         ("user", Namespaces::new([], false)),
-        ("mount", Namespaces::new([scratch.as_path()], false)),
-        ("net", Namespaces::new([scratch.as_path()], true)),
+        ("mount", namespaces_trial(false)),
+        ("net", namespaces_trial(true)),
     ];
     for (name, namespaces) in tries {
         if let Err(e) = trial(move || namespaces.enter().map_err(|(_, e)| e)) {
@@ -85,23 +119,14 @@ fn why_namespaces(first: &io::Error) -> String {
 
 fn probe_landlock() -> Result<i32, String> {
     let abi = landlock::kernel_abi()?;
-    let ruleset = landlock::ruleset(&landlock::Rules {
-        hidden: &[],
-        readable: &[],
-        writable: &[],
-        no_tcp: false,
-    })?;
-    let mut ruleset = Some(ruleset);
-    trial(move || match ruleset.take() {
-        Some(ruleset) => landlock::restrict(ruleset),
-        None => Ok(()),
-    })
-    .map_err(|e| format!("restricting a trial process failed: {e}"))?;
+    let mut ruleset = Some(landlock_trial_ruleset()?);
+    trial(move || ruleset.take().map_or(Ok(()), landlock::restrict))
+        .map_err(|e| format!("restricting a trial process failed: {e}"))?;
     Ok(abi)
 }
 
 fn probe_seccomp() -> Result<(), String> {
-    let program = seccomp::filter(true)?;
+    let program = seccomp::filter(true, true)?;
     trial(move || seccomp::apply(&program))
         .map_err(|e| format!("installing a trial filter failed: {e}"))
 }

@@ -1,6 +1,7 @@
-//! The seccomp filter: system calls a build step has no business making (tracing and reading
-//! other processes, mounting, kernel keyrings, loading BPF or modules) fail with EPERM, and with
-//! `egress = "none"` where no network namespace is to be had, so do IPv4 and IPv6 sockets.
+//! The seccomp filter: system calls a build step has no business making (mounting, kernel
+//! keyrings, loading BPF or modules) fail with EPERM; so do tracing and reading other processes
+//! where Landlock (which confines them to the task's own tree) is missing, and with
+//! `egress = "none"` where no network namespace is to be had, IPv4 and IPv6 sockets.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +14,6 @@ use seccompiler::{
 /// namespace from uncovering what the mount namespace hides; `unshare` and `setns` from making
 /// namespaces of its own.
 const REFUSED: &[i64] = &[
-    libc::SYS_ptrace,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
     libc::SYS_kcmp,
     libc::SYS_pidfd_getfd,
     libc::SYS_mount,
@@ -43,14 +41,26 @@ const REFUSED: &[i64] = &[
     libc::SYS_io_uring_setup,
 ];
 
-/// The filter, compiled for this machine's architecture; `refuse_inet` refuses IPv4 and IPv6
-/// sockets (a private loopback without a network namespace is not to be had: none at all).
-pub fn filter(refuse_inet: bool) -> Result<BpfProgram, String> {
+/// Tracing and reading other processes: refused only without Landlock, which allows them
+/// within the task's own tree (sanitizers and debuggers in tests need them) and not outside.
+const TRACING: &[i64] = &[
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+];
+
+/// The filter, compiled for this machine's architecture; `refuse_tracing` adds [`TRACING`];
+/// `refuse_inet` refuses IPv4 and IPv6 sockets (a private loopback without a network namespace
+/// is not to be had: none at all).
+pub fn filter(refuse_tracing: bool, refuse_inet: bool) -> Result<BpfProgram, String> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| format!("no seccomp filter for {}: {e}", std::env::consts::ARCH))?;
+    let refused = REFUSED
+        .iter()
+        .chain(if refuse_tracing { TRACING } else { &[] });
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        REFUSED.iter().map(|&call| (call, Vec::new())).collect();
+        refused.map(|&call| (call, Vec::new())).collect();
     if refuse_inet {
         let domain = |family: i32| {
             SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, family as u64)
@@ -86,8 +96,8 @@ mod tests {
 
     #[test]
     fn the_filter_compiles_with_and_without_the_socket_rule() {
-        let plain = filter(false).unwrap();
-        let inet = filter(true).unwrap();
+        let plain = filter(false, false).unwrap();
+        let inet = filter(false, true).unwrap();
         assert!(
             inet.len() > plain.len(),
             "{} vs {}",

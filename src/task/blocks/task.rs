@@ -534,7 +534,7 @@ task build {
         let cases: &[(&str, &str)] = &[
             (
                 "task \"a\" {\n  comand = [\"x\"]\n}\n",
-                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry (did you mean `command`?)",
+                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry, sandbox, writable, readable (did you mean `command`?)",
             ),
             (
                 "task \"a\" {\n  command = \"make\"\n}\n",
