@@ -38,7 +38,7 @@ const GIVES: [(&str, &str); 3] = [
 ];
 
 fn check() -> anyhow::Result<ExitCode> {
-    let support = Support::probe();
+    let support = Support::probe(true);
     let states = [
         support.namespaces.clone().map(|()| "yes".to_string()),
         support.landlock.clone().map(|abi| format!("abi {abi}")),

@@ -18,7 +18,7 @@ use super::process::{self, Exit, Stream};
 use super::service::Limits;
 use crate::archive;
 use crate::rpc::{ArchiveInfo, TaskLog, TaskOutput, TaskResult, task_event::Event};
-use crate::sandbox::{Confinement, Mode, Places, Policy, Support};
+use crate::sandbox::{Confinement, Mode, Net, Places, Policy, Support};
 
 /// What the client asked to run, checked and resolved to paths.
 #[derive(Debug, Clone)]
@@ -299,7 +299,8 @@ impl Run {
                 tmpdir: &tmp,
                 home: home.as_deref(),
             };
-            Confinement::prepare(&policy, &Support::probe(), &places)
+            let support = Support::probe(policy.net == Net::None);
+            Confinement::prepare(&policy, &support, &places)
         })
         .await
         .map_err(|e| format!("the sandbox's set-up failed: {e}"))?

@@ -20,14 +20,15 @@ pub struct Support {
 
 impl Support {
     /// Tries every mechanism at once in one child (the common case costs one fork), and only
-    /// if that fails each in a child of its own, to say which fails and why.
-    pub fn probe() -> Self {
+    /// if that fails each in a child of its own, to say which fails and why. `net` tries a
+    /// network namespace too (its creation alone costs milliseconds: only for `egress = "none"`).
+    pub fn probe(net: bool) -> Self {
         if let (Ok(abi), Ok(ruleset), Ok(program)) = (
             landlock::kernel_abi(),
             landlock_trial_ruleset(),
             seccomp::filter(true, true),
         ) {
-            let namespaces = namespaces_trial(true);
+            let namespaces = namespaces_trial(net);
             let mut ruleset = Some(ruleset);
             let all = trial(move || {
                 namespaces.enter().map_err(|(_, e)| e)?;
@@ -43,7 +44,7 @@ impl Support {
             }
         }
         Self {
-            namespaces: probe_namespaces(),
+            namespaces: probe_namespaces(net),
             landlock: probe_landlock(),
             seccomp: probe_seccomp(),
         }
@@ -90,19 +91,21 @@ fn trial(mut trial: impl FnMut() -> io::Result<()> + Send + Sync + 'static) -> i
     }
 }
 
-fn probe_namespaces() -> Result<(), String> {
-    let namespaces = namespaces_trial(true);
+fn probe_namespaces(net: bool) -> Result<(), String> {
+    let namespaces = namespaces_trial(net);
     // Only the errno comes back from the child: on failure, each step is tried alone.
-    trial(move || namespaces.enter().map_err(|(_, e)| e)).map_err(|e| why_namespaces(&e))
+    trial(move || namespaces.enter().map_err(|(_, e)| e)).map_err(|e| why_namespaces(&e, net))
 }
 
 /// The step that fails, tried one by one, and its error.
-fn why_namespaces(first: &io::Error) -> String {
-    let tries = [
+fn why_namespaces(first: &io::Error, net: bool) -> String {
+    let mut tries = vec![
         ("user", Namespaces::new([], false)),
         ("mount", namespaces_trial(false)),
-        ("net", namespaces_trial(true)),
     ];
+    if net {
+        tries.push(("net", namespaces_trial(true)));
+    }
     for (name, namespaces) in tries {
         if let Err(e) = trial(move || namespaces.enter().map_err(|(_, e)| e)) {
             let hint = if name == "user" && e.raw_os_error() == Some(libc::EPERM) {
