@@ -1,14 +1,16 @@
-//! buildr runs a build step away from the developer's machine, in a fresh local sandbox or a
-//! Kubernetes pod, and brings back exactly the files it changed.
+//! buildr runs a build step away from the developer's machine, in a fresh local sandbox, a
+//! Kubernetes pod or an ssh host, and brings back exactly the files it changed.
 //!
 //! Layout:
 //! - [`cli`]: one module per subcommand; parses nothing itself beyond its own arguments.
 //! - [`task`]: the task model and its loader (HCL files under `.buildr/`), and input collection.
 //! - [`executor`]: the gRPC server that runs one task: process runner, event log, watcher.
+//! - [`sandbox`]: what confines the task on the local and ssh backends (namespaces, Landlock,
+//!   seccomp).
 //! - [`archive`]: `.tar.s2` writing, listing and safe extraction.
 //! - [`client`]: the gRPC client: event rendering, resume, archive fetch.
 //! - [`run`]: one `buildr run`, whatever the backend: tools, cache, start, task, report.
-//! - [`backend`]: how a workspace is prepared and an executor started (local, k8s).
+//! - [`backend`]: how a workspace is prepared and an executor started (local, k8s, ssh).
 //! - [`cluster`]: the cluster's administration: `buildr k8s check`, `gc`, the pool controller.
 //! - [`cache`]: the action cache: keys, the input tree's digest, entries on disk, replay.
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
@@ -31,6 +33,7 @@ pub mod executor;
 pub mod printable;
 pub mod progress;
 pub mod run;
+pub mod sandbox;
 pub mod secret;
 pub mod size;
 pub mod task;

@@ -22,7 +22,7 @@ struct Fixture {
     counter: tempfile::NamedTempFile,
 }
 
-/// The task file, with `{COUNTER}` and `{EXTRA}` (more attributes) filled in.
+/// The task file, with `{COUNTER}` (twice) and `{EXTRA}` (more attributes) filled in.
 const TASK: &str = r#"
 task "t" {
   script  = <<-EOT
@@ -40,6 +40,8 @@ task "t" {
   env     = { GREETING = "hello" }
   outputs = ["out/**"]
   cache   = true
+  # The counter is outside the workspace, where the sandbox lets a task write only when told.
+  writable = ["{COUNTER}"]
   {EXTRA}
 }
 "#;

@@ -136,7 +136,8 @@ fn an_unknown_attribute_is_located_and_corrected() {
         format!(
             "{}:3:5: unknown attribute `comand` in task \"hello\"; expected one of: description, \
              command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, \
-             cache_failures, cache_registry (did you mean `command`?)",
+             cache_failures, cache_registry, sandbox, writable, readable (did you mean \
+             `command`?)",
             dir.join("tasks.hcl").display()
         )
     );

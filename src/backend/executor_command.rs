@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::executor::ListenAddr;
+use crate::sandbox::Policy;
 
 /// How to start `buildr executor` for one run.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct ExecutorCommand {
     pub idle_timeout: Option<Duration>,
     /// Environment variables with this prefix reach the task without it.
     pub env_prefix: Option<String>,
+    /// What confines the task; `None` leaves the executor's default (unconfined: a pod is the
+    /// boundary there).
+    pub sandbox: Option<Policy>,
 }
 
 impl ExecutorCommand {
@@ -50,6 +54,9 @@ impl ExecutorCommand {
         }
         if let Some(prefix) = &self.env_prefix {
             args.extend(["--env-prefix".into(), prefix.into()]);
+        }
+        if let Some(sandbox) = &self.sandbox {
+            args.extend(sandbox.args());
         }
         args
     }
@@ -99,6 +106,7 @@ mod tests {
             tools_dir: "/buildr/tools".into(),
             idle_timeout: Some(Duration::from_secs(300)),
             env_prefix: Some("BUILDR_TASK_ENV_".into()),
+            sandbox: None,
         }
     }
 
@@ -109,6 +117,25 @@ mod tests {
             "export PATH=/buildr/tools:\"$PATH\"; exec /buildr/bin/buildr executor \
              --listen 127.0.0.1:7070 --state-dir /buildr/state --workspace /workspace \
              --secret-file /buildr/secret --idle-timeout 300s --env-prefix BUILDR_TASK_ENV_"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_policy_reaches_the_executor_as_flags() {
+        let mut command = command();
+        command.sandbox = Some(Policy {
+            task: crate::sandbox::TaskSandbox {
+                writable: vec!["~/.cache/go build".into()],
+                ..Default::default()
+            },
+            ..Policy::default()
+        });
+        assert!(
+            command
+                .shell(true)
+                .ends_with(" --sandbox auto --sandbox-writable '~/.cache/go build'"),
+            "{}",
+            command.shell(true)
         );
     }
 

@@ -17,6 +17,7 @@ use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
 use crate::executor::{LISTENING_PREFIX, ListenAddr};
+use crate::sandbox::Policy;
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
@@ -62,6 +63,7 @@ pub struct LocalBackend {
     run_id: String,
     tools: Vec<Tool>,
     keep: bool,
+    sandbox: Policy,
     root: Option<tempfile::TempDir>,
     executor: Option<Child>,
 }
@@ -72,13 +74,20 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 impl LocalBackend {
     /// A sandbox for run `run_id` whose executor is `executor_binary` (a `buildr` binary) and
     /// whose task finds `tools` first in its PATH; `keep` leaves the sandbox directory after
-    /// the run.
-    pub fn new(executor_binary: PathBuf, run_id: &str, tools: Vec<Tool>, keep: bool) -> Self {
+    /// the run; `sandbox` confines the task.
+    pub fn new(
+        executor_binary: PathBuf,
+        run_id: &str,
+        tools: Vec<Tool>,
+        keep: bool,
+        sandbox: Policy,
+    ) -> Self {
         Self {
             executor_binary,
             run_id: run_id.to_string(),
             tools,
             keep,
+            sandbox,
             root: None,
             executor: None,
         }
@@ -147,6 +156,7 @@ impl Backend for LocalBackend {
             &workspace,
             &tools_dir,
             &secret_file,
+            &self.sandbox,
         )?);
         let target = read_address(child).await?;
         timeline.record("start executor", &mut step);
@@ -235,6 +245,7 @@ fn spawn_executor(
     workspace: &Path,
     tools_dir: &Path,
     secret_file: &Path,
+    sandbox: &Policy,
 ) -> Result<Child, LocalError> {
     let executor = ExecutorCommand {
         binary: binary.to_path_buf(),
@@ -247,6 +258,7 @@ fn spawn_executor(
         tools_dir: tools_dir.to_path_buf(),
         idle_timeout: None,
         env_prefix: None,
+        sandbox: Some(sandbox.clone()),
     };
     let mut command = Command::new(binary);
     command

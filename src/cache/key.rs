@@ -14,6 +14,7 @@
 //! The parts are serialized with serde (JSON, maps sorted), never from `Debug` text, so a key
 //! stays the same across builds of the same version; a change to what goes in bumps [`FORMAT`].
 
+use crate::sandbox::TaskSandbox;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -114,6 +115,11 @@ pub struct KeyParts {
     pub cache_failures: bool,
     /// The input tree's digest, in hex.
     pub inputs: String,
+    /// What confined the task: a step that reads a hidden file or writes outside its workspace
+    /// gives other results unconfined. Left out at its default, so keys made before the
+    /// sandbox existed still match.
+    #[serde(skip_serializing_if = "TaskSandbox::is_default")]
+    pub sandbox: TaskSandbox,
 }
 
 impl KeyParts {
@@ -152,6 +158,7 @@ impl KeyParts {
             cache_key: task.cache.key.clone(),
             cache_failures: task.cache.failures,
             inputs: hex::encode(inputs),
+            sandbox: task.sandbox.clone(),
         })
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::executor::{self, LISTENING_PREFIX, ListenAddr};
+use crate::sandbox::{Mode, Net, Policy, TaskSandbox};
 use crate::secret::Secret;
 
 /// Serve the executor's gRPC API (started by `buildr run`; not usually typed by hand).
@@ -54,6 +55,29 @@ pub struct ExecutorArgs {
     /// environment stays its own).
     #[arg(long, value_name = "PREFIX")]
     pub env_prefix: Option<String>,
+
+    /// How the task is confined (see `buildr sandbox check`): `buildr run` passes the task's
+    /// `sandbox` on the local and ssh backends; an executor started without it (by hand, or in
+    /// a pod, which is the boundary there) runs the task unconfined.
+    #[arg(long, value_enum, default_value_t = Mode::None)]
+    pub sandbox: Mode,
+
+    /// Also writable by the task (`~/` is this user's home). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub sandbox_writable: Vec<String>,
+
+    /// Also readable by the task, even among what is hidden. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub sandbox_readable: Vec<String>,
+
+    /// Hidden from the task besides the credentials in the home directory (the repository the
+    /// inputs came from). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub sandbox_hide: Vec<PathBuf>,
+
+    /// `none`: the task gets a private loopback and nothing else (the task's `egress = "none"`).
+    #[arg(long, value_enum, default_value_t = Net::Default)]
+    pub sandbox_net: Net,
 }
 
 /// 1 GiB: hours of a chatty build's output, and still a bounded piece of a disk.
@@ -65,10 +89,11 @@ pub async fn run(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(Secret::read_file)
         .transpose()?;
-    let state_dir = match args.state_dir {
+    let state_dir = match args.state_dir.clone() {
         Some(dir) => dir,
         None => executor::state_dir::fresh()?,
     };
+    let sandbox = sandbox_policy(&args, &state_dir);
     let bound = executor::bind(executor::Config {
         listen: args.listen.clone(),
         state_dir,
@@ -82,6 +107,7 @@ pub async fn run(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(prefixed_env)
             .unwrap_or_default(),
+        sandbox,
     })
     .await?;
     println!("{LISTENING_PREFIX}{}", bound.local_addr);
@@ -90,6 +116,25 @@ pub async fn run(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the gRPC server failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy from the flags; the executor's own state, secret and socket are hidden too.
+fn sandbox_policy(args: &ExecutorArgs, state_dir: &std::path::Path) -> Policy {
+    let mut hide = args.sandbox_hide.clone();
+    hide.push(state_dir.to_path_buf());
+    hide.extend(args.secret_file.clone());
+    if let ListenAddr::Unix(socket) = &args.listen {
+        hide.push(socket.clone());
+    }
+    Policy {
+        task: TaskSandbox {
+            mode: args.sandbox,
+            writable: args.sandbox_writable.clone(),
+            readable: args.sandbox_readable.clone(),
+        },
+        hide,
+        net: args.sandbox_net,
+    }
 }
 
 /// The variables named `PREFIX...`, without the prefix.

@@ -9,6 +9,7 @@ pub mod run;
 pub mod run_cache;
 pub mod run_k8s;
 pub mod run_ssh;
+pub mod sandbox;
 pub mod self_check;
 pub mod tasks;
 
@@ -68,6 +69,8 @@ pub enum RemoteCommand {
     Executor(executor::ExecutorArgs),
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
     #[command(hide = true)]
     SelfCheck(self_check::SelfCheckArgs),
 }
@@ -86,6 +89,7 @@ impl RemoteCommand {
         let result = match self {
             RemoteCommand::Executor(args) => executor::run(args).await,
             RemoteCommand::Archive(command) => archive::run(command),
+            RemoteCommand::Sandbox(command) => sandbox::run(command),
             RemoteCommand::SelfCheck(args) => self_check::run(args),
         };
         (result, 1)

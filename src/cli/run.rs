@@ -71,6 +71,11 @@ pub struct RunArgs {
     #[arg(long = "tool", value_name = "NAME_OR_PATH")]
     pub tools: Vec<String>,
 
+    /// How the task is confined on the local and ssh backends: auto, none or strict (overrides
+    /// the task's `sandbox`; see `buildr sandbox check`).
+    #[arg(long, value_enum)]
+    pub sandbox: Option<crate::sandbox::Mode>,
+
     #[command(flatten)]
     pub k8s: K8sArgs,
 
@@ -90,7 +95,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
-    let task = resolve_task(&args)?;
+    let mut task = resolve_task(&args)?;
+    if let Some(mode) = args.sandbox {
+        task.sandbox.mode = mode;
+    }
     let out = args.out.clone().unwrap_or_else(|| args.repo.clone());
     check_out(&out)?;
     let id = run::new_run_id();
@@ -124,6 +132,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let plan = LocalPlan {
                 executor: executor_binary,
                 keep,
+                sandbox: crate::sandbox::Policy::for_run(&run.task, Some(&run.repo)),
             };
             run::run(&run, plan).await
         }

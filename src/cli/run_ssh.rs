@@ -57,6 +57,7 @@ impl SshArgs {
             binary,
             tools: Vec::new(),
             keep,
+            sandbox: crate::sandbox::Policy::for_run(task, None),
         })
     }
 }

@@ -83,6 +83,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Environment every task gets below its own `env`.
     pub task_env: BTreeMap<String, String>,
+    /// What confines the task (see [`crate::sandbox`]).
+    pub sandbox: crate::sandbox::Policy,
 }
 
 /// What the executor prints on stdout once it is bound, followed by the address.
@@ -187,6 +189,7 @@ impl Bound {
                 workspace: self.config.workspace.clone(),
                 grace: self.config.grace,
                 max_log_bytes: self.config.max_log_bytes,
+                sandbox: self.config.sandbox.clone(),
             },
             self.config.task_env.clone(),
             done.clone(),

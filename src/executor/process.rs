@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::Confinement;
+
 /// Which of the task's pipes a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -30,6 +32,8 @@ pub struct Spec<'a> {
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when the task is stopped.
     pub grace: Duration,
+    /// Applied between fork and exec; `None` runs the task unconfined.
+    pub confinement: Option<Confinement>,
 }
 
 /// How the task ended.
@@ -64,6 +68,9 @@ pub async fn run(
     unsafe {
         command
             .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+    }
+    if let Some(confinement) = spec.confinement {
+        confinement.install(&mut command);
     }
     let mut child = command
         .args(args)

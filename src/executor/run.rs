@@ -18,6 +18,7 @@ use super::process::{self, Exit, Stream};
 use super::service::Limits;
 use crate::archive;
 use crate::rpc::{ArchiveInfo, TaskLog, TaskOutput, TaskResult, task_event::Event};
+use crate::sandbox::{Confinement, Mode, Net, Places, Policy, Support};
 
 /// What the client asked to run, checked and resolved to paths.
 #[derive(Debug, Clone)]
@@ -46,6 +47,7 @@ impl Run {
     pub fn start(spec: RunSpec, limits: &Limits) -> io::Result<Arc<Self>> {
         let state_dir = &limits.state_dir;
         let grace = limits.grace;
+        let sandbox = limits.sandbox.clone();
         let log = Arc::new(EventLog::create(
             &state_dir.join(format!("{}.events", spec.run_id)),
             limits.max_log_bytes,
@@ -62,7 +64,7 @@ impl Run {
         let span = tracing::info_span!("task", run_id = %spec.run_id);
         tokio::spawn(
             async move {
-                let result = driver.drive(spec, &archive_path, grace).await;
+                let result = driver.drive(spec, &sandbox, &archive_path, grace).await;
                 if let Err(e) = driver.log.append(Event::Result(result)) {
                     tracing::error!("cannot record the result: {e}");
                 }
@@ -85,9 +87,15 @@ impl Run {
             .clone()
     }
 
-    async fn drive(&self, spec: RunSpec, archive_path: &Path, grace: Duration) -> TaskResult {
+    async fn drive(
+        &self,
+        spec: RunSpec,
+        sandbox: &Policy,
+        archive_path: &Path,
+        grace: Duration,
+    ) -> TaskResult {
         let started = Instant::now();
-        let mut result = match self.execute(&spec, archive_path, grace).await {
+        let mut result = match self.execute(&spec, sandbox, archive_path, grace).await {
             Ok(result) => result,
             Err(e) => {
                 // The result carries the error to the client; this is for the executor's log.
@@ -106,6 +114,7 @@ impl Run {
     async fn execute(
         &self,
         spec: &RunSpec,
+        sandbox: &Policy,
         archive_path: &Path,
         grace: Duration,
     ) -> Result<TaskResult, String> {
@@ -116,6 +125,13 @@ impl Run {
                 "the working directory {} does not exist",
                 dir.display()
             ));
+        }
+        let (confinement, tmpdir) = self.confine(sandbox, &spec.workspace).await?;
+        let mut env = spec.env.clone();
+        if let Some(tmpdir) = &tmpdir {
+            // The task's own: the rest of the system's temporary directory is not writable.
+            env.entry("TMPDIR".to_string())
+                .or_insert_with(|| tmpdir.path().display().to_string());
         }
         let watcher = match Watcher::start(&spec.workspace) {
             Ok(watcher) => Some(watcher),
@@ -156,10 +172,11 @@ impl Run {
         let exit = match process::run(
             process::Spec {
                 argv: &spec.argv,
-                env: &spec.env,
+                env: &env,
                 dir: &dir,
                 timeout: spec.timeout,
                 grace,
+                confinement,
             },
             self.cancel.clone(),
             on_output,
@@ -251,6 +268,51 @@ impl Run {
             sha256: summary.sha256,
             content: None,
         })
+    }
+
+    /// The task's confinement under `policy` and its private TMPDIR, both `None` for `sandbox =
+    /// "none"`; `-v` shows the mechanisms in force. The mechanisms are tried afresh for each
+    /// run: what a machine allows can change under a long-lived executor's feet.
+    async fn confine(
+        &self,
+        policy: &Policy,
+        workspace: &Path,
+    ) -> Result<(Option<Confinement>, Option<tempfile::TempDir>), String> {
+        if policy.task.mode == Mode::None {
+            self.note(Level::INFO, "sandbox: none (the task runs unconfined)", &[]);
+            return Ok((None, None));
+        }
+        let started = Instant::now();
+        let tmpdir = tempfile::Builder::new()
+            .prefix("buildr-task-tmp-")
+            .tempdir()
+            .map_err(|e| format!("cannot create the task's private TMPDIR: {e}"))?;
+        let (policy, workspace, tmp) = (
+            policy.clone(),
+            workspace.to_path_buf(),
+            tmpdir.path().to_path_buf(),
+        );
+        let confinement = tokio::task::spawn_blocking(move || {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            let places = Places {
+                workspace: &workspace,
+                tmpdir: &tmp,
+                home: home.as_deref(),
+            };
+            let support = Support::probe(policy.net == Net::None);
+            Confinement::prepare(&policy, &support, &places)
+        })
+        .await
+        .map_err(|e| format!("the sandbox's set-up failed: {e}"))?
+        .map_err(|refused| refused.to_string())?;
+        if let Some(confinement) = &confinement {
+            self.note(
+                Level::INFO,
+                &format!("sandbox: {}", confinement.summary),
+                &[("setup_ms", started.elapsed().as_millis().to_string())],
+            );
+        }
+        Ok((confinement, Some(tmpdir)))
     }
 
     /// Records one of the executor's own log lines, for the client and for tracing.

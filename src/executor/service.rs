@@ -43,6 +43,8 @@ pub struct Limits {
     pub grace: Duration,
     /// The event log's cap (see [`EventLog`](super::event_log::EventLog)).
     pub max_log_bytes: u64,
+    /// What confines each task.
+    pub sandbox: crate::sandbox::Policy,
 }
 
 pub struct ExecutorService {
@@ -397,6 +399,7 @@ mod tests {
             workspace: workspace.canonicalize().unwrap(),
             grace: Duration::from_secs(1),
             max_log_bytes: 1 << 20,
+            sandbox: crate::sandbox::Policy::unconfined(),
         }
     }
 

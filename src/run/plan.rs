@@ -56,6 +56,8 @@ pub trait Plan {
 pub struct LocalPlan {
     pub executor: PathBuf,
     pub keep: bool,
+    /// What confines the task.
+    pub sandbox: crate::sandbox::Policy,
 }
 
 impl Plan for LocalPlan {
@@ -78,7 +80,13 @@ impl Plan for LocalPlan {
     }
 
     async fn connect(self, run_id: &str, tools: Vec<Tool>) -> Result<LocalBackend, Infallible> {
-        Ok(LocalBackend::new(self.executor, run_id, tools, self.keep))
+        Ok(LocalBackend::new(
+            self.executor,
+            run_id,
+            tools,
+            self.keep,
+            self.sandbox,
+        ))
     }
 }
 

@@ -32,6 +32,14 @@
 //!   # bare name is looked up in this machine's PATH, a path is relative to the repository.
 //!   tools = ["jq", "./bin/mylint"]
 //!
+//!   # What confines the task on the local and ssh backends (see `crate::sandbox`; ignored in
+//!   # pods): "auto" (default: what the machine allows), "none" (unconfined) or "strict"
+//!   # (every layer, or the run fails). `writable` and `readable` add paths, absolute or `~/`
+//!   # (the home of the machine the task runs on).
+//!   sandbox  = "auto"
+//!   writable = ["~/.cache/go-build"]
+//!   readable = ["~/.ssh/known_hosts"]
+//!
 //!   # The action cache (see `crate::cache`): replay the stored result of a run with the same
 //!   # key instead of running again. Off by default.
 //!   cache          = true
@@ -162,6 +170,9 @@ pub struct Task {
     pub container: Container,
     pub ssh: SshHost,
     pub cache: CacheSettings,
+    /// `sandbox`, `writable` and `readable`: what confines the task on the local and ssh
+    /// backends (see [`crate::sandbox`]).
+    pub sandbox: crate::sandbox::TaskSandbox,
     pub defined_at: Location,
 }
 
@@ -216,6 +227,7 @@ impl Task {
             container: Container::default(),
             ssh: SshHost::default(),
             cache: CacheSettings::default(),
+            sandbox: crate::sandbox::TaskSandbox::default(),
             defined_at: Location::command_line(),
         }
     }

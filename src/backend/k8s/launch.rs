@@ -75,6 +75,8 @@ pub fn boot_script(keep: bool, secret_wait: Duration) -> String {
         tools_dir: TOOLS_DIR.into(),
         idle_timeout: Some(IDLE_TIMEOUT),
         env_prefix: Some(TASK_ENV_PREFIX.to_string()),
+        // The pod is the boundary; the executor's default leaves the task unconfined there.
+        sandbox: None,
     };
     if keep {
         format!(

@@ -49,6 +49,8 @@ pub struct Settings {
     pub binary: ExecutorBinary,
     pub tools: Vec<Tool>,
     pub keep: bool,
+    /// What confines the task on the host.
+    pub sandbox: crate::sandbox::Policy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,12 +307,15 @@ impl Backend for SshBackend {
             &mut step,
         );
 
-        ssh.run(remote::launch(&run, IDLE_TIMEOUT, settings.keep), Ok)
-            .await
-            .map_err(|source| SshError::Launch {
-                host: self.host(),
-                source,
-            })?;
+        ssh.run(
+            remote::launch(&run, IDLE_TIMEOUT, settings.keep, &settings.sandbox),
+            Ok,
+        )
+        .await
+        .map_err(|source| SshError::Launch {
+            host: self.host(),
+            source,
+        })?;
         link.lock()
             .await
             .forward(local_socket, run.socket())

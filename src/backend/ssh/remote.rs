@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backend::executor_command::{ExecutorCommand, quote};
 use crate::executor::ListenAddr;
+use crate::sandbox::Policy;
 
 /// How long the executor may take to bind its socket once started.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,7 +146,7 @@ impl RunDir {
 /// running, for the client to come back to), waits until it listens and returns. Its wrapper
 /// removes the run directory when it exits, unless the run is kept: a client killed outright
 /// leaves an executor that ends on its idle timeout and takes its directory with it.
-pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool) -> String {
+pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool, sandbox: &Policy) -> String {
     let executor = ExecutorCommand {
         binary: run.binary().into(),
         listen: ListenAddr::Unix(run.socket().into()),
@@ -155,6 +156,7 @@ pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool) -> String {
         tools_dir: run.path("tools").into(),
         idle_timeout: Some(idle_timeout),
         env_prefix: None,
+        sandbox: Some(sandbox.clone()),
     };
     let dir = quote(&run.dir);
     let (out, log, pid) = (
@@ -322,6 +324,7 @@ mod tests {
                 },
                 Duration::from_secs(300),
                 false,
+                &Policy::default(),
             ),
             clean_up("abc", true),
         ] {

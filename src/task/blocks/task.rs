@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use hcl_edit::Span;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Attribute, Block};
 
 use super::{Expects, Field, check_body, container, input, ssh};
+use crate::sandbox::{Mode, TaskSandbox};
 use crate::task::inputs::clean_relative;
 use crate::task::reader::Reader;
 use crate::task::{
@@ -29,6 +31,7 @@ struct TaskDraft {
     outputs: Vec<String>,
     tools: Vec<String>,
     cache: CacheSettings,
+    sandbox: TaskSandbox,
     inputs: Vec<InputMapping>,
     /// With where it is, to point at the first when there is a second.
     container: Option<(Container, Location)>,
@@ -137,6 +140,29 @@ const TABLE: &[Field<TaskDraft>] = &[
         }),
     },
     Field {
+        name: "sandbox",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            let names: Vec<&str> = Mode::value_variants().iter().map(|m| m.name()).collect();
+            let name = file.one_of(&attr.value, attr.key.as_str(), here, &names)?;
+            task.sandbox.mode = Mode::from_str(name, false).expect("`one_of` returns a name");
+            Ok(())
+        }),
+    },
+    Field {
+        name: "writable",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.sandbox.writable = sandbox_paths(file, attr, here)?;
+            Ok(())
+        }),
+    },
+    Field {
+        name: "readable",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.sandbox.readable = sandbox_paths(file, attr, here)?;
+            Ok(())
+        }),
+    },
+    Field {
         name: "input",
         expects: Expects::Block {
             syntax: input::SYNTAX,
@@ -215,6 +241,7 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
         outputs: task.outputs,
         tools: task.tools,
         cache: task.cache,
+        sandbox: task.sandbox,
         container: task.container.map(|(c, _)| c).unwrap_or_default(),
         ssh: task.ssh.map(|(s, _)| s).unwrap_or_default(),
         defined_at,
@@ -312,6 +339,26 @@ fn run(file: &Reader, block: &Block, task: &TaskDraft, context: &str) -> Result<
             Ok(Run::Script { shell, script })
         }
     }
+}
+
+/// `writable` and `readable`: absolute paths, or under the home directory (`~/...`) of the
+/// machine the task runs on; a relative one would depend on where the executor started.
+fn sandbox_paths(file: &Reader, attr: &Attribute, context: &str) -> Result<Vec<String>, TaskError> {
+    let what = attr.key.as_str();
+    let paths = file.string_list(&attr.value, what, context)?;
+    if let Some(bad) = paths
+        .iter()
+        .find(|p| !(p.starts_with('/') || p.as_str() == "~" || p.starts_with("~/")))
+    {
+        return Err(file.invalid(
+            attr.value.span(),
+            format!(
+                "`{what}` in {context}: {bad:?} is neither absolute nor under `~/`; expected \
+                 paths like \"~/.cache/go-build\" or \"/opt/sdk\""
+            ),
+        ));
+    }
+    Ok(paths)
 }
 
 /// Relative to the workspace root, cleaned (`./sub/` is `sub`).
@@ -487,7 +534,7 @@ task build {
         let cases: &[(&str, &str)] = &[
             (
                 "task \"a\" {\n  comand = [\"x\"]\n}\n",
-                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry (did you mean `command`?)",
+                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry, sandbox, writable, readable (did you mean `command`?)",
             ),
             (
                 "task \"a\" {\n  command = \"make\"\n}\n",
