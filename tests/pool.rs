@@ -594,6 +594,46 @@ fn a_controller_stops_at_once_on_sigterm_or_ctrl_c_mid_fill_or_idle() {
     assert_eq!(pool_pods(&ns, "warm", Some("ready")), full);
 }
 
+/// The egress rules of the pool's deny-all policy: none when it denies all.
+fn deny_all_egress(ns: &Namespace) -> serde_json::Value {
+    let policy = ns.kubectl(&["get", "networkpolicy", "buildr-pool-warm", "-o", "json"]);
+    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    match &policy["spec"]["egress"] {
+        serde_json::Value::Null => serde_json::json!([]),
+        egress => egress.clone(),
+    }
+}
+
+#[test]
+#[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
+fn a_deny_all_policy_opened_by_hand_is_closed_again_at_the_next_reconcile() {
+    let (t, controller, _) = full_pool("pool-policy", 1);
+    assert_eq!(deny_all_egress(&t.ns), serde_json::json!([]));
+    // Someone lets the waiting pods reach everything.
+    let open = r#"{"spec":{"egress":[{}]}}"#;
+    t.ns.kubectl(&[
+        "patch",
+        "networkpolicy",
+        "buildr-pool-warm",
+        "--type=merge",
+        "-p",
+        open,
+    ]);
+    assert_eq!(deny_all_egress(&t.ns), serde_json::json!([{}]));
+    // The next reconcile (its pod goes, so one comes) puts the policy back as the pool makes it.
+    let pod = pool_pods(&t.ns, "warm", None).remove(0);
+    t.ns.kubectl(&["delete", "pod", &pod, "--wait=false"]);
+    let closed = eventually(Duration::from_secs(30), || {
+        deny_all_egress(&t.ns) == serde_json::json!([])
+    });
+    assert!(
+        closed,
+        "egress still {}\n{}",
+        deny_all_egress(&t.ns),
+        controller.log()
+    );
+}
+
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn deleting_the_pool_removes_its_pods_and_its_policy() {
