@@ -13,6 +13,7 @@ mod over_sshd {
     use std::fs;
     use std::io::{BufRead, BufReader, Read};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::ExitStatusExt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Output, Stdio};
     use std::sync::Mutex;
@@ -275,6 +276,41 @@ mod over_sshd {
                 if line.trim_end() == wanted {
                     return;
                 }
+            }
+        }
+
+        /// Waits for the exit without reading its output; past `limit`, says what it was
+        /// doing and kills it.
+        fn wait_at_most(&mut self, limit: Duration) -> std::process::ExitStatus {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                if Instant::now() > deadline {
+                    let pid = self.child.id();
+                    let ps = Command::new("ps")
+                        .args(["-e", "-o", "pid,ppid,stat,wchan:32,args"])
+                        .output()
+                        .unwrap();
+                    let stack =
+                        fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+                    let _ = self.child.kill();
+                    panic!(
+                        "buildr run did not exit within {limit:?}: its stack and children:
+{stack}
+{}",
+                        String::from_utf8_lossy(&ps.stdout)
+                            .lines()
+                            .filter(|l| l.contains(&format!(" {pid} ")))
+                            .collect::<Vec<_>>()
+                            .join(
+                                "
+"
+                            )
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
 
@@ -651,5 +687,111 @@ mod over_sshd {
             "{err}"
         );
         assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn an_executor_killed_on_the_host_ends_the_run_in_seconds_saying_so() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut run = scratch.spawn(&ssh_args(&sshd), "echo started; exec sleep 300");
+        run.wait_for_line("started");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let pid = fs::read_to_string(run_dirs[0].join("executor.pid")).unwrap();
+        let killed = Instant::now();
+        signal(pid.trim().parse().unwrap(), Signal::SIGKILL);
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        let noticed = killed.elapsed();
+        assert_eq!(status, Some(125), "{err}");
+        // What happened, in the last line; before it, only the client's redials while the
+        // check was on its way.
+        let (before, last) = err
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", err.trim_end()));
+        assert_eq!(
+            last,
+            format!("buildr: the executor exited unexpectedly (killed by SIGKILL on {HOST})")
+        );
+        assert!(
+            before
+                .lines()
+                .all(|line| line.contains("lost the executor; reconnecting")),
+            "{err}"
+        );
+        // Checked every second: well before the 60 s the redials would take to give up.
+        assert!(
+            noticed < Duration::from_secs(5),
+            "noticed after {noticed:?}"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// Busy shells that keep the machine's cores loaded until dropped.
+    struct Load(Vec<Child>);
+
+    impl Load {
+        fn start(shells: usize) -> Load {
+            Load(
+                (0..shells)
+                    .map(|_| {
+                        Command::new("sh")
+                            .args(["-c", "while :; do :; done"])
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl Drop for Load {
+        fn drop(&mut self) {
+            for shell in &mut self.0 {
+                let _ = shell.kill();
+                let _ = shell.wait();
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_at_any_moment_under_load_ends_the_run_in_bounded_time_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let files: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("src/{i}.txt"), format!("input {i}\n")))
+            .collect();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&p[..], &c[..])).collect();
+        write_files(scratch.repo.path(), &files);
+        let _load = Load::start(2);
+        // Ctrl-C (and every third time a second one) at moments spread over the run: the
+        // connection, the copy, the start, the task, its fetch and extraction, the clean-up.
+        for i in 0..16u64 {
+            let delay = 200 * i;
+            let mut run = scratch.spawn(
+                &ssh_args(&sshd),
+                "for f in src/*; do cp $f $f.out; done; echo started; sleep 300",
+            );
+            std::thread::sleep(Duration::from_millis(delay));
+            run.interrupt();
+            if i % 3 == 2 {
+                std::thread::sleep(Duration::from_millis(40));
+                run.interrupt();
+            }
+            let interrupted = Instant::now();
+            let status = run.wait_at_most(Duration::from_secs(10));
+            let (_, _, err) = run.finish(Duration::ZERO);
+            let took = interrupted.elapsed();
+            assert!(
+                status.code() == Some(130) || status.signal() == Some(Signal::SIGINT as i32),
+                "Ctrl-C {i} after {delay}ms: {status:?}: {err}"
+            );
+            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}");
+            assert_nothing_left(scratch.tmp.path());
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -26,6 +27,8 @@ use crate::backend::upload::RemoteCommand;
 
 /// What the master's `LocalCommand` prints once it is authenticated and serving sessions.
 const READY: &str = "buildr-ssh-master-ready";
+/// How long the master gets to end after SIGTERM, and again after SIGKILL.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How much of a command's stderr is kept for its error message: its tail says why.
 const STDERR_KEPT: usize = 4096;
 
@@ -290,14 +293,25 @@ impl Link {
         Ok(())
     }
 
-    /// Ends the master: every session and forward over it ends with it.
+    /// Ends the master: every session and forward over it ends with it. SIGTERM first, so
+    /// that it says goodbye to the server; but a master has been seen to stay in its loop after
+    /// a SIGTERM (once in a few dozen Ctrl-Cs under load), which held the run's end for ever:
+    /// after [`CLOSE_GRACE`] it is killed.
     pub async fn close(&mut self) {
-        if let Some(mut master) = self.master.take() {
-            if let Some(pid) = master.id() {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            }
-            let _ = master.wait().await;
+        let Some(mut master) = self.master.take() else {
+            return;
+        };
+        if let Some(pid) = master.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(CLOSE_GRACE, master.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("the ssh master did not end on SIGTERM; killing it");
+            let _ = master.start_kill();
+            let _ = tokio::time::timeout(CLOSE_GRACE, master.wait()).await;
         }
     }
 }

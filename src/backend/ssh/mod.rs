@@ -341,7 +341,21 @@ impl Backend for SshBackend {
         let Some(link) = self.link.take() else {
             return Vec::new();
         };
-        let mut link = link.lock().await;
+        // Every wait on the way out is bounded: a dial that holds the connection (starting a
+        // master again) must not hold the run's end.
+        let Ok(mut link) = tokio::time::timeout(CLEAN_UP_TIMEOUT, link.lock()).await else {
+            return vec![Leftover::NotRemoved {
+                host: self.host(),
+                dir: self
+                    .run_dir
+                    .take()
+                    .unwrap_or_else(|| format!("buildr-{}", self.run_id)),
+                why: format!(
+                    "the connection stayed busy for {}s",
+                    CLEAN_UP_TIMEOUT.as_secs()
+                ),
+            }];
+        };
         let mut leftovers = Vec::new();
         if std::mem::take(&mut self.probed) {
             let host = self.host();
