@@ -275,14 +275,17 @@ impl Link {
         Ok(())
     }
 
+    /// Whether the master runs.
+    pub fn is_up(&mut self) -> bool {
+        self.master
+            .as_mut()
+            .is_some_and(|master| matches!(master.try_wait(), Ok(None)))
+    }
+
     /// Starts the master again if it is gone (with its forward), so that sessions and the
     /// client's next dial go through.
     pub async fn ensure_up(&mut self) -> Result<(), CommandError> {
-        let alive = match self.master.as_mut() {
-            Some(master) => matches!(master.try_wait(), Ok(None)),
-            None => false,
-        };
-        if alive {
+        if self.is_up() {
             return Ok(());
         }
         tracing::warn!(host = %self.ssh.destination, "the ssh connection is gone; reconnecting");

@@ -8,6 +8,7 @@
 //! the binary (unless cached), the tools, the secret and the inputs go in by the upload every
 //! remote backend shares; the executor starts detached, on a Unix socket in the run directory
 //! (never TCP), which the connection forwards to a socket in a private local directory.
+//! While the task runs, `lost` checks the executor's process over the connection every second.
 //! `clean_up` stops the executor (its task's process group with it) and removes the run
 //! directory on every path out, then ends the connection.
 
@@ -30,7 +31,7 @@ use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use connection::{CommandError, Link, Ssh, last_line};
-use remote::{Probe, RunDir};
+use remote::{Check, Probe, RunDir};
 
 /// How long the executor stays after its task when no client comes back for the result; then
 /// it exits and removes its run directory.
@@ -38,6 +39,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a running executor's process is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One run's settings, resolved from the task and the command line (`cli::run_ssh`).
 #[derive(Debug, Clone)]
@@ -161,6 +165,8 @@ pub struct SshBackend {
     probed: bool,
     /// Where the run directory is, once the host said.
     run_dir: Option<String>,
+    /// The run's paths on the host, once its executor listens.
+    started: Option<RunDir>,
 }
 
 impl SshBackend {
@@ -172,6 +178,7 @@ impl SshBackend {
             link: None,
             probed: false,
             run_dir: None,
+            started: None,
         }
     }
 
@@ -322,6 +329,7 @@ impl Backend for SshBackend {
                 source,
             })?;
         timeline.record("start executor", &mut step);
+        self.started = Some(run.clone());
         Ok(Executor {
             channel: crate::client::connect::channel_through(move || {
                 connection::dial(link.clone())
@@ -332,9 +340,37 @@ impl Backend for SshBackend {
         })
     }
 
-    /// The executor's end is seen by the client; a lost connection is redialled, not an end.
+    /// The executor's process, checked over the connection every [`CHECK_EVERY`], as the k8s
+    /// backend watches its pod: one that died is noticed in seconds, not after the client's
+    /// redials give up. A lost connection is redialled, not an end: a check that gets no answer
+    /// (the master is being started again) is simply tried again.
     async fn lost(&mut self) -> String {
-        std::future::pending().await
+        let (Some(link), Some(run)) = (self.link.clone(), self.started.clone()) else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // Not while the connection is being made again: a session would connect on its own.
+            let ssh = match link.try_lock() {
+                Ok(mut link) => match link.is_up() {
+                    true => link.ssh.clone(),
+                    false => continue,
+                },
+                Err(_) => continue,
+            };
+            let answer = tokio::time::timeout(CHECK_EVERY * 5, ssh.run(remote::check(&run), Ok));
+            let Ok(Ok(answer)) = answer.await else {
+                continue;
+            };
+            if let Some(how) = Check::parse(&String::from_utf8_lossy(&answer))
+                .as_ref()
+                .and_then(Check::describe)
+            {
+                return format!("{how} on {}", self.host());
+            }
+        }
     }
 
     async fn clean_up(&mut self) -> Vec<Leftover> {
