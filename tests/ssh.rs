@@ -125,10 +125,15 @@ mod over_sshd {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
+        let run_dirs = sshd::run_dirs();
         assert_eq!(
-            sshd::run_dirs(),
+            run_dirs,
             Vec::<PathBuf>::new(),
-            "run directories left"
+            "run directories left, holding {:?}",
+            run_dirs
+                .iter()
+                .flat_map(|dir| tree(dir))
+                .collect::<Vec<_>>()
         );
         let local: Vec<_> = fs::read_dir(tmp)
             .unwrap()
@@ -790,8 +795,64 @@ mod over_sshd {
                 status.code() == Some(130) || status.signal() == Some(Signal::SIGINT as i32),
                 "Ctrl-C {i} after {delay}ms: {status:?}: {err}"
             );
-            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}");
+            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}: {err}");
             assert_nothing_left(scratch.tmp.path());
         }
+    }
+
+    /// Local processes whose command line holds `marker`.
+    fn local_processes(marker: &str) -> Vec<String> {
+        let output = Command::new("pgrep")
+            .args(["-a", "-f", "--", marker])
+            .output()
+            .unwrap();
+        stdout(&output).lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_while_the_master_is_started_again_against_a_silent_host_ends_the_run_in_seconds() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        // Every connection goes through this proxy: while the file `silent` is there, the next
+        // one takes it away and hangs, as a host that accepts and then says nothing.
+        let (dir, _) = canary();
+        let silent = dir.path().join("silent");
+        let mut args = ssh_args(&sshd);
+        args.push(format!(
+            "--ssh-option=-oProxyCommand=sh -c 'if rm {} 2>/dev/null; then exec sleep 600; fi; \
+             exec ssh -F {} -W 127.0.0.1:{} {HOST}'",
+            silent.display(),
+            sshd.dir.path().join("ssh_config").display(),
+            sshd.port
+        ));
+        let mut run = scratch.spawn(&args, "echo started; sleep 300");
+        run.wait_for_line("started");
+        fs::write(&silent, "").unwrap();
+        signal(
+            child_of(run.child.id(), "ControlMaster=yes"),
+            Signal::SIGKILL,
+        );
+        // The new master is on its way, and hangs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while silent.exists() {
+            assert!(Instant::now() < deadline, "no new master was started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        run.interrupt();
+        let interrupted = Instant::now();
+        let status = run.wait_at_most(Duration::from_secs(10));
+        let took = interrupted.elapsed();
+        let (_, _, err) = run.finish(Duration::ZERO);
+        assert_eq!(status.code(), Some(130), "{err}");
+        eprintln!("ended {took:?} after the Ctrl-C: {err}");
+        // The clean-up reached the host all the same, and the hung master went with its proxy.
+        assert_nothing_left(scratch.tmp.path());
+        assert_eq!(
+            local_processes(&silent.display().to_string()),
+            Vec::<String>::new()
+        );
     }
 }

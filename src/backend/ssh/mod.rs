@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::upload::{self, Layout, RemoteCommand, UploadError};
@@ -30,7 +31,7 @@ use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
-use connection::{CommandError, Link, Ssh, last_line};
+use connection::{CommandError, Link, Sessions, Ssh, last_line};
 use remote::{Check, Probe, RunDir};
 
 /// How long the executor stays after its task when no client comes back for the result; then
@@ -39,6 +40,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the clean-up waits for the connection to close the master: nothing holds it once
+/// the run is ending.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a running executor's process is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -159,7 +163,11 @@ pub struct SshBackend {
     run_id: String,
     /// The private local directory of the control socket and the forwarded executor socket.
     local: Option<tempfile::TempDir>,
+    /// How the run's commands reach the host, once connected.
+    ssh: Option<Ssh>,
     link: Option<Arc<Mutex<Link>>>,
+    /// Cancelled when the clean-up begins: no dial holds the connection after that.
+    ending: CancellationToken,
     /// Set before the probe that makes the run directory is sent, so that a start cut short
     /// still removes it.
     probed: bool,
@@ -175,7 +183,9 @@ impl SshBackend {
             settings,
             run_id: run_id.to_string(),
             local: None,
+            ssh: None,
             link: None,
+            ending: CancellationToken::new(),
             probed: false,
             run_dir: None,
             started: None,
@@ -199,6 +209,7 @@ impl SshBackend {
             destination: self.settings.destination.clone(),
             options: self.settings.options.clone(),
             control_path: local.path().join("control"),
+            sessions: Sessions::default(),
         };
         let socket = local.path().join("executor.sock");
         let link = Link::open(ssh.clone())
@@ -208,6 +219,7 @@ impl SshBackend {
                 error,
             })?;
         self.link = Some(link.clone());
+        self.ssh = Some(ssh.clone());
         Ok((ssh, link, socket))
     }
 
@@ -330,9 +342,10 @@ impl Backend for SshBackend {
             })?;
         timeline.record("start executor", &mut step);
         self.started = Some(run.clone());
+        let ending = self.ending.clone();
         Ok(Executor {
             channel: crate::client::connect::channel_through(move || {
-                connection::dial(link.clone())
+                connection::dial(link.clone(), ending.clone())
             }),
             workspace_root: run.path("workspace"),
             secret: Some(secret),
@@ -374,24 +387,12 @@ impl Backend for SshBackend {
     }
 
     async fn clean_up(&mut self) -> Vec<Leftover> {
-        let Some(link) = self.link.take() else {
+        let (Some(link), Some(ssh)) = (self.link.take(), self.ssh.take()) else {
             return Vec::new();
         };
-        // Every wait on the way out is bounded: a dial that holds the connection (starting a
-        // master again) must not hold the run's end.
-        let Ok(mut link) = tokio::time::timeout(CLEAN_UP_TIMEOUT, link.lock()).await else {
-            return vec![Leftover::NotRemoved {
-                host: self.host(),
-                dir: self
-                    .run_dir
-                    .take()
-                    .unwrap_or_else(|| format!("buildr-{}", self.run_id)),
-                why: format!(
-                    "the connection stayed busy for {}s",
-                    CLEAN_UP_TIMEOUT.as_secs()
-                ),
-            }];
-        };
+        // A dial under way (a master being started again) gives up, and lets go of the
+        // connection.
+        self.ending.cancel();
         let mut leftovers = Vec::new();
         if std::mem::take(&mut self.probed) {
             let host = self.host();
@@ -400,9 +401,13 @@ impl Backend for SshBackend {
                 .take()
                 .unwrap_or_else(|| format!("buildr-{}", self.run_id));
             let cleaned = async {
-                link.ensure_up().await?;
+                // After every session of the run: one that a Ctrl-C cut short still runs on the
+                // host, and could make again what this removes.
+                ssh.sessions.drained().await;
+                // Over the master when it is up; else ssh makes a connection of its own, so
+                // this never waits for a master to be started again.
                 let script = remote::clean_up(&self.run_id, self.settings.keep);
-                link.ssh.run(script, Ok).await.map(drop)
+                ssh.run(script, Ok).await.map(drop)
             };
             // A host that went away must not hold the run's end: its executor ends by itself.
             match tokio::time::timeout(CLEAN_UP_TIMEOUT, cleaned).await {
@@ -420,7 +425,10 @@ impl Backend for SshBackend {
                 }),
             }
         }
-        link.close().await;
+        // Were it still held, the master goes with the last handle on it (killed on drop).
+        if let Ok(mut link) = tokio::time::timeout(CLOSE_TIMEOUT, link.lock()).await {
+            link.close().await;
+        }
         drop(self.local.take());
         leftovers
     }
