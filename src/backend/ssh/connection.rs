@@ -24,12 +24,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::executor_command::quote;
+use crate::backend::process::{self, tail};
 use crate::backend::upload::RemoteCommand;
 
 /// What the master's `LocalCommand` prints once it is authenticated and serving sessions.
@@ -44,8 +45,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a session whose step was dropped gets to end on the host once its stdin is closed
 /// (a probe or a copy ends in milliseconds); then its `ssh` is killed.
 const DRAIN: Duration = Duration::from_secs(5);
-/// How much of a command's stderr is kept for its error message: its tail says why.
-const STDERR_KEPT: usize = 4096;
 
 /// A session that failed, or the master that would not start: ssh's own words.
 #[derive(Debug, thiserror::Error)]
@@ -141,14 +140,9 @@ impl Ssh {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; a `buildr run` killed outright takes its
-        // connection with it (the executor on the host then ends on its idle timeout).
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                    .map_err(io::Error::from)
-            });
-        }
+        // A `buildr run` killed outright takes its connection with it (the executor on the
+        // host then ends on its idle timeout).
+        process::dies_with_parent(&mut command);
         // A stale control socket (a master killed outright) would make ssh refuse to listen.
         let _ = std::fs::remove_file(&self.control_path);
         let mut master = Master(command.spawn().map_err(CommandError::Spawn)?);
@@ -347,19 +341,6 @@ async fn run_to_end(
     }
 }
 
-/// The last [`STDERR_KEPT`] bytes of `stream`, as text.
-async fn tail(mut stream: impl AsyncRead + Unpin) -> String {
-    let mut kept = Vec::new();
-    let mut buffer = [0u8; 8192];
-    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
-        kept.extend_from_slice(&buffer[..n]);
-        if kept.len() > 2 * STDERR_KEPT {
-            kept.drain(..kept.len() - STDERR_KEPT);
-        }
-    }
-    String::from_utf8_lossy(&kept).into_owned()
-}
-
 /// A master `ssh`, in a process group of its own: dropped (a dial given up, a start that
 /// timed out), the whole group is killed, its `ProxyCommand` with it, which ssh would end
 /// only on its own way out.
@@ -430,10 +411,7 @@ impl Link {
         let Some(mut master) = self.master.take() else {
             return;
         };
-        if let Some(pid) = master.0.id() {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
+        process::terminate(&mut master.0);
         if tokio::time::timeout(CLOSE_GRACE, master.0.wait())
             .await
             .is_err()
