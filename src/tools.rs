@@ -13,6 +13,8 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::backend::executor_command::quote;
+
 /// A program sent along with a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
@@ -354,11 +356,6 @@ fn library_dirs(arch: &str) -> Vec<String> {
     dirs.push(format!("/lib/{triple}"));
     dirs.push(format!("/usr/lib/{triple}"));
     dirs
-}
-
-/// `text` as one single-quoted shell word.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

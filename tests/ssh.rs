@@ -15,6 +15,7 @@ mod over_sshd {
     use std::fs;
     use std::io::{BufRead, BufReader, Read};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::ExitStatusExt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Output, Stdio};
     use std::sync::Mutex;
@@ -126,10 +127,15 @@ mod over_sshd {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
+        let run_dirs = sshd::run_dirs();
         assert_eq!(
-            sshd::run_dirs(),
+            run_dirs,
             Vec::<PathBuf>::new(),
-            "run directories left"
+            "run directories left, holding {:?}",
+            run_dirs
+                .iter()
+                .flat_map(|dir| tree(dir))
+                .collect::<Vec<_>>()
         );
         let local: Vec<_> = fs::read_dir(tmp)
             .unwrap()
@@ -277,6 +283,41 @@ mod over_sshd {
                 if line.trim_end() == wanted {
                     return;
                 }
+            }
+        }
+
+        /// Waits for the exit without reading its output; past `limit`, says what it was
+        /// doing and kills it.
+        fn wait_at_most(&mut self, limit: Duration) -> std::process::ExitStatus {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                if Instant::now() > deadline {
+                    let pid = self.child.id();
+                    let ps = Command::new("ps")
+                        .args(["-e", "-o", "pid,ppid,stat,wchan:32,args"])
+                        .output()
+                        .unwrap();
+                    let stack =
+                        fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+                    let _ = self.child.kill();
+                    panic!(
+                        "buildr run did not exit within {limit:?}: its stack and children:
+{stack}
+{}",
+                        String::from_utf8_lossy(&ps.stdout)
+                            .lines()
+                            .filter(|l| l.contains(&format!(" {pid} ")))
+                            .collect::<Vec<_>>()
+                            .join(
+                                "
+"
+                            )
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
 
@@ -653,5 +694,167 @@ mod over_sshd {
             "{err}"
         );
         assert_nothing_left(scratch.tmp.path());
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn an_executor_killed_on_the_host_ends_the_run_in_seconds_saying_so() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let mut run = scratch.spawn(&ssh_args(&sshd), "echo started; exec sleep 300");
+        run.wait_for_line("started");
+        let run_dirs = sshd::run_dirs();
+        assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+        let pid = fs::read_to_string(run_dirs[0].join("executor.pid")).unwrap();
+        let killed = Instant::now();
+        signal(pid.trim().parse().unwrap(), Signal::SIGKILL);
+        let (status, _, err) = run.finish(Duration::from_secs(30));
+        let noticed = killed.elapsed();
+        assert_eq!(status, Some(125), "{err}");
+        // What happened, in the last line; before it, only the client's redials while the
+        // check was on its way.
+        let (before, last) = err
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", err.trim_end()));
+        assert_eq!(
+            last,
+            format!("buildr: the executor exited unexpectedly (killed by SIGKILL on {HOST})")
+        );
+        assert!(
+            before
+                .lines()
+                .all(|line| line.contains("lost the executor; reconnecting")),
+            "{err}"
+        );
+        // Checked every second: well before the 60 s the redials would take to give up.
+        assert!(
+            noticed < Duration::from_secs(5),
+            "noticed after {noticed:?}"
+        );
+        assert_nothing_left(scratch.tmp.path());
+    }
+
+    /// Busy shells that keep the machine's cores loaded until dropped.
+    struct Load(Vec<Child>);
+
+    impl Load {
+        fn start(shells: usize) -> Load {
+            Load(
+                (0..shells)
+                    .map(|_| {
+                        Command::new("sh")
+                            .args(["-c", "while :; do :; done"])
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl Drop for Load {
+        fn drop(&mut self) {
+            for shell in &mut self.0 {
+                let _ = shell.kill();
+                let _ = shell.wait();
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_at_any_moment_under_load_ends_the_run_in_bounded_time_and_leaves_nothing() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let files: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("src/{i}.txt"), format!("input {i}\n")))
+            .collect();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&p[..], &c[..])).collect();
+        write_files(scratch.repo.path(), &files);
+        let _load = Load::start(2);
+        // Ctrl-C (and every third time a second one) at moments spread over the run: the
+        // connection, the copy, the start, the task, its fetch and extraction, the clean-up.
+        for i in 0..16u64 {
+            let delay = 200 * i;
+            let mut run = scratch.spawn(
+                &ssh_args(&sshd),
+                "for f in src/*; do cp $f $f.out; done; echo started; sleep 300",
+            );
+            std::thread::sleep(Duration::from_millis(delay));
+            run.interrupt();
+            if i % 3 == 2 {
+                std::thread::sleep(Duration::from_millis(40));
+                run.interrupt();
+            }
+            let interrupted = Instant::now();
+            let status = run.wait_at_most(Duration::from_secs(10));
+            let (_, _, err) = run.finish(Duration::ZERO);
+            let took = interrupted.elapsed();
+            assert!(
+                status.code() == Some(130) || status.signal() == Some(Signal::SIGINT as i32),
+                "Ctrl-C {i} after {delay}ms: {status:?}: {err}"
+            );
+            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}: {err}");
+            assert_nothing_left(scratch.tmp.path());
+        }
+    }
+
+    /// Local processes whose command line holds `marker`.
+    fn local_processes(marker: &str) -> Vec<String> {
+        let output = Command::new("pgrep")
+            .args(["-a", "-f", "--", marker])
+            .output()
+            .unwrap();
+        stdout(&output).lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn ctrl_c_while_the_master_is_started_again_against_a_silent_host_ends_the_run_in_seconds() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        // Every connection goes through this proxy: while the file `silent` is there, the next
+        // one takes it away and hangs, as a host that accepts and then says nothing.
+        let (dir, _) = canary();
+        let silent = dir.path().join("silent");
+        let mut args = ssh_args(&sshd);
+        args.push(format!(
+            "--ssh-option=-oProxyCommand=sh -c 'if rm {} 2>/dev/null; then exec sleep 600; fi; \
+             exec ssh -F {} -W 127.0.0.1:{} {HOST}'",
+            silent.display(),
+            sshd.dir.path().join("ssh_config").display(),
+            sshd.port
+        ));
+        let mut run = scratch.spawn(&args, "echo started; sleep 300");
+        run.wait_for_line("started");
+        fs::write(&silent, "").unwrap();
+        signal(
+            child_of(run.child.id(), "ControlMaster=yes"),
+            Signal::SIGKILL,
+        );
+        // The new master is on its way, and hangs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while silent.exists() {
+            assert!(Instant::now() < deadline, "no new master was started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        run.interrupt();
+        let interrupted = Instant::now();
+        let status = run.wait_at_most(Duration::from_secs(10));
+        let took = interrupted.elapsed();
+        let (_, _, err) = run.finish(Duration::ZERO);
+        assert_eq!(status.code(), Some(130), "{err}");
+        eprintln!("ended {took:?} after the Ctrl-C: {err}");
+        // The clean-up reached the host all the same, and the hung master went with its proxy.
+        assert_nothing_left(scratch.tmp.path());
+        assert_eq!(
+            local_processes(&silent.display().to_string()),
+            Vec::<String>::new()
+        );
     }
 }

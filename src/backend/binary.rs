@@ -42,12 +42,12 @@ pub enum BinaryError {
 
 impl ExecutorBinary {
     /// A warning when the binary is dynamically linked, which runs only where a compatible C
-    /// library is (`machines`: "images", "hosts").
+    /// library is (`machines`: "in images", "on hosts").
     pub fn dynamic_warning(&self, machines: &str) -> Option<String> {
         let interpreter = self.interpreter.as_ref()?;
         Some(format!(
             "the executor binary {} is dynamically linked (it needs {interpreter}) and runs only \
-             on {machines} with a compatible glibc; `cargo dist` builds a static one (see \
+             {machines} with a compatible glibc; `cargo dist` builds a static one (see \
              README, Install)",
             self.path.display()
         ))

@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 
 use super::arch::host_arch;
 use super::executor_command::ExecutorCommand;
+use super::process;
 use super::{Backend, Executor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
@@ -35,8 +36,16 @@ pub enum Leftover {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("cannot create the sandbox directory")]
-    CreateSandbox(#[source] std::io::Error),
+    #[error(
+        "cannot create the sandbox directory {}; check that TMPDIR names a directory you can \
+         write to, with space left",
+        .path.display()
+    )]
+    CreateSandbox {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot copy the inputs into the sandbox")]
     CopyInputs(#[source] ArchiveError),
     #[error("cannot start the executor {}", binary.display())]
@@ -51,8 +60,16 @@ pub enum LocalError {
     WriteSecret(#[source] std::io::Error),
     #[error(transparent)]
     Tool(#[from] ToolError),
-    #[error("cannot check what the tools need")]
-    CheckTools(#[source] std::io::Error),
+    #[error(
+        "cannot run {} to check what the tools need; buildr needs a POSIX shell there to run \
+         tools on this machine",
+        .shell.display()
+    )]
+    CheckTools {
+        shell: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot copy tool {} into the sandbox", .0.display())]
     CopyTool(PathBuf, #[source] std::io::Error),
 }
@@ -113,13 +130,19 @@ impl Backend for LocalBackend {
                 // Private: the executor's socket is in here.
                 .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
-                .map_err(LocalError::CreateSandbox)?,
+                .map_err(|source| LocalError::CreateSandbox {
+                    path: std::env::temp_dir().join(format!("buildr-{}-…", self.run_id)),
+                    source,
+                })?,
         );
         let workspace = root.path().join("workspace");
         let state = root.path().join("state");
         let tools_dir = root.path().join("tools");
         for dir in [&workspace, &state, &tools_dir] {
-            std::fs::create_dir(dir).map_err(LocalError::CreateSandbox)?;
+            std::fs::create_dir(dir).map_err(|source| LocalError::CreateSandbox {
+                path: dir.clone(),
+                source,
+            })?;
         }
         if !self.tools.is_empty() {
             check_tools(&self.tools).await?;
@@ -181,7 +204,7 @@ impl Backend for LocalBackend {
     /// does not, and removes the sandbox unless it is kept.
     async fn clean_up(&mut self) -> Vec<Leftover> {
         if let Some(mut executor) = self.executor.take() {
-            stop(&mut executor);
+            process::terminate(&mut executor);
             if tokio::time::timeout(EXIT_GRACE, executor.wait())
                 .await
                 .is_err()
@@ -206,21 +229,13 @@ impl Drop for LocalBackend {
     /// A run that never reached `clean_up` (a panic) still stops its executor.
     fn drop(&mut self) {
         if let Some(executor) = self.executor.as_mut() {
-            stop(executor);
+            process::terminate(executor);
         }
     }
 }
 
-/// SIGTERM to a running executor: it stops its task's whole process group (SIGKILL after its
-/// grace period) and exits. A plain kill would orphan the task.
-fn stop(executor: &mut Child) {
-    if let Ok(None) = executor.try_wait()
-        && let Some(pid) = executor.id()
-    {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    }
-}
+/// The shell that checks what the tools need, as a pod's `/bin/sh` does in its image.
+const SHELL: &str = "/bin/sh";
 
 /// Looks for what the tools need with this machine's shell, as a pod does with its image's.
 async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
@@ -228,13 +243,16 @@ async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
     if check.is_empty() {
         return Ok(());
     }
-    let output = Command::new("/bin/sh")
+    let output = Command::new(SHELL)
         .arg("-c")
         .arg(check.script())
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(LocalError::CheckTools)?;
+        .map_err(|source| LocalError::CheckTools {
+            shell: SHELL.into(),
+            source,
+        })?;
     check.verdict(&String::from_utf8_lossy(&output.stdout), "on this machine")?;
     Ok(())
 }
@@ -279,14 +297,7 @@ fn spawn_executor(
         // Its own group: a Ctrl-C at the terminal reaches `buildr run`, which cancels cleanly,
         // and not the executor behind its back.
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe; it makes the executor (which then stops its task)
-    // go when `buildr run` dies, even by SIGKILL.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
+    process::dies_with_parent(&mut command);
     command.spawn().map_err(|source| LocalError::SpawnExecutor {
         binary: binary.to_path_buf(),
         source,

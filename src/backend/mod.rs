@@ -14,6 +14,8 @@
 //! - [`executor_command`]: the executor's command line and the PATH its task inherits
 //! - [`binary`]: the executor binary sent (architecture, C library, digest)
 //! - [`arch`]: architectures in Kubernetes' names, this machine's included
+//! - [`process`]: a child that goes with `buildr run`, the SIGTERM stop, a kept stderr tail,
+//!   the one backoff between attempts
 //!
 //! Why a trait and not an enum: the run that drives a backend ([`crate::run`]) is written once,
 //! generic over [`Backend`], and each backend keeps its own state and error type; a new backend
@@ -26,6 +28,7 @@ pub mod copy;
 pub mod executor_command;
 pub mod k8s;
 pub mod local;
+pub mod process;
 pub mod ssh;
 pub mod upload;
 

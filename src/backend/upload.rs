@@ -121,10 +121,13 @@ pub async fn binary<R: RemoteCommand>(
     let bin_dir = std::path::Path::new(target)
         .parent()
         .map_or_else(|| "/".to_string(), |p| p.display().to_string());
+    let failed = failed_mark(layout);
     let [bin_dir, target, tools_dir, secret_path, incoming] =
         [&bin_dir, target, tools_dir, secret_path, incoming].map(|p| quote(p));
+    // A copy that fails says so to the inputs' session, which waits for the binary.
     let mut script = format!(
-        "set -e; umask 077; mkdir -p {incoming} {bin_dir}; \
+        "set -e; umask 077; failed={failed}; trap '[ $? -eq 0 ] || : > \"$failed\"' EXIT; \
+         mkdir -p {incoming} {bin_dir}; \
          tar -xf - -C {incoming}; \
          if [ -d {incoming}/tools ]; then mv {incoming}/tools {tools_dir}; fi; "
     );
@@ -206,6 +209,12 @@ async fn preflight<R: RemoteCommand>(
     }
 }
 
+/// Where the binary's copy marks that it failed (a copy cut short by a Ctrl-C included), so
+/// that the inputs' session stops waiting for a binary that will not come, and ends.
+fn failed_mark(layout: &Layout) -> String {
+    quote(&format!("{}.failed", layout.incoming))
+}
+
 /// `secret` if any, private to its owner, then each of `files`: (source, size, name, mode).
 fn write_binary_tar<W: Write>(
     out: W,
@@ -253,7 +262,11 @@ pub async fn inputs<R: RemoteCommand>(
     secret: Option<&Secret>,
 ) -> Result<Option<[u8; 32]>, UploadError<R::Error>> {
     let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
-    let (binary, workspace) = (quote(&layout.binary), quote(&layout.workspace));
+    let (binary, workspace, failed) = (
+        quote(&layout.binary),
+        quote(&layout.workspace),
+        failed_mark(layout),
+    );
     let take_secret = match secret {
         Some(_) => {
             let path = quote(&layout.secret);
@@ -275,6 +288,7 @@ pub async fn inputs<R: RemoteCommand>(
     // the caps on what a task sends back do not bound the user's own inputs.
     let script = format!(
         "i=0; while [ ! -x {binary} ]; do \
+           if [ -e {failed} ]; then echo 'the executor binary was not copied' >&2; exit 1; fi; \
            i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
            sleep {poll}; \
          done; {take_secret}\

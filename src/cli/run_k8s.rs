@@ -110,13 +110,8 @@ impl K8sArgs {
             cluster = Some(self.cluster.client().await?);
         }
         let binary = ExecutorBinary::inspect(&binary).map_err(K8sError::from)?;
-        if let Some(interpreter) = &binary.interpreter {
-            eprintln!(
-                "buildr: warning: the executor binary {} is dynamically linked (it needs \
-                 {interpreter}) and runs only in images with a compatible glibc; `cargo dist` \
-                 builds a static one (see README, Install)",
-                binary.path.display()
-            );
+        if let Some(warning) = binary.dynamic_warning("in images") {
+            eprintln!("buildr: warning: {warning}");
         }
         let settings = Settings {
             image,

@@ -44,7 +44,7 @@ impl SshArgs {
             return Err(SshError::BadOption(option.clone()));
         }
         let binary = ExecutorBinary::inspect(&binary)?;
-        if let Some(warning) = binary.dynamic_warning("hosts") {
+        if let Some(warning) = binary.dynamic_warning("on hosts") {
             eprintln!("buildr: warning: {warning}");
         }
         // The command line's first: ssh keeps the first value it is given for a setting, and the

@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 use super::ClientError;
 use super::session::Reconnect;
+use crate::backend::process::Backoff;
 use crate::printable::Printable;
 
 /// The state of one call's reconnection: since when it has been lost, and the next delay.
@@ -14,7 +15,7 @@ pub(crate) struct Redial {
     policy: Reconnect,
     call: &'static str,
     lost_since: Option<Instant>,
-    delay: Duration,
+    backoff: Backoff,
 }
 
 impl Redial {
@@ -23,13 +24,13 @@ impl Redial {
             policy,
             call,
             lost_since: None,
-            delay: policy.first_delay,
+            backoff: Backoff::between(policy.first_delay, policy.max_delay),
         }
     }
 
     /// The call works (again); says whether it had been lost, that is, whether this is a resume.
     pub(crate) fn connected(&mut self) -> bool {
-        self.delay = self.policy.first_delay;
+        self.backoff.reset();
         self.lost_since.take().is_some()
     }
 
@@ -53,9 +54,7 @@ impl Redial {
             });
         }
         tracing::warn!(call = self.call, error = %Printable(status.message()), "lost the executor; reconnecting");
-        let delay = self.delay;
-        self.delay = (self.delay * 2).min(self.policy.max_delay);
-        Ok(delay)
+        Ok(self.backoff.next_delay())
     }
 }
 

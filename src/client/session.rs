@@ -2,7 +2,7 @@
 //! resumed after the last sequence number seen, so every event arrives exactly once; an
 //! interrupt asks the executor to cancel and the result is still awaited.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -64,6 +64,7 @@ pub async fn follow(
         open: true,
         requested: false,
         delivered: false,
+        unheard_since: None,
         run_id: request.run_id.clone(),
     };
     let mut last_seen = request.after_sequence;
@@ -75,7 +76,21 @@ pub async fn follow(
             after_sequence: last_seen,
             ..request.clone()
         };
-        let lost: Status = match client.start_task(attempt).await {
+        // A call of its own, so that a Ctrl-C meanwhile is heard: a redial can take long.
+        let started = {
+            let mut caller = client.clone();
+            async move { caller.start_task(attempt).await }
+        };
+        let unheard = interrupt.unheard();
+        let started = tokio::select! {
+            started = started => started,
+            () = interrupt.next() => {
+                interrupt.handle(client).await?;
+                continue;
+            }
+            () = unheard => return Err(ClientError::Interrupted),
+        };
+        let lost: Status = match started {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 if redial.connected() {
@@ -113,20 +128,28 @@ pub async fn follow(
             Err(status) => status,
         };
         let delay = redial.lost(lost)?;
+        let unheard = interrupt.unheard();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = interrupt.next() => interrupt.handle(client).await?,
+            () = unheard => return Err(ClientError::Interrupted),
         }
     }
 }
 
+/// How long the redials go on after a Ctrl-C that the executor did not hear (the connection
+/// was down): then the run stops waiting, and its clean-up stops the task.
+const UNHEARD_GRACE: Duration = Duration::from_secs(5);
+
 /// The user's Ctrl-Cs: the first asks the executor to cancel (again after a reconnect, until it
-/// is heard), the second gives up waiting.
+/// is heard, for at most [`UNHEARD_GRACE`]), the second gives up waiting.
 struct Interrupt<'a> {
     signals: &'a mut mpsc::Receiver<()>,
     open: bool,
     requested: bool,
     delivered: bool,
+    /// When the Ctrl-C that the executor has not heard yet was pressed.
+    unheard_since: Option<Instant>,
     run_id: String,
 }
 
@@ -145,7 +168,8 @@ impl Interrupt<'_> {
             return Err(ClientError::Interrupted);
         }
         self.requested = true;
-        self.delivered = cancel(client, &self.run_id).await;
+        self.unheard_since = Some(Instant::now());
+        self.deliver(client).await;
         if self.delivered {
             eprintln!("buildr: cancelling the task (Ctrl-C again to stop waiting)");
         }
@@ -155,7 +179,26 @@ impl Interrupt<'_> {
     /// Sends a cancel that the executor has not heard yet (the connection was down).
     async fn redeliver(&mut self, client: &mut Client) {
         if self.requested && !self.delivered {
-            self.delivered = cancel(client, &self.run_id).await;
+            self.deliver(client).await;
+        }
+    }
+
+    async fn deliver(&mut self, client: &mut Client) {
+        self.delivered = cancel(client, &self.run_id).await;
+        if self.delivered {
+            self.unheard_since = None;
+        }
+    }
+
+    /// Resolves [`UNHEARD_GRACE`] after a Ctrl-C that the executor has not heard; never while
+    /// there is none.
+    fn unheard(&self) -> impl Future<Output = ()> + use<> {
+        let deadline = self.unheard_since.map(|since| since + UNHEARD_GRACE);
+        async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
         }
     }
 }

@@ -121,8 +121,12 @@ async fn execute_on(
 /// Each Ctrl-C becomes a message; the run decides what it means (cancel, then give up).
 fn forward_interrupts() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(4);
+    // Registered here, not in the task: `ctrl_c()` registers on its first poll, and until the
+    // spawned task first runs a Ctrl-C would still kill the run mid-setup.
+    let signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
+        let Ok(mut signals) = signals else { return };
+        while signals.recv().await.is_some() {
             if tx.send(()).await.is_err() {
                 return;
             }

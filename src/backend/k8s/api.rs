@@ -1,7 +1,7 @@
 //! Talking to the API server: its failures put into buildr's words, and the one backoff every
 //! retry of the k8s backend waits by.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{access, reach};
 
@@ -31,37 +31,7 @@ pub fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
-/// The waits between attempts at a request the cluster cannot take yet (an API server that
-/// restarts, a container the kubelet does not know yet): short at first, since most such
-/// states pass within moments, doubling so that a longer outage is not hammered, and capped so
-/// that its end is noticed soon. Each caller keeps its own limit (a deadline, a number of
-/// attempts); this says only how long to wait before the next one.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The wait before the next attempt: each twice the last, up to 2 s.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use crate::backend::process::Backoff;
 
 /// Runs `call` until the API server answers it (a refusal is an answer) or `deadline` passes.
 pub async fn until_reachable<T, F, Fut>(deadline: Instant, mut call: F) -> Result<T, kube::Error>
@@ -86,13 +56,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_backoff_doubles_up_to_its_cap() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<_> = (0..7).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
-    }
 
     #[test]
     fn one_line_joins_the_lines_of_a_message() {

@@ -8,6 +8,7 @@
 //! the binary (unless cached), the tools, the secret and the inputs go in by the upload every
 //! remote backend shares; the executor starts detached, on a Unix socket in the run directory
 //! (never TCP), which the connection forwards to a socket in a private local directory.
+//! While the task runs, `lost` checks the executor's process over the connection every second.
 //! `clean_up` stops the executor (its task's process group with it) and removes the run
 //! directory on every path out, then ends the connection.
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::upload::{self, Layout, RemoteCommand, UploadError};
@@ -29,8 +31,8 @@ use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
-use connection::{CommandError, Link, Ssh, last_line};
-use remote::{Probe, RunDir};
+use connection::{CommandError, Link, Sessions, Ssh, last_line};
+use remote::{Check, Probe, RunDir};
 
 /// How long the executor stays after its task when no client comes back for the result; then
 /// it exits and removes its run directory.
@@ -38,6 +40,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the clean-up waits for the connection to close the master: nothing holds it once
+/// the run is ending.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a running executor's process is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One run's settings, resolved from the task and the command line (`cli::run_ssh`).
 #[derive(Debug, Clone)]
@@ -155,12 +163,18 @@ pub struct SshBackend {
     run_id: String,
     /// The private local directory of the control socket and the forwarded executor socket.
     local: Option<tempfile::TempDir>,
+    /// How the run's commands reach the host, once connected.
+    ssh: Option<Ssh>,
     link: Option<Arc<Mutex<Link>>>,
+    /// Cancelled when the clean-up begins: no dial holds the connection after that.
+    ending: CancellationToken,
     /// Set before the probe that makes the run directory is sent, so that a start cut short
     /// still removes it.
     probed: bool,
     /// Where the run directory is, once the host said.
     run_dir: Option<String>,
+    /// The run's paths on the host, once its executor listens.
+    started: Option<RunDir>,
 }
 
 impl SshBackend {
@@ -169,9 +183,12 @@ impl SshBackend {
             settings,
             run_id: run_id.to_string(),
             local: None,
+            ssh: None,
             link: None,
+            ending: CancellationToken::new(),
             probed: false,
             run_dir: None,
+            started: None,
         }
     }
 
@@ -192,6 +209,7 @@ impl SshBackend {
             destination: self.settings.destination.clone(),
             options: self.settings.options.clone(),
             control_path: local.path().join("control"),
+            sessions: Sessions::default(),
         };
         let socket = local.path().join("executor.sock");
         let link = Link::open(ssh.clone())
@@ -201,6 +219,7 @@ impl SshBackend {
                 error,
             })?;
         self.link = Some(link.clone());
+        self.ssh = Some(ssh.clone());
         Ok((ssh, link, socket))
     }
 
@@ -325,25 +344,57 @@ impl Backend for SshBackend {
                 source,
             })?;
         timeline.record("start executor", &mut step);
+        self.started = Some(run.clone());
+        let ending = self.ending.clone();
         Ok(Executor {
             channel: crate::client::connect::channel_through(move || {
-                connection::dial(link.clone())
+                connection::dial(link.clone(), ending.clone())
             }),
             workspace_root: run.path("workspace"),
             inputs_sent,
         })
     }
 
-    /// The executor's end is seen by the client; a lost connection is redialled, not an end.
+    /// The executor's process, checked over the connection every [`CHECK_EVERY`], as the k8s
+    /// backend watches its pod: one that died is noticed in seconds, not after the client's
+    /// redials give up. A lost connection is redialled, not an end: a check that gets no answer
+    /// (the master is being started again) is simply tried again.
     async fn lost(&mut self) -> String {
-        std::future::pending().await
+        let (Some(link), Some(run)) = (self.link.clone(), self.started.clone()) else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // Not while the connection is being made again: a session would connect on its own.
+            let ssh = match link.try_lock() {
+                Ok(mut link) => match link.is_up() {
+                    true => link.ssh.clone(),
+                    false => continue,
+                },
+                Err(_) => continue,
+            };
+            let answer = tokio::time::timeout(CHECK_EVERY * 5, ssh.run(remote::check(&run), Ok));
+            let Ok(Ok(answer)) = answer.await else {
+                continue;
+            };
+            if let Some(how) = Check::parse(&String::from_utf8_lossy(&answer))
+                .as_ref()
+                .and_then(Check::describe)
+            {
+                return format!("{how} on {}", self.host());
+            }
+        }
     }
 
     async fn clean_up(&mut self) -> Vec<Leftover> {
-        let Some(link) = self.link.take() else {
+        let (Some(link), Some(ssh)) = (self.link.take(), self.ssh.take()) else {
             return Vec::new();
         };
-        let mut link = link.lock().await;
+        // A dial under way (a master being started again) gives up, and lets go of the
+        // connection.
+        self.ending.cancel();
         let mut leftovers = Vec::new();
         if std::mem::take(&mut self.probed) {
             let host = self.host();
@@ -352,9 +403,13 @@ impl Backend for SshBackend {
                 .take()
                 .unwrap_or_else(|| format!("buildr-{}", self.run_id));
             let cleaned = async {
-                link.ensure_up().await?;
+                // After every session of the run: one that a Ctrl-C cut short still runs on the
+                // host, and could make again what this removes.
+                ssh.sessions.drained().await;
+                // Over the master when it is up; else ssh makes a connection of its own, so
+                // this never waits for a master to be started again.
                 let script = remote::clean_up(&self.run_id, self.settings.keep);
-                link.ssh.run(script, Ok).await.map(drop)
+                ssh.run(script, Ok).await.map(drop)
             };
             // A host that went away must not hold the run's end: its executor ends by itself.
             match tokio::time::timeout(CLEAN_UP_TIMEOUT, cleaned).await {
@@ -372,7 +427,10 @@ impl Backend for SshBackend {
                 }),
             }
         }
-        link.close().await;
+        // Were it still held, the master goes with the last handle on it (killed on drop).
+        if let Ok(mut link) = tokio::time::timeout(CLOSE_TIMEOUT, link.lock()).await {
+            link.close().await;
+        }
         drop(self.local.take());
         leftovers
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backend::executor_command::{ExecutorCommand, quote};
 use crate::executor::ListenAddr;
+use crate::printable::Printable;
 use crate::sandbox::Policy;
 
 /// How long the executor may take to bind its socket once started.
@@ -13,6 +14,11 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the executor gets to stop its task and exit before it is killed: its own grace
 /// between SIGTERM and SIGKILL of the task is 5 s.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the run directory of an executor that died stays for the client to read why.
+const LINGER: Duration = Duration::from_secs(5);
+/// The executor's process id, and its exit status once it exited, in the run directory.
+const PID: &str = "executor.pid";
+const STATUS: &str = "executor.status";
 /// How often the scripts look again while they wait.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -159,15 +165,22 @@ pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool, sandbox: &Policy
         sandbox: Some(sandbox.clone()),
     };
     let dir = quote(&run.dir);
-    let (out, log, pid) = (
+    let (out, log, pid, status) = (
         quote(&run.path("executor.out")),
         quote(&run.path("executor.log")),
-        quote(&run.path("executor.pid")),
+        quote(&run.path(PID)),
+        quote(&run.path(STATUS)),
     );
+    // After an exit the run did not ask for, the directory (its status and log) is left a while
+    // for the client's check to read, or its clean-up to remove.
     let remove = if keep {
         String::new()
     } else {
-        format!("; rm -rf {dir}")
+        format!(
+            "; [ $s -eq 0 ] || {{ i=0; while [ -d {dir} ] && [ $i -lt {polls} ]; do sleep 0.1; \
+             i=$((i+1)); done; }}; rm -rf {dir}",
+            polls = LINGER.as_millis() / 100,
+        )
     };
     // A binary that was sent is kept for the next runs, which check their own copy of it; a
     // failure to keep it costs only a later copy.
@@ -187,7 +200,7 @@ pub fn launch(run: &RunDir, idle_timeout: Duration, keep: bool, sandbox: &Policy
     };
     let polls = LISTEN_TIMEOUT.as_millis() / POLL.as_millis();
     format!(
-        "{store}( trap '' HUP; {} & echo $! > {pid}; wait $!{remove} ) </dev/null >{out} 2>{log} &
+        "{store}( trap '' HUP; {} & echo $! > {pid}; wait $!; s=$?; echo $s > {status}{remove} ) </dev/null >{out} 2>{log} &
 wrapper=$!
 i=0
 while :; do
@@ -212,7 +225,7 @@ pub fn clean_up(run_id: &str, keep: bool) -> String {
     let remove = if keep { "" } else { "rm -rf \"$run\"" };
     format!(
         "{}
-if [ -f \"$run/executor.pid\" ] && read -r pid < \"$run/executor.pid\" && [ -n \"$pid\" ]; then
+if [ -f \"$run/{PID}\" ] && read -r pid < \"$run/{PID}\" && [ -n \"$pid\" ]; then
   kill -TERM $pid 2>/dev/null
   i=0
   while kill -0 $pid 2>/dev/null; do
@@ -225,6 +238,79 @@ fi
         locate(run_id),
         poll = POLL.as_secs_f64(),
     )
+}
+
+/// Whether the executor still runs, and if not, its exit status and the end of its log (see
+/// [`Check::parse`]).
+pub fn check(run: &RunDir) -> String {
+    let (pid, status, log) = (
+        quote(&run.path(PID)),
+        quote(&run.path(STATUS)),
+        quote(&run.path("executor.log")),
+    );
+    format!(
+        "if read -r pid < {pid} && kill -0 \"$pid\"; then echo alive; exit 0; fi 2>/dev/null
+echo gone
+if read -r s < {status}; then echo \"status=$s\"; tail -n 5 {log}; fi 2>/dev/null
+"
+    )
+}
+
+/// The answer to [`check`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    Alive,
+    /// The executor's process is gone: how it ended, when its run directory still said.
+    Gone {
+        status: Option<i32>,
+        /// The last line of its log.
+        said: Option<String>,
+    },
+}
+
+impl Check {
+    pub fn parse(answer: &str) -> Option<Check> {
+        // Whatever the login shell says first is not the answer.
+        let mut lines = answer
+            .lines()
+            .skip_while(|line| *line != "alive" && *line != "gone");
+        match lines.next()? {
+            "alive" => Some(Check::Alive),
+            "gone" => {
+                let status = lines
+                    .next()
+                    .and_then(|line| line.strip_prefix("status="))
+                    .and_then(|status| status.trim().parse().ok());
+                let log: Vec<&str> = lines.collect();
+                let said = super::connection::last_line(&log.join("\n")).map(str::to_string);
+                Some(Check::Gone { status, said })
+            }
+            _ => None,
+        }
+    }
+
+    /// What happened to the executor, in words: `killed by SIGKILL`, `exited with status 3`.
+    pub fn describe(&self) -> Option<String> {
+        let Check::Gone { status, said } = self else {
+            return None;
+        };
+        let ending = match said {
+            Some(line) => format!(" (its log ends: {})", Printable(line)),
+            None => String::new(),
+        };
+        // The shell's status of a process killed by signal N is 128 + N.
+        Some(match status {
+            Some(code @ 129..=192) => {
+                let signal = nix::sys::signal::Signal::try_from(code - 128).map_or_else(
+                    |_| format!("signal {}", code - 128),
+                    |s| s.as_str().to_string(),
+                );
+                format!("killed by {signal}")
+            }
+            Some(code) => format!("exited with status {code}{ending}"),
+            None => "its process is gone".to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +331,28 @@ mod tests {
             })
         );
         assert_eq!(Probe::parse("machine=\nrun=/tmp/x\n"), None);
+    }
+
+    #[test]
+    fn a_check_says_how_the_executor_ended() {
+        let gone = |answer: &str| Check::parse(answer).unwrap().describe();
+        assert_eq!(Check::parse("alive\n"), Some(Check::Alive));
+        assert_eq!(Check::Alive.describe(), None);
+        assert_eq!(gone("gone\nstatus=137\n").unwrap(), "killed by SIGKILL");
+        assert_eq!(
+            gone("gone\nstatus=143\nstopping\n").unwrap(),
+            "killed by SIGTERM"
+        );
+        assert_eq!(
+            gone("gone\nstatus=101\nstarting\npanicked at x.rs:1\n\n").unwrap(),
+            "exited with status 101 (its log ends: panicked at x.rs:1)"
+        );
+        assert_eq!(gone("gone\n").unwrap(), "its process is gone");
+        assert_eq!(Check::parse("Last login: today\n"), None);
+        assert_eq!(
+            Check::parse("Last login: today\nalive\n"),
+            Some(Check::Alive)
+        );
     }
 
     /// The probe, run by this machine's `sh` in a scratch home: what it says, and what is in
@@ -327,6 +435,10 @@ mod tests {
                 &Policy::default(),
             ),
             clean_up("abc", true),
+            check(&RunDir {
+                dir: "/tmp/x y".into(),
+                cache_as: None,
+            }),
         ] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])
