@@ -265,6 +265,49 @@ mod over_sshd {
         assert_nothing_left(scratch.tmp.path());
     }
 
+    /// The sandbox holds on the host as it does locally: under the default, a task run as the
+    /// host's user cannot read that user's ssh key, yet its files come back; with
+    /// `--sandbox none` it can (the control that shows the check can fail).
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn on_the_host_the_default_sandbox_hides_the_users_credentials_and_files_come_back() {
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let home = PathBuf::from(format!("/home/{}", sshd::USER));
+        let key = home.join(".ssh/id_ed25519");
+        fs::create_dir_all(key.parent().unwrap()).unwrap();
+        fs::write(&key, "canary-host-key\n").unwrap();
+        let owner = format!("{}:{}", sshd::USER, sshd::USER);
+        let chown = Command::new("chown")
+            .args(["-R", &owner])
+            .arg(key.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let script = "mkdir -p out && echo built > out/result.txt; cat ~/.ssh/id_ed25519; true";
+        let args = ssh_args(&sshd);
+        let confined = scratch.run(&args, script);
+        let mut unconfined_args = args.clone();
+        unconfined_args.extend(["--sandbox".to_string(), "none".to_string()]);
+        let unconfined = scratch.run(&unconfined_args, script);
+        fs::remove_dir_all(key.parent().unwrap()).unwrap();
+
+        assert_eq!(confined.status.code(), Some(0), "{}", stderr(&confined));
+        assert!(
+            !stdout(&confined).contains("canary") && !stderr(&confined).contains("canary"),
+            "the host user's key was read: {}",
+            stdout(&confined)
+        );
+        assert_eq!(
+            fs::read_to_string(scratch.out.path().join("out/result.txt")).unwrap(),
+            "built\n"
+        );
+        assert_eq!(unconfined.status.code(), Some(0), "{}", stderr(&unconfined));
+        assert_eq!(stdout(&unconfined), "canary-host-key\n");
+        assert_nothing_left(scratch.tmp.path());
+    }
+
     /// A `buildr run` in the background with its stdout, interrupted (Ctrl-C) and waited for
     /// when dropped unfinished, so that a failing test still lets it clean up.
     struct Running {

@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use super::arch::host_arch;
 use super::executor_command::ExecutorCommand;
 use super::process;
-use super::{Backend, Executor};
+use super::{Backend, StartedExecutor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
 use crate::executor::{LISTENING_PREFIX, ListenAddr};
@@ -122,7 +122,7 @@ impl Backend for LocalBackend {
         inputs: &[InputFile],
         secret: &Secret,
         timeline: &mut Timeline,
-    ) -> Result<Executor, LocalError> {
+    ) -> Result<StartedExecutor, LocalError> {
         let mut step = Instant::now();
         let root = self.root.insert(
             tempfile::Builder::new()
@@ -159,7 +159,7 @@ impl Backend for LocalBackend {
             let span = tracing::info_span!("copy", files = inputs.len());
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                super::copy::copy_to_dir(&inputs, &workspace)
+                super::inputs::copy_to_dir(&inputs, &workspace)
             })
             .await
             .expect("the copy thread does not panic")
@@ -183,7 +183,7 @@ impl Backend for LocalBackend {
         )?);
         let target = read_address(child).await?;
         timeline.record("start executor", &mut step);
-        Ok(Executor {
+        Ok(StartedExecutor {
             channel: crate::client::connect::channel(&target),
             workspace_root: workspace.display().to_string(),
             inputs_sent,

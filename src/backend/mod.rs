@@ -6,7 +6,7 @@
 //!   port-forward to the executor
 //! - [`ssh`]: a private run directory on a machine reached with the user's own `ssh`, the
 //!   executor's Unix socket forwarded over one master connection
-//! - [`copy`]: the inputs as a `.tar.s2` stream, shared by all backends
+//! - [`inputs`]: the inputs as a `.tar.s2` stream, shared by all backends
 //!
 //! What every backend that runs the executor on another machine shares:
 //!
@@ -24,8 +24,8 @@
 
 pub mod arch;
 pub mod binary;
-pub mod copy;
 pub mod executor_command;
+pub mod inputs;
 pub mod k8s;
 pub mod local;
 pub mod process;
@@ -67,7 +67,7 @@ pub fn new_run_id() -> String {
 }
 
 /// A started executor, as the client sees it.
-pub struct Executor {
+pub struct StartedExecutor {
     /// A channel that dials the executor afresh whenever its connection is lost.
     pub channel: tonic::transport::Channel,
     /// The workspace root on the executor's side.
@@ -93,7 +93,7 @@ pub trait Backend {
         inputs: &[InputFile],
         secret: &Secret,
         timeline: &mut Timeline,
-    ) -> impl Future<Output = Result<Executor, Self::Error>>;
+    ) -> impl Future<Output = Result<StartedExecutor, Self::Error>>;
 
     /// Resolves when the executor is gone for good (it cannot be redialled), saying how it
     /// ended. Its normal end, right after the result is acknowledged, resolves it too.

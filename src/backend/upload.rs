@@ -309,7 +309,7 @@ pub async fn inputs<R: RemoteCommand>(
                 stdin.write_all(secret.as_bytes())?;
             }
             let (stdin, summary) =
-                super::copy::write_inputs(&inputs, stdin).map_err(io::Error::other)?;
+                super::inputs::write_inputs(&inputs, stdin).map_err(io::Error::other)?;
             if let Some(tree) = summary.tree {
                 let _ = sent_by_writer.set(tree);
             }

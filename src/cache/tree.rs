@@ -195,7 +195,7 @@ mod tests {
         let mut stat_cache = StatCache::load(stats.path().join("stat"));
         let keyed = digest(&inputs, &mut stat_cache).unwrap().sha256;
         let sent = |inputs: &[InputFile]| {
-            crate::backend::copy::write_inputs(inputs, Vec::new())
+            crate::backend::inputs::write_inputs(inputs, Vec::new())
                 .unwrap()
                 .1
                 .tree

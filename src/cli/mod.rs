@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 
 use crate::printable::Printable;
 
-/// Run build steps in a fresh sandbox or Kubernetes pod and bring back exactly the files they
-/// changed.
+/// Run build steps in a local sandbox, a fresh Kubernetes pod or on an ssh host, and bring back
+/// exactly the files they changed.
 #[derive(Debug, Parser)]
 #[command(name = "buildr", version, propagate_version = true)]
 pub struct Cli {

@@ -283,9 +283,12 @@ impl Run {
             return Ok((None, None));
         }
         let started = Instant::now();
+        // Beside the workspace, in the run's own directory (local and ssh), so that the
+        // backend's clean-up removes it even after an executor was killed; not in the shared
+        // /tmp, where it would outlive such an executor.
         let tmpdir = tempfile::Builder::new()
-            .prefix("buildr-task-tmp-")
-            .tempdir()
+            .prefix("task-tmp-")
+            .tempdir_in(workspace.parent().unwrap_or(&std::env::temp_dir()))
             .map_err(|e| format!("cannot create the task's private TMPDIR: {e}"))?;
         let (policy, workspace, tmp) = (
             policy.clone(),

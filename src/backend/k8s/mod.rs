@@ -44,7 +44,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
 use super::binary::{BinaryError, ExecutorBinary};
-use super::{Backend, Executor};
+use super::{Backend, StartedExecutor};
 use crate::backend::upload::{self, Payload};
 use crate::client;
 use crate::secret::Secret;
@@ -319,7 +319,7 @@ impl Backend for K8sBackend {
         inputs: &[InputFile],
         secret: &Secret,
         timeline: &mut Timeline,
-    ) -> Result<Executor, K8sError> {
+    ) -> Result<StartedExecutor, K8sError> {
         let mut step = Instant::now();
         let plan = self.plan();
         // A kept pod's main process must outlive its executor: a warm pod's does not.
@@ -428,7 +428,7 @@ impl Backend for K8sBackend {
             (false, false) => "create policy, copy secret, tools and inputs",
         };
         timeline.record(copied, &mut step);
-        Ok(Executor {
+        Ok(StartedExecutor {
             channel,
             workspace_root: launch::WORKSPACE_DIR.to_string(),
             inputs_sent,

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::upload::{self, Layout, RemoteCommand, UploadError};
-use super::{Backend, Executor};
+use super::{Backend, StartedExecutor};
 use crate::backend::arch::kubernetes_arch;
 use crate::secret::Secret;
 use crate::task::InputFile;
@@ -281,7 +281,7 @@ impl Backend for SshBackend {
         inputs: &[InputFile],
         secret: &Secret,
         timeline: &mut Timeline,
-    ) -> Result<Executor, SshError> {
+    ) -> Result<StartedExecutor, SshError> {
         let mut step = Instant::now();
         let (ssh, link, local_socket) = self.connect().await?;
         timeline.record("ssh connect", &mut step);
@@ -346,7 +346,7 @@ impl Backend for SshBackend {
         timeline.record("start executor", &mut step);
         self.started = Some(run.clone());
         let ending = self.ending.clone();
-        Ok(Executor {
+        Ok(StartedExecutor {
             channel: crate::client::connect::channel_through(move || {
                 connection::dial(link.clone(), ending.clone())
             }),

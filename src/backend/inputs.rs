@@ -1,6 +1,7 @@
 //! Sends a task's inputs to a workspace as a `.tar.s2` stream. The local backend pipes the
-//! stream into an extraction on this machine; the Kubernetes backend pipes the same stream into
-//! `buildr archive extract` inside the pod, so both prepare a workspace the same way.
+//! stream into an extraction on this machine; the Kubernetes and ssh backends pipe the same
+//! stream into `buildr archive extract` in the pod or on the host ([`super::upload`]), so every
+//! backend prepares a workspace the same way.
 
 use std::io::Write;
 use std::path::Path;
