@@ -4,7 +4,8 @@
 //!    (to /dev/null, and through `cat` to /dev/null, which is what a user piping a log sees),
 //!    with the executor's peak RSS sampled from /proc every 20 ms.
 //! 2. Local run overhead: `buildr run -- true` on a repository of 1,000 × 1 KiB files, against
-//!    `true` run directly.
+//!    `true` run directly, and the default sandbox's share of it: the same run with
+//!    `--sandbox none`, alternating.
 //!
 //! A plain `main` (harness = false): `cargo bench --bench run`. Nothing here asserts on time;
 //! the figures are printed and written up by hand in BENCHMARKS.md. `BUILDR_BENCH_RUNS` sets
@@ -306,6 +307,7 @@ fn overhead(scratch: &Path) {
     let mut direct = Vec::new();
     let mut copy = Vec::new();
     let mut buildr = Vec::new();
+    let mut unconfined = Vec::new();
     for i in 0..OVERHEAD_RUNS {
         direct.push(timed(&mut Command::new("true")));
         // What creating the same 1,000 files costs on this file system, for reference: the
@@ -317,6 +319,15 @@ fn overhead(scratch: &Path) {
             Command::new(BUILDR)
                 .arg("run")
                 .arg("--repo")
+                .arg(&repo)
+                .arg("--out")
+                .arg(&out)
+                .args(["--", "true"]),
+        ));
+        let out = scratch.join(format!("overhead-out-none-{i}"));
+        unconfined.push(timed(
+            Command::new(BUILDR)
+                .args(["run", "--sandbox", "none", "--repo"])
                 .arg(&repo)
                 .arg("--out")
                 .arg(&out)
@@ -334,6 +345,7 @@ fn overhead(scratch: &Path) {
         ("true", &direct),
         ("cp -r R (reference)", &copy),
         ("buildr run -- true", &buildr),
+        ("buildr run --sandbox none", &unconfined),
     ] {
         println!(
             "{:<30} {:>9.1} {:>9.1} {:>9.1}",
@@ -346,6 +358,11 @@ fn overhead(scratch: &Path) {
     println!(
         "overhead (median difference): {:.1} ms",
         (median(&buildr) - median(&direct)) * 1e3
+    );
+    println!(
+        "the default sandbox against --sandbox none: {:.3}x ({:+.1} ms)",
+        median(&buildr) / median(&unconfined),
+        (median(&buildr) - median(&unconfined)) * 1e3
     );
 }
 
