@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
+use super::executor_command::IDLE_TIMEOUT;
 use super::upload::{self, Layout, RemoteCommand, UploadError};
 use super::{Backend, StartedExecutor};
 use crate::backend::arch::kubernetes_arch;
@@ -33,10 +34,6 @@ use crate::timeline::Timeline;
 use crate::tools::{Tool, ToolError};
 use connection::{CommandError, Link, Sessions, Ssh, last_line};
 use remote::{Check, Probe, RunDir};
-
-/// How long the executor stays after its task when no client comes back for the result; then
-/// it exits and removes its run directory.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
