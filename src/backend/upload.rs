@@ -195,18 +195,29 @@ async fn preflight<R: RemoteCommand>(
     tools: &Check,
     place: &str,
 ) -> Result<(), UploadError<R::Error>> {
-    let script = format!(
-        "command -v tar >/dev/null || exit {NO_TAR}\n{}",
-        tools.script()
-    );
-    match remote.run(script, Ok).await {
-        Ok(stdout) => Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place)?),
+    let tar = format!("command -v tar >/dev/null || exit {NO_TAR}\n");
+    match check_tools(remote, &tar, tools, place).await {
+        Ok(verdict) => Ok(verdict?),
         Err(e) if R::exit_code(&e) == Some(NO_TAR) => Err(UploadError::NoTar),
         Err(source) => Err(UploadError::Failed {
             what: BINARY,
             source,
         }),
     }
+}
+
+/// The one check of what the tools need, wherever the executor runs (a pod, an ssh host, this
+/// machine's `/bin/sh`): runs `first` (what else the caller asks in the same round trip; it may
+/// end the script with a status of its own) and the tools' script on the other side, and reads
+/// the verdict, which names `place`. The outer error is that the command failed.
+pub async fn check_tools<R: RemoteCommand>(
+    remote: &R,
+    first: &str,
+    tools: &Check,
+    place: &str,
+) -> Result<Result<(), ToolError>, R::Error> {
+    let stdout = remote.run(format!("{first}{}", tools.script()), Ok).await?;
+    Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place))
 }
 
 /// Where the binary's copy marks that it failed (a copy cut short by a Ctrl-C included), so
