@@ -31,7 +31,7 @@ use crate::backend::arch::kubernetes_arch;
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
-use crate::tools::{Tool, ToolError};
+use crate::tools::Tool;
 use connection::{CommandError, Link, Sessions, Ssh, last_line};
 use remote::{Check, Probe, RunDir};
 
@@ -70,8 +70,6 @@ pub enum SshError {
     BadOption(String),
     #[error(transparent)]
     Binary(#[from] BinaryError),
-    #[error(transparent)]
-    Tool(#[from] ToolError),
     #[error("cannot create a private local directory for the ssh connection")]
     LocalDir(#[source] std::io::Error),
     #[error("cannot connect to {host}: {}", connect_failure(.error))]
@@ -96,20 +94,8 @@ pub enum SshError {
         binary: PathBuf,
         binary_arch: String,
     },
-    #[error("{host} has no `tar`; buildr needs `sh` and `tar` there to copy the executor in")]
-    NoTar { host: String },
-    #[error("copying {what} to {host} did not finish within {}s", waited.as_secs())]
-    CopyTimeout {
-        what: &'static str,
-        host: String,
-        waited: Duration,
-    },
-    #[error("cannot copy {what} to {host}")]
-    Copy {
-        what: &'static str,
-        host: String,
-        source: CommandError,
-    },
+    #[error(transparent)]
+    Upload(#[from] UploadError<CommandError>),
     #[error("cannot start the executor on {host}")]
     Launch { host: String, source: CommandError },
     #[error("cannot forward the executor's socket from {host}")]
@@ -256,17 +242,6 @@ impl SshBackend {
         }
         Ok(probe)
     }
-
-    /// An upload's failure in the words of a run on this host.
-    fn upload_error(&self, error: UploadError<CommandError>) -> SshError {
-        let host = self.host();
-        match error {
-            UploadError::Tool(e) => SshError::Tool(e),
-            UploadError::NoTar => SshError::NoTar { host },
-            UploadError::Timeout { what, waited } => SshError::CopyTimeout { what, host, waited },
-            UploadError::Failed { what, source } => SshError::Copy { what, host, source },
-        }
-    }
 }
 
 impl Backend for SshBackend {
@@ -302,7 +277,7 @@ impl Backend for SshBackend {
             incoming: run.path("incoming"),
             secret_waiter: None,
         };
-        let place = format!("on {}", self.host());
+        let to = upload::Destination::Host(self.host());
         let settings = &self.settings;
         let payload = upload::Payload {
             binary: !probe.cached,
@@ -310,10 +285,10 @@ impl Backend for SshBackend {
             secret: Some(secret),
         };
         let (sent, copied) = tokio::join!(
-            upload::binary(&ssh, &layout, &settings.binary, payload, &place),
-            upload::inputs(&ssh, &layout, inputs, None),
+            upload::binary(&ssh, &layout, &settings.binary, payload, &to),
+            upload::inputs(&ssh, &layout, inputs, None, &to),
         );
-        let inputs_sent = sent.and(copied).map_err(|e| self.upload_error(e))?;
+        let inputs_sent = sent.and(copied)?;
         timeline.record(
             if probe.cached {
                 "copy tools and inputs (binary cached)"
