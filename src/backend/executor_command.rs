@@ -10,6 +10,10 @@ use std::time::Duration;
 use crate::executor::ListenAddr;
 use crate::sandbox::Policy;
 
+/// How long an executor on another machine (an ssh host, a pod) stays after its task when no
+/// client comes back for the result; then it exits and removes what it ran in.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How to start `buildr executor` for one run.
 #[derive(Debug, Clone)]
 pub struct ExecutorCommand {

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use super::arch::host_arch;
 use super::executor_command::ExecutorCommand;
 use super::process;
+use super::upload::{self, RemoteCommand};
 use super::{Backend, StartedExecutor};
 use crate::archive::ArchiveError;
 use crate::client::Target;
@@ -68,7 +69,7 @@ pub enum LocalError {
     CheckTools {
         shell: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ShellError,
     },
     #[error("cannot copy tool {} into the sandbox", .0.display())]
     CopyTool(PathBuf, #[source] std::io::Error),
@@ -237,24 +238,77 @@ impl Drop for LocalBackend {
 /// The shell that checks what the tools need, as a pod's `/bin/sh` does in its image.
 const SHELL: &str = "/bin/sh";
 
-/// Looks for what the tools need with this machine's shell, as a pod does with its image's.
+/// Looks for what the tools need with this machine's shell, with the check a pod's image or an
+/// ssh host gets ([`upload::check_tools`]).
 async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
     let check = Check::new(tools, host_arch());
     if check.is_empty() {
         return Ok(());
     }
-    let output = Command::new(SHELL)
-        .arg("-c")
-        .arg(check.script())
-        .stdin(Stdio::null())
-        .output()
+    upload::check_tools(&Shell, "", &check, "on this machine")
         .await
         .map_err(|source| LocalError::CheckTools {
             shell: SHELL.into(),
             source,
-        })?;
-    check.verdict(&String::from_utf8_lossy(&output.stdout), "on this machine")?;
+        })??;
     Ok(())
+}
+
+/// This machine's [`SHELL`] as the other side of a [`RemoteCommand`], so that the local backend
+/// runs the remote backends' checks and not a twin of them.
+struct Shell;
+
+/// Why a command in [`Shell`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("it ended with {0}")]
+    Status(std::process::ExitStatus),
+}
+
+impl RemoteCommand for Shell {
+    type Stdin = std::process::ChildStdin;
+    type Error = ShellError;
+
+    async fn run<F>(&self, script: String, feed: F) -> Result<Vec<u8>, ShellError>
+    where
+        F: FnOnce(Self::Stdin) -> std::io::Result<Self::Stdin> + Send + 'static,
+    {
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(SHELL)
+                .arg("-c")
+                .arg(script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let stdin = child.stdin.take().ok_or_else(|| {
+                std::io::Error::other("the shell's stdin is piped, yet it was not there")
+            })?;
+            // Fed on a thread of its own while stdout is read here: a full pipe either way
+            // would otherwise stall both.
+            let feeder = std::thread::spawn(move || feed(stdin).map(drop));
+            let output = child.wait_with_output()?;
+            feeder
+                .join()
+                .map_err(|_| std::io::Error::other("writing the shell's stdin panicked"))??;
+            Ok::<_, ShellError>(output)
+        })
+        .await
+        .expect("the shell's thread does not panic")?;
+        if !output.status.success() {
+            return Err(ShellError::Status(output.status));
+        }
+        Ok(output.stdout)
+    }
+
+    fn exit_code(error: &ShellError) -> Option<i32> {
+        match error {
+            ShellError::Status(status) => status.code(),
+            ShellError::Io(_) => None,
+        }
+    }
 }
 
 fn spawn_executor(

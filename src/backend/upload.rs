@@ -61,21 +61,63 @@ pub struct Payload<'a> {
     pub secret: Option<&'a Secret>,
 }
 
-/// Why an upload failed; `E` is the way of running commands' own error.
+/// Where an upload goes, as its errors name it.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// An ssh host, as ssh takes it: `[user@]host`.
+    Host(String),
+    /// A pod, and its image: what a missing `tar` or tool is the image's to fix.
+    Pod { pod: String, image: String },
+}
+
+impl Destination {
+    /// "to HOST", "into pod POD".
+    fn to(&self) -> String {
+        match self {
+            Self::Host(host) => format!("to {host}"),
+            Self::Pod { pod, .. } => format!("into pod {pod}"),
+        }
+    }
+
+    /// Where a tool's refusal says its needs are missing: "on HOST", "in the image `IMAGE`".
+    fn place(&self) -> String {
+        match self {
+            Self::Host(host) => format!("on {host}"),
+            Self::Pod { image, .. } => format!("in the image `{image}`"),
+        }
+    }
+
+    fn no_tar(&self) -> String {
+        match self {
+            Self::Host(host) => format!(
+                "{host} has no `tar`; buildr needs `sh` and `tar` there to copy the executor in"
+            ),
+            Self::Pod { image, .. } => format!(
+                "the image `{image}` has no `tar`; buildr needs an image with `sh` and `tar`, \
+                 which copy the executor in"
+            ),
+        }
+    }
+}
+
+/// Why an upload failed, naming where it went: the one error the remote backends' own wrap;
+/// `E` is the way of running commands' own error.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Tool(#[from] ToolError),
-    #[error("there is no `tar` to unpack the executor binary")]
-    NoTar,
-    #[error("copying {what} did not finish within {}s", waited.as_secs())]
+    #[error("{}", .to.no_tar())]
+    NoTar { to: Destination },
+    #[error("copying {what} {} did not finish within {}s", .to.to(), .waited.as_secs())]
     Timeout {
         what: &'static str,
+        to: Destination,
         waited: Duration,
     },
-    #[error("cannot copy {what}")]
+    #[error("cannot copy {what} {}", .to.to())]
     Failed {
         what: &'static str,
+        to: Destination,
         #[source]
         source: E,
     },
@@ -101,16 +143,16 @@ const NO_TAR: i32 = 90;
 /// itself), and moves them into place, the binary last: whatever waits for it starts it as soon
 /// as it appears. The other side is asked at the same time whether it has `tar` and what the
 /// tools need, and its answer wins: a copy that cannot land is dropped the moment it says no.
-/// `place` names the other side in a tool's refusal ("in the image `debian`").
+/// `to` is named in its errors (and a tool's refusal: "in the image `debian`").
 pub async fn binary<R: RemoteCommand>(
     remote: &R,
     layout: &Layout,
     binary: &ExecutorBinary,
     payload: Payload<'_>,
-    place: &str,
+    to: &Destination,
 ) -> Result<(), UploadError<R::Error>> {
     let check = Check::new(payload.tools, &binary.arch);
-    let checked = preflight(remote, &check, place);
+    let checked = preflight(remote, &check, to);
     let Layout {
         binary: target,
         tools: tools_dir,
@@ -178,10 +220,12 @@ pub async fn binary<R: RemoteCommand>(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(source)) => Err(UploadError::Failed {
             what: BINARY,
+            to: to.clone(),
             source,
         }),
         Err(_) => Err(UploadError::Timeout {
             what: BINARY,
+            to: to.clone(),
             waited: COPY_TIMEOUT,
         }),
     }
@@ -193,20 +237,32 @@ pub async fn binary<R: RemoteCommand>(
 async fn preflight<R: RemoteCommand>(
     remote: &R,
     tools: &Check,
-    place: &str,
+    to: &Destination,
 ) -> Result<(), UploadError<R::Error>> {
-    let script = format!(
-        "command -v tar >/dev/null || exit {NO_TAR}\n{}",
-        tools.script()
-    );
-    match remote.run(script, Ok).await {
-        Ok(stdout) => Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place)?),
-        Err(e) if R::exit_code(&e) == Some(NO_TAR) => Err(UploadError::NoTar),
+    let tar = format!("command -v tar >/dev/null || exit {NO_TAR}\n");
+    match check_tools(remote, &tar, tools, &to.place()).await {
+        Ok(verdict) => Ok(verdict?),
+        Err(e) if R::exit_code(&e) == Some(NO_TAR) => Err(UploadError::NoTar { to: to.clone() }),
         Err(source) => Err(UploadError::Failed {
             what: BINARY,
+            to: to.clone(),
             source,
         }),
     }
+}
+
+/// The one check of what the tools need, wherever the executor runs (a pod, an ssh host, this
+/// machine's `/bin/sh`): runs `first` (what else the caller asks in the same round trip; it may
+/// end the script with a status of its own) and the tools' script on the other side, and reads
+/// the verdict, which names `place`. The outer error is that the command failed.
+pub async fn check_tools<R: RemoteCommand>(
+    remote: &R,
+    first: &str,
+    tools: &Check,
+    place: &str,
+) -> Result<Result<(), ToolError>, R::Error> {
+    let stdout = remote.run(format!("{first}{}", tools.script()), Ok).await?;
+    Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place))
 }
 
 /// Where the binary's copy marks that it failed (a copy cut short by a Ctrl-C included), so
@@ -254,12 +310,14 @@ fn write_binary_tar<W: Write>(
 /// after it stays whole), moved into place before the extractor starts, and the secret's
 /// waiter woken: one session in all, and the secret is never on a command line.
 ///
-/// Returns the digest of the tree sent ([`crate::archive::Summary::tree`]).
+/// Returns the digest of the tree sent ([`crate::archive::Summary::tree`]); `to` is named in
+/// its errors.
 pub async fn inputs<R: RemoteCommand>(
     remote: &R,
     layout: &Layout,
     inputs: &[InputFile],
     secret: Option<&Secret>,
+    to: &Destination,
 ) -> Result<Option<[u8; 32]>, UploadError<R::Error>> {
     let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
     let (binary, workspace, failed) = (
@@ -318,6 +376,7 @@ pub async fn inputs<R: RemoteCommand>(
         .await
         .map_err(|source| UploadError::Failed {
             what: INPUTS,
+            to: to.clone(),
             source,
         })?;
     Ok(sent.get().copied())

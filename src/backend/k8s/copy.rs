@@ -11,7 +11,7 @@ use super::K8sError;
 use super::exec::{ExecError, Stdin, exec_with_input};
 use super::objects::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::upload::{self, Layout, Payload, RemoteCommand, UploadError};
+use crate::backend::upload::{self, Destination, Layout, Payload, RemoteCommand};
 use crate::secret::Secret;
 use crate::task::InputFile;
 
@@ -71,10 +71,10 @@ pub async fn binary(
     payload: Payload<'_>,
 ) -> Result<(), K8sError> {
     let shell = PodShell { pods, client, pod };
-    let place = format!("in the image `{image}`");
-    upload::binary(&shell, &layout(), binary, payload, &place)
+    let to = in_pod(pod, image);
+    Ok(upload::binary(&shell, &layout(), binary, payload, &to)
         .await
-        .map_err(|e| in_pod(e, pod, image))
+        .map_err(Box::new)?)
 }
 
 /// The inputs into the pod's workspace, and a warm pod's `secret` with them (see
@@ -88,27 +88,15 @@ pub async fn inputs(
     secret: Option<&Secret>,
 ) -> Result<Option<[u8; 32]>, K8sError> {
     let shell = PodShell { pods, client, pod };
-    upload::inputs(&shell, &layout(), inputs, secret)
+    let to = in_pod(pod, image);
+    Ok(upload::inputs(&shell, &layout(), inputs, secret, &to)
         .await
-        .map_err(|e| in_pod(e, pod, image))
+        .map_err(Box::new)?)
 }
 
-/// An upload's failure in the words of a run in a pod.
-fn in_pod(error: UploadError<ExecError>, pod: &str, image: &str) -> K8sError {
-    match error {
-        UploadError::Tool(e) => K8sError::Tool(e),
-        UploadError::NoTar => K8sError::NoTar {
-            image: image.to_string(),
-        },
-        UploadError::Timeout { what, waited } => K8sError::CopyTimeout {
-            what,
-            pod: pod.to_string(),
-            waited,
-        },
-        UploadError::Failed { what, source } => K8sError::Copy {
-            what,
-            pod: pod.to_string(),
-            source,
-        },
+fn in_pod(pod: &str, image: &str) -> Destination {
+    Destination::Pod {
+        pod: pod.to_string(),
+        image: image.to_string(),
     }
 }

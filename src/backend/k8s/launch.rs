@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::backend::executor_command::ExecutorCommand;
+use crate::backend::executor_command::{ExecutorCommand, IDLE_TIMEOUT};
 use crate::executor::ListenAddr;
 
 /// The executor's container, and the port it listens on inside the pod (loopback only).
@@ -24,8 +24,6 @@ pub const WORKSPACE_DIR: &str = "/workspace";
 /// The environment variables prefix under which Secrets and ConfigMaps reach the executor; it
 /// hands them to the task without the prefix (the executor's own environment stays its own).
 pub const TASK_ENV_PREFIX: &str = "BUILDR_TASK_ENV_";
-/// How long the executor stays after its task when no client comes back for the result.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the main process waits for the binary before the pod gives up and ends.
 const BINARY_WAIT: Duration = Duration::from_secs(300);

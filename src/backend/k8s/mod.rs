@@ -45,12 +45,12 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::{Backend, StartedExecutor};
-use crate::backend::upload::{self, Payload};
+use crate::backend::upload::{self, Payload, UploadError};
 use crate::client;
 use crate::secret::Secret;
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
-use crate::tools::{Tool, ToolError};
+use crate::tools::Tool;
 use api::{api_message, is_not_found, until_reachable};
 // `api` words refusals by the permissions table, which is the cluster's.
 use crate::cluster::access;
@@ -94,8 +94,6 @@ pub enum K8sError {
     NoImage,
     #[error(transparent)]
     Binary(#[from] BinaryError),
-    #[error(transparent)]
-    Tool(#[from] ToolError),
     #[error("cannot create {what} {namespace}/{name}: {}", api_message(error))]
     Create {
         what: &'static str,
@@ -116,23 +114,8 @@ pub enum K8sError {
         waited: Duration,
         last: String,
     },
-    #[error(
-        "the image `{image}` has no `tar`; buildr needs an image with `sh` and `tar`, which copy the executor in"
-    )]
-    NoTar { image: String },
-    #[error("copying {what} into pod {pod} did not finish within {}s", waited.as_secs())]
-    CopyTimeout {
-        what: &'static str,
-        pod: String,
-        waited: Duration,
-    },
-    #[error("cannot copy {what} into pod {pod}")]
-    Copy {
-        what: &'static str,
-        pod: String,
-        #[source]
-        source: ExecError,
-    },
+    #[error(transparent)]
+    Upload(#[from] Box<UploadError<ExecError>>),
     #[error(
         "there is no BuildrPool {pool} in namespace {namespace}, and no image to start a pod of its own (list the pools with `kubectl get buildrpools -n {namespace}`, or give --image)"
     )]

@@ -26,7 +26,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::labels::{
     EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, TASK_ANNOTATION,
 };
-use super::launch::{BUILDR_DIR, CONTAINER, IDLE_TIMEOUT, TASK_ENV_PREFIX, boot_script};
+use super::launch::{BUILDR_DIR, CONTAINER, TASK_ENV_PREFIX, boot_script};
+use crate::backend::executor_command::IDLE_TIMEOUT;
 use crate::task::{self, Egress};
 
 // `copy` still finds the pod's paths here; `launch` is their home.

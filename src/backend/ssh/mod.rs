@@ -24,19 +24,16 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
+use super::executor_command::IDLE_TIMEOUT;
 use super::upload::{self, Layout, RemoteCommand, UploadError};
 use super::{Backend, StartedExecutor};
 use crate::backend::arch::kubernetes_arch;
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
-use crate::tools::{Tool, ToolError};
+use crate::tools::Tool;
 use connection::{CommandError, Link, Sessions, Ssh, last_line};
 use remote::{Check, Probe, RunDir};
-
-/// How long the executor stays after its task when no client comes back for the result; then
-/// it exits and removes its run directory.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,8 +70,6 @@ pub enum SshError {
     BadOption(String),
     #[error(transparent)]
     Binary(#[from] BinaryError),
-    #[error(transparent)]
-    Tool(#[from] ToolError),
     #[error("cannot create a private local directory for the ssh connection")]
     LocalDir(#[source] std::io::Error),
     #[error("cannot connect to {host}: {}", connect_failure(.error))]
@@ -99,20 +94,8 @@ pub enum SshError {
         binary: PathBuf,
         binary_arch: String,
     },
-    #[error("{host} has no `tar`; buildr needs `sh` and `tar` there to copy the executor in")]
-    NoTar { host: String },
-    #[error("copying {what} to {host} did not finish within {}s", waited.as_secs())]
-    CopyTimeout {
-        what: &'static str,
-        host: String,
-        waited: Duration,
-    },
-    #[error("cannot copy {what} to {host}")]
-    Copy {
-        what: &'static str,
-        host: String,
-        source: CommandError,
-    },
+    #[error(transparent)]
+    Upload(#[from] UploadError<CommandError>),
     #[error("cannot start the executor on {host}")]
     Launch { host: String, source: CommandError },
     #[error("cannot forward the executor's socket from {host}")]
@@ -259,17 +242,6 @@ impl SshBackend {
         }
         Ok(probe)
     }
-
-    /// An upload's failure in the words of a run on this host.
-    fn upload_error(&self, error: UploadError<CommandError>) -> SshError {
-        let host = self.host();
-        match error {
-            UploadError::Tool(e) => SshError::Tool(e),
-            UploadError::NoTar => SshError::NoTar { host },
-            UploadError::Timeout { what, waited } => SshError::CopyTimeout { what, host, waited },
-            UploadError::Failed { what, source } => SshError::Copy { what, host, source },
-        }
-    }
 }
 
 impl Backend for SshBackend {
@@ -305,7 +277,7 @@ impl Backend for SshBackend {
             incoming: run.path("incoming"),
             secret_waiter: None,
         };
-        let place = format!("on {}", self.host());
+        let to = upload::Destination::Host(self.host());
         let settings = &self.settings;
         let payload = upload::Payload {
             binary: !probe.cached,
@@ -313,10 +285,10 @@ impl Backend for SshBackend {
             secret: Some(secret),
         };
         let (sent, copied) = tokio::join!(
-            upload::binary(&ssh, &layout, &settings.binary, payload, &place),
-            upload::inputs(&ssh, &layout, inputs, None),
+            upload::binary(&ssh, &layout, &settings.binary, payload, &to),
+            upload::inputs(&ssh, &layout, inputs, None, &to),
         );
-        let inputs_sent = sent.and(copied).map_err(|e| self.upload_error(e))?;
+        let inputs_sent = sent.and(copied)?;
         timeline.record(
             if probe.cached {
                 "copy tools and inputs (binary cached)"
