@@ -419,8 +419,8 @@ mod tests {
         assert!(!canary.exists());
     }
 
-    /// The scripts are run by `sh` on this machine as they would be on the host: the executor
-    /// starts, the clean-up stops it and removes the directory.
+    /// Every script parses as `sh` reads it (`sh -n`); what they do on a host is tested over a
+    /// real sshd in tests/ssh.rs.
     #[test]
     fn the_scripts_are_valid_shell() {
         for script in [
