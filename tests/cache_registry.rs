@@ -287,7 +287,10 @@ impl Machine {
         );
         let mut command = Command::new(buildr_bin());
         command
-            .args(["run", "--cache", "--cache-registry", location, "--repo"])
+            .args(["run", "--cache", "--cache-registry", location])
+            // The task counts its runs in a file outside its workspace, which the default
+            // sandbox would refuse; what is tested here is the registry, not the sandbox.
+            .args(["--sandbox", "none", "--repo"])
             .arg(repo.dir.path())
             .arg("--out")
             .arg(out.path())
@@ -353,8 +356,9 @@ impl Repo {
         }
     }
 
-    /// Runs `machine` as an attacker would (the same key, another result), and checks that its push reached the registry (`storage`), so that what the test
-    /// checks next is about that entry and not about an empty registry.
+    /// Runs `machine` as an attacker would (the same key, another result), and checks that its
+    /// push reached the registry (`storage`), so that what the test checks next is about that
+    /// entry and not about an empty registry.
     fn poisoned_run(&self, machine: &Machine, location: &str, storage: &Path) {
         let before = RegistryServer::tag_digests(storage);
         fs::write(self.flag.path().join("poison"), "").unwrap();
