@@ -378,7 +378,7 @@ impl Backend for K8sBackend {
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
         let copies = async {
-            tokio::try_join!(
+            let (policy, binary, inputs) = tokio::join!(
                 policy,
                 copy,
                 copy::inputs(
@@ -389,7 +389,11 @@ impl Backend for K8sBackend {
                     inputs,
                     secret_with_inputs
                 ),
-            )
+            );
+            // When the binary's copy fails, the inputs' stream, which waits for it, stops and
+            // fails too, sometimes first: the binary's error is the cause, so it is the one
+            // reported (not the first to arrive).
+            Ok::<_, K8sError>((policy?, binary?, inputs?))
         };
         // The way to the executor is opened while the inputs travel: it listens once its binary
         // and secret are in, which is before the inputs are (a warm pod has the binary and
