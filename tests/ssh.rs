@@ -101,6 +101,8 @@ mod over_sshd {
         }
 
         fn spawn(&self, backend_args: &[String], script: &str) -> Running {
+            // A file, not a pipe: a run that hangs is shown with what it said so far.
+            let stderr = tempfile::NamedTempFile::new().unwrap();
             let mut child = command(
                 backend_args,
                 self.repo.path(),
@@ -109,11 +111,15 @@ mod over_sshd {
                 &["--", "sh", "-c", script],
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
             .spawn()
             .unwrap();
             let stdout = BufReader::new(child.stdout.take().unwrap());
-            Running { child, stdout }
+            Running {
+                child,
+                stdout,
+                stderr,
+            }
         }
     }
 
@@ -126,16 +132,16 @@ mod over_sshd {
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(sshd::processes(), Vec::<String>::new(), "processes left");
-        let run_dirs = sshd::run_dirs();
+        let (processes, run_dirs) = (sshd::processes(), sshd::run_dirs());
+        let holding: Vec<_> = run_dirs.iter().flat_map(|dir| tree(dir)).collect();
+        if !(processes.is_empty() && run_dirs.is_empty()) {
+            sshd::clear_leftovers();
+        }
+        assert_eq!(processes, Vec::<String>::new(), "processes left");
         assert_eq!(
             run_dirs,
             Vec::<PathBuf>::new(),
-            "run directories left, holding {:?}",
-            run_dirs
-                .iter()
-                .flat_map(|dir| tree(dir))
-                .collect::<Vec<_>>()
+            "run directories left, holding {holding:?}"
         );
         let local: Vec<_> = fs::read_dir(tmp)
             .unwrap()
@@ -313,6 +319,7 @@ mod over_sshd {
     struct Running {
         child: Child,
         stdout: BufReader<std::process::ChildStdout>,
+        stderr: tempfile::NamedTempFile,
     }
 
     impl Running {
@@ -346,18 +353,17 @@ mod over_sshd {
                     let stack =
                         fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
                     let _ = self.child.kill();
+                    sshd::clear_leftovers();
+                    let children: Vec<_> = String::from_utf8_lossy(&ps.stdout)
+                        .lines()
+                        .filter(|l| l.contains(&format!(" {pid} ")))
+                        .map(str::to_string)
+                        .collect();
                     panic!(
-                        "buildr run did not exit within {limit:?}: its stack and children:
-{stack}
-{}",
-                        String::from_utf8_lossy(&ps.stdout)
-                            .lines()
-                            .filter(|l| l.contains(&format!(" {pid} ")))
-                            .collect::<Vec<_>>()
-                            .join(
-                                "
-"
-                            )
+                        "buildr run did not exit within {limit:?}: its stack:\n{stack}\n\
+                         its children:\n{}\nwhat it said:\n{}",
+                        children.join("\n"),
+                        self.said()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -366,6 +372,11 @@ mod over_sshd {
 
         fn interrupt(&self) {
             signal(self.child.id(), Signal::SIGINT);
+        }
+
+        /// What the run wrote on stderr so far.
+        fn said(&self) -> String {
+            fs::read_to_string(self.stderr.path()).unwrap()
         }
 
         /// Waits for the end: exit status, the rest of stdout, and stderr.
@@ -380,11 +391,7 @@ mod over_sshd {
                 assert!(Instant::now() < deadline, "buildr run did not exit");
                 std::thread::sleep(Duration::from_millis(20));
             };
-            let mut err = String::new();
-            if let Some(mut stderr) = self.child.stderr.take() {
-                stderr.read_to_string(&mut err).unwrap();
-            }
-            (status.code(), rest, err)
+            (status.code(), rest, self.said())
         }
     }
 
@@ -818,12 +825,14 @@ mod over_sshd {
         let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&p[..], &c[..])).collect();
         write_files(scratch.repo.path(), &files);
         let _load = Load::start(2);
+        // Debug logs: a run that does not end is shown with what it was doing.
+        let args = [ssh_args(&sshd), vec!["-vv".to_string()]].concat();
         // Ctrl-C (and every third time a second one) at moments spread over the run: the
         // connection, the copy, the start, the task, its fetch and extraction, the clean-up.
         for i in 0..16u64 {
             let delay = 200 * i;
             let mut run = scratch.spawn(
-                &ssh_args(&sshd),
+                &args,
                 "for f in src/*; do cp $f $f.out; done; echo started; sleep 300",
             );
             std::thread::sleep(Duration::from_millis(delay));
@@ -833,17 +842,18 @@ mod over_sshd {
                 run.interrupt();
             }
             let interrupted = Instant::now();
-            // Bounded, not instant: above the sum of the clean-up's own bounds (a master's
-            // start 20 s, the connection's lock 5 s, a redial 5 s, a master's kill 2 s), which
-            // a Ctrl-C under a whole suite's load can meet (CI saw over 10 s).
-            let status = run.wait_at_most(Duration::from_secs(40));
+            // Bounded, not instant: above the sum of the run's own bounds (20 s for the
+            // result of a cancelled task, then the clean-up's 30 s on the host, 5 s for the
+            // connection and 2 s for the master's kill), which a Ctrl-C under a whole suite's
+            // load can meet (CI saw over 10 s, and once a run that never ended).
+            let status = run.wait_at_most(Duration::from_secs(60));
             let (_, _, err) = run.finish(Duration::ZERO);
             let took = interrupted.elapsed();
             assert!(
                 status.code() == Some(130) || status.signal() == Some(Signal::SIGINT as i32),
                 "Ctrl-C {i} after {delay}ms: {status:?}: {err}"
             );
-            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}: {err}");
+            eprintln!("Ctrl-C {i} after {delay}ms: {status:?} in {took:?}");
             assert_nothing_left(scratch.tmp.path());
         }
     }

@@ -63,6 +63,7 @@ pub async fn follow(
         signals: interrupts,
         open: true,
         requested: false,
+        requested_at: None,
         delivered: false,
         unheard_since: None,
         run_id: request.run_id.clone(),
@@ -81,7 +82,7 @@ pub async fn follow(
             let mut caller = client.clone();
             async move { caller.start_task(attempt).await }
         };
-        let unheard = interrupt.unheard();
+        let unheard = interrupt.stop_waiting();
         let started = tokio::select! {
             started = started => started,
             () = interrupt.next() => {
@@ -99,6 +100,8 @@ pub async fn follow(
                 }
                 interrupt.redeliver(client).await;
                 loop {
+                    let unheard = interrupt.stop_waiting();
+                    let retry_due = interrupt.retry_due();
                     tokio::select! {
                         message = stream.message() => match message {
                             Ok(Some(event)) => {
@@ -122,13 +125,17 @@ pub async fn follow(
                             Err(status) => break status,
                         },
                         () = interrupt.next() => interrupt.handle(client).await?,
+                        // A cancel the executor did not hear, over a stream that still flows
+                        // (it timed out under load): asked again, for a while.
+                        () = retry_due => interrupt.redeliver(client).await,
+                        () = unheard => return Err(ClientError::Interrupted),
                     }
                 }
             }
             Err(status) => status,
         };
         let delay = redial.lost(lost)?;
-        let unheard = interrupt.unheard();
+        let unheard = interrupt.stop_waiting();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = interrupt.next() => interrupt.handle(client).await?,
@@ -140,6 +147,12 @@ pub async fn follow(
 /// How long the redials go on after a Ctrl-C that the executor did not hear (the connection
 /// was down): then the run stops waiting, and its clean-up stops the task.
 const UNHEARD_GRACE: Duration = Duration::from_secs(5);
+/// How long the run waits for the result of a task the executor was asked to cancel: its stop
+/// takes the executor's grace period (5 s by default), then the result follows at once. A run
+/// past this stops waiting, and its clean-up stops the executor.
+const CANCEL_GRACE: Duration = Duration::from_secs(20);
+/// How often a cancel the executor did not hear is sent again.
+const CANCEL_RETRY: Duration = Duration::from_secs(1);
 
 /// The user's Ctrl-Cs: the first asks the executor to cancel (again after a reconnect, until it
 /// is heard, for at most [`UNHEARD_GRACE`]), the second gives up waiting.
@@ -147,6 +160,8 @@ struct Interrupt<'a> {
     signals: &'a mut mpsc::Receiver<()>,
     open: bool,
     requested: bool,
+    /// When the first Ctrl-C was pressed.
+    requested_at: Option<Instant>,
     delivered: bool,
     /// When the Ctrl-C that the executor has not heard yet was pressed.
     unheard_since: Option<Instant>,
@@ -168,7 +183,8 @@ impl Interrupt<'_> {
             return Err(ClientError::Interrupted);
         }
         self.requested = true;
-        self.unheard_since = Some(Instant::now());
+        self.requested_at = Some(Instant::now());
+        self.unheard_since = self.requested_at;
         self.deliver(client).await;
         if self.delivered {
             eprintln!("buildr: cancelling the task (Ctrl-C again to stop waiting)");
@@ -190,10 +206,25 @@ impl Interrupt<'_> {
         }
     }
 
-    /// Resolves [`UNHEARD_GRACE`] after a Ctrl-C that the executor has not heard; never while
-    /// there is none.
-    fn unheard(&self) -> impl Future<Output = ()> + use<> {
-        let deadline = self.unheard_since.map(|since| since + UNHEARD_GRACE);
+    /// Resolves when a cancel that the executor has not heard is due to be sent again; never
+    /// while there is none.
+    fn retry_due(&self) -> impl Future<Output = ()> + use<> {
+        let undelivered = self.requested && !self.delivered;
+        async move {
+            match undelivered {
+                true => tokio::time::sleep(CANCEL_RETRY).await,
+                false => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Resolves when the run stops waiting for its task after a Ctrl-C: [`UNHEARD_GRACE`]
+    /// after one that the executor has not heard, [`CANCEL_GRACE`] after the first in any case
+    /// (the cancel was heard, yet no result came); never before a Ctrl-C.
+    fn stop_waiting(&self) -> impl Future<Output = ()> + use<> {
+        let unheard = self.unheard_since.map(|since| since + UNHEARD_GRACE);
+        let no_result = self.requested_at.map(|at| at + CANCEL_GRACE);
+        let deadline = unheard.into_iter().chain(no_result).min();
         async move {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,

@@ -197,3 +197,12 @@ pub fn run_dirs() -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Kills the test user's processes and removes its run directories: what a failed test left,
+/// so that it fails alone and not every test after it too (they share the one user).
+pub fn clear_leftovers() {
+    let _ = Command::new("pkill").args(["-9", "-u", USER]).status();
+    for dir in run_dirs() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
