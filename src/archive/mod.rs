@@ -278,6 +278,19 @@ pub struct Extracted {
     pub kept: Kept,
 }
 
+impl Extracted {
+    /// One warning line about the paths under or linking into `.git` that were left out, and
+    /// one about the paths deletions kept, for each that happened.
+    pub fn left_alone_warnings(&self) -> Vec<String> {
+        let git = (self.git_left_out.count > 0).then(|| self.git_left_out.to_string());
+        let kept = (self.kept.count > 0).then(|| self.kept.to_string());
+        git.into_iter()
+            .chain(kept)
+            .map(|warning| format!("buildr: warning: {warning}"))
+            .collect()
+    }
+}
+
 /// [`extract`] of the archive file at `path`.
 pub fn extract_file(
     path: &Path,

@@ -69,7 +69,7 @@ pub enum LocalError {
     CheckTools {
         shell: PathBuf,
         #[source]
-        source: ShellError,
+        source: process::Failed,
     },
     #[error("cannot copy tool {} into the sandbox", .0.display())]
     CopyTool(PathBuf, #[source] std::io::Error),
@@ -258,55 +258,26 @@ async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
 /// runs the remote backends' checks and not a twin of them.
 struct Shell;
 
-/// Why a command in [`Shell`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ShellError {
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error("it ended with {0}")]
-    Status(std::process::ExitStatus),
-}
-
 impl RemoteCommand for Shell {
-    type Stdin = std::process::ChildStdin;
-    type Error = ShellError;
+    type Stdin = process::Stdin;
+    type Error = process::Failed;
 
-    async fn run<F>(&self, script: String, feed: F) -> Result<Vec<u8>, ShellError>
+    async fn run<F>(&self, script: String, feed: F) -> Result<Vec<u8>, process::Failed>
     where
         F: FnOnce(Self::Stdin) -> std::io::Result<Self::Stdin> + Send + 'static,
     {
-        let output = tokio::task::spawn_blocking(move || {
-            let mut child = std::process::Command::new(SHELL)
-                .arg("-c")
-                .arg(script)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let stdin = child.stdin.take().ok_or_else(|| {
-                std::io::Error::other("the shell's stdin is piped, yet it was not there")
-            })?;
-            // Fed on a thread of its own while stdout is read here: a full pipe either way
-            // would otherwise stall both.
-            let feeder = std::thread::spawn(move || feed(stdin).map(drop));
-            let output = child.wait_with_output()?;
-            feeder
-                .join()
-                .map_err(|_| std::io::Error::other("writing the shell's stdin panicked"))??;
-            Ok::<_, ShellError>(output)
-        })
-        .await
-        .expect("the shell's thread does not panic")?;
-        if !output.status.success() {
-            return Err(ShellError::Status(output.status));
-        }
-        Ok(output.stdout)
+        let mut command = Command::new(SHELL);
+        command.arg("-c").arg(script);
+        let feed: process::Feed = Box::new(move |stdin| feed(stdin).map(drop));
+        // Never dropped half-way: the check is awaited to its end.
+        let never = tokio_util::sync::CancellationToken::new();
+        process::run_to_end(command, Some(feed), never, Duration::ZERO).await
     }
 
-    fn exit_code(error: &ShellError) -> Option<i32> {
+    fn exit_code(error: &process::Failed) -> Option<i32> {
         match error {
-            ShellError::Status(status) => status.code(),
-            ShellError::Io(_) => None,
+            process::Failed::Exited { code, .. } => Some(*code),
+            _ => None,
         }
     }
 }

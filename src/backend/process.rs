@@ -1,12 +1,14 @@
 //! The toolkit every backend uses for the processes a run starts, here or through them on the
-//! other side: a child that goes when `buildr run` dies, the SIGTERM stop, the kept tail of
-//! what a command said on stderr, and the one backoff between attempts.
+//! other side: a child that goes when `buildr run` dies, the SIGTERM stop, a command run to its
+//! end with its stdin fed and the tail of its stderr kept, and the one backoff between attempts.
 
 use std::io;
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 /// How much of a command's stderr is kept for its error message: its tail says why.
 const STDERR_KEPT: usize = 4096;
@@ -45,6 +47,140 @@ pub async fn tail(mut stream: impl AsyncRead + Unpin) -> String {
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Why a command run to its end ([`run_to_end`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failed {
+    #[error("cannot start it")]
+    Spawn(#[source] io::Error),
+    #[error("it exited with status {code}{}", said(.stderr))]
+    Exited { code: i32, stderr: String },
+    #[error("it was killed by a signal{}", said(.stderr))]
+    Killed { stderr: String },
+    #[error("cannot send the data")]
+    Feed(#[source] io::Error),
+}
+
+/// `; it said: LINE` with the last line of what a command said, or nothing.
+pub fn said(stderr: &str) -> String {
+    match last_line(stderr) {
+        Some(line) => format!("; it said: {line}"),
+        None => String::new(),
+    }
+}
+
+/// The last line of what a command said that is not one of ssh's own warnings: the reason, in
+/// its words.
+pub fn last_line(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty() && !line.starts_with("Warning: "))
+}
+
+/// A command's stdin, as its feed writes it: once the step that runs the command is dropped,
+/// every write fails, so that the feed stops and the command sees its input end.
+pub struct Stdin {
+    pipe: std::fs::File,
+    dropped: CancellationToken,
+}
+
+impl io::Write for Stdin {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.dropped.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the run stopped this copy",
+            ));
+        }
+        self.pipe.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.pipe.flush()
+    }
+}
+
+/// What writes a command's stdin, on a blocking thread.
+pub type Feed = Box<dyn FnOnce(Stdin) -> io::Result<()> + Send>;
+
+/// Runs `command` to its end, its stdin written by `feed` (or empty), and returns its stdout
+/// once it exited with status 0; else its status and the tail of its stderr. Once `dropped`
+/// (the step that wanted it is gone), the feed's writes fail and the command gets `drain` more
+/// to end by itself; then it is killed.
+pub async fn run_to_end(
+    mut command: Command,
+    feed: Option<Feed>,
+    dropped: CancellationToken,
+    drain: Duration,
+) -> Result<Vec<u8>, Failed> {
+    command
+        .stdin(if feed.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(Failed::Spawn)?;
+    let feeder = match (feed, child.stdin.take()) {
+        (Some(feed), Some(stdin)) => {
+            let pipe = std::fs::File::from(stdin.into_owned_fd().map_err(Failed::Feed)?);
+            let stdin = Stdin {
+                pipe,
+                dropped: dropped.clone(),
+            };
+            Some(tokio::task::spawn_blocking(move || feed(stdin)))
+        }
+        _ => None,
+    };
+    let (mut stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let read_stdout = async {
+        let mut bytes = Vec::new();
+        if let Some(stdout) = stdout.as_mut() {
+            stdout.read_to_end(&mut bytes).await.map(|_| bytes)
+        } else {
+            Ok(bytes)
+        }
+    };
+    let read_stderr = async {
+        match stderr {
+            Some(stderr) => tail(stderr).await,
+            None => String::new(),
+        }
+    };
+    let ended = async {
+        let drained = async {
+            dropped.cancelled().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            status = child.wait() => return status,
+            () = drained => {}
+        }
+        let _ = child.start_kill();
+        child.wait().await
+    };
+    let (stdout, stderr, status) = tokio::join!(read_stdout, read_stderr, ended);
+    let status = status.map_err(Failed::Spawn)?;
+    let fed = match feeder {
+        Some(feeder) => feeder
+            .await
+            .map_err(|e| Failed::Feed(io::Error::other(e)))?,
+        None => Ok(()),
+    };
+    match status.code() {
+        Some(0) => {}
+        Some(code) => return Err(Failed::Exited { code, stderr }),
+        None => return Err(Failed::Killed { stderr }),
+    }
+    // A command that succeeded may not have needed all of its stdin (tar stops at its end
+    // marker); a local failure to produce it is still an error.
+    match fed {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failed::Feed(e)),
+        _ => stdout.map_err(Failed::Spawn),
+    }
 }
 
 /// The waits between attempts at something that cannot be done yet (an API server that
@@ -105,6 +241,53 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
         assert_eq!(backoff.next_delay().as_millis(), 100);
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    #[tokio::test]
+    async fn a_command_run_to_its_end_gets_its_stdin_and_gives_its_stdout() {
+        let feed: Feed = Box::new(|mut stdin| io::Write::write_all(&mut stdin, b"hello"));
+        let never = CancellationToken::new();
+        let out = run_to_end(sh("tr a-z A-Z"), Some(feed), never, Duration::ZERO).await;
+        assert_eq!(out.unwrap(), b"HELLO");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_fails_says_its_status_and_last_words() {
+        let failed = run_to_end(
+            sh("echo first >&2; echo 'no such thing' >&2; exit 3"),
+            None,
+            CancellationToken::new(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            failed.to_string(),
+            "it exited with status 3; it said: no such thing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_command_is_killed_after_its_drain() {
+        let dropped = CancellationToken::new();
+        dropped.cancel();
+        let started = std::time::Instant::now();
+        let failed = run_to_end(
+            sh("exec sleep 30"),
+            None,
+            dropped,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(failed, Failed::Killed { .. }), "{failed:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::extraction::{LimitArgs, left_alone_warnings};
+use super::extraction::LimitArgs;
 use crate::archive::{self, Deletions, EntryKind, ExtractOptions, LinkPolicy, Quoted};
 
 /// Work with .tar.s2 archives (tar in Snappy framing), the format buildr moves files in.
@@ -115,7 +115,7 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
             };
             let extracted = archive::extract_within(open(&file)?, &to, &options, limits.limits())
                 .with_context(|| format!("cannot extract {}", Quoted(&file)))?;
-            for warning in left_alone_warnings(&extracted) {
+            for warning in extracted.left_alone_warnings() {
                 eprintln!("{warning}");
             }
             for link in &extracted.skipped_links {

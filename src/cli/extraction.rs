@@ -1,7 +1,7 @@
 //! What `buildr run` and `buildr archive extract` share about extracting an archive: the flags
-//! that bound it and the warnings about what was left out or kept.
+//! that bound it.
 
-use crate::archive::{self, Extracted, Limits};
+use crate::archive::{self, Limits};
 use crate::size::parse_size;
 
 /// The most an archive may bring back; past either, nothing is extracted.
@@ -24,17 +24,4 @@ impl LimitArgs {
             max_entries: self.max_output_entries,
         }
     }
-}
-
-/// One warning line about the paths under or linking into `.git` that were left out, and one
-/// about the paths deletions kept, for each that happened.
-pub fn left_alone_warnings(extracted: &Extracted) -> Vec<String> {
-    let git = &extracted.git_left_out;
-    let kept = &extracted.kept;
-    let git = (git.count > 0).then(|| git.to_string());
-    let kept = (kept.count > 0).then(|| kept.to_string());
-    git.into_iter()
-        .chain(kept)
-        .map(|warning| format!("buildr: warning: {warning}"))
-        .collect()
 }

@@ -96,11 +96,7 @@ impl RemoteCommand {
     }
 }
 
-/// Exit status of `buildr` when buildr itself fails (not the task), as `docker run` does, so that
-/// it cannot be mistaken for a task's own exit status 1.
-pub const EXIT_BUILDR_FAILED: u8 = 125;
-/// Exit status after Ctrl-C, as a shell reports SIGINT.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use crate::run::{EXIT_BUILDR_FAILED, EXIT_INTERRUPTED};
 
 /// Parses the command line and runs it; returns the process's exit status.
 pub fn main() -> ExitCode {

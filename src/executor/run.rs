@@ -370,7 +370,7 @@ fn output_filters(patterns: &[String]) -> Result<GlobSet, String> {
 
 /// A result's error when the task was stopped before it ended: by the client, or by a signal
 /// to the executor from outside (a pod past its deadline).
-pub const CANCELLED: &str = "the task was cancelled";
+const CANCELLED: &str = "the task was cancelled";
 
 fn result_of(exit: Exit, archive: ArchiveInfo, changes: Changes) -> TaskResult {
     let error = if exit.timed_out {

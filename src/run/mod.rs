@@ -29,6 +29,12 @@ use crate::task::{InputFile, Task};
 use crate::tools::{self, Tool, ToolError};
 pub use plan::{CachePlatform, K8sPlan, LocalPlan, Plan, SshPlan};
 
+/// Exit status of `buildr` when buildr itself fails (not the task), as `docker run` does, so that
+/// it cannot be mistaken for a task's own exit status 1.
+pub const EXIT_BUILDR_FAILED: u8 = 125;
+/// Exit status after Ctrl-C, as a shell reports SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// What one run is about, whatever the backend.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -54,7 +60,7 @@ pub struct Run {
 }
 
 /// Runs `run` as `plan` says, and returns the exit status: the task's (or the replayed one's),
-/// [`crate::cli::EXIT_INTERRUPTED`] after Ctrl-C.
+/// [`EXIT_INTERRUPTED`] after Ctrl-C.
 pub async fn run(run: &Run, mut plan: impl Plan) -> anyhow::Result<ExitCode> {
     let tools = resolve_tools(run, plan.arch())?;
     let cache = if run.cache.enabled_for(&run.task) {
@@ -74,7 +80,7 @@ pub async fn run(run: &Run, mut plan: impl Plan) -> anyhow::Result<ExitCode> {
         Ok(outcome) => Ok(report::report(&outcome, &run.out, run.apply_deletions)),
         Err(e) if matches!(e.downcast_ref(), Some(ClientError::Interrupted)) => {
             eprintln!("buildr: interrupted");
-            Ok(ExitCode::from(crate::cli::EXIT_INTERRUPTED))
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
         }
         Err(e) => Err(e),
     }

@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::{EXIT_BUILDR_FAILED, EXIT_INTERRUPTED};
 use crate::archive::Quoted;
-use crate::cli::extraction::left_alone_warnings;
-use crate::cli::{EXIT_BUILDR_FAILED, EXIT_INTERRUPTED};
 use crate::client::Outcome;
 use crate::printable::Printable;
 
@@ -23,7 +22,7 @@ pub fn report(outcome: &Outcome, out: &Path, deletions_applied: bool) -> ExitCod
                 Quoted(out)
             );
         }
-        for warning in left_alone_warnings(extracted) {
+        for warning in extracted.left_alone_warnings() {
             eprintln!("{warning}");
         }
         // What was written, not what the executor claims.

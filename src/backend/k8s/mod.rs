@@ -94,9 +94,14 @@ pub enum K8sError {
     NoImage,
     #[error(transparent)]
     Binary(#[from] BinaryError),
-    #[error("cannot create {what} {namespace}/{name}: {}", api_message(error))]
-    Create {
-        what: &'static str,
+    #[error("cannot create pod {namespace}/{name}: {}", api_message(error))]
+    CreatePod {
+        namespace: String,
+        name: String,
+        error: Box<kube::Error>,
+    },
+    #[error("cannot create NetworkPolicy {namespace}/{name}: {}", api_message(error))]
+    CreatePolicy {
         namespace: String,
         name: String,
         error: Box<kube::Error>,
@@ -182,11 +187,18 @@ impl K8sBackend {
         }
     }
 
-    fn create_error(&self, what: &'static str, name: &str) -> impl FnOnce(kube::Error) -> K8sError {
+    fn create_pod_error(&self, name: &str, error: kube::Error) -> K8sError {
+        K8sError::CreatePod {
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+            error: Box::new(error),
+        }
+    }
+
+    fn create_policy_error(&self, name: &str) -> impl FnOnce(kube::Error) -> K8sError {
         let namespace = self.namespace.clone();
         let name = name.to_string();
-        move |error| K8sError::Create {
-            what,
+        move |error| K8sError::CreatePolicy {
             namespace,
             name,
             error: Box::new(error),
@@ -216,7 +228,7 @@ impl K8sBackend {
                 if refused || reach::not_sent(&e).is_some() {
                     self.pod = None;
                 }
-                return Err(self.create_error("pod", &name)(e));
+                return Err(self.create_pod_error(&name, e));
             }
         };
         if let Some(run_pod) = &mut self.pod {
@@ -226,7 +238,7 @@ impl K8sBackend {
         self.policies()
             .create(&PostParams::default(), &plan.network_policy(&name, &uid))
             .await
-            .map_err(self.create_error("NetworkPolicy", &name))?;
+            .map_err(self.create_policy_error(&name))?;
         timeline.record("create pod and policy", &mut step);
         let image = &self.settings.image;
         startup::wait_running(&pods, &name, image, self.settings.start_timeout, timeline).await?;
@@ -352,7 +364,7 @@ impl Backend for K8sBackend {
                 .create(&PostParams::default(), &plan.network_policy(&name, uid))
                 .await
                 .map(|_| ())
-                .map_err(self.create_error("NetworkPolicy", &plan.name()))
+                .map_err(self.create_policy_error(&plan.name()))
         };
         // At once: the inputs' session waits in the pod for the binary, which unpacks them. A
         // warm pod has its binary: its secret goes with the inputs, and a copy is needed only

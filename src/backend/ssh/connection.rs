@@ -24,13 +24,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::executor_command::quote;
-use crate::backend::process::{self, tail};
+use crate::backend::process::{self, Feed, Stdin, said, tail};
 use crate::backend::upload::RemoteCommand;
 
 /// What the master's `LocalCommand` prints once it is authenticated and serving sessions.
@@ -61,20 +61,15 @@ pub enum CommandError {
     Timeout(Duration),
 }
 
-fn said(stderr: &str) -> String {
-    match last_line(stderr) {
-        Some(line) => format!("; it said: {line}"),
-        None => String::new(),
+impl From<process::Failed> for CommandError {
+    fn from(failed: process::Failed) -> Self {
+        match failed {
+            process::Failed::Spawn(e) => Self::Spawn(e),
+            process::Failed::Exited { code, stderr } => Self::Exited { code, stderr },
+            process::Failed::Killed { stderr } => Self::Killed { stderr },
+            process::Failed::Feed(e) => Self::Feed(e),
+        }
     }
-}
-
-/// The last line of what ssh (or the remote command) said that is not one of ssh's own
-/// warnings: the reason, in its words.
-pub fn last_line(stderr: &str) -> Option<&str> {
-    stderr
-        .lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty() && !line.starts_with("Warning: "))
 }
 
 /// How to reach the host: the destination as `ssh` takes it, the user's extra arguments, and
@@ -205,14 +200,17 @@ impl Ssh {
         // Held by the session itself, which outlives this future when it is dropped.
         let under_way = self.sessions.0.clone().read_owned().await;
         let dropped = CancellationToken::new();
-        let ended = run_to_end(command, feed, dropped.clone());
+        let ended = process::run_to_end(command, feed, dropped.clone(), DRAIN);
         let session = tokio::spawn(async move {
             let ended = ended.await;
             drop(under_way);
             ended
         });
         let _on_drop = dropped.drop_guard();
-        session.await.expect("a session does not panic")
+        session
+            .await
+            .expect("a session does not panic")
+            .map_err(CommandError::from)
     }
 }
 
@@ -240,104 +238,6 @@ impl RemoteCommand for Ssh {
             CommandError::Exited { code, .. } => Some(*code),
             _ => None,
         }
-    }
-}
-
-/// A session's stdin, as its feed writes it: once the session's step is dropped, every write
-/// fails, so that the feed stops and the command on the host sees its input end.
-pub struct Stdin {
-    pipe: std::fs::File,
-    dropped: CancellationToken,
-}
-
-impl io::Write for Stdin {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.dropped.is_cancelled() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the run stopped this copy",
-            ));
-        }
-        self.pipe.write(bytes)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.pipe.flush()
-    }
-}
-
-type Feed = Box<dyn FnOnce(Stdin) -> io::Result<()> + Send>;
-
-/// Runs `command` to its end (see [`Ssh::run_to_end`]); once `dropped`, its end is awaited for
-/// at most [`DRAIN`] more, then it is killed.
-async fn run_to_end(
-    mut command: Command,
-    feed: Option<Feed>,
-    dropped: CancellationToken,
-) -> Result<Vec<u8>, CommandError> {
-    command
-        .stdin(if feed.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(CommandError::Spawn)?;
-    let feeder = match (feed, child.stdin.take()) {
-        (Some(feed), Some(stdin)) => {
-            let pipe = std::fs::File::from(stdin.into_owned_fd().map_err(CommandError::Feed)?);
-            let stdin = Stdin {
-                pipe,
-                dropped: dropped.clone(),
-            };
-            Some(tokio::task::spawn_blocking(move || feed(stdin)))
-        }
-        _ => None,
-    };
-    let (mut stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let read_stdout = async {
-        let mut bytes = Vec::new();
-        if let Some(stdout) = stdout.as_mut() {
-            stdout.read_to_end(&mut bytes).await.map(|_| bytes)
-        } else {
-            Ok(bytes)
-        }
-    };
-    let read_stderr = async {
-        match stderr {
-            Some(stderr) => tail(stderr).await,
-            None => String::new(),
-        }
-    };
-    let ended = async {
-        let drained = async {
-            dropped.cancelled().await;
-            tokio::time::sleep(DRAIN).await;
-        };
-        tokio::select! {
-            status = child.wait() => return status,
-            () = drained => {}
-        }
-        let _ = child.start_kill();
-        child.wait().await
-    };
-    let (stdout, stderr, status) = tokio::join!(read_stdout, read_stderr, ended);
-    let status = status.map_err(CommandError::Spawn)?;
-    let fed = match feeder {
-        Some(feeder) => feeder.await.expect("the feeding thread does not panic"),
-        None => Ok(()),
-    };
-    match status.code() {
-        Some(0) => {}
-        Some(code) => return Err(CommandError::Exited { code, stderr }),
-        None => return Err(CommandError::Killed { stderr }),
-    }
-    // A command that succeeded may not have needed all of its stdin (tar stops at its end
-    // marker); a local failure to produce it is still an error.
-    match fed {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CommandError::Feed(e)),
-        _ => stdout.map_err(CommandError::Spawn),
     }
 }
 

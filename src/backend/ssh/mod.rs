@@ -28,11 +28,12 @@ use super::executor_command::IDLE_TIMEOUT;
 use super::upload::{self, Layout, RemoteCommand, UploadError};
 use super::{Backend, StartedExecutor};
 use crate::backend::arch::kubernetes_arch;
+use crate::backend::process::last_line;
 use crate::secret::Secret;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::Tool;
-use connection::{CommandError, Link, Sessions, Ssh, last_line};
+use connection::{CommandError, Link, Sessions, Ssh};
 use remote::{Check, Probe, RunDir};
 
 /// How long the clean-up on the host may take: the executor's own stop takes at most 10 s.

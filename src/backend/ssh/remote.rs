@@ -282,7 +282,7 @@ impl Check {
                     .and_then(|line| line.strip_prefix("status="))
                     .and_then(|status| status.trim().parse().ok());
                 let log: Vec<&str> = lines.collect();
-                let said = super::connection::last_line(&log.join("\n")).map(str::to_string);
+                let said = crate::backend::process::last_line(&log.join("\n")).map(str::to_string);
                 Some(Check::Gone { status, said })
             }
             _ => None,
