@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use buildr::archive::{self, Extracted};
 use buildr::client::{ClientError, connect, fetch};
-use buildr::rpc::executor_server::{Executor, ExecutorServer};
+use buildr::rpc::executor_server::Executor;
 use buildr::rpc::{
     AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, ArchiveInfo, CancelRequest,
     CancelResponse, FetchArchiveRequest, ResumeRequest, StartTaskRequest, TaskEvent, TaskResult,
@@ -147,23 +147,9 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// A fake executor on a loopback port, with a health service that says it serves.
-async fn serve(fake: Fake) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, health) = tonic_health::server::health_reporter();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(ExecutorServer::new(fake))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
-}
-
 /// A client of a fake executor that `misbehaves`.
 async fn client_of(misbehaviour: Misbehaviour) -> connect::Client {
-    let addr = serve(Fake::fetching(misbehaviour)).await;
+    let addr = common::serve_fake(Fake::fetching(misbehaviour)).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -481,7 +467,7 @@ async fn a_hostile_inline_result_is_refused_as_the_same_archive_fetched() {
                     ..TaskResult::default()
                 }),
             };
-            let addr = serve(fake).await;
+            let addr = common::serve_fake(fake).await;
             let request = buildr::client::start_request(
                 &buildr::task::Task::ad_hoc(vec!["true".to_string()]),
                 "run",

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use buildr::client::{self, ClientError};
-use buildr::rpc::executor_server::{Executor, ExecutorServer};
+use buildr::rpc::executor_server::Executor;
 use buildr::rpc::{
     AcknowledgeRequest, AcknowledgeResponse, ArchiveChunk, CancelRequest, CancelResponse,
     FetchArchiveRequest, ResumeRequest, StartTaskRequest, TaskEvent, TaskOutput, task_event,
@@ -82,15 +82,7 @@ impl Executor for Stuck {
 async fn interrupt_a_stuck_run(
     on_cancel: OnCancel,
 ) -> (Result<client::Outcome, ClientError>, Duration) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_, health) = tonic_health::server::health_reporter();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(ExecutorServer::new(Stuck(on_cancel)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = common::serve_fake(Stuck(on_cancel)).await;
     let out = tempfile::tempdir().unwrap();
     let (ctrl_c, mut interrupts) = tokio::sync::mpsc::channel(1);
     let mut sink = common::Collected::default();

@@ -299,3 +299,19 @@ pub async fn execute_with(
         buildr::client::execute(channel, request, options, &mut sink, &mut interrupts).await;
     (outcome, sink)
 }
+
+/// A fake executor `fake` on a loopback port, with a health service that says it serves.
+pub async fn serve_fake<E: buildr::rpc::executor_server::Executor>(
+    fake: E,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(buildr::rpc::executor_server::ExecutorServer::new(fake))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}

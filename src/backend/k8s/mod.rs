@@ -100,7 +100,10 @@ pub enum K8sError {
         name: String,
         error: Box<kube::Error>,
     },
-    #[error("cannot create NetworkPolicy {namespace}/{name}: {}", api_message(error))]
+    #[error(
+        "cannot create NetworkPolicy {namespace}/{name}: {}",
+        api_message(error)
+    )]
     CreatePolicy {
         namespace: String,
         name: String,
