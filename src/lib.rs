@@ -13,6 +13,7 @@
 //! - [`backend`]: how a workspace is prepared and an executor started (local, k8s, ssh).
 //! - [`cluster`]: the cluster's administration: `buildr k8s check`, `gc`, the pool controller.
 //! - [`cache`]: the action cache: keys, the input tree's digest, entries on disk, replay.
+//! - [`snapshot`]: input snapshots by content in an OCI registry: index, packs, push.
 //! - [`tools`]: the programs a task brings along (`tools = [...]`, `--tool`), checked and sent.
 //! - [`elf`]: what an executable needs to run (architecture, loader, libraries).
 //! - [`secret`]: the per-run secret every call to an executor carries.
@@ -36,6 +37,7 @@ pub mod run;
 pub mod sandbox;
 pub mod secret;
 pub mod size;
+pub mod snapshot;
 pub mod task;
 pub mod telemetry;
 pub mod timeline;

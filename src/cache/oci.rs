@@ -407,7 +407,7 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Capped<W> {
 }
 
 /// A manifest the registry does not have (or a repository it has never seen).
-fn is_not_found(error: &OciDistributionError) -> bool {
+pub(crate) fn is_not_found(error: &OciDistributionError) -> bool {
     match error {
         OciDistributionError::ImageManifestNotFoundError(_) => true,
         OciDistributionError::ServerError { code, .. } => *code == 404,
@@ -421,11 +421,15 @@ fn is_not_found(error: &OciDistributionError) -> bool {
     }
 }
 
-/// A client for `registry`: plain HTTP to a loopback one, HTTPS to any other.
-fn client_for(registry: &str) -> Client {
+/// A client for `registry`: plain HTTP to a loopback one or one listed in
+/// `BUILDR_INSECURE_REGISTRIES` (`host:port`, comma-separated, as Docker's
+/// `insecure-registries`), HTTPS to any other.
+pub(crate) fn client_for(registry: &str) -> Client {
     // reqwest is built without a crypto provider: use ring, as kube does.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let protocol = if is_loopback(registry) {
+    let listed = std::env::var("BUILDR_INSECURE_REGISTRIES")
+        .is_ok_and(|list| list.split(',').any(|insecure| insecure.trim() == registry));
+    let protocol = if is_loopback(registry) || listed {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
@@ -473,7 +477,7 @@ fn is_loopback(registry: &str) -> bool {
 }
 
 /// The credentials Docker would use for `registry`; anonymous when none are configured.
-fn credentials(registry: &str) -> Result<RegistryAuth, RegistryError> {
+pub(crate) fn credentials(registry: &str) -> Result<RegistryAuth, RegistryError> {
     use docker_credential::{CredentialRetrievalError as Missing, DockerCredential};
     // Where Docker keeps its config; the crate reports a missing file as unreadable, which only
     // an existing file can be.

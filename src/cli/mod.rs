@@ -4,6 +4,7 @@ pub mod archive;
 pub mod cache;
 pub mod executor;
 pub mod extraction;
+pub mod inputs;
 pub mod k8s;
 pub mod run;
 pub mod run_cache;
@@ -43,6 +44,8 @@ pub enum Command {
     K8s(k8s::K8sCommand),
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    #[command(subcommand)]
+    Inputs(inputs::InputsCommand),
     #[command(flatten)]
     Remote(RemoteCommand),
 }
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
             Command::Tasks(args) => (tasks::run(args), 1),
             Command::K8s(command) => (k8s::run(command).await, 1),
             Command::Cache(command) => (cache::run(command), 1),
+            Command::Inputs(command) => (inputs::run(command).await, 1),
             Command::Remote(command) => command.run().await,
         }
     })

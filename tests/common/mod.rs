@@ -20,6 +20,7 @@ pub mod frames;
 pub mod helm;
 pub mod manifests;
 pub mod pool;
+pub mod registry;
 pub mod round_trip;
 pub mod sshd;
 

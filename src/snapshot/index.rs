@@ -1,0 +1,146 @@
+//! What a snapshot holds, as the workspace would: each entry by its path in the workspace, its
+//! kind, its permission bits, and its content's digest (files) or target (symlinks), and the
+//! packs that hold the contents. Serialized as JSON with entries sorted by path, so that the
+//! same tree always gives the same bytes, and so the same digest.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::stat_cache::StatCache;
+use crate::cache::tree::file_digest;
+use crate::task::InputFile;
+
+/// The kind of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative path in the workspace.
+    pub path: String,
+    pub kind: Kind,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// `sha256:<hex>` of a file's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// A file's size in bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    /// A symlink's target, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A pack: its digest and size as the registry stores it, and the contents it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub digest: String,
+    pub size: u64,
+    /// The bytes of the contents it holds, uncompressed.
+    pub raw: u64,
+    /// The content digests it holds, in the order it holds them.
+    pub blobs: Vec<String>,
+}
+
+/// A snapshot's index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+    pub packs: Vec<PackRef>,
+}
+
+impl Index {
+    /// The canonical bytes of the index.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an index always serializes")
+    }
+}
+
+/// Why the tree could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot read the input {}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the input {} is not a file, a directory or a symlink", .0.display())]
+    Special(std::path::PathBuf),
+    #[error("the input path {} is not UTF-8, which an index cannot hold", .0.display())]
+    NotUtf8(std::path::PathBuf),
+    #[error(transparent)]
+    Digest(#[from] crate::cache::CacheError),
+}
+
+/// The entries of `inputs` (sorted by destination, as `collect_inputs` gives them), each file's
+/// content digested (through `stat_cache`, which remembers unchanged files).
+pub fn scan(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<Vec<Entry>, ScanError> {
+    inputs
+        .iter()
+        .map(|input| {
+            let read = |source| ScanError::Read {
+                path: input.source.clone(),
+                source,
+            };
+            let meta = std::fs::symlink_metadata(&input.source).map_err(read)?;
+            let path = input
+                .dest
+                .to_str()
+                .ok_or_else(|| ScanError::NotUtf8(input.dest.clone()))?
+                .to_string();
+            let mode = meta.mode() & 0o7777;
+            let kind = meta.file_type();
+            let entry = if kind.is_dir() {
+                Entry {
+                    path,
+                    kind: Kind::Dir,
+                    mode,
+                    digest: None,
+                    size: 0,
+                    target: None,
+                }
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&input.source).map_err(read)?;
+                let target = std::str::from_utf8(target.as_os_str().as_bytes())
+                    .map_err(|_| ScanError::NotUtf8(input.source.clone()))?
+                    .to_string();
+                Entry {
+                    path,
+                    kind: Kind::Symlink,
+                    mode: 0o777,
+                    digest: None,
+                    size: 0,
+                    target: Some(target),
+                }
+            } else if kind.is_file() {
+                let digest = file_digest(&input.source, stat_cache)?;
+                Entry {
+                    path,
+                    kind: Kind::File,
+                    mode,
+                    digest: Some(format!("sha256:{}", hex::encode(digest))),
+                    size: meta.len(),
+                    target: None,
+                }
+            } else {
+                return Err(ScanError::Special(input.source.clone()));
+            };
+            Ok(entry)
+        })
+        .collect()
+}

@@ -1,0 +1,24 @@
+//! Input snapshots by content: the input tree split into content-addressed packs, with an
+//! index of which file is where, stored in an OCI registry so that a run sends only what the
+//! registry does not already hold (issue: "only what changed travels").
+//!
+//! - [`index`]: what a snapshot holds: every entry (path, kind, mode, content digest or link
+//!   target) and the packs, in a canonical JSON form whose digest names the snapshot.
+//! - [`pack`]: the packs: a pack in the registry is never rewritten; new contents go into new
+//!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
+//! - [`known`]: the packs this machine knows to be in a repository.
+//! - [`registry`]: the repository: blobs sent unless present, indexes and blobs read back
+//!   checked.
+//! - [`push`]: the upload: new packs only, then the index and one manifest that references
+//!   every pack (registry garbage collection keeps what a tagged snapshot names).
+
+pub mod index;
+pub mod known;
+pub mod pack;
+pub mod push;
+pub mod registry;
+
+pub use index::{Entry, Index, Kind, PackRef};
+pub use known::KnownPacks;
+pub use push::{PushError, Pushed, push};
+pub use registry::Repository;

@@ -1,0 +1,159 @@
+//! A snapshot's upload: the packs the registry does not hold (one `HEAD` for each new pack, a
+//! few at a time; the OCI API has no batch call, and a pack already known to be there is not
+//! asked about), the index, and a manifest that references the index and every pack the
+//! snapshot uses, so that the registry's garbage collection never removes a pack a tagged
+//! snapshot needs.
+
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+
+use super::index::{self, Index, PackRef, ScanError};
+use super::known::KnownPacks;
+use super::pack::{self, Blob, PACK_TYPE, PackError, Planned};
+use super::registry::{INDEX_TYPE, Repository, RepositoryError};
+use crate::cache::stat_cache::StatCache;
+use crate::task::InputFile;
+
+/// The artifact type of a snapshot's manifest.
+pub const SNAPSHOT_TYPE: &str = "application/vnd.buildr.inputs.v1";
+/// OCI 1.1's empty config, for artifacts that are not images.
+const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_CONFIG: &[u8] = b"{}";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// How many packs are made and sent at once: enough to keep a link busy, few enough that the
+/// packs in memory stay within tens of MiB.
+const IN_FLIGHT: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Registry(#[from] RepositoryError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// `REGISTRY/REPOSITORY@sha256:…`: the snapshot, pinned.
+    pub reference: String,
+    pub tag: String,
+    pub entries: usize,
+    pub packs: usize,
+    /// The packs the registry lacked, and their bytes.
+    pub packs_pushed: usize,
+    pub bytes_pushed: u64,
+    pub seconds: f64,
+}
+
+/// Pushes the snapshot of `inputs` (sorted by destination, as `collect_inputs` gives them) to
+/// `location`, tagged `tag` (by default `inputs-` and the start of the index's digest). The
+/// packs it reuses are those `known` holds, and those of the snapshot the tag names now.
+pub async fn push(
+    location: &str,
+    tag: Option<&str>,
+    inputs: &[InputFile],
+    stat_cache: &mut StatCache,
+    known: &mut KnownPacks,
+) -> Result<Pushed, PushError> {
+    let began = Instant::now();
+    let repo = Repository::open(location).await?;
+    if let Some(tag) = tag {
+        repo.reference(tag)?;
+        if let Some((previous, _)) = repo.index(tag).await? {
+            known.add(previous.packs);
+        }
+    }
+    let entries = index::scan(inputs, stat_cache)?;
+    let sources: Vec<_> = inputs.iter().map(|input| input.source.clone()).collect();
+    let planned = pack::plan(&entries, &sources, known.packs());
+    let sent: Vec<(PackRef, Option<u64>)> = futures::stream::iter(planned)
+        .map(|planned| async {
+            match planned {
+                Planned::Known(pack) => Ok((pack, None)),
+                Planned::New(blobs) => send_pack(&repo, blobs).await,
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let packs_pushed = sent.iter().filter(|(_, pushed)| pushed.is_some()).count();
+    let bytes_pushed = sent.iter().filter_map(|(_, pushed)| *pushed).sum();
+    let index = Index {
+        entries,
+        packs: sent.into_iter().map(|(pack, _)| pack).collect(),
+    };
+    let index_bytes = index.to_json();
+    let index_digest = pack::digest_of(&index_bytes);
+    let index_size = index_bytes.len() as i64;
+    repo.put_missing(&index_digest, index_bytes).await?;
+    let config_digest = pack::digest_of(EMPTY_CONFIG);
+    repo.put_missing(&config_digest, EMPTY_CONFIG.to_vec())
+        .await?;
+
+    let descriptor = |media_type: &str, digest: &str, size: u64| OciDescriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..OciDescriptor::default()
+    };
+    let layers = std::iter::once(descriptor(INDEX_TYPE, &index_digest, index_size as u64))
+        .chain(
+            index
+                .packs
+                .iter()
+                .map(|pack| descriptor(PACK_TYPE, &pack.digest, pack.size)),
+        )
+        .collect();
+    let manifest = OciImageManifest {
+        media_type: Some(MANIFEST_TYPE.to_string()),
+        artifact_type: Some(SNAPSHOT_TYPE.to_string()),
+        config: descriptor(EMPTY_CONFIG_TYPE, &config_digest, EMPTY_CONFIG.len() as u64),
+        layers,
+        ..OciImageManifest::default()
+    };
+    let body = serde_json::to_vec(&manifest).expect("a manifest always serializes");
+    let manifest_digest = pack::digest_of(&body);
+    let tag = match tag {
+        Some(tag) => tag.to_string(),
+        None => format!("inputs-{}", &index_digest["sha256:".len()..][..16]),
+    };
+    repo.put_manifest(&tag, body, MANIFEST_TYPE).await?;
+    known.replace(index.packs.clone());
+    Ok(Pushed {
+        reference: format!("{location}@{manifest_digest}"),
+        tag,
+        entries: index.entries.len(),
+        packs: index.packs.len(),
+        packs_pushed,
+        bytes_pushed,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// Makes the pack of `blobs` and sends it unless the registry has it: its reference, and its
+/// size when it was sent.
+async fn send_pack(
+    repo: &Repository,
+    blobs: Vec<Blob>,
+) -> Result<(PackRef, Option<u64>), PushError> {
+    let held: Vec<String> = blobs.iter().map(|blob| blob.digest.clone()).collect();
+    let raw = blobs.iter().map(|blob| blob.size).sum();
+    let bytes = tokio::task::spawn_blocking(move || pack::build(&blobs))
+        .await
+        .expect("making a pack does not panic")?;
+    let digest = pack::digest_of(&bytes);
+    let size = bytes.len() as u64;
+    let pushed = repo.put_missing(&digest, bytes).await?;
+    let pack = PackRef {
+        digest,
+        size,
+        raw,
+        blobs: held,
+    };
+    Ok((pack, pushed.then_some(size)))
+}

@@ -1,0 +1,200 @@
+//! One repository of an OCI registry, as snapshots use it: blobs sent unless present, a
+//! snapshot's index found by tag or digest, blobs read back checked against their size and
+//! digest.
+
+use futures::StreamExt;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::index::Index;
+use super::pack::digest_of;
+use crate::cache::oci::{RegistryError, client_for, credentials, is_not_found};
+
+/// The media type of a snapshot's index.
+pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v1+json";
+/// The most an index may weigh when read back (100,000 entries take about 20 MB).
+const MAX_INDEX: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error(
+        "the inputs registry `{0}` is not REGISTRY/REPOSITORY (e.g. registry.example.com/team/inputs)"
+    )]
+    BadLocation(String),
+    #[error("`{0}` is not a valid tag or digest (a tag: letters, digits, `_`, `.`, `-`)")]
+    BadTag(String),
+    #[error(transparent)]
+    Credentials(#[from] RegistryError),
+    #[error("{what} {location}: {source}")]
+    Oci {
+        what: &'static str,
+        location: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("the snapshot {0} has no index")]
+    NoIndex(String),
+    #[error("the snapshot {snapshot} has a damaged index: {reason}")]
+    BadIndex { snapshot: String, reason: String },
+    #[error("the blob {digest} from {location} is not what its digest says")]
+    Tampered { location: String, digest: String },
+}
+
+/// `REGISTRY/REPOSITORY`, with a client and the user's credentials for it.
+pub struct Repository {
+    client: Client,
+    auth: RegistryAuth,
+    location: String,
+    registry: String,
+    repository: String,
+}
+
+impl Repository {
+    pub async fn open(location: &str) -> Result<Self, RepositoryError> {
+        let bad = || RepositoryError::BadLocation(location.to_string());
+        let (registry, repository) = location.split_once('/').ok_or_else(bad)?;
+        if registry.is_empty() || repository.is_empty() {
+            return Err(bad());
+        }
+        Reference::try_from(format!("{location}:probe")).map_err(|_| bad())?;
+        let client = client_for(registry);
+        let auth = credentials(registry)?;
+        client.store_auth_if_needed(registry, &auth).await;
+        Ok(Self {
+            client,
+            auth,
+            location: location.to_string(),
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// `tag` (or `sha256:…`) in this repository, checked.
+    pub fn reference(&self, tag: &str) -> Result<Reference, RepositoryError> {
+        let separator = if tag.starts_with("sha256:") { '@' } else { ':' };
+        Reference::try_from(format!("{}{separator}{tag}", self.location))
+            .map_err(|_| RepositoryError::BadTag(tag.to_string()))
+    }
+
+    fn any(&self) -> Reference {
+        Reference::with_tag(
+            self.registry.clone(),
+            self.repository.clone(),
+            "probe".into(),
+        )
+    }
+
+    pub(super) fn error(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(OciDistributionError) -> RepositoryError {
+        let location = self.location.clone();
+        move |source| RepositoryError::Oci {
+            what,
+            location,
+            source,
+        }
+    }
+
+    /// Sends `bytes` as the blob `digest` unless the registry has it; says whether it sent.
+    pub async fn put_missing(&self, digest: &str, bytes: Vec<u8>) -> Result<bool, RepositoryError> {
+        let present = self
+            .client
+            .blob_exists(&self.any(), digest)
+            .await
+            .map_err(self.error("cannot ask"))?;
+        if present {
+            return Ok(false);
+        }
+        self.client
+            .push_blob(&self.any(), bytes, digest)
+            .await
+            .map_err(self.error("cannot push to"))?;
+        Ok(true)
+    }
+
+    /// Stores `manifest` (its bytes) under `tag`.
+    pub async fn put_manifest(
+        &self,
+        tag: &str,
+        manifest: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), RepositoryError> {
+        self.client
+            .push_manifest_raw(
+                &self.reference(tag)?,
+                manifest,
+                media_type.parse().expect("a valid content type"),
+            )
+            .await
+            .map_err(self.error("cannot push to"))?;
+        Ok(())
+    }
+
+    /// The blob `digest`, no larger than `size`, checked against its digest.
+    pub async fn blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RepositoryError> {
+        let mut bytes = Vec::new();
+        let stream = self
+            .client
+            .pull_blob_stream(&self.any(), digest)
+            .await
+            .map_err(self.error("cannot pull from"))?;
+        let mut stream = stream.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RepositoryError::Oci {
+                what: "cannot pull from",
+                location: self.location.clone(),
+                source: OciDistributionError::IoError(e),
+            })?;
+            if (bytes.len() + chunk.len()) as u64 > size {
+                return Err(self.tampered(digest));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if digest_of(&bytes) != digest {
+            return Err(self.tampered(digest));
+        }
+        Ok(bytes)
+    }
+
+    fn tampered(&self, digest: &str) -> RepositoryError {
+        RepositoryError::Tampered {
+            location: self.location.clone(),
+            digest: digest.to_string(),
+        }
+    }
+
+    /// The index of the snapshot `tag` (or `sha256:…`), and its manifest's digest; `None`
+    /// when the repository has no such snapshot.
+    pub async fn index(&self, tag: &str) -> Result<Option<(Index, String)>, RepositoryError> {
+        let reference = self.reference(tag)?;
+        let (manifest, digest): (OciImageManifest, String) = match self
+            .client
+            .pull_image_manifest(&reference, &self.auth)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.error("cannot pull from")(e)),
+        };
+        let snapshot = format!("{}@{digest}", self.location);
+        let layer = manifest
+            .layers
+            .iter()
+            .find(|layer| layer.media_type == INDEX_TYPE)
+            .ok_or_else(|| RepositoryError::NoIndex(snapshot.clone()))?;
+        let size = u64::try_from(layer.size).unwrap_or(0).min(MAX_INDEX);
+        let bytes = self.blob(&layer.digest, size).await?;
+        let index = serde_json::from_slice(&bytes).map_err(|e| RepositoryError::BadIndex {
+            snapshot,
+            reason: e.to_string(),
+        })?;
+        Ok(Some((index, digest)))
+    }
+}
