@@ -6,18 +6,21 @@
 //!   target) and the packs, in a canonical JSON form whose digest names the snapshot.
 //! - [`pack`]: the packs: a pack in the registry is never rewritten; new contents go into new
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
+//! - [`apply`]: a workspace built from an index and its packs, everything checked first.
 //! - [`known`]: the packs this machine knows to be in a repository.
 //! - [`registry`]: the repository: blobs sent unless present, indexes and blobs read back
 //!   checked.
 //! - [`push`]: the upload: new packs only, then the index and one manifest that references
 //!   every pack (registry garbage collection keeps what a tagged snapshot names).
 
+pub mod apply;
 pub mod index;
 pub mod known;
 pub mod pack;
 pub mod push;
 pub mod registry;
 
+pub use apply::{Applied, ApplyError, apply};
 pub use index::{Entry, Index, Kind, PackRef};
 pub use known::KnownPacks;
 pub use push::{PushError, Pushed, push};

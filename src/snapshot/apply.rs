@@ -1,0 +1,398 @@
+//! A workspace built from a snapshot: its index and the packs it names, read from local files
+//! (downloaded from the registry, or kept in a host's cache). The index and the packs come
+//! from elsewhere and are untrusted: everything is checked before anything is written, so
+//! that a hostile or damaged snapshot applies nothing.
+//!
+//! - every path is relative, made of plain components, and listed once; none lies under an
+//!   entry that is not a directory (a symlink in the index cannot be written through);
+//! - every file's content is in a pack the index names, and every pack's bytes have its
+//!   digest (then each content is checked again against its own digest as it is written).
+//!
+//! Files get the index's permission bits (without set-id bits), directories are created as the
+//! index lists them (and the parents it leaves out, as a tar extraction does), symlinks keep
+//! their targets, which only the task follows.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::index::{Index, Kind};
+
+/// Why a snapshot was not applied; nothing of it was written, unless the error is `Write`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the snapshot's entry `{0}` is not a plain relative path")]
+    BadPath(String),
+    #[error("the snapshot lists `{0}` twice")]
+    Duplicate(String),
+    #[error("the snapshot's entry `{path}` lies under `{parent}`, which is not a directory")]
+    UnderNonDirectory { path: String, parent: String },
+    #[error("the snapshot's file `{0}` has no content digest")]
+    NoDigest(String),
+    #[error("no pack of the snapshot holds the content of `{0}`")]
+    Missing(String),
+    #[error("the pack {digest} is damaged or tampered with: {why}")]
+    BadPack { digest: String, why: String },
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// Builds the tree of `index` under `into` (an existing, empty directory), the content of each
+/// pack read from `pack_file(digest)`.
+pub fn apply(
+    index: &Index,
+    pack_file: impl Fn(&str) -> PathBuf,
+    into: &Path,
+) -> Result<Applied, ApplyError> {
+    check_entries(index)?;
+    for pack in &index.packs {
+        verify_pack(&pack_file(&pack.digest), &pack.digest)?;
+    }
+    let write = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Write { path, source }
+    };
+    let mut applied = Applied::default();
+    // Directories first (sorted, so parents before children), then contents, then links: no
+    // file or link is ever written under a path the index does not make a directory.
+    for entry in index.entries.iter().filter(|e| e.kind == Kind::Dir) {
+        let path = into.join(&entry.path);
+        fs::create_dir_all(&path).map_err(write(&path))?;
+        applied.dirs += 1;
+    }
+    // Where each content goes: every path that holds it.
+    let mut destinations: HashMap<&str, Vec<(&str, u32)>> = HashMap::new();
+    for entry in index.entries.iter().filter(|e| e.kind == Kind::File) {
+        let digest = entry.digest.as_deref().unwrap_or_default();
+        destinations
+            .entry(digest.trim_start_matches("sha256:"))
+            .or_default()
+            .push((&entry.path, entry.mode & 0o777));
+    }
+    for pack in &index.packs {
+        let path = pack_file(&pack.digest);
+        let file = File::open(&path).map_err(write(&path))?;
+        let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(file));
+        let bad = |why: String| ApplyError::BadPack {
+            digest: pack.digest.clone(),
+            why,
+        };
+        for blob in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut blob = blob.map_err(|e| bad(e.to_string()))?;
+            let name = blob.path().map_err(|e| bad(e.to_string()))?;
+            let name = name.to_string_lossy().into_owned();
+            let Some(paths) = destinations.remove(name.as_str()) else {
+                continue;
+            };
+            let (first, mode) = paths[0];
+            let target = into.join(first);
+            // The parents an index of mapped inputs leaves out, as a tar extraction makes them.
+            for path in paths.iter().map(|(path, _)| into.join(path)) {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(write(parent))?;
+                }
+            }
+            let (digest, size) = write_file(&mut blob, &target, mode).map_err(write(&target))?;
+            if digest != name {
+                return Err(bad(format!("its blob {name} holds other bytes")));
+            }
+            for (other, mode) in &paths[1..] {
+                let copy = into.join(other);
+                fs::copy(&target, &copy).map_err(write(&copy))?;
+                fs::set_permissions(&copy, fs::Permissions::from_mode(*mode))
+                    .map_err(write(&copy))?;
+            }
+            applied.files += paths.len() as u64;
+            applied.bytes += size * paths.len() as u64;
+        }
+    }
+    if let Some((digest, paths)) = destinations.into_iter().next() {
+        let path = paths.first().map_or(digest, |(path, _)| path);
+        return Err(ApplyError::Missing(path.to_string()));
+    }
+    for entry in index.entries.iter().filter(|e| e.kind == Kind::Symlink) {
+        let path = into.join(&entry.path);
+        let target = entry.target.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(target, &path).map_err(write(&path))?;
+        applied.symlinks += 1;
+    }
+    // Last, so that a read-only directory was still writable while it was filled; deepest
+    // first, for the same reason.
+    for entry in index.entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let path = into.join(&entry.path);
+        fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode & 0o1777))
+            .map_err(write(&path))?;
+    }
+    Ok(applied)
+}
+
+/// Checks every entry's path and place, and that every file's content is in a named pack.
+fn check_entries(index: &Index) -> Result<(), ApplyError> {
+    let held: HashSet<&str> = index
+        .packs
+        .iter()
+        .flat_map(|pack| pack.blobs.iter().map(String::as_str))
+        .collect();
+    let mut seen = HashSet::new();
+    for entry in &index.entries {
+        let path = Path::new(&entry.path);
+        let plain = !entry.path.is_empty()
+            && path
+                .components()
+                .all(|component| matches!(component, Component::Normal(_)));
+        if !plain {
+            return Err(ApplyError::BadPath(entry.path.clone()));
+        }
+        if !seen.insert(path) {
+            return Err(ApplyError::Duplicate(entry.path.clone()));
+        }
+        if entry.kind == Kind::File {
+            let digest = entry
+                .digest
+                .as_deref()
+                .ok_or_else(|| ApplyError::NoDigest(entry.path.clone()))?;
+            if !held.contains(digest) {
+                return Err(ApplyError::Missing(entry.path.clone()));
+            }
+        }
+    }
+    let not_dirs: HashSet<&Path> = index
+        .entries
+        .iter()
+        .filter(|entry| entry.kind != Kind::Dir)
+        .map(|entry| Path::new(&entry.path))
+        .collect();
+    for entry in &index.entries {
+        let path = Path::new(&entry.path);
+        if let Some(parent) = path.ancestors().skip(1).find(|a| not_dirs.contains(a)) {
+            return Err(ApplyError::UnderNonDirectory {
+                path: entry.path.clone(),
+                parent: parent.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` has `digest`.
+fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
+    let bad = |why: String| ApplyError::BadPack {
+        digest: digest.to_string(),
+        why,
+    };
+    let mut file = File::open(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(|e| bad(e.to_string()))?;
+    if format!("sha256:{}", hex::encode(hasher.finalize())) != digest {
+        return Err(bad("its bytes do not have its digest".to_string()));
+    }
+    Ok(())
+}
+
+/// Writes `content` to a new file at `path` with `mode`: the hex digest and size of what was
+/// written.
+fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(String, u64)> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = content.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n])?;
+        size += n as u64;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::stat_cache::StatCache;
+    use crate::snapshot::index::{Entry, PackRef, scan};
+    use crate::snapshot::pack::{self, Planned};
+    use crate::task::collect_inputs;
+
+    /// A snapshot of `repo` made as a push makes it, its packs written under `packs`.
+    fn snapshot_of(repo: &Path, packs: &Path) -> Index {
+        let inputs = collect_inputs(repo, &[]).unwrap();
+        let mut stat_cache = StatCache::load(PathBuf::new());
+        let entries = scan(&inputs, &mut stat_cache).unwrap();
+        let sources: Vec<_> = inputs.iter().map(|i| i.source.clone()).collect();
+        let mut refs = Vec::new();
+        for planned in pack::plan(&entries, &sources, &[]) {
+            let Planned::New(blobs) = planned else {
+                unreachable!("nothing is known")
+            };
+            let bytes = pack::build(&blobs).unwrap();
+            let digest = pack::digest_of(&bytes);
+            fs::write(packs.join(&digest), &bytes).unwrap();
+            refs.push(PackRef {
+                digest,
+                size: bytes.len() as u64,
+                raw: blobs.iter().map(|b| b.size).sum(),
+                blobs: blobs.into_iter().map(|b| b.digest).collect(),
+            });
+        }
+        Index {
+            entries,
+            packs: refs,
+        }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path();
+        fs::create_dir_all(root.join("src/deep/er")).unwrap();
+        fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
+        fs::write(root.join("src/deep/er/b.rs"), "fn b() {}\n").unwrap();
+        fs::write(root.join("same.txt"), "fn a() {}\n").unwrap();
+        fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(root.join("empty")).unwrap();
+        fs::create_dir(root.join("locked")).unwrap();
+        fs::write(root.join("locked/inside"), "kept\n").unwrap();
+        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
+        std::os::unix::fs::symlink("src/a.rs", root.join("link")).unwrap();
+        repo
+    }
+
+    fn listing(root: &Path) -> Vec<(String, u32, String)> {
+        let mut out = Vec::new();
+        for entry in walkdir(root) {
+            let meta = fs::symlink_metadata(&entry).unwrap();
+            let name = entry.strip_prefix(root).unwrap().display().to_string();
+            let what = if meta.is_symlink() {
+                fs::read_link(&entry).unwrap().display().to_string()
+            } else if meta.is_file() {
+                fs::read_to_string(&entry).unwrap()
+            } else {
+                String::new()
+            };
+            out.push((name, meta.permissions().mode() & 0o7777, what));
+        }
+        out.sort();
+        out
+    }
+
+    fn walkdir(root: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if fs::symlink_metadata(&path).unwrap().is_dir() {
+                    stack.push(path.clone());
+                }
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_workspace_equals_the_tree() {
+        let (repo, packs, into) = (
+            tree(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let index = snapshot_of(repo.path(), packs.path());
+        let applied = apply(&index, |d| packs.path().join(d), into.path()).unwrap();
+        assert_eq!(listing(into.path()), listing(repo.path()));
+        assert_eq!((applied.files, applied.symlinks), (5, 1));
+    }
+
+    /// `index` changed by `hostile` is refused with `said`, and nothing is written.
+    fn refused(hostile: impl FnOnce(&mut Index, &Path), said: &str) {
+        let (repo, packs, into) = (
+            tree(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let mut index = snapshot_of(repo.path(), packs.path());
+        hostile(&mut index, packs.path());
+        let error = apply(&index, |d| packs.path().join(d), into.path()).unwrap_err();
+        assert!(error.to_string().contains(said), "{error}");
+        assert_eq!(fs::read_dir(into.path()).unwrap().count(), 0);
+    }
+
+    fn file_entry(path: &str, like: &Index) -> Entry {
+        Entry {
+            path: path.to_string(),
+            ..like
+                .entries
+                .iter()
+                .find(|e| e.kind == Kind::File)
+                .unwrap()
+                .clone()
+        }
+    }
+
+    #[test]
+    fn a_hostile_or_damaged_snapshot_applies_nothing() {
+        refused(
+            |index, _| index.entries.push(file_entry("../escaped", index)),
+            "not a plain relative path",
+        );
+        refused(
+            |index, _| index.entries.push(file_entry("/etc/passwd", index)),
+            "not a plain relative path",
+        );
+        refused(
+            |index, _| index.entries.push(file_entry("link/through", index)),
+            "lies under `link`",
+        );
+        refused(
+            |index, _| index.entries.push(file_entry("src/a.rs", index)),
+            "lists `src/a.rs` twice",
+        );
+        refused(
+            |index, _| {
+                let entry = index
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.kind == Kind::File)
+                    .unwrap();
+                entry.digest = Some(format!("sha256:{}", "0".repeat(64)));
+            },
+            "no pack of the snapshot holds",
+        );
+        refused(
+            |index, packs| {
+                let pack = packs.join(&index.packs[0].digest);
+                let mut bytes = fs::read(&pack).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                fs::write(pack, bytes).unwrap();
+            },
+            "damaged or tampered with",
+        );
+    }
+}
