@@ -682,6 +682,95 @@ mod over_sshd {
         assert_nothing_left(scratch.tmp.path());
     }
 
+    /// The `sent=N` of a `-v` run's "inputs sent by content" line.
+    fn packs_sent(stderr: &str) -> Option<usize> {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("inputs sent by content"))?;
+        let sent = line.split("sent=").nth(1)?;
+        sent.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
+    fn inputs_go_by_content_one_changed_file_is_one_pack_and_a_tampered_cache_goes_whole() {
+        use sha2::Digest;
+        let _one = one_at_a_time();
+        let sshd = Sshd::start();
+        let scratch = Scratch::new();
+        let client_cache = tempfile::tempdir().unwrap();
+        let user = nix::unistd::User::from_name(sshd::USER).unwrap().unwrap();
+        let host_packs = user.dir.join(".cache/buildr/packs");
+        let _ = fs::remove_dir_all(&host_packs);
+        let noise = |seed: u32| -> String {
+            (0..128)
+                .map(|i| hex::encode(sha2::Sha256::digest(format!("{seed}-{i}"))))
+                .collect()
+        };
+        for i in 0..200 {
+            let path = scratch.repo.path().join(format!("src/f{i:03}.txt"));
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, noise(i)).unwrap();
+        }
+        let mut args = ssh_args(&sshd);
+        args.push("-v".into());
+        // What the task sees: every input's content, in order.
+        let script = "cat $(find src -type f | sort) | sha256sum";
+        let expected = |repo: &Path| {
+            let mut all = Vec::new();
+            for i in 0..200 {
+                all.extend(fs::read(repo.join(format!("src/f{i:03}.txt"))).unwrap());
+            }
+            format!("{}  -", hex::encode(sha2::Sha256::digest(all)))
+        };
+        let run = || {
+            let output = command(
+                &args,
+                scratch.repo.path(),
+                scratch.out.path(),
+                scratch.tmp.path(),
+                &["--", "sh", "-c", script],
+            )
+            .env("XDG_CACHE_HOME", client_cache.path())
+            .output()
+            .unwrap();
+            assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+            assert_eq!(stdout(&output).trim(), expected(scratch.repo.path()));
+            stderr(&output)
+        };
+
+        // The first run sends every pack, and the host keeps them.
+        let first = run();
+        assert!(packs_sent(&first).is_some_and(|n| n > 0), "{first}");
+        let kept: Vec<_> = fs::read_dir(&host_packs).unwrap().flatten().collect();
+        assert!(!kept.is_empty());
+
+        // One file changed: one small pack.
+        fs::write(scratch.repo.path().join("src/f042.txt"), noise(1000)).unwrap();
+        let second = run();
+        assert_eq!(packs_sent(&second), Some(1), "{second}");
+
+        // A cached pack changed on the host (a task of the same user could): nothing of it is
+        // used, and the inputs go whole, saying so.
+        let pack = kept[0].path();
+        let mut bytes = fs::read(&pack).unwrap();
+        bytes[100] ^= 1;
+        fs::write(&pack, bytes).unwrap();
+        fs::write(scratch.repo.path().join("src/f043.txt"), noise(2000)).unwrap();
+        let third = run();
+        assert!(third.contains("the inputs went whole"), "{third}");
+        assert!(third.contains("damaged or tampered with"), "{third}");
+        // The damaged pack left the cache: the next run goes by content again.
+        assert!(!pack.exists());
+        let fourth = run();
+        assert!(packs_sent(&fourth).is_some(), "{fourth}");
+        assert!(!fourth.contains("went whole"), "{fourth}");
+        assert_nothing_left(scratch.tmp.path());
+    }
+
     #[test]
     #[ignore = "needs root and openssh-server (tests/run-all.sh)"]
     fn a_cached_binary_replaced_on_the_host_is_never_run_and_the_run_goes_on() {

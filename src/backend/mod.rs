@@ -24,6 +24,7 @@
 
 pub mod arch;
 pub mod binary;
+pub mod by_content;
 pub mod executor_command;
 pub mod inputs;
 pub mod k8s;

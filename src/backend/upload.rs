@@ -265,6 +265,21 @@ pub async fn check_tools<R: RemoteCommand>(
     Ok(tools.verdict(&String::from_utf8_lossy(&stdout), place))
 }
 
+/// The start of a script that needs the executor binary, which another session is copying:
+/// waits until it is in place, and fails when its copy failed or it does not come.
+pub fn wait_for_binary(layout: &Layout) -> String {
+    let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
+    let (binary, failed) = (quote(&layout.binary), failed_mark(layout));
+    format!(
+        "i=0; while [ ! -x {binary} ]; do \
+           if [ -e {failed} ]; then echo 'the executor binary was not copied' >&2; exit 1; fi; \
+           i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
+           sleep {poll}; \
+         done; ",
+        poll = BINARY_POLL.as_secs_f64(),
+    )
+}
+
 /// Where the binary's copy marks that it failed (a copy cut short by a Ctrl-C included), so
 /// that the inputs' session stops waiting for a binary that will not come, and ends.
 fn failed_mark(layout: &Layout) -> String {
@@ -319,12 +334,7 @@ pub async fn inputs<R: RemoteCommand>(
     secret: Option<&Secret>,
     to: &Destination,
 ) -> Result<Option<[u8; 32]>, UploadError<R::Error>> {
-    let polls = COPY_TIMEOUT.as_millis() / BINARY_POLL.as_millis();
-    let (binary, workspace, failed) = (
-        quote(&layout.binary),
-        quote(&layout.workspace),
-        failed_mark(layout),
-    );
+    let (binary, workspace) = (quote(&layout.binary), quote(&layout.workspace));
     let take_secret = match secret {
         Some(_) => {
             let path = quote(&layout.secret);
@@ -345,14 +355,10 @@ pub async fn inputs<R: RemoteCommand>(
     // The task's world is its own: its links go in as they are (none is written through), and
     // the caps on what a task sends back do not bound the user's own inputs.
     let script = format!(
-        "i=0; while [ ! -x {binary} ]; do \
-           if [ -e {failed} ]; then echo 'the executor binary was not copied' >&2; exit 1; fi; \
-           i=$((i+1)); if [ $i -gt {polls} ]; then echo 'no executor binary arrived' >&2; exit 1; fi; \
-           sleep {poll}; \
-         done; {take_secret}\
+        "{}{take_secret}\
          exec {binary} archive extract - --to {workspace} --links allow \
            --max-output-bytes {max_bytes} --max-output-entries {max_entries}",
-        poll = BINARY_POLL.as_secs_f64(),
+        wait_for_binary(layout),
         max_bytes = Limits::NONE.max_bytes,
         max_entries = Limits::NONE.max_entries,
     );

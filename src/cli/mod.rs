@@ -5,6 +5,7 @@ pub mod cache;
 pub mod executor;
 pub mod extraction;
 pub mod inputs;
+pub mod inputs_apply;
 pub mod k8s;
 pub mod run;
 pub mod run_cache;
@@ -76,6 +77,8 @@ pub enum RemoteCommand {
     Sandbox(sandbox::SandboxCommand),
     #[command(hide = true)]
     SelfCheck(self_check::SelfCheckArgs),
+    #[command(hide = true)]
+    InputsApply(inputs_apply::InputsApplyArgs),
 }
 
 impl RemoteCommand {
@@ -94,6 +97,7 @@ impl RemoteCommand {
             RemoteCommand::Archive(command) => archive::run(command),
             RemoteCommand::Sandbox(command) => sandbox::run(command),
             RemoteCommand::SelfCheck(args) => self_check::run(args),
+            RemoteCommand::InputsApply(args) => inputs_apply::run(args),
         };
         (result, 1)
     }

@@ -145,7 +145,8 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             run::run(&run, plan).await
         }
         BackendKind::Ssh => {
-            let settings = args.ssh.settings(&run.task, executor_binary, keep)?;
+            let mut settings = args.ssh.settings(&run.task, executor_binary, keep)?;
+            settings.known = known_records(&run.repo);
             run::run(&run, SshPlan { settings }).await
         }
     }
@@ -214,4 +215,14 @@ fn check_out(out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)
         .and_then(|()| tempfile::tempfile_in(out).map(drop))
         .with_context(|| format!("--out {} cannot be written", Quoted(out)))
+}
+
+/// This machine's records for sending inputs by content: none without a cache directory.
+fn known_records(repo: &Path) -> Option<crate::backend::ssh::Known> {
+    let store = crate::cache::action::store().ok()?;
+    let repo = std::path::absolute(repo).ok()?;
+    Some(crate::backend::ssh::Known {
+        stat_cache: store.stat_cache_file(&repo),
+        cache_dir: store.dir().to_path_buf(),
+    })
 }

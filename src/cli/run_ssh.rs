@@ -58,6 +58,7 @@ impl SshArgs {
             tools: Vec::new(),
             keep,
             sandbox: crate::sandbox::Policy::for_run(task, None),
+            known: None,
         })
     }
 }

@@ -192,7 +192,7 @@ fn check_entries(index: &Index) -> Result<(), ApplyError> {
 }
 
 /// Whether the file at `path` has `digest`.
-fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
+pub fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
     let bad = |why: String| ApplyError::BadPack {
         digest: digest.to_string(),
         why,

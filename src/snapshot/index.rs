@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::TreeHasher;
 use crate::cache::stat_cache::StatCache;
 use crate::cache::tree::file_digest;
 use crate::task::InputFile;
@@ -67,6 +68,30 @@ impl Index {
     /// The canonical bytes of the index.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an index always serializes")
+    }
+
+    /// The digest of the tree it describes, as the cache's key digests the same tree
+    /// ([`crate::cache::tree`]), so that a run can say its inputs went as keyed.
+    pub fn tree_digest(&self) -> [u8; 32] {
+        let mut hasher = TreeHasher::new();
+        for entry in &self.entries {
+            let name = entry.path.as_bytes();
+            match entry.kind {
+                Kind::File => {
+                    let mut content = [0u8; 32];
+                    let hex = entry.digest.as_deref().unwrap_or_default();
+                    let _ = hex::decode_to_slice(hex.trim_start_matches("sha256:"), &mut content);
+                    hasher.file(name, entry.mode, &content);
+                }
+                Kind::Dir => hasher.dir(name, entry.mode),
+                Kind::Symlink => hasher.symlink(
+                    name,
+                    entry.mode,
+                    entry.target.as_deref().unwrap_or_default().as_bytes(),
+                ),
+            }
+        }
+        hasher.finish()
     }
 }
 
@@ -143,4 +168,28 @@ pub fn scan(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<Vec<Entr
             Ok(entry)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::collect_inputs;
+
+    #[test]
+    fn the_tree_digest_is_the_cache_keys() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path();
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        std::fs::write(root.join("src/deep/a.rs"), "fn a() {}\n").unwrap();
+        std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("run.sh", root.join("link")).unwrap();
+        let inputs = collect_inputs(root, &[]).unwrap();
+        let mut stat_cache = StatCache::load(std::path::PathBuf::new());
+        let index = Index {
+            entries: scan(&inputs, &mut stat_cache).unwrap(),
+            packs: Vec::new(),
+        };
+        let keyed = crate::cache::tree::digest(&inputs, &mut stat_cache).unwrap();
+        assert_eq!(index.tree_digest(), keyed.sha256);
+    }
 }

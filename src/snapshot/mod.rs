@@ -7,6 +7,7 @@
 //! - [`pack`]: the packs: a pack in the registry is never rewritten; new contents go into new
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
 //! - [`apply`]: a workspace built from an index and its packs, everything checked first.
+//! - [`host`]: a host's side of inputs sent by content: cached packs, the apply.
 //! - [`known`]: the packs this machine knows to be in a repository.
 //! - [`registry`]: the repository: blobs sent unless present, indexes and blobs read back
 //!   checked.
@@ -14,6 +15,7 @@
 //!   every pack (registry garbage collection keeps what a tagged snapshot names).
 
 pub mod apply;
+pub mod host;
 pub mod index;
 pub mod known;
 pub mod pack;

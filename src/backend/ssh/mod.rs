@@ -24,12 +24,14 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::binary::{BinaryError, ExecutorBinary};
+use super::by_content;
 use super::executor_command::IDLE_TIMEOUT;
 use super::upload::{self, Layout, RemoteCommand, UploadError};
 use super::{Backend, StartedExecutor};
 use crate::backend::arch::kubernetes_arch;
 use crate::backend::process::last_line;
 use crate::secret::Secret;
+use crate::snapshot::KnownPacks;
 use crate::task::InputFile;
 use crate::timeline::Timeline;
 use crate::tools::Tool;
@@ -57,6 +59,16 @@ pub struct Settings {
     pub keep: bool,
     /// What confines the task on the host.
     pub sandbox: crate::sandbox::Policy,
+    /// Where this machine keeps what it knows: the stat cache of the inputs' digests, and the
+    /// packs sent to each host (none: inputs are sent whole).
+    pub known: Option<Known>,
+}
+
+/// This machine's records that let inputs go by content.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub stat_cache: PathBuf,
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,9 +297,50 @@ impl Backend for SshBackend {
             tools: &settings.tools,
             secret: Some(secret),
         };
+        let copy_inputs = async {
+            if let (Some(packs), Some(known)) = (&probe.packs, &settings.known) {
+                let mut record =
+                    KnownPacks::load(&known.cache_dir, &format!("ssh://{}", self.host()));
+                let snapshot = run.path("snapshot");
+                let stat_cache = Some(known.stat_cache.clone());
+                let there = by_content::There {
+                    layout: &layout,
+                    snapshot_dir: &snapshot,
+                    packs,
+                    to: &to,
+                };
+                let by_content = by_content::send(&ssh, there, inputs, stat_cache, &mut record);
+                match by_content.await {
+                    Ok(sent) => {
+                        tracing::info!(
+                            packs = sent.packs,
+                            sent = sent.packs_sent,
+                            bytes = sent.bytes_sent,
+                            "inputs sent by content"
+                        );
+                        return Ok(Some(sent.tree));
+                    }
+                    Err(failed) => {
+                        // Said only when the full copy works: a binary that did not come
+                        // fails both, and its own error says why.
+                        let whole = upload::inputs(&ssh, &layout, inputs, None, &to).await?;
+                        eprintln!(
+                            "buildr: warning: the inputs went whole: sending them by content \
+                             failed: {}",
+                            crate::printable::Printable(&format!(
+                                "{:#}",
+                                anyhow::Error::new(failed)
+                            ))
+                        );
+                        return Ok(whole);
+                    }
+                }
+            }
+            upload::inputs(&ssh, &layout, inputs, None, &to).await
+        };
         let (sent, copied) = tokio::join!(
             upload::binary(&ssh, &layout, &settings.binary, payload, &to),
-            upload::inputs(&ssh, &layout, inputs, None, &to),
+            copy_inputs,
         );
         let inputs_sent = sent.and(copied)?;
         timeline.record(

@@ -60,6 +60,16 @@ if sha256 /dev/null >/dev/null && mkdir -p "$cache" 2>/dev/null && [ -O "$cache"
       ;;
   esac
 fi
+packs="${{XDG_CACHE_HOME:-$HOME/.cache}}/buildr/packs"
+if mkdir -p "$packs" 2>/dev/null && [ -O "$packs" ] && [ ! -L "$packs" ]; then
+  case "$(ls -ld "$packs")" in
+    d????w*|d???????w*) ;;
+    *)
+      echo "packs=$packs"
+      for pack in "$packs"/*; do [ -f "$pack" ] && echo "pack=${{pack##*/}}"; done
+      ;;
+  esac
+fi
 "#,
         locate(run_id)
     )
@@ -98,6 +108,8 @@ pub struct Probe {
     pub cache: Option<String>,
     /// The binary is in the cache and checked.
     pub cached: bool,
+    /// The user's pack cache, when it is private (inputs then go by content).
+    pub packs: Option<crate::backend::by_content::HostPacks>,
 }
 
 impl Probe {
@@ -106,11 +118,23 @@ impl Probe {
         let mut run_dir = None;
         let mut cache = None;
         let mut cached = false;
+        let mut packs: Option<crate::backend::by_content::HostPacks> = None;
         for line in output.lines() {
             match line.split_once('=') {
                 Some(("machine", value)) => machine = Some(value.to_string()),
                 Some(("run", value)) => run_dir = Some(value.to_string()),
                 Some(("cache", value)) => cache = Some(value.to_string()),
+                Some(("packs", value)) => {
+                    packs = Some(crate::backend::by_content::HostPacks {
+                        dir: value.to_string(),
+                        present: Default::default(),
+                    })
+                }
+                Some(("pack", value)) => {
+                    if let Some(packs) = packs.as_mut() {
+                        packs.present.insert(value.to_string());
+                    }
+                }
                 _ if line == "cached" => cached = true,
                 _ => {}
             }
@@ -120,6 +144,7 @@ impl Probe {
             run_dir: run_dir?,
             cached: cached && cache.is_some(),
             cache,
+            packs,
         })
     }
 }
@@ -319,8 +344,8 @@ mod tests {
 
     #[test]
     fn the_probe_answer_is_read_line_by_line() {
-        let output =
-            "machine=x86_64\nrun=/tmp/buildr-abc\ncache=/home/u/.cache/buildr/executor\ncached\n";
+        let output = "machine=x86_64\nrun=/tmp/buildr-abc\ncache=/home/u/.cache/buildr/executor\n\
+                      cached\npacks=/home/u/.cache/buildr/packs\npack=ab12\npack=cd34\n";
         assert_eq!(
             Probe::parse(output),
             Some(Probe {
@@ -328,6 +353,10 @@ mod tests {
                 run_dir: "/tmp/buildr-abc".to_string(),
                 cache: Some("/home/u/.cache/buildr/executor".to_string()),
                 cached: true,
+                packs: Some(crate::backend::by_content::HostPacks {
+                    dir: "/home/u/.cache/buildr/packs".to_string(),
+                    present: ["ab12".to_string(), "cd34".to_string()].into(),
+                }),
             })
         );
         assert_eq!(Probe::parse("machine=\nrun=/tmp/x\n"), None);

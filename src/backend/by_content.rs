@@ -1,0 +1,189 @@
+//! Inputs sent by content to a host that keeps packs (the ssh backend): the tree's index and
+//! only the packs the host lacks travel, in one tar stream into the run directory; the host's
+//! binary then builds the workspace from them and its cached packs ([`crate::snapshot::host`]).
+//! Which packs the host has is what its cache lists now, of those this machine knows the
+//! contents of (the packs it sent there before, recorded per host).
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use super::executor_command::quote;
+use super::upload::{self, Destination, Layout, RemoteCommand, UploadError};
+use crate::cache::stat_cache::StatCache;
+use crate::snapshot::KnownPacks;
+use crate::snapshot::host::{INDEX_FILE, PACKS_DIR, pack_name};
+use crate::snapshot::index::{Index, PackRef, ScanError, scan};
+use crate::snapshot::pack::{self, PackError, Planned};
+use crate::task::InputFile;
+
+/// What the inputs sent by content are called in errors.
+const SNAPSHOT: &str = "the inputs by content";
+
+/// The host's pack cache, as its probe found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPacks {
+    /// The private directory the packs are kept in.
+    pub dir: String,
+    /// The packs in it (hex digests).
+    pub present: HashSet<String>,
+}
+
+/// Where the inputs go on the other side.
+#[derive(Clone, Copy)]
+pub struct There<'a> {
+    pub layout: &'a Layout,
+    /// Where the index and the packs are unpacked, in the private run directory.
+    pub snapshot_dir: &'a str,
+    pub packs: &'a HostPacks,
+    /// Named in errors.
+    pub to: &'a Destination,
+}
+
+/// What a send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The digest of the tree sent, as the cache's key digests it.
+    pub tree: [u8; 32],
+    pub packs: usize,
+    pub packs_sent: usize,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ByContentError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error("cannot make the packs in a local temporary directory")]
+    Local(#[source] io::Error),
+    #[error(transparent)]
+    Upload(#[from] UploadError<E>),
+}
+
+/// Sends `inputs` by content into `snapshot_dir` on the other side, whose binary then builds
+/// the workspace; `known` says which packs were sent to this host before, and learns the
+/// packs of this snapshot.
+pub async fn send<R: RemoteCommand>(
+    remote: &R,
+    there: There<'_>,
+    inputs: &[InputFile],
+    stat_cache_file: Option<PathBuf>,
+    known: &mut KnownPacks,
+) -> Result<Sent, ByContentError<R::Error>> {
+    let There {
+        layout,
+        snapshot_dir,
+        packs: host,
+        to,
+    } = there;
+    let there: Vec<PackRef> = known
+        .packs()
+        .iter()
+        .filter(|pack| host.present.contains(pack_name(&pack.digest)))
+        .cloned()
+        .collect();
+    let inputs = inputs.to_vec();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&inputs, stat_cache_file, &there))
+        .await
+        .expect("making the packs does not panic")?;
+    let sent = Sent {
+        tree: prepared.index.tree_digest(),
+        packs: prepared.index.packs.len(),
+        packs_sent: prepared.new.len(),
+        bytes_sent: prepared.new.iter().map(|(_, size)| size).sum(),
+    };
+    let (dir, workspace, cache) = (
+        quote(snapshot_dir),
+        quote(&layout.workspace),
+        quote(&host.dir),
+    );
+    let script = format!(
+        "{}umask 077; mkdir -p {dir} && tar -xf - -C {dir} && \
+         exec {binary} inputs-apply --snapshot {dir} --cache {cache} --to {workspace}",
+        upload::wait_for_binary(layout),
+        binary = quote(&layout.binary),
+    );
+    let packs = prepared.index.packs.clone();
+    remote
+        .run(script, move |stdin| write_stream(stdin, &prepared))
+        .await
+        .map_err(|source| UploadError::Failed {
+            what: SNAPSHOT,
+            to: to.clone(),
+            source,
+        })?;
+    known.replace(packs);
+    Ok(sent)
+}
+
+/// The index, and the new packs made in a local temporary directory.
+struct Prepared {
+    index: Index,
+    index_bytes: Vec<u8>,
+    /// Each new pack's file name (hex digest) and size, in `dir`.
+    new: Vec<(String, u64)>,
+    dir: tempfile::TempDir,
+}
+
+fn prepare<E: std::error::Error + 'static>(
+    inputs: &[InputFile],
+    stat_cache_file: Option<PathBuf>,
+    there: &[PackRef],
+) -> Result<Prepared, ByContentError<E>> {
+    let mut stat_cache = StatCache::load(stat_cache_file.unwrap_or_default());
+    let entries = scan(inputs, &mut stat_cache)?;
+    if let Err(e) = stat_cache.save() {
+        tracing::debug!("cannot save the stat cache: {e}");
+    }
+    let sources: Vec<_> = inputs.iter().map(|input| input.source.clone()).collect();
+    let dir = tempfile::Builder::new()
+        .prefix("buildr-packs-")
+        .tempdir()
+        .map_err(ByContentError::Local)?;
+    let mut packs = Vec::new();
+    let mut new = Vec::new();
+    for planned in pack::plan(&entries, &sources, there) {
+        match planned {
+            Planned::Known(pack) => packs.push(pack),
+            Planned::New(blobs) => {
+                let bytes = pack::build(&blobs)?;
+                let digest = pack::digest_of(&bytes);
+                let name = pack_name(&digest).to_string();
+                std::fs::write(dir.path().join(&name), &bytes).map_err(ByContentError::Local)?;
+                new.push((name, bytes.len() as u64));
+                packs.push(PackRef {
+                    digest,
+                    size: bytes.len() as u64,
+                    raw: blobs.iter().map(|blob| blob.size).sum(),
+                    blobs: blobs.into_iter().map(|blob| blob.digest).collect(),
+                });
+            }
+        }
+    }
+    let index = Index { entries, packs };
+    Ok(Prepared {
+        index_bytes: index.to_json(),
+        index,
+        new,
+        dir,
+    })
+}
+
+/// The tar stream: the index, then the new packs under `packs/`.
+fn write_stream<W: Write>(out: W, prepared: &Prepared) -> io::Result<W> {
+    let mut tar = tar::Builder::new(out);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(prepared.index_bytes.len() as u64);
+    header.set_mode(0o600);
+    tar.append_data(&mut header, INDEX_FILE, &prepared.index_bytes[..])?;
+    for (name, size) in &prepared.new {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(*size);
+        header.set_mode(0o600);
+        let file = std::fs::File::open(prepared.dir.path().join(name))?;
+        tar.append_data(&mut header, format!("{PACKS_DIR}/{name}"), file)?;
+    }
+    tar.into_inner()
+}

@@ -1,0 +1,139 @@
+//! The host's side of inputs sent by content (the ssh backend): the snapshot arrives in the
+//! private run directory as its index and the packs the host lacked; the packs it reuses are
+//! copied there from the user's pack cache (a task of the same user could change the cached
+//! files, so they are never used in place, and one that is not what its name says is removed
+//! from the cache); all are checked, the workspace is built from them,
+//! and the packs that came are kept in the cache for the next run.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::apply::{Applied, ApplyError, apply, verify_pack};
+use super::index::Index;
+
+/// The file of the index in the snapshot's directory, and the directory of its packs.
+pub const INDEX_FILE: &str = "index.json";
+pub const PACKS_DIR: &str = "packs";
+/// The most an index may weigh (100,000 entries take about 20 MB).
+const MAX_INDEX: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot read the snapshot's index {}", .path.display())]
+    ReadIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the snapshot's index is damaged: {0}")]
+    BadIndex(#[source] serde_json::Error),
+    #[error("the pack {digest} was neither sent nor in the cache {}", .cache.display())]
+    NotCached { digest: String, cache: PathBuf },
+    #[error("cannot copy the cached pack {}", .path.display())]
+    CopyCached {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// The file name of a pack: its hex digest.
+pub fn pack_name(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+/// Builds the workspace `to` (existing, empty) from the snapshot in `dir`, the packs not sent
+/// taken from `cache`; then keeps the sent packs in `cache`. On an error the workspace is left
+/// empty, so that the run can fall back to a full copy into it.
+pub fn apply_sent(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostError> {
+    let applied = build(dir, cache, to);
+    if applied.is_err() {
+        empty(to);
+    }
+    applied
+}
+
+fn build(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostError> {
+    let index_path = dir.join(INDEX_FILE);
+    let read = |source| HostError::ReadIndex {
+        path: index_path.clone(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    fs::File::open(&index_path)
+        .map_err(read)?
+        .take(MAX_INDEX)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    let index: Index = serde_json::from_slice(&bytes).map_err(HostError::BadIndex)?;
+    let packs = dir.join(PACKS_DIR);
+    fs::create_dir_all(&packs).map_err(|source| HostError::CopyCached {
+        path: packs.clone(),
+        source,
+    })?;
+    let mut sent = Vec::new();
+    for pack in &index.packs {
+        let name = pack_name(&pack.digest);
+        let here = packs.join(name);
+        if here.is_file() {
+            sent.push(name);
+            continue;
+        }
+        let Some(cached) = cache.map(|cache| cache.join(name)).filter(|c| c.is_file()) else {
+            return Err(HostError::NotCached {
+                digest: pack.digest.clone(),
+                cache: cache.map(Path::to_path_buf).unwrap_or_default(),
+            });
+        };
+        fs::copy(&cached, &here).map_err(|source| HostError::CopyCached {
+            path: cached.clone(),
+            source,
+        })?;
+        // A cached pack that is not what its name says is of no use to any run.
+        if let Err(damaged) = verify_pack(&here, &pack.digest) {
+            let _ = fs::remove_file(&cached);
+            return Err(damaged.into());
+        }
+    }
+    let applied = apply(&index, |digest| packs.join(pack_name(digest)), to)?;
+    // Checked by the apply: kept for the next run (best effort: a full cache only costs a copy).
+    if let Some(cache) = cache {
+        for name in sent {
+            let kept = cache.join(name);
+            let temp = cache.join(format!(".{name}.incoming"));
+            let _ = fs::copy(packs.join(name), &temp).and_then(|_| fs::rename(&temp, &kept));
+        }
+    }
+    Ok(applied)
+}
+
+/// Removes everything under `dir`, which stays.
+fn empty(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // A read-only directory the apply made must be writable to be removed.
+        let _ = make_writable(&path);
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+    }
+}
+
+fn make_writable(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        for entry in fs::read_dir(path)?.flatten() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
