@@ -212,8 +212,11 @@ fn phase(output: &Output, name: &str) -> Duration {
         .lines()
         .find(|line| line.trim_start().starts_with(name))
         .unwrap_or_else(|| panic!("no phase {name:?} in:\n{stderr}"));
-    let seconds = line[line.find(name).unwrap() + name.len()..]
-        .trim()
+    // The duration ends the line; a phase's name may go on with what it did.
+    let seconds = line
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
         .trim_end_matches('s');
     Duration::from_secs_f64(seconds.parse().unwrap())
 }

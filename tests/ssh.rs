@@ -53,6 +53,17 @@ mod over_sshd {
             .args(what)
             .env_remove("RUST_LOG")
             .env("TMPDIR", tmp);
+        // SIGINT's default action, as a terminal gives it: a suite run in the background
+        // (`cmd &` in a script, as CI may) has SIGINT ignored, the child would inherit that,
+        // and a Ctrl-C sent before buildr listens for it would vanish instead of ending it.
+        // SAFETY: sigaction is async-signal-safe, and the closure touches nothing else.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigDfl)
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         command
     }
 

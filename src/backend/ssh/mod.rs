@@ -318,7 +318,7 @@ impl Backend for SshBackend {
                             bytes = sent.bytes_sent,
                             "inputs sent by content"
                         );
-                        return Ok(Some(sent.tree));
+                        return Ok((Some(sent.tree), Some(sent)));
                     }
                     Err(failed) => {
                         // Said only when the full copy works: a binary that did not come
@@ -332,25 +332,35 @@ impl Backend for SshBackend {
                                 anyhow::Error::new(failed)
                             ))
                         );
-                        return Ok(whole);
+                        return Ok((whole, None));
                     }
                 }
             }
-            upload::inputs(&ssh, &layout, inputs, None, &to).await
+            let whole = upload::inputs(&ssh, &layout, inputs, None, &to).await?;
+            Ok((whole, None))
         };
         let (sent, copied) = tokio::join!(
             upload::binary(&ssh, &layout, &settings.binary, payload, &to),
             copy_inputs,
         );
-        let inputs_sent = sent.and(copied)?;
-        timeline.record(
-            if probe.cached {
-                "copy tools and inputs (binary cached)"
-            } else {
-                "copy binary, tools and inputs"
-            },
-            &mut step,
-        );
+        let (inputs_sent, by_content) = sent.and(copied)?;
+        let copied = if probe.cached {
+            "copy tools and inputs (binary cached)"
+        } else {
+            "copy binary, tools and inputs"
+        };
+        match by_content {
+            Some(sent) => timeline.record(
+                &format!(
+                    "{copied}, by content: {} of {} packs sent, {}",
+                    sent.packs_sent,
+                    sent.packs,
+                    crate::tools::human_size(sent.bytes_sent)
+                ),
+                &mut step,
+            ),
+            None => timeline.record(copied, &mut step),
+        }
 
         ssh.run(
             remote::launch(&run, IDLE_TIMEOUT, settings.keep, &settings.sandbox),
