@@ -66,7 +66,7 @@ if mkdir -p "$packs" 2>/dev/null && [ -O "$packs" ] && [ ! -L "$packs" ]; then
     d????w*|d???????w*) ;;
     *)
       echo "packs=$packs"
-      for pack in "$packs"/*; do [ -f "$pack" ] && echo "pack=${{pack##*/}}"; done
+      for pack in "$packs"/*; do if [ -f "$pack" ]; then echo "pack=${{pack##*/}}"; fi; done
       ;;
   esac
 fi
