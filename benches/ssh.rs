@@ -4,8 +4,12 @@
 //! process, alternating, and the medians are printed with their ratio:
 //!
 //! 1. a trivial task (`true`) end to end, against `ssh HOST true` (goal: at most 3x)
-//! 2. 200 MB of inputs in (buildr's copy phase, the binary already cached on the host), against
-//!    `tar -c … | ssh HOST tar -x` of the same tree (goal: at most 1.0x)
+//! 2. 200 MB of inputs in, the host's pack cache empty (buildr's copy phase, the binary already
+//!    cached on the host), against `tar -c … | ssh HOST tar -x` of the same tree (goal: at most
+//!    1.0x)
+//! 3. the same tree with one file changed since the last run (the inputs go by content: one
+//!    pack), against the same `tar | ssh` of the whole tree, which is what a user without
+//!    rsync does (goal: at most 0.1x)
 //!
 //! `cargo bench --bench ssh` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 5).
@@ -23,6 +27,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BUILDR: &str = env!("CARGO_BIN_EXE_buildr");
+/// The copy phase of a run whose binary is cached on the host.
+const COPY: &str = "copy tools and inputs (binary cached)";
 
 fn main() {
     let runs: usize = std::env::var("BUILDR_BENCH_RUNS")
@@ -49,6 +55,7 @@ fn main() {
     };
     bench.trivial();
     bench.inputs_in();
+    bench.one_file_changed();
     println!("load after: {}", load());
 }
 
@@ -112,42 +119,70 @@ impl Bench {
         );
     }
 
-    /// 2. 200 MB of inputs into the host.
+    /// 2. 200 MB of inputs into the host, none of its packs there.
     fn inputs_in(&self) {
         let repo = self.scratch.join("inputs");
         write_tree(&repo, 2000, 100_000);
-        let copy = "copy tools and inputs (binary cached)";
         let (ours, theirs) = self.alternate(
-            || phase(&self.buildr(&repo, &["true"]), copy),
             || {
-                timed(|| {
-                    let mut tar = Command::new("tar")
-                        .arg("-c")
-                        .arg("-C")
-                        .arg(&repo)
-                        .arg(".")
-                        .stdout(Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    let receive = "rm -rf bench-in && mkdir bench-in && tar -x -C bench-in";
-                    let ssh = self
-                        .ssh(receive)
-                        .stdin(tar.stdout.take().unwrap())
-                        .output()
-                        .unwrap();
-                    assert!(tar.wait().unwrap().success());
-                    succeeded(ssh);
-                })
+                succeeded(self.ssh("rm -rf .cache/buildr/packs").output().unwrap());
+                phase(&self.buildr(&repo, &["true"]), COPY)
             },
+            || self.tar_in(&repo),
         );
-        let _ = self.ssh("rm -rf bench-in").output();
         report(
-            "200 MB of inputs in (2,000 x 100 kB)",
+            "200 MB of inputs in (2,000 x 100 kB), no pack on the host",
             "tar -c DIR | ssh HOST tar -x",
             ours,
             theirs,
             1.0,
         );
+    }
+
+    /// 3. The same 200 MB, one file changed since the last run.
+    fn one_file_changed(&self) {
+        let repo = self.scratch.join("inputs");
+        // The host holds the tree's packs, as after any earlier run.
+        self.buildr(&repo, &["true"]);
+        let mut change = 0u64;
+        let (ours, theirs) = self.alternate(
+            || {
+                change += 1;
+                std::fs::write(repo.join("d7/f700.txt"), format!("change {change}\n")).unwrap();
+                phase(&self.buildr(&repo, &["true"]), COPY)
+            },
+            || self.tar_in(&repo),
+        );
+        let _ = self.ssh("rm -rf bench-in").output();
+        report(
+            "200 MB of inputs, one file changed",
+            "tar -c DIR | ssh HOST tar -x",
+            ours,
+            theirs,
+            0.1,
+        );
+    }
+
+    /// `tar -c repo | ssh HOST tar -x` into a fresh directory.
+    fn tar_in(&self, repo: &Path) -> Duration {
+        timed(|| {
+            let mut tar = Command::new("tar")
+                .arg("-c")
+                .arg("-C")
+                .arg(repo)
+                .arg(".")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let receive = "rm -rf bench-in && mkdir bench-in && tar -x -C bench-in";
+            let ssh = self
+                .ssh(receive)
+                .stdin(tar.stdout.take().unwrap())
+                .output()
+                .unwrap();
+            assert!(tar.wait().unwrap().success());
+            succeeded(ssh);
+        })
     }
 
     /// Runs both `runs` times, each run starting with the other one than the last; their

@@ -173,6 +173,7 @@ fn prepare<E: std::error::Error + 'static>(
 
 /// The tar stream: the index, then the new packs under `packs/`.
 fn write_stream<W: Write>(out: W, prepared: &Prepared) -> io::Result<W> {
+    let out = crate::progress::Counted::new(out, crate::progress::stream("inputs"));
     let mut tar = tar::Builder::new(out);
     let mut header = tar::Header::new_gnu();
     header.set_size(prepared.index_bytes.len() as u64);
@@ -185,5 +186,5 @@ fn write_stream<W: Write>(out: W, prepared: &Prepared) -> io::Result<W> {
         let file = std::fs::File::open(prepared.dir.path().join(name))?;
         tar.append_data(&mut header, format!("{PACKS_DIR}/{name}"), file)?;
     }
-    tar.into_inner()
+    tar.into_inner().map(crate::progress::Counted::into_inner)
 }

@@ -372,8 +372,10 @@ pub async fn inputs<R: RemoteCommand>(
             if let Some(secret) = secret {
                 stdin.write_all(secret.as_bytes())?;
             }
-            let (stdin, summary) =
-                super::inputs::write_inputs(&inputs, stdin).map_err(io::Error::other)?;
+            let counted = crate::progress::Counted::new(stdin, crate::progress::stream("inputs"));
+            let (counted, summary) =
+                super::inputs::write_inputs(&inputs, counted).map_err(io::Error::other)?;
+            let stdin = counted.into_inner();
             if let Some(tree) = summary.tree {
                 let _ = sent_by_writer.set(tree);
             }
