@@ -232,15 +232,16 @@ fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(St
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cache::stat_cache::StatCache;
+    use crate::snapshot::host::pack_name;
     use crate::snapshot::index::{Entry, PackRef, scan};
     use crate::snapshot::pack::{self, Planned};
     use crate::task::collect_inputs;
 
     /// A snapshot of `repo` made as a push makes it, its packs written under `packs`.
-    fn snapshot_of(repo: &Path, packs: &Path) -> Index {
+    pub(in crate::snapshot) fn snapshot_of(repo: &Path, packs: &Path) -> Index {
         let inputs = collect_inputs(repo, &[]).unwrap();
         let mut stat_cache = StatCache::load(PathBuf::new());
         let entries = scan(&inputs, &mut stat_cache).unwrap();
@@ -252,7 +253,7 @@ mod tests {
             };
             let bytes = pack::build(&blobs).unwrap();
             let digest = pack::digest_of(&bytes);
-            fs::write(packs.join(&digest), &bytes).unwrap();
+            fs::write(packs.join(pack_name(&digest)), &bytes).unwrap();
             refs.push(PackRef {
                 digest,
                 size: bytes.len() as u64,
@@ -266,7 +267,7 @@ mod tests {
         }
     }
 
-    fn tree() -> tempfile::TempDir {
+    pub(in crate::snapshot) fn tree() -> tempfile::TempDir {
         let repo = tempfile::tempdir().unwrap();
         let root = repo.path();
         fs::create_dir_all(root.join("src/deep/er")).unwrap();
@@ -324,7 +325,7 @@ mod tests {
             tempfile::tempdir().unwrap(),
         );
         let index = snapshot_of(repo.path(), packs.path());
-        let applied = apply(&index, |d| packs.path().join(d), into.path()).unwrap();
+        let applied = apply(&index, |d| packs.path().join(pack_name(d)), into.path()).unwrap();
         assert_eq!(listing(into.path()), listing(repo.path()));
         assert_eq!((applied.files, applied.symlinks), (5, 1));
     }
@@ -338,7 +339,7 @@ mod tests {
         );
         let mut index = snapshot_of(repo.path(), packs.path());
         hostile(&mut index, packs.path());
-        let error = apply(&index, |d| packs.path().join(d), into.path()).unwrap_err();
+        let error = apply(&index, |d| packs.path().join(pack_name(d)), into.path()).unwrap_err();
         assert!(error.to_string().contains(said), "{error}");
         assert_eq!(fs::read_dir(into.path()).unwrap().count(), 0);
     }
@@ -386,7 +387,7 @@ mod tests {
         );
         refused(
             |index, packs| {
-                let pack = packs.join(&index.packs[0].digest);
+                let pack = packs.join(pack_name(&index.packs[0].digest));
                 let mut bytes = fs::read(&pack).unwrap();
                 let last = bytes.len() - 1;
                 bytes[last] ^= 1;

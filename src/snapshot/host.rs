@@ -17,6 +17,8 @@ pub const INDEX_FILE: &str = "index.json";
 pub const PACKS_DIR: &str = "packs";
 /// The most an index may weigh (100,000 entries take about 20 MB).
 const MAX_INDEX: u64 = 256 << 20;
+/// How long a cached pack no run used is kept.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -106,8 +108,37 @@ fn build(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostErr
             let temp = cache.join(format!(".{name}.incoming"));
             let _ = fs::copy(packs.join(name), &temp).and_then(|_| fs::rename(&temp, &kept));
         }
+        keep_used(cache, &index);
     }
     Ok(applied)
+}
+
+/// Marks the packs `index` uses as just used, and removes from `cache` those no run has used
+/// for [`UNUSED_FOR`]: the cache serves every repository the user runs, so what one snapshot
+/// does not use may be another's.
+fn keep_used(cache: &Path, index: &Index) {
+    let now = std::time::SystemTime::now();
+    for pack in &index.packs {
+        let path = cache.join(pack_name(&pack.digest));
+        let _ = fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(now));
+    }
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let unused = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if unused {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Removes everything under `dir`, which stays.
@@ -136,4 +167,77 @@ fn make_writable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::apply::tests::{snapshot_of, tree};
+
+    /// A run directory holding the snapshot of a tree, every pack sent.
+    fn sent() -> (tempfile::TempDir, Index) {
+        let (repo, dir) = (tree(), tempfile::tempdir().unwrap());
+        fs::create_dir(dir.path().join(PACKS_DIR)).unwrap();
+        let index = snapshot_of(repo.path(), &dir.path().join(PACKS_DIR));
+        fs::write(dir.path().join(INDEX_FILE), index.to_json()).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn sent_packs_are_kept_and_serve_the_next_run_and_a_damaged_one_is_dropped() {
+        let cache = tempfile::tempdir().unwrap();
+        let (first, index) = sent();
+        let to = tempfile::tempdir().unwrap();
+        apply_sent(first.path(), Some(cache.path()), to.path()).unwrap();
+        let kept = cache.path().join(pack_name(&index.packs[0].digest));
+        assert!(kept.is_file());
+
+        // The next run is sent the index alone.
+        let (second, _) = sent();
+        fs::remove_dir_all(second.path().join(PACKS_DIR)).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let applied = apply_sent(second.path(), Some(cache.path()), to.path()).unwrap();
+        assert_eq!(applied.files, 5);
+        assert!(to.path().join("src/deep/er/b.rs").is_file());
+
+        // A cached pack changed: refused, the workspace left empty, the pack dropped.
+        let mut bytes = fs::read(&kept).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&kept, bytes).unwrap();
+        let (third, _) = sent();
+        fs::remove_dir_all(third.path().join(PACKS_DIR)).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let error = apply_sent(third.path(), Some(cache.path()), to.path()).unwrap_err();
+        assert!(error.to_string().contains("tampered"), "{error}");
+        assert_eq!(fs::read_dir(to.path()).unwrap().count(), 0);
+        assert!(!kept.exists());
+    }
+
+    #[test]
+    fn packs_unused_for_a_week_leave_the_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let old = cache.path().join("0".repeat(64));
+        fs::write(&old, "a pack nobody used").unwrap();
+        let week_ago = std::time::SystemTime::now() - UNUSED_FOR - UNUSED_FOR / 7;
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(week_ago)
+            .unwrap();
+        let (dir, index) = sent();
+        apply_sent(
+            dir.path(),
+            Some(cache.path()),
+            tempfile::tempdir().unwrap().path(),
+        )
+        .unwrap();
+        assert!(!old.exists());
+        assert!(
+            cache
+                .path()
+                .join(pack_name(&index.packs[0].digest))
+                .is_file()
+        );
+    }
 }
