@@ -257,6 +257,57 @@ impl SshBackend {
     }
 }
 
+impl SshBackend {
+    /// The inputs into the run's workspace: by content when the host keeps packs and this
+    /// machine has its records (the index and the packs the host lacks), else whole; whole too,
+    /// with one warning line, when by content fails. The digest of the tree sent, and what went
+    /// by content.
+    async fn send_inputs(
+        &self,
+        ssh: &Ssh,
+        layout: &Layout,
+        probe: &Probe,
+        run: &RunDir,
+        inputs: &[InputFile],
+    ) -> Result<(Option<[u8; 32]>, Option<by_content::Sent>), UploadError<CommandError>> {
+        let to = upload::Destination::Host(self.host());
+        let (Some(packs), Some(known)) = (&probe.packs, &self.settings.known) else {
+            return Ok((upload::inputs(ssh, layout, inputs, None, &to).await?, None));
+        };
+        let mut record = KnownPacks::load(&known.cache_dir, &format!("ssh://{}", self.host()));
+        let snapshot = run.path("snapshot");
+        let there = by_content::There {
+            layout,
+            snapshot_dir: &snapshot,
+            packs,
+            to: &to,
+        };
+        let stat_cache = Some(known.stat_cache.clone());
+        match by_content::send(ssh, there, inputs, stat_cache, &mut record).await {
+            Ok(sent) => {
+                tracing::info!(
+                    packs = sent.packs,
+                    sent = sent.packs_sent,
+                    bytes = sent.bytes_sent,
+                    "inputs sent by content"
+                );
+                Ok((Some(sent.tree), Some(sent)))
+            }
+            Err(failed) => {
+                // Said only when the whole copy works: a binary that did not come fails both,
+                // and its own error says why.
+                let whole = upload::inputs(ssh, layout, inputs, None, &to).await?;
+                let why = format!("{:#}", anyhow::Error::new(failed));
+                eprintln!(
+                    "buildr: warning: the inputs went whole: sending them by content failed: {}",
+                    crate::printable::Printable(&why)
+                );
+                Ok((whole, None))
+            }
+        }
+    }
+}
+
 impl Backend for SshBackend {
     type Error = SshError;
     type Leftover = Leftover;
@@ -297,51 +348,9 @@ impl Backend for SshBackend {
             tools: &settings.tools,
             secret: Some(secret),
         };
-        let copy_inputs = async {
-            if let (Some(packs), Some(known)) = (&probe.packs, &settings.known) {
-                let mut record =
-                    KnownPacks::load(&known.cache_dir, &format!("ssh://{}", self.host()));
-                let snapshot = run.path("snapshot");
-                let stat_cache = Some(known.stat_cache.clone());
-                let there = by_content::There {
-                    layout: &layout,
-                    snapshot_dir: &snapshot,
-                    packs,
-                    to: &to,
-                };
-                let by_content = by_content::send(&ssh, there, inputs, stat_cache, &mut record);
-                match by_content.await {
-                    Ok(sent) => {
-                        tracing::info!(
-                            packs = sent.packs,
-                            sent = sent.packs_sent,
-                            bytes = sent.bytes_sent,
-                            "inputs sent by content"
-                        );
-                        return Ok((Some(sent.tree), Some(sent)));
-                    }
-                    Err(failed) => {
-                        // Said only when the full copy works: a binary that did not come
-                        // fails both, and its own error says why.
-                        let whole = upload::inputs(&ssh, &layout, inputs, None, &to).await?;
-                        eprintln!(
-                            "buildr: warning: the inputs went whole: sending them by content \
-                             failed: {}",
-                            crate::printable::Printable(&format!(
-                                "{:#}",
-                                anyhow::Error::new(failed)
-                            ))
-                        );
-                        return Ok((whole, None));
-                    }
-                }
-            }
-            let whole = upload::inputs(&ssh, &layout, inputs, None, &to).await?;
-            Ok((whole, None))
-        };
         let (sent, copied) = tokio::join!(
             upload::binary(&ssh, &layout, &settings.binary, payload, &to),
-            copy_inputs,
+            self.send_inputs(&ssh, &layout, &probe, &run, inputs),
         );
         let (inputs_sent, by_content) = sent.and(copied)?;
         let copied = if probe.cached {
