@@ -13,13 +13,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use buildr::snapshot::{Index, Kind, pack};
+use buildr::snapshot::{Index, Kind};
 use common::registry::RegistryServer;
 use common::{buildr_bin, stderr, stdout};
 use sha2::{Digest, Sha256};
 
 const NEEDS: &str = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)";
 const REPOSITORY: &str = "team/inputs";
+
+/// A tree as a user compares it: each path's kind, mode, and content or link target.
+type Tree = BTreeMap<String, (Kind, u32, Vec<u8>)>;
 
 /// A registry with its storage.
 struct Registry {
@@ -49,17 +52,22 @@ impl Registry {
     }
 
     fn blob(&self, digest: &str) -> Vec<u8> {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        fs::read(self.storage.path().join(format!(
-            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-            &hex[..2]
-        )))
-        .unwrap()
+        fs::read(self.blob_path(digest)).unwrap()
     }
 
-    /// The snapshot `reference` (`…@sha256:…`) names: its index, and every content its packs
-    /// hold, by digest.
-    fn snapshot(&self, reference: &str) -> (Index, BTreeMap<String, Vec<u8>>) {
+    /// Where the registry keeps the blob `digest`.
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage.path().join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+
+    /// The snapshot `reference` (`…@sha256:…`) names, built into a fresh directory as a
+    /// workspace would be, from the registry's own copy of its index and packs: the index, and
+    /// the tree.
+    fn snapshot(&self, reference: &str) -> (Index, Tree) {
         let (_, digest) = reference.rsplit_once('@').unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(&self.blob(digest)).unwrap();
         let layers = manifest["layers"].as_array().unwrap();
@@ -69,17 +77,15 @@ impl Registry {
         );
         let index: Index =
             serde_json::from_slice(&self.blob(layers[0]["digest"].as_str().unwrap())).unwrap();
-        let mut contents = BTreeMap::new();
         for pack in &index.packs {
             assert!(
                 layers.iter().any(|layer| layer["digest"] == pack.digest),
                 "the manifest references every pack, so that garbage collection keeps it"
             );
-            for (hex, bytes) in pack::unpack(&self.blob(&pack.digest)).unwrap() {
-                contents.insert(format!("sha256:{hex}"), bytes);
-            }
         }
-        (index, contents)
+        let workspace = tempfile::tempdir().unwrap();
+        buildr::snapshot::apply(&index, |digest| self.blob_path(digest), workspace.path()).unwrap();
+        (index, tree_of(workspace.path()))
     }
 }
 
@@ -154,7 +160,7 @@ fn source_tree() -> tempfile::TempDir {
 
 /// What a workspace built from `repo` holds: each path with its kind, mode, and content or
 /// target.
-fn tree_of(repo: &Path) -> BTreeMap<String, (Kind, u32, Vec<u8>)> {
+fn tree_of(repo: &Path) -> Tree {
     let mut tree = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(dir) = stack.pop() {
@@ -179,28 +185,6 @@ fn tree_of(repo: &Path) -> BTreeMap<String, (Kind, u32, Vec<u8>)> {
     tree
 }
 
-/// The tree a snapshot describes, its files' contents taken from its packs.
-fn tree_in(
-    index: &Index,
-    contents: &BTreeMap<String, Vec<u8>>,
-) -> BTreeMap<String, (Kind, u32, Vec<u8>)> {
-    index
-        .entries
-        .iter()
-        .map(|entry| {
-            let data = match entry.kind {
-                Kind::File => contents
-                    .get(entry.digest.as_ref().unwrap())
-                    .unwrap_or_else(|| panic!("no pack holds {}", entry.path))
-                    .clone(),
-                Kind::Symlink => entry.target.clone().unwrap().into_bytes(),
-                Kind::Dir => Vec::new(),
-            };
-            (entry.path.clone(), (entry.kind, entry.mode, data))
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
 fn a_snapshot_holds_the_tree_exactly_and_only_what_changed_travels() {
@@ -209,20 +193,18 @@ fn a_snapshot_holds_the_tree_exactly_and_only_what_changed_travels() {
     let laptop = Machine::new();
 
     let first = laptop.push(repo.path(), &registry, Some("main"));
-    let (index, contents) = registry.snapshot(&first);
-    assert_eq!(tree_in(&index, &contents), tree_of(repo.path()), "{NEEDS}");
+    let (index, tree) = registry.snapshot(&first);
+    assert_eq!(tree, tree_of(repo.path()), "{NEEDS}");
     // The 5 MiB file is a pack of its own, the 3.2 MiB of small files a few more; one content
     // held twice travels once.
     assert!(index.packs.len() >= 2, "{:?}", index.packs.len());
-    assert_eq!(
-        contents.len(),
-        index
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .count()
-            - 1
-    );
+    let held: usize = index.packs.iter().map(|pack| pack.blobs.len()).sum();
+    let files = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .count();
+    assert_eq!(held, files - 1);
     let first_uploads = registry.uploads();
     // Every pack, the index and the empty config.
     assert_eq!(first_uploads, index.packs.len() + 2);
@@ -230,8 +212,8 @@ fn a_snapshot_holds_the_tree_exactly_and_only_what_changed_travels() {
     // One file changed: one small pack and the index.
     fs::write(repo.path().join("src/d3/f13.rs"), noise(5000, 8 << 10)).unwrap();
     let second = laptop.push(repo.path(), &registry, Some("main"));
-    let (index, contents) = registry.snapshot(&second);
-    assert_eq!(tree_in(&index, &contents), tree_of(repo.path()));
+    let (index, tree) = registry.snapshot(&second);
+    assert_eq!(tree, tree_of(repo.path()));
     assert_eq!(registry.uploads() - first_uploads, 2);
     let new_pack = index.packs.last().unwrap();
     assert!(new_pack.size < 64 << 10, "{new_pack:?}");
@@ -249,8 +231,8 @@ fn a_snapshot_holds_the_tree_exactly_and_only_what_changed_travels() {
     )
     .unwrap();
     let third = laptop.push(repo.path(), &registry, Some("main"));
-    let (index, contents) = registry.snapshot(&third);
-    assert_eq!(tree_in(&index, &contents), tree_of(repo.path()));
+    let (_, tree) = registry.snapshot(&third);
+    assert_eq!(tree, tree_of(repo.path()));
     assert_eq!(registry.uploads() - before, 1);
 
     // Another machine, which has never pushed: it learns the packs from the tag, and sends
@@ -259,8 +241,8 @@ fn a_snapshot_holds_the_tree_exactly_and_only_what_changed_travels() {
     let before = registry.uploads();
     fs::write(repo.path().join("src/d6/f16.rs"), noise(6000, 8 << 10)).unwrap();
     let fourth = ci.push(repo.path(), &registry, Some("main"));
-    let (index, contents) = registry.snapshot(&fourth);
-    assert_eq!(tree_in(&index, &contents), tree_of(repo.path()));
+    let (_, tree) = registry.snapshot(&fourth);
+    assert_eq!(tree, tree_of(repo.path()));
     assert_eq!(registry.uploads() - before, 2);
 }
 

@@ -148,14 +148,19 @@ fn prepare<E: std::error::Error + 'static>(
         match planned {
             Planned::Known(pack) => packs.push(pack),
             Planned::New(blobs) => {
-                let bytes = pack::build(&blobs)?;
-                let digest = pack::digest_of(&bytes);
-                let name = pack_name(&digest).to_string();
-                std::fs::write(dir.path().join(&name), &bytes).map_err(ByContentError::Local)?;
-                new.push((name, bytes.len() as u64));
+                let making = dir.path().join("pack.incoming");
+                let file = std::fs::File::create(&making).map_err(ByContentError::Local)?;
+                let built = pack::build(&blobs, std::io::BufWriter::new(file))?;
+                let name = pack_name(&built.digest).to_string();
+                built
+                    .out
+                    .into_inner()
+                    .map_err(|e| ByContentError::Local(e.into_error()))?;
+                std::fs::rename(&making, dir.path().join(&name)).map_err(ByContentError::Local)?;
+                new.push((name, built.size));
                 packs.push(PackRef {
-                    digest,
-                    size: bytes.len() as u64,
+                    digest: built.digest,
+                    size: built.size,
                     raw: blobs.iter().map(|blob| blob.size).sum(),
                     blobs: blobs.into_iter().map(|blob| blob.digest).collect(),
                 });

@@ -251,12 +251,11 @@ pub(super) mod tests {
             let Planned::New(blobs) = planned else {
                 unreachable!("nothing is known")
             };
-            let bytes = pack::build(&blobs).unwrap();
-            let digest = pack::digest_of(&bytes);
-            fs::write(packs.join(pack_name(&digest)), &bytes).unwrap();
+            let built = pack::build(&blobs, Vec::new()).unwrap();
+            fs::write(packs.join(pack_name(&built.digest)), &built.out).unwrap();
             refs.push(PackRef {
-                digest,
-                size: bytes.len() as u64,
+                digest: built.digest,
+                size: built.size,
                 raw: blobs.iter().map(|b| b.size).sum(),
                 blobs: blobs.into_iter().map(|b| b.digest).collect(),
             });

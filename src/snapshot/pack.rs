@@ -17,7 +17,7 @@
 //! the same digest.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -115,12 +115,23 @@ pub enum PackError {
     },
     #[error("the input {} changed while it was packed; run again", .0.display())]
     Changed(PathBuf),
+    #[error("cannot write a pack")]
+    Write(#[source] io::Error),
 }
 
-/// The bytes of the pack holding `blobs`, each content checked against its digest as it is
-/// read (an input that changed since it was digested is refused, not packed as another).
-pub fn build(blobs: &[Blob]) -> Result<Vec<u8>, PackError> {
-    let mut tar = tar::Builder::new(snap::write::FrameEncoder::new(Vec::new()));
+/// A pack written out: where to, its digest (`sha256:<hex>`) and its size.
+pub struct Built<W> {
+    pub out: W,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Writes the pack holding `blobs` to `out`, each content checked against its digest as it is
+/// read (an input that changed since it was digested is refused, not packed as another). A
+/// pack is never held in memory: a large file is a pack of its own.
+pub fn build<W: Write>(blobs: &[Blob], out: W) -> Result<Built<W>, PackError> {
+    let written = |source| PackError::Write(source);
+    let mut tar = tar::Builder::new(snap::write::FrameEncoder::new(Hashing::new(out)));
     for blob in blobs {
         let read = |source| PackError::Read {
             path: blob.source.clone(),
@@ -142,13 +153,12 @@ pub fn build(blobs: &[Blob]) -> Result<Vec<u8>, PackError> {
             return Err(PackError::Changed(blob.source.clone()));
         }
     }
-    let encoder = tar.into_inner().map_err(|source| PackError::Read {
-        path: PathBuf::from("(pack)"),
-        source,
-    })?;
-    encoder.into_inner().map_err(|e| PackError::Read {
-        path: PathBuf::from("(pack)"),
-        source: e.into_error(),
+    let encoder = tar.into_inner().map_err(written)?;
+    let hashing = encoder.into_inner().map_err(|e| written(e.into_error()))?;
+    Ok(Built {
+        digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        size: hashing.size,
+        out: hashing.out,
     })
 }
 
@@ -157,25 +167,34 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// The contents of a pack: each blob's hex digest and bytes, every one checked against its
-/// name.
-pub fn unpack(pack: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(pack));
-    let mut blobs = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes)?;
-        if digest_of(&bytes) != format!("sha256:{name}") {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the pack's blob {name} does not have that digest"),
-            ));
+/// A writer that hashes and counts what goes through it.
+struct Hashing<W> {
+    out: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            hasher: Sha256::new(),
+            size: 0,
         }
-        blobs.push((name, bytes));
     }
-    Ok(blobs)
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A reader that hashes and counts what goes through it.

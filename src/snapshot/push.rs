@@ -135,20 +135,27 @@ pub async fn push(
     })
 }
 
-/// Makes the pack of `blobs` and sends it unless the registry has it: its reference, and its
-/// size when it was sent.
+/// Makes the pack of `blobs` (in a temporary file: a pack is never held in memory) and sends
+/// it unless the registry has it: its reference, and its size when it was sent.
 async fn send_pack(
     repo: &Repository,
     blobs: Vec<Blob>,
 ) -> Result<(PackRef, Option<u64>), PushError> {
     let held: Vec<String> = blobs.iter().map(|blob| blob.digest.clone()).collect();
     let raw = blobs.iter().map(|blob| blob.size).sum();
-    let bytes = tokio::task::spawn_blocking(move || pack::build(&blobs))
-        .await
-        .expect("making a pack does not panic")?;
-    let digest = pack::digest_of(&bytes);
-    let size = bytes.len() as u64;
-    let pushed = repo.put_missing(&digest, bytes).await?;
+    let built = tokio::task::spawn_blocking(move || {
+        let file = tempfile::tempfile().map_err(PackError::Write)?;
+        let built = pack::build(&blobs, std::io::BufWriter::new(file))?;
+        let file = built
+            .out
+            .into_inner()
+            .map_err(|e| PackError::Write(e.into_error()))?;
+        Ok::<_, PushError>((file, built.digest, built.size))
+    })
+    .await
+    .expect("making a pack does not panic")?;
+    let (file, digest, size) = built;
+    let pushed = repo.put_missing_file(&digest, file, size).await?;
     let pack = PackRef {
         digest,
         size,

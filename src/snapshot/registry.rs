@@ -119,6 +119,35 @@ impl Repository {
         Ok(true)
     }
 
+    /// Sends `file` (`size` bytes, from its start) as the blob `digest` unless the registry has
+    /// it, streamed; says whether it sent.
+    pub async fn put_missing_file(
+        &self,
+        digest: &str,
+        file: std::fs::File,
+        size: u64,
+    ) -> Result<bool, RepositoryError> {
+        let present = self
+            .client
+            .blob_exists(&self.any(), digest)
+            .await
+            .map_err(self.error("cannot ask"))?;
+        if present {
+            return Ok(false);
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        tokio::io::AsyncSeekExt::rewind(&mut file)
+            .await
+            .map_err(|e| self.error("cannot push to")(OciDistributionError::IoError(e)))?;
+        let stream = tokio_util::io::ReaderStream::new(file)
+            .map(|chunk| chunk.map_err(OciDistributionError::IoError));
+        self.client
+            .push_blob_stream(&self.any(), stream, digest, Some(size))
+            .await
+            .map_err(self.error("cannot push to"))?;
+        Ok(true)
+    }
+
     /// Stores `manifest` (its bytes) under `tag`.
     pub async fn put_manifest(
         &self,
