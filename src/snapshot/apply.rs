@@ -14,13 +14,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::index::{Index, Kind};
+use crate::archive::{Sha256Writer, sha256_file};
 
 /// Why a snapshot was not applied; nothing of it was written, unless the error is `Write`.
 #[derive(Debug, thiserror::Error)]
@@ -197,10 +196,8 @@ pub fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
         digest: digest.to_string(),
         why,
     };
-    let mut file = File::open(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| bad(e.to_string()))?;
-    if format!("sha256:{}", hex::encode(hasher.finalize())) != digest {
+    let hex = sha256_file(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    if format!("sha256:{hex}") != digest {
         return Err(bad("its bytes do not have its digest".to_string()));
     }
     Ok(())
@@ -209,26 +206,17 @@ pub fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
 /// Writes `content` to a new file at `path` with `mode`: the hex digest and size of what was
 /// written.
 fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(String, u64)> {
-    let mut file = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut size = 0u64;
-    loop {
-        let n = content.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        file.write_all(&buffer[..n])?;
-        size += n as u64;
-    }
+    let mut hashing = Sha256Writer::new(file);
+    io::copy(content, &mut hashing)?;
+    let (file, hex, size) = hashing.finish();
     file.set_permissions(fs::Permissions::from_mode(mode))?;
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok((hex, size))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::index::{Entry, Kind, PackRef};
+use crate::archive::{Sha256Writer, sha256_hex};
 
 /// A pack is cut, where the contents allow, once it holds this much.
 pub const MIN_PACK: u64 = 1 << 20;
@@ -131,7 +132,7 @@ pub struct Built<W> {
 /// pack is never held in memory: a large file is a pack of its own.
 pub fn build<W: Write>(blobs: &[Blob], out: W) -> Result<Built<W>, PackError> {
     let written = |source| PackError::Write(source);
-    let mut tar = tar::Builder::new(snap::write::FrameEncoder::new(Hashing::new(out)));
+    let mut tar = tar::Builder::new(snap::write::FrameEncoder::new(Sha256Writer::new(out)));
     for blob in blobs {
         let read = |source| PackError::Read {
             path: blob.source.clone(),
@@ -155,46 +156,17 @@ pub fn build<W: Write>(blobs: &[Blob], out: W) -> Result<Built<W>, PackError> {
     }
     let encoder = tar.into_inner().map_err(written)?;
     let hashing = encoder.into_inner().map_err(|e| written(e.into_error()))?;
+    let (out, hex, size) = hashing.finish();
     Ok(Built {
-        digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
-        size: hashing.size,
-        out: hashing.out,
+        digest: format!("sha256:{hex}"),
+        size,
+        out,
     })
 }
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// A writer that hashes and counts what goes through it.
-struct Hashing<W> {
-    out: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W> Hashing<W> {
-    fn new(out: W) -> Self {
-        Self {
-            out,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(bytes)?;
-        self.hasher.update(&bytes[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
+    format!("sha256:{}", sha256_hex(bytes))
 }
 
 /// A reader that hashes and counts what goes through it.

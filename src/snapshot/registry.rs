@@ -102,14 +102,17 @@ impl Repository {
         }
     }
 
-    /// Sends `bytes` as the blob `digest` unless the registry has it; says whether it sent.
-    pub async fn put_missing(&self, digest: &str, bytes: Vec<u8>) -> Result<bool, RepositoryError> {
-        let present = self
-            .client
+    /// Whether the registry has the blob `digest`.
+    async fn has(&self, digest: &str) -> Result<bool, RepositoryError> {
+        self.client
             .blob_exists(&self.any(), digest)
             .await
-            .map_err(self.error("cannot ask"))?;
-        if present {
+            .map_err(self.error("cannot ask"))
+    }
+
+    /// Sends `bytes` as the blob `digest` unless the registry has it; says whether it sent.
+    pub async fn put_missing(&self, digest: &str, bytes: Vec<u8>) -> Result<bool, RepositoryError> {
+        if self.has(digest).await? {
             return Ok(false);
         }
         self.client
@@ -127,12 +130,7 @@ impl Repository {
         file: std::fs::File,
         size: u64,
     ) -> Result<bool, RepositoryError> {
-        let present = self
-            .client
-            .blob_exists(&self.any(), digest)
-            .await
-            .map_err(self.error("cannot ask"))?;
-        if present {
+        if self.has(digest).await? {
             return Ok(false);
         }
         let mut file = tokio::fs::File::from_std(file);
