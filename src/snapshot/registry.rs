@@ -25,15 +25,10 @@ pub enum RepositoryError {
     BadLocation(String),
     #[error("`{0}` is not a valid tag or digest (a tag: letters, digits, `_`, `.`, `-`)")]
     BadTag(String),
+    /// Credentials that cannot be read, or a request that failed (as the cache's registry
+    /// says them).
     #[error(transparent)]
-    Credentials(#[from] RegistryError),
-    #[error("{what} {location}: {source}")]
-    Oci {
-        what: &'static str,
-        location: String,
-        #[source]
-        source: OciDistributionError,
-    },
+    Registry(#[from] RegistryError),
     #[error("the snapshot {0} has no index")]
     NoIndex(String),
     #[error("the snapshot {snapshot} has a damaged index: {reason}")]
@@ -95,10 +90,12 @@ impl Repository {
         what: &'static str,
     ) -> impl FnOnce(OciDistributionError) -> RepositoryError {
         let location = self.location.clone();
-        move |source| RepositoryError::Oci {
-            what,
-            location,
-            source,
+        move |source| {
+            RepositoryError::Registry(RegistryError::Oci {
+                what,
+                location,
+                source,
+            })
         }
     }
 
@@ -174,11 +171,8 @@ impl Repository {
             .map_err(self.error("cannot pull from"))?;
         let mut stream = stream.stream;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RepositoryError::Oci {
-                what: "cannot pull from",
-                location: self.location.clone(),
-                source: OciDistributionError::IoError(e),
-            })?;
+            let chunk = chunk
+                .map_err(|e| self.error("cannot pull from")(OciDistributionError::IoError(e)))?;
             if (bytes.len() + chunk.len()) as u64 > size {
                 return Err(self.tampered(digest));
             }
