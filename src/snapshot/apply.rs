@@ -1,12 +1,13 @@
 //! A workspace built from a snapshot: its index and the packs it names, read from local files
 //! (downloaded from the registry, or kept in a host's cache). The index and the packs come
-//! from elsewhere and are untrusted: everything is checked before anything is written, so
-//! that a hostile or damaged snapshot applies nothing.
+//! from elsewhere and are untrusted, and a snapshot that fails any check leaves nothing:
 //!
-//! - every path is relative, made of plain components, and listed once; none lies under an
-//!   entry that is not a directory (a symlink in the index cannot be written through);
-//! - every file's content is in a pack the index names, and every pack's bytes have its
-//!   digest (then each content is checked again against its own digest as it is written).
+//! - before anything is written: every path is relative, made of plain components, and listed
+//!   once; none lies under an entry that is not a directory (a symlink in the index cannot be
+//!   written through); every file's content is in a pack the index names;
+//! - as each content is written, its bytes are checked against its digest (one pass over the
+//!   data, which is what makes a warm host's run cheap); a pack that does not hold what it says
+//!   fails the apply, and what was written is removed.
 //!
 //! Files get the index's permission bits (without set-id bits), directories are created as the
 //! index lists them (and the parents it leaves out, as a tar extraction does), symlinks keep
@@ -19,7 +20,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::index::{Index, Kind};
-use crate::archive::{Sha256Writer, sha256_file};
+use crate::archive::Sha256Writer;
 
 /// Why a snapshot was not applied; nothing of it was written, unless the error is `Write`.
 #[derive(Debug, thiserror::Error)]
@@ -54,16 +55,26 @@ pub struct Applied {
 }
 
 /// Builds the tree of `index` under `into` (an existing, empty directory), the content of each
-/// pack read from `pack_file(digest)`.
+/// pack read from `pack_file(digest)`. On an error `into` is left empty.
 pub fn apply(
     index: &Index,
     pack_file: impl Fn(&str) -> PathBuf,
     into: &Path,
 ) -> Result<Applied, ApplyError> {
     check_entries(index)?;
-    for pack in &index.packs {
-        verify_pack(&pack_file(&pack.digest), &pack.digest)?;
+    let applied = write_tree(index, pack_file, into);
+    if applied.is_err() {
+        empty(into);
     }
+    applied
+}
+
+/// Writes the tree of a checked `index` under `into`.
+fn write_tree(
+    index: &Index,
+    pack_file: impl Fn(&str) -> PathBuf,
+    into: &Path,
+) -> Result<Applied, ApplyError> {
     let write = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ApplyError::Write { path, source }
@@ -190,19 +201,6 @@ fn check_entries(index: &Index) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Whether the file at `path` has `digest`.
-pub fn verify_pack(path: &Path, digest: &str) -> Result<(), ApplyError> {
-    let bad = |why: String| ApplyError::BadPack {
-        digest: digest.to_string(),
-        why,
-    };
-    let hex = sha256_file(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    if format!("sha256:{hex}") != digest {
-        return Err(bad("its bytes do not have its digest".to_string()));
-    }
-    Ok(())
-}
-
 /// Writes `content` to a new file at `path` with `mode`: the hex digest and size of what was
 /// written.
 fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(String, u64)> {
@@ -217,6 +215,33 @@ fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(St
     let (file, hex, size) = hashing.finish();
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     Ok((hex, size))
+}
+
+/// Removes everything under `dir`, which stays.
+fn empty(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // A read-only directory the apply made must be writable to be removed.
+        let _ = make_writable(&path);
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+    }
+}
+
+fn make_writable(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        for entry in fs::read_dir(path)?.flatten() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -374,11 +399,16 @@ pub(super) mod tests {
         );
         refused(
             |index, packs| {
-                let pack = packs.join(pack_name(&index.packs[0].digest));
-                let mut bytes = fs::read(&pack).unwrap();
-                let last = bytes.len() - 1;
-                bytes[last] ^= 1;
-                fs::write(pack, bytes).unwrap();
+                // The pack's blobs, each holding other bytes than its name says.
+                let mut tar = tar::Builder::new(snap::write::FrameEncoder::new(Vec::new()));
+                for name in &index.packs[0].blobs {
+                    let mut header = tar::Header::new_ustar();
+                    header.set_size(4);
+                    tar.append_data(&mut header, pack_name(name), &b"evil"[..])
+                        .unwrap();
+                }
+                let forged = tar.into_inner().unwrap().into_inner().unwrap();
+                fs::write(packs.join(pack_name(&index.packs[0].digest)), forged).unwrap();
             },
             "damaged or tampered with",
         );

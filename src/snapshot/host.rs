@@ -1,15 +1,14 @@
 //! The host's side of inputs sent by content (the ssh backend): the snapshot arrives in the
 //! private run directory as its index and the packs the host lacked; the packs it reuses are
-//! copied there from the user's pack cache (a task of the same user could change the cached
-//! files, so they are never used in place, and one that is not what its name says is removed
-//! from the cache); all are checked, the workspace is built from them,
-//! and the packs that came are kept in the cache for the next run.
+//! read from the user's pack cache. A task of the same user could change a cached file: the
+//! apply checks every content as it writes it, so a changed pack fails the run's inputs (which
+//! then go whole) and is removed from the cache. The packs that came are kept for the next run.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::apply::{Applied, ApplyError, apply, verify_pack};
+use super::apply::{Applied, ApplyError, apply};
 use super::index::Index;
 
 /// The file of the index in the snapshot's directory, and the directory of its packs.
@@ -32,12 +31,6 @@ pub enum HostError {
     BadIndex(#[source] serde_json::Error),
     #[error("the pack {digest} was neither sent nor in the cache {}", .cache.display())]
     NotCached { digest: String, cache: PathBuf },
-    #[error("cannot copy the cached pack {}", .path.display())]
-    CopyCached {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
@@ -49,16 +42,8 @@ pub fn pack_name(digest: &str) -> &str {
 
 /// Builds the workspace `to` (existing, empty) from the snapshot in `dir`, the packs not sent
 /// taken from `cache`; then keeps the sent packs in `cache`. On an error the workspace is left
-/// empty, so that the run can fall back to a full copy into it.
+/// empty, so that the run can fall back to a whole copy into it.
 pub fn apply_sent(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostError> {
-    let applied = build(dir, cache, to);
-    if applied.is_err() {
-        empty(to);
-    }
-    applied
-}
-
-fn build(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostError> {
     let index_path = dir.join(INDEX_FILE);
     let read = |source| HostError::ReadIndex {
         path: index_path.clone(),
@@ -72,41 +57,42 @@ fn build(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied, HostErr
         .map_err(read)?;
     let index: Index = serde_json::from_slice(&bytes).map_err(HostError::BadIndex)?;
     let packs = dir.join(PACKS_DIR);
-    fs::create_dir_all(&packs).map_err(|source| HostError::CopyCached {
-        path: packs.clone(),
-        source,
-    })?;
-    let mut sent = Vec::new();
+    let sent = |digest: &str| packs.join(pack_name(digest));
+    let cached = |digest: &str| cache.map(|cache| cache.join(pack_name(digest)));
     for pack in &index.packs {
-        let name = pack_name(&pack.digest);
-        let here = packs.join(name);
-        if here.is_file() {
-            sent.push(name);
-            continue;
-        }
-        let Some(cached) = cache.map(|cache| cache.join(name)).filter(|c| c.is_file()) else {
+        if !sent(&pack.digest).is_file() && !cached(&pack.digest).is_some_and(|c| c.is_file()) {
             return Err(HostError::NotCached {
                 digest: pack.digest.clone(),
                 cache: cache.map(Path::to_path_buf).unwrap_or_default(),
             });
-        };
-        fs::copy(&cached, &here).map_err(|source| HostError::CopyCached {
-            path: cached.clone(),
-            source,
-        })?;
-        // A cached pack that is not what its name says is of no use to any run.
-        if let Err(damaged) = verify_pack(&here, &pack.digest) {
-            let _ = fs::remove_file(&cached);
-            return Err(damaged.into());
         }
     }
-    let applied = apply(&index, |digest| packs.join(pack_name(digest)), to)?;
+    let pack_file = |digest: &str| match cached(digest) {
+        Some(cached) if !sent(digest).is_file() => cached,
+        _ => sent(digest),
+    };
+    let applied = match apply(&index, pack_file, to) {
+        Ok(applied) => applied,
+        Err(error) => {
+            // A cached pack that is not what its name says is of no use to any run.
+            if let ApplyError::BadPack { digest, .. } = &error
+                && !sent(digest).is_file()
+                && let Some(cached) = cached(digest)
+            {
+                let _ = fs::remove_file(cached);
+            }
+            return Err(error.into());
+        }
+    };
     // Checked by the apply: kept for the next run (best effort: a full cache only costs a copy).
     if let Some(cache) = cache {
-        for name in sent {
-            let kept = cache.join(name);
-            let temp = cache.join(format!(".{name}.incoming"));
-            let _ = fs::copy(packs.join(name), &temp).and_then(|_| fs::rename(&temp, &kept));
+        for pack in &index.packs {
+            let name = pack_name(&pack.digest);
+            if sent(&pack.digest).is_file() {
+                let temp = cache.join(format!(".{name}.incoming"));
+                let _ = fs::copy(sent(&pack.digest), &temp)
+                    .and_then(|_| fs::rename(&temp, cache.join(name)));
+            }
         }
         keep_used(cache, &index);
     }
@@ -141,34 +127,6 @@ fn keep_used(cache: &Path, index: &Index) {
     }
 }
 
-/// Removes everything under `dir`, which stays.
-fn empty(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        // A read-only directory the apply made must be writable to be removed.
-        let _ = make_writable(&path);
-        let _ = match entry.file_type() {
-            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
-            _ => fs::remove_file(&path),
-        };
-    }
-}
-
-fn make_writable(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-        for entry in fs::read_dir(path)?.flatten() {
-            make_writable(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,9 +159,7 @@ mod tests {
         assert!(to.path().join("src/deep/er/b.rs").is_file());
 
         // A cached pack changed: refused, the workspace left empty, the pack dropped.
-        let mut bytes = fs::read(&kept).unwrap();
-        bytes[10] ^= 1;
-        fs::write(&kept, bytes).unwrap();
+        fs::write(&kept, "not the pack it was").unwrap();
         let (third, _) = sent();
         fs::remove_dir_all(third.path().join(PACKS_DIR)).unwrap();
         let to = tempfile::tempdir().unwrap();
