@@ -14,6 +14,9 @@ use crate::cache::oci::{RegistryError, client_for, credentials, is_not_found};
 
 /// The media type of a snapshot's index.
 pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v1+json";
+/// How much of a blob each upload request carries: the registry takes a blob in chunks, one
+/// request each, so small chunks (a reader's default 4 KiB) make a pack thousands of requests.
+const UPLOAD_CHUNK: usize = 8 << 20;
 /// The most an index may weigh when read back (100,000 entries take about 20 MB).
 const MAX_INDEX: u64 = 256 << 20;
 
@@ -134,7 +137,7 @@ impl Repository {
         tokio::io::AsyncSeekExt::rewind(&mut file)
             .await
             .map_err(|e| self.error("cannot push to")(OciDistributionError::IoError(e)))?;
-        let stream = tokio_util::io::ReaderStream::new(file)
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
             .map(|chunk| chunk.map_err(OciDistributionError::IoError));
         self.client
             .push_blob_stream(&self.any(), stream, digest, Some(size))
