@@ -20,13 +20,12 @@ use super::stat_cache::{Stat, StatCache};
 use crate::archive::TreeHasher;
 use crate::task::InputFile;
 
-/// One input as the digest sees it.
-enum Seen {
+/// One input as the digest sees it (and an input snapshot's index, [`crate::snapshot`]).
+pub enum Seen {
     File {
         mode: u32,
         digest: [u8; 32],
-        stat: Stat,
-        rehashed: bool,
+        size: u64,
     },
     Dir {
         mode: u32,
@@ -37,6 +36,13 @@ enum Seen {
     },
     /// A FIFO, socket or device: the inputs archive refuses it, and so the run fails.
     Other,
+}
+
+/// Every input of `inputs`, as [`see_all`] gives them, and how many files were read.
+pub struct SeenAll {
+    pub seen: Vec<Seen>,
+    /// Files whose content was read (the others' digests came from the stat cache).
+    pub rehashed: usize,
 }
 
 /// What [`digest`] found.
@@ -51,10 +57,31 @@ pub struct TreeDigest {
 /// The digest of `inputs` (sorted by destination, as `collect_inputs` returns them). Updates
 /// `stat_cache` with what it saw.
 pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDigest, CacheError> {
+    let SeenAll { seen, rehashed } = see_all(inputs, stat_cache)?;
+    let mut hasher = TreeHasher::new();
+    for (input, seen) in inputs.iter().zip(seen) {
+        let name = input.dest.as_os_str().as_bytes();
+        match seen {
+            Seen::File { mode, digest, .. } => hasher.file(name, mode, &digest),
+            Seen::Dir { mode } => hasher.dir(name, mode),
+            Seen::Symlink { mode, target } => hasher.symlink(name, mode, &target),
+            Seen::Other => hasher.other(name),
+        }
+    }
+    Ok(TreeDigest {
+        sha256: hasher.finish(),
+        entries: inputs.len(),
+        rehashed,
+    })
+}
+
+/// Each of `inputs` as it is on disk, files' contents hashed on every core unless
+/// `stat_cache` knows them; updates `stat_cache` with what it saw.
+pub fn see_all(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<SeenAll, CacheError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = inputs.len().div_ceil(workers).max(1);
     let cache = &*stat_cache;
-    let seen: Vec<Vec<Seen>> = std::thread::scope(|scope| {
+    let looked: Vec<Vec<Looked>> = std::thread::scope(|scope| {
         let handles: Vec<_> = inputs
             .chunks(chunk)
             .map(|part| {
@@ -70,33 +97,20 @@ pub fn digest(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<TreeDi
             .map(|h| h.join().expect("hashing threads do not panic"))
             .collect::<Result<_, _>>()
     })?;
-
-    let mut hasher = TreeHasher::new();
     let mut rehashed = 0;
-    for (input, seen) in inputs.iter().zip(seen.into_iter().flatten()) {
-        let name = input.dest.as_os_str().as_bytes();
-        match seen {
-            Seen::File {
-                mode,
-                digest,
-                stat,
-                rehashed: read,
-            } => {
-                hasher.file(name, mode, &digest);
-                stat_cache.record(&input.source, stat, digest, read);
-                rehashed += usize::from(read);
-            }
-            Seen::Dir { mode } => hasher.dir(name, mode),
-            Seen::Symlink { mode, target } => hasher.symlink(name, mode, &target),
-            Seen::Other => hasher.other(name),
+    let mut seen = Vec::with_capacity(inputs.len());
+    for (input, (one, stat)) in inputs.iter().zip(looked.into_iter().flatten()) {
+        if let (Seen::File { digest, .. }, Some((stat, read))) = (&one, stat) {
+            stat_cache.record(&input.source, stat, *digest, read);
+            rehashed += usize::from(read);
         }
+        seen.push(one);
     }
-    Ok(TreeDigest {
-        sha256: hasher.finish(),
-        entries: inputs.len(),
-        rehashed,
-    })
+    Ok(SeenAll { seen, rehashed })
 }
+
+/// An input seen, and for a file its stat data and whether its content was read.
+type Looked = (Seen, Option<(Stat, bool)>);
 
 /// The SHA-256 of one file outside the tree (the executor binary), through `stat_cache` as
 /// the tree's files are: read only when its stat data changed.
@@ -115,7 +129,7 @@ pub fn file_digest(path: &Path, stat_cache: &mut StatCache) -> Result<[u8; 32], 
     Ok(digest)
 }
 
-fn see(input: &InputFile, cache: &StatCache, buf: &mut [u8]) -> Result<Seen, CacheError> {
+fn see(input: &InputFile, cache: &StatCache, buf: &mut [u8]) -> Result<Looked, CacheError> {
     let read_err = |source| CacheError::Read {
         path: input.source.clone(),
         source,
@@ -126,30 +140,20 @@ fn see(input: &InputFile, cache: &StatCache, buf: &mut [u8]) -> Result<Seen, Cac
     let kind = meta.file_type();
     Ok(if kind.is_file() {
         let stat = Stat::of(&meta);
-        match cache.lookup(&input.source, &stat) {
-            Some(digest) => Seen::File {
-                mode,
-                digest,
-                stat,
-                rehashed: false,
-            },
-            None => Seen::File {
-                mode,
-                digest: hash_file(&input.source, buf).map_err(read_err)?,
-                stat,
-                rehashed: true,
-            },
-        }
+        let (digest, read) = match cache.lookup(&input.source, &stat) {
+            Some(digest) => (digest, false),
+            None => (hash_file(&input.source, buf).map_err(read_err)?, true),
+        };
+        let size = meta.len();
+        (Seen::File { mode, digest, size }, Some((stat, read)))
     } else if kind.is_dir() {
-        Seen::Dir { mode }
+        (Seen::Dir { mode }, None)
     } else if kind.is_symlink() {
         let target = std::fs::read_link(&input.source).map_err(read_err)?;
-        Seen::Symlink {
-            mode,
-            target: target.as_os_str().as_bytes().to_vec(),
-        }
+        let target = target.as_os_str().as_bytes().to_vec();
+        (Seen::Symlink { mode, target }, None)
     } else {
-        Seen::Other
+        (Seen::Other, None)
     })
 }
 

@@ -3,15 +3,13 @@
 //! packs that hold the contents. Serialized as JSON with entries sorted by path, so that the
 //! same tree always gives the same bytes, and so the same digest.
 
-use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::archive::TreeHasher;
 use crate::cache::stat_cache::StatCache;
-use crate::cache::tree::file_digest;
+use crate::cache::tree::{Seen, see_all};
 use crate::task::InputFile;
 
 /// The kind of an entry.
@@ -98,12 +96,6 @@ impl Index {
 /// Why the tree could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("cannot read the input {}", .path.display())]
-    Read {
-        path: std::path::PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("the input {} is not a file, a directory or a symlink", .0.display())]
     Special(std::path::PathBuf),
     #[error("the input path {} is not UTF-8, which an index cannot hold", .0.display())]
@@ -112,60 +104,41 @@ pub enum ScanError {
     Digest(#[from] crate::cache::CacheError),
 }
 
-/// The entries of `inputs` (sorted by destination, as `collect_inputs` gives them), each file's
-/// content digested (through `stat_cache`, which remembers unchanged files).
+/// The entries of `inputs` (sorted by destination, as `collect_inputs` gives them), as the
+/// cache's key sees them ([`see_all`]: contents hashed on every core, unchanged files known
+/// from `stat_cache`).
 pub fn scan(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<Vec<Entry>, ScanError> {
+    let seen = see_all(inputs, stat_cache)?.seen;
     inputs
         .iter()
-        .map(|input| {
-            let read = |source| ScanError::Read {
-                path: input.source.clone(),
-                source,
+        .zip(seen)
+        .map(|(input, seen)| {
+            let utf8 = |bytes: &[u8], of: &std::path::Path| {
+                std::str::from_utf8(bytes)
+                    .map(str::to_string)
+                    .map_err(|_| ScanError::NotUtf8(of.to_path_buf()))
             };
-            let meta = std::fs::symlink_metadata(&input.source).map_err(read)?;
-            let path = input
-                .dest
-                .to_str()
-                .ok_or_else(|| ScanError::NotUtf8(input.dest.clone()))?
-                .to_string();
-            let mode = meta.mode() & 0o7777;
-            let kind = meta.file_type();
-            let entry = if kind.is_dir() {
-                Entry {
-                    path,
-                    kind: Kind::Dir,
-                    mode,
-                    digest: None,
-                    size: 0,
-                    target: None,
+            let path = utf8(input.dest.as_os_str().as_bytes(), &input.dest)?;
+            let (kind, mode, digest, size, target) = match seen {
+                Seen::File { mode, digest, size } => {
+                    let digest = format!("sha256:{}", hex::encode(digest));
+                    (Kind::File, mode, Some(digest), size, None)
                 }
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(&input.source).map_err(read)?;
-                let target = std::str::from_utf8(target.as_os_str().as_bytes())
-                    .map_err(|_| ScanError::NotUtf8(input.source.clone()))?
-                    .to_string();
-                Entry {
-                    path,
-                    kind: Kind::Symlink,
-                    mode: 0o777,
-                    digest: None,
-                    size: 0,
-                    target: Some(target),
+                Seen::Dir { mode } => (Kind::Dir, mode, None, 0, None),
+                Seen::Symlink { mode, target } => {
+                    let target = utf8(&target, &input.source)?;
+                    (Kind::Symlink, mode, None, 0, Some(target))
                 }
-            } else if kind.is_file() {
-                let digest = file_digest(&input.source, stat_cache)?;
-                Entry {
-                    path,
-                    kind: Kind::File,
-                    mode,
-                    digest: Some(format!("sha256:{}", hex::encode(digest))),
-                    size: meta.len(),
-                    target: None,
-                }
-            } else {
-                return Err(ScanError::Special(input.source.clone()));
+                Seen::Other => return Err(ScanError::Special(input.source.clone())),
             };
-            Ok(entry)
+            Ok(Entry {
+                path,
+                kind,
+                mode,
+                digest,
+                size,
+                target,
+            })
         })
         .collect()
 }
