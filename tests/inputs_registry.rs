@@ -270,3 +270,64 @@ fn a_bad_registry_or_tag_is_one_clear_line_and_pushes_nothing() {
     }
     assert_eq!(registry.uploads(), 0);
 }
+
+/// `buildr-executor inputs-pull`, as a pod runs it: its exit status, its stderr, and the
+/// workspace it built (empty before).
+fn pull(reference: &str, workspace: &Path) -> (Option<i32>, String) {
+    let packs = tempfile::tempdir().unwrap();
+    let output = Command::new(common::executor_bin())
+        .args(["inputs-pull", "--snapshot", reference, "--packs"])
+        .arg(packs.path().join("packs"))
+        .arg("--to")
+        .arg(workspace)
+        .output()
+        .unwrap();
+    assert!(
+        !packs.path().join("packs").exists(),
+        "the packs are removed once applied, or on a failure"
+    );
+    (output.status.code(), stderr(&output))
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn a_pulled_snapshot_is_the_tree_and_a_tampered_pack_applies_nothing() {
+    let registry = Registry::start();
+    let repo = source_tree();
+    let reference = Machine::new().push(repo.path(), &registry, None);
+
+    let workspace = tempfile::tempdir().unwrap();
+    let (code, said) = pull(&reference, workspace.path());
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(tree_of(workspace.path()), tree_of(repo.path()), "{NEEDS}");
+
+    // A pack changed in the registry's storage, with other bytes of its size: refused, and the
+    // status is not the one that makes a run copy the inputs whole.
+    let (index, _) = registry.snapshot(&reference);
+    let pack = index.packs.iter().max_by_key(|pack| pack.size).unwrap();
+    let path = registry.blob_path(&pack.digest);
+    let mut forged = fs::read(&path).unwrap();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 0xff;
+    fs::write(&path, forged).unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let (code, said) = pull(&reference, workspace.path());
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("is not what its digest says"), "{said}");
+    assert_eq!(fs::read_dir(workspace.path()).unwrap().count(), 0);
+}
+
+#[test]
+#[ignore = "needs the registry built by tests/cluster/build-tools.sh (tests/run-all.sh)"]
+fn a_registry_out_of_reach_is_the_status_that_copies_the_inputs_whole() {
+    let registry = Registry::start();
+    let repo = source_tree();
+    let reference = Machine::new().push(repo.path(), &registry, None);
+    drop(registry);
+    let workspace = tempfile::tempdir().unwrap();
+    let (code, said) = pull(&reference, workspace.path());
+    assert_eq!(code, Some(75), "{said}");
+    assert!(said.contains("cannot pull from"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert_eq!(fs::read_dir(workspace.path()).unwrap().count(), 0);
+}

@@ -6,9 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cache::stat_cache::StatCache;
-use crate::cache::store::Store;
-use crate::snapshot::KnownPacks;
 use crate::task::{InputMapping, TaskSet, collect_inputs};
 
 /// Input snapshots in an OCI registry.
@@ -54,27 +51,14 @@ pub async fn run(command: InputsCommand) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let inputs = collect_inputs(&args.repo, &mappings)?;
-    // The cache's stat cache (a tree the cache has digested is not read again), and the packs
-    // known to be in the registry.
-    let (mut stat_cache, mut known) = match crate::cache::default_dir() {
-        Ok(dir) => {
-            let repo = std::path::absolute(&args.repo).unwrap_or_else(|_| args.repo.clone());
-            let stat_cache = StatCache::load(Store::new(dir.clone(), 0).stat_cache_file(&repo));
-            (stat_cache, KnownPacks::load(&dir, &args.inputs_registry))
-        }
-        Err(_) => (StatCache::load(PathBuf::new()), KnownPacks::default()),
-    };
-    let pushed = crate::snapshot::push(
+    let records = crate::snapshot::known::Records::of(&args.repo);
+    let pushed = crate::snapshot::push::push_recorded(
         &args.inputs_registry,
         args.tag.as_deref(),
         &inputs,
-        &mut stat_cache,
-        &mut known,
+        records.as_ref(),
     )
     .await?;
-    if let Err(e) = stat_cache.save() {
-        tracing::debug!("cannot save the stat cache: {e}");
-    }
     eprintln!(
         "buildr: {} entries in {} packs; pushed {} ({}) in {:.1}s, tagged {}",
         pushed.entries,

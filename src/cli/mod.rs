@@ -6,6 +6,7 @@ pub mod executor;
 pub mod extraction;
 pub mod inputs;
 pub mod inputs_apply;
+pub mod inputs_pull;
 pub mod k8s;
 pub mod run;
 pub mod run_cache;
@@ -79,6 +80,8 @@ pub enum RemoteCommand {
     SelfCheck(self_check::SelfCheckArgs),
     #[command(hide = true)]
     InputsApply(inputs_apply::InputsApplyArgs),
+    #[command(hide = true)]
+    InputsPull(inputs_pull::InputsPullArgs),
 }
 
 impl RemoteCommand {
@@ -98,6 +101,7 @@ impl RemoteCommand {
             RemoteCommand::Sandbox(command) => sandbox::run(command),
             RemoteCommand::SelfCheck(args) => self_check::run(args),
             RemoteCommand::InputsApply(args) => inputs_apply::run(args),
+            RemoteCommand::InputsPull(args) => inputs_pull::run(args).await,
         };
         (result, 1)
     }

@@ -146,7 +146,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         }
         BackendKind::Ssh => {
             let mut settings = args.ssh.settings(&run.task, executor_binary, keep)?;
-            settings.known = known_records(&run.repo);
+            settings.known = crate::snapshot::known::Records::of(&run.repo);
             run::run(&run, SshPlan { settings }).await
         }
     }
@@ -217,12 +217,3 @@ fn check_out(out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("--out {} cannot be written", Quoted(out)))
 }
 
-/// This machine's records for sending inputs by content: none without a cache directory.
-fn known_records(repo: &Path) -> Option<crate::backend::ssh::Known> {
-    let store = crate::cache::action::store().ok()?;
-    let repo = std::path::absolute(repo).ok()?;
-    Some(crate::backend::ssh::Known {
-        stat_cache: store.stat_cache_file(&repo),
-        cache_dir: store.dir().to_path_buf(),
-    })
-}

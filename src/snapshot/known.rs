@@ -6,6 +6,27 @@ use std::path::PathBuf;
 
 use super::index::PackRef;
 
+/// This machine's records that let inputs go by content: the stat cache of the repository the
+/// inputs come from (a file whose size, time and inode did not change is not read again) and
+/// the cache directory the known packs are kept in.
+#[derive(Debug, Clone)]
+pub struct Records {
+    pub stat_cache: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Records {
+    /// Those of `repo`, in the user's cache directory; none when it has none.
+    pub fn of(repo: &std::path::Path) -> Option<Self> {
+        let store = crate::cache::action::store().ok()?;
+        let repo = std::path::absolute(repo).ok()?;
+        Some(Self {
+            stat_cache: store.stat_cache_file(&repo),
+            cache_dir: store.dir().to_path_buf(),
+        })
+    }
+}
+
 /// The packs known to be in one repository, and the file they are kept in.
 #[derive(Debug, Default)]
 pub struct KnownPacks {

@@ -8,6 +8,7 @@
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
 //! - [`apply`]: a workspace built from an index and its packs, everything checked first.
 //! - [`host`]: a host's side of inputs sent by content: cached packs, the apply.
+//! - [`pull`]: a pod's side: the snapshot pulled from the registry, checked, applied.
 //! - [`known`]: the packs this machine knows to be in a repository.
 //! - [`registry`]: the repository: blobs sent unless present, indexes and blobs read back
 //!   checked.
@@ -19,11 +20,13 @@ pub mod host;
 pub mod index;
 pub mod known;
 pub mod pack;
+pub mod pull;
 pub mod push;
 pub mod registry;
 
 pub use apply::{Applied, ApplyError, apply};
 pub use index::{Entry, Index, Kind, PackRef};
 pub use known::KnownPacks;
+pub use pull::{PullError, pull};
 pub use push::{PushError, Pushed, push};
 pub use registry::Repository;

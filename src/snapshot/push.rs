@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
 use super::index::{self, Index, PackRef, ScanError};
-use super::known::KnownPacks;
+use super::known::{KnownPacks, Records};
 use super::pack::{self, Blob, PACK_TYPE, PackError, Planned};
 use super::registry::{INDEX_TYPE, Repository, RepositoryError};
 use crate::cache::stat_cache::StatCache;
@@ -42,6 +42,8 @@ pub struct Pushed {
     /// `REGISTRY/REPOSITORY@sha256:…`: the snapshot, pinned.
     pub reference: String,
     pub tag: String,
+    /// The digest of the tree, as the cache's key digests it.
+    pub tree: [u8; 32],
     pub entries: usize,
     pub packs: usize,
     /// The packs the registry lacked, and their bytes.
@@ -127,12 +129,36 @@ pub async fn push(
     Ok(Pushed {
         reference: format!("{location}@{manifest_digest}"),
         tag,
+        tree: index.tree_digest(),
         entries: index.entries.len(),
         packs: index.packs.len(),
         packs_pushed,
         bytes_pushed,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+/// [`push`] with this machine's `records`, loaded and saved: a file the stat cache knows is
+/// not read again, and the packs last pushed to `location` are not asked about. Without
+/// records, every file is read and every pack asked about.
+pub async fn push_recorded(
+    location: &str,
+    tag: Option<&str>,
+    inputs: &[InputFile],
+    records: Option<&Records>,
+) -> Result<Pushed, PushError> {
+    let (mut stat_cache, mut known) = match records {
+        Some(records) => (
+            StatCache::load(records.stat_cache.clone()),
+            KnownPacks::load(&records.cache_dir, location),
+        ),
+        None => (StatCache::load(Default::default()), KnownPacks::default()),
+    };
+    let pushed = push(location, tag, inputs, &mut stat_cache, &mut known).await?;
+    if let Err(e) = stat_cache.save() {
+        tracing::debug!("cannot save the stat cache: {e}");
+    }
+    Ok(pushed)
 }
 
 /// Makes the pack of `blobs` (in a temporary file: a pack is never held in memory) and sends

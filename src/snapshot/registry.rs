@@ -3,13 +3,12 @@
 //! digest.
 
 use futures::StreamExt;
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::index::Index;
-use super::pack::digest_of;
 use crate::cache::oci::{RegistryError, client_for, credentials, is_not_found};
 
 /// The media type of a snapshot's index.
@@ -167,24 +166,69 @@ impl Repository {
     /// The blob `digest`, no larger than `size`, checked against its digest.
     pub async fn blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RepositoryError> {
         let mut bytes = Vec::new();
+        self.read_blob(digest, size, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(bytes)
+    }
+
+    /// The blob `digest`, no larger than `size`, written to `file` as it arrives (a pack is
+    /// never held in memory) and checked against its digest.
+    pub async fn blob_to_file(
+        &self,
+        digest: &str,
+        size: u64,
+        file: &std::path::Path,
+    ) -> Result<(), RepositoryError> {
+        use std::io::Write;
+        let mut out = std::fs::File::create(file)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| self.error("cannot pull from")(OciDistributionError::IoError(e)))?;
+        self.read_blob(digest, size, |chunk| out.write_all(chunk))
+            .await?;
+        out.flush()
+            .map_err(|e| self.error("cannot pull from")(OciDistributionError::IoError(e)))
+    }
+
+    /// Streams the blob `digest` into `sink`, refused past `size` bytes or when its bytes are
+    /// not what its digest says.
+    async fn read_blob(
+        &self,
+        digest: &str,
+        size: u64,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), RepositoryError> {
+        use sha2::Digest;
+        let failed = |e| self.error("cannot pull from")(OciDistributionError::IoError(e));
         let stream = self
             .client
             .pull_blob_stream(&self.any(), digest)
             .await
             .map_err(self.error("cannot pull from"))?;
         let mut stream = stream.stream;
+        let (mut hasher, mut read) = (sha2::Sha256::new(), 0u64);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| self.error("cannot pull from")(OciDistributionError::IoError(e)))?;
-            if (bytes.len() + chunk.len()) as u64 > size {
+            // The client checks the digest too, and says so at the stream's end.
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<DigestError>()) => {
+                    return Err(self.tampered(digest));
+                }
+                Err(e) => return Err(failed(e)),
+            };
+            read += chunk.len() as u64;
+            if read > size {
                 return Err(self.tampered(digest));
             }
-            bytes.extend_from_slice(&chunk);
+            hasher.update(&chunk);
+            sink(&chunk).map_err(failed)?;
         }
-        if digest_of(&bytes) != digest {
+        if format!("sha256:{}", hex::encode(hasher.finalize())) != digest {
             return Err(self.tampered(digest));
         }
-        Ok(bytes)
+        Ok(())
     }
 
     fn tampered(&self, digest: &str) -> RepositoryError {

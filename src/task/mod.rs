@@ -46,6 +46,7 @@
 //!   cache_key      = ["gcc-13"]   # strings added to the key, for what buildr cannot see
 //!   cache_failures = false        # also store runs that did not exit 0
 //!   cache_registry = "registry.example.com/team/buildr-cache"   # the shared cache
+//!   inputs_registry = "registry.example.com/team/inputs"        # inputs by content (k8s)
 //!
 //!   # Read by the Kubernetes backend; all optional.
 //!   container {

@@ -31,6 +31,9 @@ pub struct Task {
     pub container: Container,
     pub ssh: SshHost,
     pub cache: CacheSettings,
+    /// `inputs_registry = "REGISTRY/REPOSITORY"`: where the k8s backend sends the inputs by
+    /// content, for the pod to pull (see [`crate::snapshot`]).
+    pub inputs_registry: Option<String>,
     /// `sandbox`, `writable` and `readable`: what confines the task on the local and ssh
     /// backends (see [`crate::sandbox`]).
     pub sandbox: crate::sandbox::TaskSandbox,
@@ -88,6 +91,7 @@ impl Task {
             container: Container::default(),
             ssh: SshHost::default(),
             cache: CacheSettings::default(),
+            inputs_registry: None,
             sandbox: crate::sandbox::TaskSandbox::default(),
             defined_at: Location::command_line(),
         }

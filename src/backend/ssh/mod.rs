@@ -61,14 +61,7 @@ pub struct Settings {
     pub sandbox: crate::sandbox::Policy,
     /// Where this machine keeps what it knows: the stat cache of the inputs' digests, and the
     /// packs sent to each host (none: inputs are sent whole).
-    pub known: Option<Known>,
-}
-
-/// This machine's records that let inputs go by content.
-#[derive(Debug, Clone)]
-pub struct Known {
-    pub stat_cache: PathBuf,
-    pub cache_dir: PathBuf,
+    pub known: Option<crate::snapshot::known::Records>,
 }
 
 #[derive(Debug, thiserror::Error)]

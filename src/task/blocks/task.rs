@@ -31,6 +31,7 @@ struct TaskDraft {
     outputs: Vec<String>,
     tools: Vec<String>,
     cache: CacheSettings,
+    inputs_registry: Option<String>,
     sandbox: TaskSandbox,
     inputs: Vec<InputMapping>,
     /// With where it is, to point at the first when there is a second.
@@ -140,6 +141,13 @@ const TABLE: &[Field<TaskDraft>] = &[
         }),
     },
     Field {
+        name: "inputs_registry",
+        expects: Expects::Attribute(|file, attr, here, task| {
+            task.inputs_registry = Some(file.string(&attr.value, attr.key.as_str(), here)?);
+            Ok(())
+        }),
+    },
+    Field {
         name: "sandbox",
         expects: Expects::Attribute(|file, attr, here, task| {
             let names: Vec<&str> = Mode::value_variants().iter().map(|m| m.name()).collect();
@@ -241,6 +249,7 @@ pub(in crate::task) fn read(file: &Reader, block: &Block) -> Result<Task, TaskEr
         outputs: task.outputs,
         tools: task.tools,
         cache: task.cache,
+        inputs_registry: task.inputs_registry,
         sandbox: task.sandbox,
         container: task.container.map(|(c, _)| c).unwrap_or_default(),
         ssh: task.ssh.map(|(s, _)| s).unwrap_or_default(),
@@ -534,7 +543,7 @@ task build {
         let cases: &[(&str, &str)] = &[
             (
                 "task \"a\" {\n  comand = [\"x\"]\n}\n",
-                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry, sandbox, writable, readable (did you mean `command`?)",
+                "t.hcl:2:3: unknown attribute `comand` in task \"a\"; expected one of: description, command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, cache_failures, cache_registry, inputs_registry, sandbox, writable, readable (did you mean `command`?)",
             ),
             (
                 "task \"a\" {\n  command = \"make\"\n}\n",

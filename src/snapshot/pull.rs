@@ -1,0 +1,100 @@
+//! A workspace built from a snapshot in the registry (a pod's side of inputs by content): the
+//! index, then every pack it names, a few at a time, each written to a file as it arrives and
+//! checked against its digest, then [`apply`]. The packs are removed afterwards; on any error
+//! the workspace is left empty, so that the run can fall back to a whole copy into it.
+
+use std::path::Path;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::apply::{Applied, ApplyError, apply};
+use super::host::pack_name;
+use super::registry::{Repository, RepositoryError};
+
+/// How many packs are pulled at once: enough to keep a link to the registry busy.
+const IN_FLIGHT: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("`{0}` is not a pinned snapshot (REGISTRY/REPOSITORY@sha256:…)")]
+    BadReference(String),
+    /// The registry could not be asked, or refused: the run falls back to a whole copy.
+    #[error(transparent)]
+    Unreachable(RepositoryError),
+    #[error("the registry has no snapshot {0}")]
+    NotFound(String),
+    /// What the registry sent is not what the snapshot says: nothing was applied.
+    #[error(transparent)]
+    Refused(RepositoryError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("cannot keep the packs in {}", .dir.display())]
+    Packs {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PullError {
+    /// Whether the registry could not be reached or asked: a reason to copy the inputs whole,
+    /// where any other error is one the run stops on.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::NotFound(_))
+    }
+}
+
+impl From<RepositoryError> for PullError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::Tampered { .. } | RepositoryError::BadIndex { .. } => {
+                Self::Refused(error)
+            }
+            RepositoryError::NoIndex(_) => Self::Refused(error),
+            other => Self::Unreachable(other),
+        }
+    }
+}
+
+/// Builds `to` (existing, empty) from the snapshot `reference`
+/// (`REGISTRY/REPOSITORY@sha256:…`), its packs kept in `packs` (created, then removed) until
+/// they are applied.
+pub async fn pull(reference: &str, packs: &Path, to: &Path) -> Result<Applied, PullError> {
+    let (location, digest) = reference
+        .split_once('@')
+        .filter(|(_, digest)| digest.starts_with("sha256:"))
+        .ok_or_else(|| PullError::BadReference(reference.to_string()))?;
+    let repo = Repository::open(location).await?;
+    let (index, _) = repo
+        .index(digest)
+        .await?
+        .ok_or_else(|| PullError::NotFound(reference.to_string()))?;
+    let kept = |source| PullError::Packs {
+        dir: packs.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(packs).map_err(kept)?;
+    let pulled = async {
+        futures::stream::iter(&index.packs)
+            .map(|pack| {
+                let file = packs.join(pack_name(&pack.digest));
+                let repo = &repo;
+                async move { repo.blob_to_file(&pack.digest, pack.size, &file).await }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        let (packs, to) = (packs.to_path_buf(), to.to_path_buf());
+        let applied = tokio::task::spawn_blocking(move || {
+            apply(&index, |digest| packs.join(pack_name(digest)), &to)
+        })
+        .await
+        .expect("an apply does not panic")?;
+        Ok::<_, PullError>(applied)
+    };
+    let result = pulled.await;
+    let removed = std::fs::remove_dir_all(packs).map_err(kept);
+    let applied = result?;
+    removed?;
+    Ok(applied)
+}
