@@ -14,6 +14,7 @@ use super::binary::ExecutorBinary;
 use super::executor_command::quote;
 use crate::archive::Limits;
 use crate::secret::Secret;
+use crate::snapshot::pull::EXIT_UNREACHABLE as PULL_UNREACHABLE;
 use crate::task::InputFile;
 use crate::tools::{Check, Tool, ToolError};
 
@@ -315,15 +316,95 @@ fn write_binary_tar<W: Write>(
     builder.into_inner()
 }
 
+/// The start of a script that takes a warm pod's `secret`, if any, as the first line of its
+/// stdin: a shell's `read` takes it (it reads a pipe byte by byte, so what comes after it stays
+/// whole), it is moved into place and the secret's waiter woken; the secret is never on a
+/// command line.
+fn take_secret(layout: &Layout, secret: Option<&Secret>) -> String {
+    if secret.is_none() {
+        return String::new();
+    }
+    let path = quote(&layout.secret);
+    let incoming = quote(&format!("{}.incoming", layout.secret));
+    let wake = layout
+        .secret_waiter
+        .as_deref()
+        .map_or_else(String::new, |waiter| {
+            format!("kill $(cat {} 2>/dev/null) 2>/dev/null; ", quote(waiter))
+        });
+    format!(
+        "IFS= read -r secret; (umask 077; printf '%s\\n' \"$secret\" > {incoming}); \
+         mv {incoming} {path}; unset secret; {wake}"
+    )
+}
+
+/// How a pull of the inputs by content ended, when its command ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    Done,
+    /// The registry could not be reached from there; what the other side said. The secret,
+    /// if any, is in place.
+    Unreachable(String),
+}
+
+/// What the pull of the inputs by content is called in errors.
+pub const PULL: &str = "the inputs by content";
+
+/// Builds the workspace on the other side from `snapshot` (`REGISTRY/REPOSITORY@sha256:…`),
+/// which its binary pulls from the registry (see [`crate::snapshot::pull`]), the packs kept in
+/// `packs` meanwhile; `env` is the command's environment there (no credentials: they are in a
+/// mounted file). A warm pod's `secret` goes first, as with [`inputs`].
+pub async fn pull<R: RemoteCommand>(
+    remote: &R,
+    layout: &Layout,
+    snapshot: &str,
+    packs: &str,
+    env: &[(&str, &str)],
+    secret: Option<&Secret>,
+    to: &Destination,
+) -> Result<Pulled, UploadError<R::Error>> {
+    let exports: String = env
+        .iter()
+        .map(|(name, value)| format!("export {name}={}; ", quote(value)))
+        .collect();
+    let script = format!(
+        "{}{}{exports}exec {binary} inputs-pull --snapshot {snapshot} --packs {packs} --to {workspace}",
+        wait_for_binary(layout),
+        take_secret(layout, secret),
+        binary = quote(&layout.binary),
+        snapshot = quote(snapshot),
+        packs = quote(packs),
+        workspace = quote(&layout.workspace),
+    );
+    let secret = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    let pulled = remote
+        .run(script, move |mut stdin| {
+            if let Some(secret) = secret {
+                stdin.write_all(secret.as_bytes())?;
+            }
+            Ok(stdin)
+        })
+        .await;
+    match pulled {
+        Ok(_) => Ok(Pulled::Done),
+        Err(e) if R::exit_code(&e) == Some(i32::from(PULL_UNREACHABLE)) => {
+            Ok(Pulled::Unreachable(e.to_string()))
+        }
+        Err(source) => Err(UploadError::Failed {
+            what: PULL,
+            to: to.clone(),
+            source,
+        }),
+    }
+}
+
 /// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` on the other side.
 /// Its session opens alongside the binary's copy, to save a round trip: there it waits for the
 /// checked binary to be moved into place and then becomes that extractor, so the inputs are
 /// read by nothing else. Until then what is sent waits in the session's buffers.
 ///
 /// When the binary is there already (a warm pod's), the run's `secret` goes first in this same
-/// stream: one line that the shell's `read` takes (it reads a pipe byte by byte, so the archive
-/// after it stays whole), moved into place before the extractor starts, and the secret's
-/// waiter woken: one session in all, and the secret is never on a command line.
+/// stream ([`take_secret`]), moved into place before the extractor starts: one session in all.
 ///
 /// Returns the digest of the tree sent ([`crate::archive::Summary::tree`]); `to` is named in
 /// its errors.
@@ -335,23 +416,7 @@ pub async fn inputs<R: RemoteCommand>(
     to: &Destination,
 ) -> Result<Option<[u8; 32]>, UploadError<R::Error>> {
     let (binary, workspace) = (quote(&layout.binary), quote(&layout.workspace));
-    let take_secret = match secret {
-        Some(_) => {
-            let path = quote(&layout.secret);
-            let incoming = quote(&format!("{}.incoming", layout.secret));
-            let wake = layout
-                .secret_waiter
-                .as_deref()
-                .map_or_else(String::new, |waiter| {
-                    format!("kill $(cat {} 2>/dev/null) 2>/dev/null; ", quote(waiter))
-                });
-            format!(
-                "IFS= read -r secret; (umask 077; printf '%s\\n' \"$secret\" > {incoming}); \
-                 mv {incoming} {path}; unset secret; {wake}"
-            )
-        }
-        None => String::new(),
-    };
+    let take_secret = take_secret(layout, secret);
     // The task's world is its own: its links go in as they are (none is written through), and
     // the caps on what a task sends back do not bound the user's own inputs.
     let script = format!(

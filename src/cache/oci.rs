@@ -15,7 +15,9 @@
 use std::io::Read;
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::client::{
+    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
+};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
@@ -427,18 +429,33 @@ pub(crate) fn is_not_found(error: &OciDistributionError) -> bool {
 pub(crate) fn client_for(registry: &str) -> Client {
     // reqwest is built without a crypto provider: use ring, as kube does.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let listed = std::env::var("BUILDR_INSECURE_REGISTRIES")
-        .is_ok_and(|list| list.split(',').any(|insecure| insecure.trim() == registry));
-    let protocol = if is_loopback(registry) || listed {
+    let protocol = if plain_http(registry) {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
     };
-    Client::new(ClientConfig {
-        protocol,
+    let config = || ClientConfig {
+        protocol: protocol.clone(),
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
+    };
+    // The system's CA certificates; on a system with none (a pod's BusyBox or distroless
+    // image, where `inputs-pull` runs), the Mozilla roots built in, or the client cannot be
+    // made at all, not even for plain HTTP.
+    Client::try_from(config()).unwrap_or_else(|e| {
+        tracing::debug!("no system CA certificates ({e}): using the built-in roots");
+        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|cert| Certificate {
+                encoding: CertificateEncoding::Der,
+                data: cert.to_vec(),
+            });
+        let config = ClientConfig {
+            tls_certs_only: roots.collect(),
+            ..config()
+        };
+        Client::try_from(config).expect("the built-in roots make a client")
     })
 }
 
@@ -465,6 +482,14 @@ pub async fn pinned_image(image: &str) -> Option<String> {
 }
 
 /// Whether `registry` (a host with an optional port) is this machine.
+/// Whether `registry` is spoken to over plain HTTP: a loopback one, or one listed in
+/// `BUILDR_INSECURE_REGISTRIES`.
+pub(crate) fn plain_http(registry: &str) -> bool {
+    let listed = std::env::var("BUILDR_INSECURE_REGISTRIES")
+        .is_ok_and(|list| list.split(',').any(|insecure| insecure.trim() == registry));
+    is_loopback(registry) || listed
+}
+
 fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),

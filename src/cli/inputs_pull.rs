@@ -4,10 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The exit status that says the registry could not be reached or asked from here: the run
-/// then copies the inputs whole. Any other failure stops the run.
-pub const EXIT_UNREACHABLE: u8 = 75;
-
 /// Build the workspace from a snapshot in the registry (credentials as Docker keeps them, in
 /// `$DOCKER_CONFIG`; plain HTTP for the registries in `BUILDR_INSECURE_REGISTRIES`).
 #[derive(Debug, clap::Args)]
@@ -36,8 +32,45 @@ pub async fn run(args: InputsPullArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) if e.is_unreachable() => {
             eprintln!("{:#}", anyhow::Error::from(e));
-            Ok(ExitCode::from(EXIT_UNREACHABLE))
+            Ok(ExitCode::from(crate::snapshot::pull::EXIT_UNREACHABLE))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Gives the registry client the Mozilla roots built into this binary when the system has no CA
+/// certificates (a BusyBox or distroless image): the client cannot even be made without any,
+/// plain HTTP included. They are written beside the packs and named by `SSL_CERT_FILE`, which
+/// the system's store is read from. A system with its own roots keeps them (a company's CA).
+///
+/// Sets an environment variable: call it while the process has one thread.
+pub fn roots_for_a_bare_image(args: &InputsPullArgs) {
+    if std::env::var_os("SSL_CERT_FILE").is_some()
+        || !rustls_native_certs::load_native_certs().certs.is_empty()
+    {
+        return;
+    }
+    use base64::Engine;
+    let pem: String = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|cert| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            let lines: Vec<&str> = encoded
+                .as_bytes()
+                .chunks(64)
+                .map(|line| std::str::from_utf8(line).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        })
+        .collect();
+    let file = args.packs.with_extension("roots.pem");
+    match std::fs::write(&file, pem) {
+        // SAFETY: called from `executor_main` before the runtime, while this is the process's
+        // only thread: nothing reads the environment concurrently.
+        Ok(()) => unsafe { std::env::set_var("SSL_CERT_FILE", &file) },
+        Err(e) => tracing::debug!("cannot write the built-in roots to {}: {e}", file.display()),
     }
 }

@@ -93,6 +93,13 @@ impl RemoteCommand {
         }
     }
 
+    /// What it sets up while the process has one thread (its environment).
+    fn before_threads(&self) {
+        if let RemoteCommand::InputsPull(args) = self {
+            inputs_pull::roots_for_a_bare_image(args);
+        }
+    }
+
     /// Runs it; the result, and the exit status should it fail.
     async fn run(self) -> (anyhow::Result<ExitCode>, u8) {
         let result = match self {
@@ -113,7 +120,10 @@ pub use crate::run::{EXIT_BUILDR_FAILED, EXIT_INTERRUPTED};
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let service = match &cli.command {
-        Command::Remote(remote) => remote.service(),
+        Command::Remote(remote) => {
+            remote.before_threads();
+            remote.service()
+        }
         _ => "buildr",
     };
     let verbose = cli.verbose;
@@ -132,6 +142,7 @@ pub fn main() -> ExitCode {
 /// `buildr-executor`'s main: [`ExecutorCli`].
 pub fn executor_main() -> ExitCode {
     let cli = ExecutorCli::parse();
+    cli.command.before_threads();
     run_to_exit(cli.verbose, cli.command.service(), cli.command.run())
 }
 

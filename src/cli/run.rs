@@ -140,7 +140,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             let caching = run.cache.enabled_for(&run.task);
             let plan = args
                 .k8s
-                .plan(&run.task, executor_binary, keep, caching)
+                .plan(&run.task, &run.repo, executor_binary, keep, caching)
                 .await?;
             run::run(&run, plan).await
         }
@@ -216,4 +216,3 @@ fn check_out(out: &Path) -> anyhow::Result<()> {
         .and_then(|()| tempfile::tempfile_in(out).map(drop))
         .with_context(|| format!("--out {} cannot be written", Quoted(out)))
 }
-

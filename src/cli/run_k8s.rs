@@ -10,8 +10,9 @@ use crate::backend::binary::ExecutorBinary;
 use crate::backend::k8s::pool;
 use crate::backend::k8s::pool::resource::BuildrPool;
 use crate::backend::k8s::pool::take::{self, Source};
-use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, K8sError, Settings};
+use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, InputsRegistry, K8sError, Settings};
 use crate::run::K8sPlan;
+use crate::snapshot::known::Records;
 use crate::task::{Egress, Task};
 
 /// `buildr run` options for the k8s backend.
@@ -41,6 +42,17 @@ pub struct K8sArgs {
     /// one; else the run starts a pod of its own.
     #[arg(long)]
     pub pool: Option<String>,
+
+    /// Send the inputs by content to this registry, for the pod to pull (k8s backend;
+    /// overrides the task's `inputs_registry`): only the packs it lacks travel, and the pod
+    /// pulls them over the pod network. Without it, or when the pod cannot reach it, the
+    /// inputs are copied whole.
+    #[arg(
+        long,
+        env = "BUILDR_INPUTS_REGISTRY",
+        value_name = "REGISTRY/REPOSITORY"
+    )]
+    pub inputs_registry: Option<String>,
 }
 
 impl K8sArgs {
@@ -58,6 +70,7 @@ impl K8sArgs {
     pub async fn plan(
         &self,
         task: &Task,
+        repo: &std::path::Path,
         binary: PathBuf,
         keep: bool,
         caching: bool,
@@ -113,8 +126,17 @@ impl K8sArgs {
         if let Some(warning) = binary.dynamic_warning("in images") {
             eprintln!("buildr: warning: {warning}");
         }
+        let inputs_registry = self
+            .inputs_registry
+            .clone()
+            .or_else(|| task.inputs_registry.clone())
+            .map(|location| InputsRegistry {
+                location,
+                records: Records::of(repo),
+            });
         let settings = Settings {
             image,
+            inputs_registry,
             start_timeout: self
                 .start_timeout
                 .or(task.container.start_timeout)

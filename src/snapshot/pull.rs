@@ -11,6 +11,10 @@ use super::apply::{Applied, ApplyError, apply};
 use super::host::pack_name;
 use super::registry::{Repository, RepositoryError};
 
+/// The exit status of `inputs-pull` that says the registry could not be reached or asked from
+/// there (EX_TEMPFAIL): the run then copies the inputs whole. Any other failure stops the run.
+pub const EXIT_UNREACHABLE: u8 = 75;
+
 /// How many packs are pulled at once: enough to keep a link to the registry busy.
 const IN_FLIGHT: usize = 8;
 

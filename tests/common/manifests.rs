@@ -104,16 +104,10 @@ pub fn plain_pod_yaml(ns: &str, name: &str, script: &str) -> String {
 pub fn run_plan(ns: &str, run_id: &str, expires_at: &str, container: Container) -> PodPlan {
     let expires_at = humantime::parse_rfc3339(expires_at).expect("an RFC 3339 time");
     PodPlan {
-        run_id: run_id.to_owned(),
-        namespace: ns.to_owned(),
         task_name: "test".to_owned(),
-        image: base_image(),
         container,
-        task_timeout: None,
-        arch: host_arch().to_owned(),
-        keep: false,
-        warm_for: None,
         created_at: expires_at - DEFAULT_ACTIVE_DEADLINE,
+        ..PodPlan::new(run_id, ns, &base_image(), host_arch())
     }
 }
 

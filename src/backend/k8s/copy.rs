@@ -9,9 +9,11 @@ use kube::Api;
 
 use super::K8sError;
 use super::exec::{ExecError, Stdin, exec_with_input};
+use super::launch::BUILDR_DIR;
 use super::objects::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
+use super::registry::RegistryRoute;
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::upload::{self, Destination, Layout, Payload, RemoteCommand};
+use crate::backend::upload::{self, Destination, Layout, Payload, Pulled, RemoteCommand};
 use crate::secret::Secret;
 use crate::task::InputFile;
 
@@ -92,6 +94,33 @@ pub async fn inputs(
     Ok(upload::inputs(&shell, &layout(), inputs, secret, &to)
         .await
         .map_err(Box::new)?)
+}
+
+/// The inputs into the pod's workspace from the registry, by content: the pod pulls `snapshot`
+/// through `route` (see [`upload::pull`]), and a warm pod's `secret` goes first.
+pub async fn pull(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    pod: &str,
+    image: &str,
+    snapshot: &str,
+    route: &RegistryRoute,
+    secret: Option<&Secret>,
+) -> Result<Pulled, K8sError> {
+    let shell = PodShell { pods, client, pod };
+    let to = in_pod(pod, image);
+    let env: &[(&str, &str)] = if route.plain_http {
+        &[("BUILDR_INSECURE_REGISTRIES", &route.registry)]
+    } else {
+        &[]
+    };
+    // The packs wait beside the binary until they are applied.
+    let packs = format!("{BUILDR_DIR}/packs");
+    Ok(
+        upload::pull(&shell, &layout(), snapshot, &packs, env, secret, &to)
+            .await
+            .map_err(Box::new)?,
+    )
 }
 
 fn in_pod(pod: &str, image: &str) -> Destination {

@@ -17,6 +17,7 @@
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
 //! - [`kubeconfig`]: the kubeconfig, context and namespace flags shared by the commands
+//! - [`registry`]: the inputs registry as the pod reaches it (inputs by content)
 //! - [`reach`]: whether a failed request reached the API server, and why not
 //! - [`pool`]: warm pods kept ready by `buildr k8s pool-controller`, which a run takes
 //!
@@ -34,6 +35,7 @@ pub mod leftover;
 pub mod objects;
 pub mod pool;
 pub mod reach;
+pub mod registry;
 pub mod startup;
 
 use std::time::{Duration, Instant};
@@ -45,9 +47,10 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::binary::{BinaryError, ExecutorBinary};
 use super::{Backend, StartedExecutor};
-use crate::backend::upload::{self, Payload, UploadError};
+use crate::backend::upload::{self, Payload, Pulled, UploadError};
 use crate::client;
 use crate::secret::Secret;
+use crate::snapshot::{self, Pushed, known::Records};
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::Tool;
@@ -84,6 +87,17 @@ pub struct Settings {
     /// `container` are its template already), or one whose template matches the task's
     /// settings; none when the pool the run names does not exist.
     pub pool: Option<pool::take::Source>,
+    /// Where the inputs go by content, for the pod to pull; none: they are copied whole.
+    pub inputs_registry: Option<InputsRegistry>,
+}
+
+/// The registry a run sends its inputs to by content (`--inputs-registry`, the task's
+/// `inputs_registry`), and this machine's records of what it holds.
+#[derive(Debug, Clone)]
+pub struct InputsRegistry {
+    /// `REGISTRY/REPOSITORY`.
+    pub location: String,
+    pub records: Option<Records>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +262,50 @@ impl K8sBackend {
         Ok(())
     }
 
+    /// Takes a warm pod (from the pool the run names, or one whose template matches), or
+    /// starts a pod of the run's own: the pod's name, and a warm pod's uid, for its policy (a
+    /// pod of the run's own has its policy already).
+    async fn take_or_start(
+        &mut self,
+        plan: &PodPlan,
+        timeline: &mut Timeline,
+    ) -> Result<(String, Option<String>), K8sError> {
+        let mut step = Instant::now();
+        // A kept pod's main process must outlive its executor: a warm pod's does not.
+        let taken = match &self.settings.pool {
+            _ if self.settings.keep => Taken::Cold("--keep needs a pod of its own".to_string()),
+            Some(source) => pool::take::take(&self.client, plan, source).await?,
+            None => Taken::Cold("the pool it names does not exist".to_string()),
+        };
+        match taken {
+            Taken::Warm { pod, pool } => {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                tracing::info!("took warm pod {name} of pool {pool}");
+                self.pod = Some(RunPod {
+                    name: name.clone(),
+                    policy: plan.name(),
+                    created: true,
+                });
+                timeline.record("take a warm pod", &mut step);
+                // Its binary is in: the run sends its secret, tools and inputs, and its policy
+                // goes up meanwhile (the pool's deny-all holds the pod until then).
+                let uid = pod.metadata.uid.unwrap_or_default();
+                Ok((name, Some(uid)))
+            }
+            Taken::Cold(why) => {
+                // Asked for by name, a warm pod missed is worth a line; else -v says why.
+                let named = matches!(&self.settings.pool, Some(pool::take::Source::Named(_)));
+                if named && !self.settings.keep {
+                    eprintln!("buildr: {why}: starting a pod of its own from its template");
+                } else {
+                    tracing::info!("no warm pod ({why}): starting a pod of its own");
+                }
+                self.start_cold(plan, timeline).await?;
+                Ok((plan.name(), None))
+            }
+        }
+    }
+
     /// Deletes the policy and the pod, both at once, and returns as soon as the API server has
     /// accepted both deletions: the run is over for the user then. Nothing is waited for after
     /// that: the executor exits once its result is acknowledged, so the pod is already finished
@@ -289,6 +347,46 @@ impl K8sBackend {
     }
 }
 
+/// The route to the inputs registry; none, with one warning line, when it cannot be found
+/// (the inputs are then copied whole).
+async fn route_or_warn(location: &str) -> Option<registry::RegistryRoute> {
+    match registry::route(location).await {
+        Ok(route) => Some(route),
+        Err(why) => {
+            eprintln!(
+                "buildr: warning: the inputs registry {location}: {why}; copying the inputs whole"
+            );
+            None
+        }
+    }
+}
+
+/// The inputs pushed to `registry` by content; none, with one warning line, when they cannot
+/// be (the inputs are then copied whole).
+async fn push_or_warn(registry: &InputsRegistry, inputs: &[InputFile]) -> Option<Pushed> {
+    let location = &registry.location;
+    let pushed = snapshot::push::push_recorded(location, None, inputs, registry.records.as_ref());
+    match pushed.await {
+        Ok(pushed) => {
+            tracing::info!(
+                "pushed {} of {} packs ({}) to {location} in {:.2}s",
+                pushed.packs_pushed,
+                pushed.packs,
+                crate::tools::human_size(pushed.bytes_pushed),
+                pushed.seconds
+            );
+            Some(pushed)
+        }
+        Err(e) => {
+            eprintln!(
+                "buildr: warning: cannot send the inputs by content to {location}: {:#}; copying them whole",
+                anyhow::Error::from(e)
+            );
+            None
+        }
+    }
+}
+
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
 /// without waiting for it to go; retries while the API server cannot be reached, for up to
 /// `timeout`.
@@ -318,43 +416,23 @@ impl Backend for K8sBackend {
         secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<StartedExecutor, K8sError> {
-        let mut step = Instant::now();
-        let plan = self.plan();
-        // A kept pod's main process must outlive its executor: a warm pod's does not.
-        let taken = match &self.settings.pool {
-            _ if self.settings.keep => Taken::Cold("--keep needs a pod of its own".to_string()),
-            Some(source) => pool::take::take(&self.client, &plan, source).await?,
-            None => Taken::Cold("the pool it names does not exist".to_string()),
+        let mut plan = self.plan();
+        let registry = self.settings.inputs_registry.clone();
+        plan.registry = match &registry {
+            Some(registry) => route_or_warn(&registry.location).await,
+            None => None,
         };
+        // The snapshot goes up while the pod starts.
+        let push = async {
+            match (&registry, &plan.registry) {
+                (Some(registry), Some(_)) => push_or_warn(registry, inputs).await,
+                _ => None,
+            }
+        };
+        let (taken, pushed) = tokio::join!(self.take_or_start(&plan, timeline), push);
+        let (name, warm_uid) = taken?;
+        let by_content = pushed.as_ref().zip(plan.registry.as_ref());
         let pods = self.pods();
-        // A warm pod's uid, for its policy; a pod of the run's own has its policy already.
-        let (name, warm_uid) = match taken {
-            Taken::Warm { pod, pool } => {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                tracing::info!("took warm pod {name} of pool {pool}");
-                self.pod = Some(RunPod {
-                    name: name.clone(),
-                    policy: plan.name(),
-                    created: true,
-                });
-                timeline.record("take a warm pod", &mut step);
-                // Its binary is in: the run sends its secret, tools and inputs, and its policy
-                // goes up meanwhile (the pool's deny-all holds the pod until then).
-                let uid = pod.metadata.uid.unwrap_or_default();
-                (name, Some(uid))
-            }
-            Taken::Cold(why) => {
-                // Asked for by name, a warm pod missed is worth a line; else -v says why.
-                let named = matches!(&self.settings.pool, Some(pool::take::Source::Named(_)));
-                if named && !self.settings.keep {
-                    eprintln!("buildr: {why}: starting a pod of its own from its template");
-                } else {
-                    tracing::info!("no warm pod ({why}): starting a pod of its own");
-                }
-                self.start_cold(&plan, timeline).await?;
-                (plan.name(), None)
-            }
-        };
         let mut step = Instant::now();
         let image = &self.settings.image;
         let tools = &self.settings.tools;
@@ -392,19 +470,28 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
+        let inputs_copy = async {
+            let mut secret = secret_with_inputs;
+            if let Some((pushed, route)) = by_content {
+                let snapshot = &pushed.reference;
+                let pull = copy::pull(&pods, &self.client, &name, image, snapshot, route, secret);
+                match pull.await? {
+                    Pulled::Done => return Ok((Some(pushed.tree), true)),
+                    Pulled::Unreachable(why) => {
+                        eprintln!(
+                            "buildr: warning: pod {name} cannot pull the inputs from {}: {why}; copying them whole",
+                            route.registry
+                        );
+                        // Taken before the pull began.
+                        secret = None;
+                    }
+                }
+            }
+            let copied = copy::inputs(&pods, &self.client, &name, image, inputs, secret).await?;
+            Ok::<_, K8sError>((copied, false))
+        };
         let copies = async {
-            let (policy, binary, inputs) = tokio::join!(
-                policy,
-                copy,
-                copy::inputs(
-                    &pods,
-                    &self.client,
-                    &name,
-                    image,
-                    inputs,
-                    secret_with_inputs
-                ),
-            );
+            let (policy, binary, inputs) = tokio::join!(policy, copy, inputs_copy);
             // When the binary's copy fails, the inputs' stream, which waits for it, stops and
             // fails too, sometimes first: the binary's error is the cause, so it is the one
             // reported (not the first to arrive).
@@ -415,7 +502,7 @@ impl Backend for K8sBackend {
         // gets the secret first in the inputs' stream). No task starts before the copies end;
         // a connection not up by then is the client's own readiness check to wait for.
         let channel = forward::channel(pods.clone(), name.clone());
-        let (_, _, inputs_sent) = {
+        let (_, _, (inputs_sent, pulled)) = {
             let connect = client::connect::wait_ready(&channel, Some(secret), upload::COPY_TIMEOUT);
             tokio::pin!(copies, connect);
             tokio::select! {
@@ -429,7 +516,18 @@ impl Backend for K8sBackend {
             (false, true) => "create policy, copy secret and inputs",
             (false, false) => "create policy, copy secret, tools and inputs",
         };
-        timeline.record(copied, &mut step);
+        match pushed.filter(|_| pulled) {
+            Some(pushed) => {
+                let by_content = format!(
+                    "{copied}, by content: {} of {} packs pushed, {}",
+                    pushed.packs_pushed,
+                    pushed.packs,
+                    crate::tools::human_size(pushed.bytes_pushed)
+                );
+                timeline.record(&by_content, &mut step);
+            }
+            None => timeline.record(copied, &mut step),
+        }
         Ok(StartedExecutor {
             channel,
             workspace_root: launch::WORKSPACE_DIR.to_string(),

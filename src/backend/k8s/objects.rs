@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    Capabilities, ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource, HostAlias,
     LocalObjectReference, Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
     SecretEnvSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
@@ -27,6 +27,7 @@ use super::labels::{
     EXPIRES_AT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, TASK_ANNOTATION,
 };
 use super::launch::{BUILDR_DIR, CONTAINER, TASK_ENV_PREFIX, boot_script};
+use super::registry::RegistryRoute;
 use crate::backend::executor_command::IDLE_TIMEOUT;
 use crate::task::{self, Egress};
 
@@ -67,6 +68,8 @@ pub struct PodPlan {
     /// in (a run's own pod gets the secret before the binary).
     pub warm_for: Option<Duration>,
     pub created_at: SystemTime,
+    /// The inputs registry the pod pulls the inputs from, whatever the task's egress.
+    pub registry: Option<RegistryRoute>,
 }
 
 impl PodPlan {
@@ -84,6 +87,7 @@ impl PodPlan {
             keep: false,
             warm_for: None,
             created_at: SystemTime::now(),
+            registry: None,
         }
     }
 
@@ -186,6 +190,20 @@ impl PodPlan {
                 service_account_name: self.container.service_account.clone(),
                 // Service links would put every Service of the namespace into the environment.
                 enable_service_links: Some(false),
+                // The registry's name without DNS, which the task's egress may not allow.
+                host_aliases: self.registry.as_ref().and_then(|route| {
+                    let name = route.name.clone()?;
+                    Some(
+                        route
+                            .addresses
+                            .iter()
+                            .map(|address| HostAlias {
+                                hostnames: Some(vec![name.clone()]),
+                                ip: address.to_string(),
+                            })
+                            .collect(),
+                    )
+                }),
                 active_deadline_seconds: Some(self.active_deadline().as_secs() as i64),
                 // The executor stops its task (SIGTERM, then SIGKILL 5 s later) on deletion.
                 termination_grace_period_seconds: Some(10),
@@ -298,7 +316,7 @@ impl PodPlan {
     /// no ingress at all (port-forward does not cross it), and the egress the task asked for.
     /// Owned by the pod, so that it goes when the pod goes.
     pub fn network_policy(&self, pod: &str, pod_uid: &str) -> NetworkPolicy {
-        let egress = match self.container.egress.unwrap_or_default() {
+        let mut egress = match self.container.egress.unwrap_or_default() {
             Egress::None => Vec::new(),
             Egress::Dns => vec![NetworkPolicyEgressRule {
                 ports: Some(
@@ -322,6 +340,7 @@ impl PodPlan {
             }],
             Egress::All => vec![NetworkPolicyEgressRule::default()],
         };
+        egress.extend(self.registry.as_ref().map(registry_rule));
         let mut metadata = self.metadata();
         metadata.owner_references = Some(vec![OwnerReference {
             api_version: "v1".to_string(),
@@ -346,6 +365,28 @@ impl PodPlan {
                 egress: Some(egress),
             }),
         }
+    }
+}
+
+/// The way to the inputs registry: its addresses, its port, TCP.
+fn registry_rule(route: &RegistryRoute) -> NetworkPolicyEgressRule {
+    let host = |address: &std::net::IpAddr| {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: format!("{address}/{bits}"),
+                except: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        }
+    };
+    NetworkPolicyEgressRule {
+        to: Some(route.addresses.iter().map(host).collect()),
+        ports: Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(route.port))),
+            protocol: Some("TCP".to_string()),
+            ..NetworkPolicyPort::default()
+        }]),
     }
 }
 

@@ -1,0 +1,240 @@
+//! Inputs by content on the real cluster of tests/cluster: `buildr run --backend k8s
+//! --inputs-registry` pushes the inputs to a real Distribution registry on the node's address,
+//! and the pod pulls them over the pod network, through a NetworkPolicy that lets it reach
+//! only the registry (the CNI enforces it). The workspace equals today's whole copy; only what
+//! changed is pushed, counted in the registry's access log; a pod that cannot reach the
+//! registry gets the inputs whole; a tampered pack applies nothing and runs nothing.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use common::cluster::{BUSYBOX_IMAGE, Namespace, kubectl};
+use common::registry::{RegistryServer, free_port};
+use common::{stderr, stdout, write_files};
+
+const REPOSITORY: &str = "team/inputs";
+
+/// What the task prints: every path of its workspace with its kind, mode, and the start of its
+/// content's digest or its link's target, sorted.
+const LISTING: &str = r#"find . | LC_ALL=C sort | while read -r p; do
+  if [ "$p" = . ]; then continue; fi
+  if [ -L "$p" ]; then echo "$p link $(readlink "$p")";
+  elif [ -d "$p" ]; then echo "$p dir $(stat -c %a "$p")";
+  else echo "$p file $(stat -c %a "$p") $(sha256sum < "$p" | cut -c1-16)"; fi
+done"#;
+
+/// The node's address, where pods reach the registry.
+fn node_ip() -> String {
+    kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// A registry with its storage, and a machine's cache directory.
+struct Setup {
+    ns: Namespace,
+    registry: RegistryServer,
+    storage: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    repo: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A registry on `host` (the node's address, or one the pod cannot reach).
+    fn new(test: &str, host: &str) -> Self {
+        let storage = tempfile::tempdir().unwrap();
+        let address = format!("{host}:{}", free_port());
+        let registry = RegistryServer::start_at(&address, storage.path(), &[], false);
+        let repo = tempfile::tempdir().unwrap();
+        write_files(
+            repo.path(),
+            &[
+                ("src/main.rs", "fn main() {}\n"),
+                ("src/lib/a.rs", "pub fn a() {}\n"),
+                ("same-1.txt", "twice\n"),
+                ("same-2.txt", "twice\n"),
+                ("run.sh", "#!/bin/sh\necho hi\n"),
+            ],
+        );
+        fs::set_permissions(
+            repo.path().join("run.sh"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs::write(repo.path().join("big.bin"), noise(3 << 20)).unwrap();
+        std::os::unix::fs::symlink("src/main.rs", repo.path().join("link")).unwrap();
+        fs::create_dir(repo.path().join("empty")).unwrap();
+        Self {
+            ns: Namespace::new(test),
+            registry,
+            storage,
+            cache: tempfile::tempdir().unwrap(),
+            repo,
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("{}/{REPOSITORY}", self.registry.address)
+    }
+
+    /// A run of `script` in BusyBox that lets the pod reach nothing but the registry; by
+    /// content when `by_content`, else today's whole copy.
+    fn run(&self, script: &str, by_content: bool) -> Output {
+        let out = tempfile::tempdir().unwrap();
+        let location = self.location();
+        let mut extra = vec!["-v", "--egress", "none"];
+        if by_content {
+            extra.extend(["--inputs-registry", &location]);
+        }
+        extra.extend(["--", "sh", "-c", script]);
+        self.ns
+            .command(self.repo.path(), out.path(), BUSYBOX_IMAGE, &extra)
+            .env("BUILDR_INSECURE_REGISTRIES", &self.registry.address)
+            .env("XDG_CACHE_HOME", self.cache.path())
+            .env_remove("BUILDR_INPUTS_REGISTRY")
+            .output()
+            .unwrap()
+    }
+
+    /// Blobs uploaded so far (each upload ends with one `PUT` to its upload session).
+    fn uploads(&self) -> usize {
+        let put = format!("\"PUT /v2/{REPOSITORY}/blobs/uploads/");
+        let served = self.registry.served();
+        served.lines().filter(|line| line.contains(&put)).count()
+    }
+
+    /// Manifests stored so far.
+    fn manifests(&self) -> usize {
+        let put = format!("\"PUT /v2/{REPOSITORY}/manifests/");
+        let served = self.registry.served();
+        served.lines().filter(|line| line.contains(&put)).count()
+    }
+
+    /// Where the registry keeps its largest blob.
+    fn largest_blob(&self) -> std::path::PathBuf {
+        let mut blobs = Vec::new();
+        let root = self.storage.path().join("docker/registry/v2/blobs");
+        for path in common::tree(&root) {
+            let full = root.join(&path);
+            if full.is_file() {
+                blobs.push((fs::metadata(&full).unwrap().len(), full));
+            }
+        }
+        blobs.into_iter().max().unwrap().1
+    }
+}
+
+/// `len` bytes that do not compress away.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn succeeded(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    stdout(output)
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_pod_pulls_its_inputs_by_content_and_only_what_changed_travels() {
+    let t = Setup::new("inputs-pull", &node_ip());
+
+    let by_content = t.run(LISTING, true);
+    let listed = succeeded(&by_content);
+    let said = stderr(&by_content);
+    assert!(!said.contains("whole"), "{said}");
+    assert!(
+        said.contains("by content: "),
+        "the timeline says how: {said}"
+    );
+    let whole = t.run(LISTING, false);
+    assert_eq!(
+        listed,
+        succeeded(&whole),
+        "the same workspace as today's copy"
+    );
+    assert!(listed.contains("./empty dir") && listed.contains("./link link src/main.rs"));
+    assert!(listed.contains("./run.sh file 755"), "{listed}");
+
+    // One file changed: one new pack and the index, and the snapshot's manifest.
+    let (uploads, manifests) = (t.uploads(), t.manifests());
+    write_files(
+        t.repo.path(),
+        &[("src/lib/a.rs", "pub fn a() { changed() }\n")],
+    );
+    let listed = succeeded(&t.run(LISTING, true));
+    assert_eq!(t.uploads() - uploads, 2, "{}", t.registry.served());
+    assert_eq!(t.manifests() - manifests, 1);
+    assert_eq!(listed, succeeded(&t.run(LISTING, false)));
+
+    // A mode change: no content, only the index.
+    let uploads = t.uploads();
+    fs::set_permissions(
+        t.repo.path().join("src/main.rs"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let listed = succeeded(&t.run(LISTING, true));
+    assert!(listed.contains("./src/main.rs file 700"), "{listed}");
+    assert_eq!(t.uploads() - uploads, 1);
+    t.ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_pod_that_cannot_reach_the_registry_gets_the_inputs_whole() {
+    // On this machine's loopback: the client pushes, the pod cannot pull.
+    let t = Setup::new("inputs-unreachable", "127.0.0.1");
+    let output = t.run("cat src/main.rs", true);
+    assert_eq!(succeeded(&output), "fn main() {}\n");
+    let said = stderr(&output);
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(
+        warnings[0].contains("cannot pull the inputs from")
+            && warnings[0].contains("copying them whole"),
+        "{said}"
+    );
+    assert!(t.uploads() > 0, "the client did push");
+    t.ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_tampered_pack_applies_nothing_and_runs_nothing() {
+    let t = Setup::new("inputs-tampered", &node_ip());
+    succeeded(&t.run("true", true));
+    // The 3 MiB file's pack, changed in the registry's storage; the next run of the same tree
+    // pushes nothing new and the pod pulls it.
+    let pack = t.largest_blob();
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&pack, bytes).unwrap();
+    let marker = "the task ran";
+    let output = t.run(&format!("echo '{marker}'"), true);
+    assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(said.contains("is not what its digest says"), "{said}");
+    assert!(!stdout(&output).contains(marker));
+    assert!(!said.contains("copying them whole"), "{said}");
+    t.ns.assert_nothing_left();
+}
