@@ -11,6 +11,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Output;
 
 use common::cluster::{BUSYBOX_IMAGE, Namespace, kubectl};
@@ -52,9 +53,14 @@ struct Setup {
 impl Setup {
     /// A registry on `host` (the node's address, or one the pod cannot reach).
     fn new(test: &str, host: &str) -> Self {
+        Self::with_users(test, host, &[])
+    }
+
+    /// A registry on `host` behind basic auth for `users`.
+    fn with_users(test: &str, host: &str, users: &[(&str, &str)]) -> Self {
         let storage = tempfile::tempdir().unwrap();
         let address = format!("{host}:{}", free_port());
-        let registry = RegistryServer::start_at(&address, storage.path(), &[], false);
+        let registry = RegistryServer::start_at(&address, storage.path(), users, false);
         let repo = tempfile::tempdir().unwrap();
         write_files(
             repo.path(),
@@ -90,6 +96,11 @@ impl Setup {
     /// A run of `script` in BusyBox that lets the pod reach nothing but the registry; by
     /// content when `by_content`, else today's whole copy.
     fn run(&self, script: &str, by_content: bool) -> Output {
+        self.run_as(script, by_content, None)
+    }
+
+    /// [`Setup::run`] with Docker's config in `docker_config`.
+    fn run_as(&self, script: &str, by_content: bool, docker_config: Option<&Path>) -> Output {
         let out = tempfile::tempdir().unwrap();
         let location = self.location();
         let mut extra = vec!["-v", "--egress", "none"];
@@ -97,13 +108,15 @@ impl Setup {
             extra.extend(["--inputs-registry", &location]);
         }
         extra.extend(["--", "sh", "-c", script]);
-        self.ns
-            .command(self.repo.path(), out.path(), BUSYBOX_IMAGE, &extra)
+        let mut command = self
+            .ns
+            .command(self.repo.path(), out.path(), BUSYBOX_IMAGE, &extra);
+        command
             .env("BUILDR_INSECURE_REGISTRIES", &self.registry.address)
             .env("XDG_CACHE_HOME", self.cache.path())
-            .env_remove("BUILDR_INPUTS_REGISTRY")
-            .output()
-            .unwrap()
+            .env("DOCKER_CONFIG", docker_config.unwrap_or(self.cache.path()))
+            .env_remove("BUILDR_INPUTS_REGISTRY");
+        command.output().unwrap()
     }
 
     /// Blobs uploaded so far (each upload ends with one `PUT` to its upload session).
@@ -237,4 +250,48 @@ fn a_tampered_pack_applies_nothing_and_runs_nothing() {
     assert!(!stdout(&output).contains(marker));
     assert!(!said.contains("copying them whole"), "{said}");
     t.ns.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_pod_pulls_with_the_user_s_credentials_which_never_reach_its_spec() {
+    let (user, password) = ("ci", "pull-s3cret");
+    let t = Setup::with_users("inputs-auth", &node_ip(), &[(user, password)]);
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64_of(&format!("{user}:{password}"));
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        t.registry.address
+    );
+    fs::write(docker.path().join("config.json"), config).unwrap();
+
+    // The pod's own view of itself: its spec, its environment and every command line in it.
+    let spy = "cat src/main.rs; cat /proc/*/cmdline /proc/*/environ 2>/dev/null | tr '\\0' ' '";
+    let output = t.run_as(spy, true, Some(docker.path()));
+    let seen = succeeded(&output);
+    assert!(seen.starts_with("fn main() {}"), "{seen}");
+    let said = stderr(&output);
+    assert!(
+        !said.contains("whole"),
+        "pulled with the credentials: {said}"
+    );
+    assert!(!seen.contains(password) && !seen.contains(&auth), "{seen}");
+    t.ns.assert_nothing_left();
+
+    // Without them the push is refused: the inputs go whole, with one warning.
+    let output = t.run("cat src/main.rs", true);
+    assert_eq!(succeeded(&output), "fn main() {}\n");
+    let said = stderr(&output);
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(
+        warnings[0].contains("cannot send the inputs by content"),
+        "{said}"
+    );
+}
+
+/// Standard base64, as Docker's config keeps `user:password`.
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

@@ -14,6 +14,7 @@ use super::binary::ExecutorBinary;
 use super::executor_command::quote;
 use crate::archive::Limits;
 use crate::secret::Secret;
+use crate::snapshot::Credentials;
 use crate::snapshot::pull::EXIT_UNREACHABLE as PULL_UNREACHABLE;
 use crate::task::InputFile;
 use crate::tools::{Check, Tool, ToolError};
@@ -33,6 +34,11 @@ pub trait RemoteCommand {
 
     /// The command's exit status, when `error` is that it exited with one other than 0.
     fn exit_code(error: &Self::Error) -> Option<i32>;
+
+    /// What the command said on stderr before it failed, when `error` keeps it.
+    fn said(_error: &Self::Error) -> Option<String> {
+        None
+    }
 }
 
 /// Where the upload lands on the executor's machine (absolute paths there).
@@ -350,45 +356,72 @@ pub enum Pulled {
 /// What the pull of the inputs by content is called in errors.
 pub const PULL: &str = "the inputs by content";
 
-/// Builds the workspace on the other side from `snapshot` (`REGISTRY/REPOSITORY@sha256:…`),
-/// which its binary pulls from the registry (see [`crate::snapshot::pull`]), the packs kept in
-/// `packs` meanwhile; `env` is the command's environment there (no credentials: they are in a
-/// mounted file). A warm pod's `secret` goes first, as with [`inputs`].
+/// What the other side pulls its workspace from.
+pub struct PullFrom<'a> {
+    /// `REGISTRY/REPOSITORY@sha256:…`.
+    pub snapshot: &'a str,
+    /// The registry's credentials, if it needs any.
+    pub credentials: Option<&'a Credentials>,
+    /// The pull's environment there (no credentials).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Where the packs are kept there until they are applied.
+    pub packs: &'a str,
+}
+
+/// Builds the workspace on the other side from a snapshot, which its binary pulls from the
+/// registry (see [`crate::snapshot::pull`]). A warm pod's `secret` goes first, as with
+/// [`inputs`], then the registry's credentials: on stdin, so that they are never on a command
+/// line, nor anywhere the task could read them.
 pub async fn pull<R: RemoteCommand>(
     remote: &R,
     layout: &Layout,
-    snapshot: &str,
-    packs: &str,
-    env: &[(&str, &str)],
+    from: PullFrom<'_>,
     secret: Option<&Secret>,
     to: &Destination,
 ) -> Result<Pulled, UploadError<R::Error>> {
+    let PullFrom {
+        snapshot,
+        credentials,
+        env,
+        packs,
+    } = from;
     let exports: String = env
         .iter()
         .map(|(name, value)| format!("export {name}={}; ", quote(value)))
         .collect();
     let script = format!(
-        "{}{}{exports}exec {binary} inputs-pull --snapshot {snapshot} --packs {packs} --to {workspace}",
+        "{}{}{exports}exec {binary} inputs-pull --snapshot {snapshot} --packs {packs} --to {workspace}{from_stdin}",
         wait_for_binary(layout),
         take_secret(layout, secret),
         binary = quote(&layout.binary),
         snapshot = quote(snapshot),
         packs = quote(packs),
         workspace = quote(&layout.workspace),
+        from_stdin = if credentials.is_some() {
+            " --credentials-stdin"
+        } else {
+            ""
+        },
     );
-    let secret = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    let mut lines = String::new();
+    if let Some(secret) = secret {
+        lines += &format!("{}\n", secret.to_hex());
+    }
+    if let Some(credentials) = credentials {
+        let json = serde_json::to_string(credentials).expect("credentials serialize");
+        lines += &format!("{json}\n");
+    }
     let pulled = remote
         .run(script, move |mut stdin| {
-            if let Some(secret) = secret {
-                stdin.write_all(secret.as_bytes())?;
-            }
+            stdin.write_all(lines.as_bytes())?;
             Ok(stdin)
         })
         .await;
     match pulled {
         Ok(_) => Ok(Pulled::Done),
         Err(e) if R::exit_code(&e) == Some(i32::from(PULL_UNREACHABLE)) => {
-            Ok(Pulled::Unreachable(e.to_string()))
+            let said = R::said(&e).map(|said| said.trim().to_string());
+            Ok(Pulled::Unreachable(said.unwrap_or_else(|| e.to_string())))
         }
         Err(source) => Err(UploadError::Failed {
             what: PULL,

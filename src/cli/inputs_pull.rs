@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 /// Build the workspace from a snapshot in the registry (credentials as Docker keeps them, in
 /// `$DOCKER_CONFIG`; plain HTTP for the registries in `BUILDR_INSECURE_REGISTRIES`).
 #[derive(Debug, clap::Args)]
@@ -17,10 +19,24 @@ pub struct InputsPullArgs {
     /// The workspace, existing and empty.
     #[arg(long)]
     pub to: PathBuf,
+    /// Read the registry's credentials from the first line of stdin (JSON, as `buildr run`
+    /// sends them) instead of Docker's config.
+    #[arg(long)]
+    pub credentials_stdin: bool,
 }
 
 pub async fn run(args: InputsPullArgs) -> anyhow::Result<ExitCode> {
-    match crate::snapshot::pull(&args.snapshot, &args.packs, &args.to).await {
+    let mut credentials = None;
+    if args.credentials_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the registry's credentials from stdin")?;
+        let read = serde_json::from_str(&line).context("the registry's credentials are damaged")?;
+        credentials = Some(read);
+    }
+    let pulled = crate::snapshot::pull(&args.snapshot, credentials, &args.packs, &args.to);
+    match pulled.await {
         Ok(applied) => {
             tracing::info!(
                 "pulled {} files, {} bytes from {}",
@@ -31,7 +47,12 @@ pub async fn run(args: InputsPullArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if e.is_unreachable() => {
-            eprintln!("{:#}", anyhow::Error::from(e));
+            // One line for the run's warning: what failed, and the deepest cause (the client's
+            // own chain repeats the URL at every level).
+            let failed = e.to_string();
+            let failed = failed.split(": ").next().unwrap_or_default().to_string();
+            let error = anyhow::Error::from(e);
+            eprintln!("{failed}: {}", error.root_cause());
             Ok(ExitCode::from(crate::snapshot::pull::EXIT_UNREACHABLE))
         }
         Err(e) => Err(e.into()),

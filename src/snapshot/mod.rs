@@ -29,4 +29,4 @@ pub use index::{Entry, Index, Kind, PackRef};
 pub use known::KnownPacks;
 pub use pull::{PullError, pull};
 pub use push::{PushError, Pushed, push};
-pub use registry::Repository;
+pub use registry::{Credentials, Repository};

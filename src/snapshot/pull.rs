@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::apply::{Applied, ApplyError, apply};
 use super::host::pack_name;
-use super::registry::{Repository, RepositoryError};
+use super::registry::{Credentials, Repository, RepositoryError};
 
 /// The exit status of `inputs-pull` that says the registry could not be reached or asked from
 /// there (EX_TEMPFAIL): the run then copies the inputs whole. Any other failure stops the run.
@@ -61,14 +61,19 @@ impl From<RepositoryError> for PullError {
 }
 
 /// Builds `to` (existing, empty) from the snapshot `reference`
-/// (`REGISTRY/REPOSITORY@sha256:…`), its packs kept in `packs` (created, then removed) until
+/// (`REGISTRY/REPOSITORY@sha256:…`) with `credentials` (else Docker's), its packs kept in `packs` (created, then removed) until
 /// they are applied.
-pub async fn pull(reference: &str, packs: &Path, to: &Path) -> Result<Applied, PullError> {
+pub async fn pull(
+    reference: &str,
+    credentials: Option<Credentials>,
+    packs: &Path,
+    to: &Path,
+) -> Result<Applied, PullError> {
     let (location, digest) = reference
         .split_once('@')
         .filter(|(_, digest)| digest.starts_with("sha256:"))
         .ok_or_else(|| PullError::BadReference(reference.to_string()))?;
-    let repo = Repository::open(location).await?;
+    let repo = Repository::open_as(location, credentials).await?;
     let (index, _) = repo
         .index(digest)
         .await?

@@ -9,7 +9,9 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::index::Index;
-use crate::cache::oci::{RegistryError, client_for, credentials, is_not_found};
+use crate::cache::oci::{
+    RegistryError, client_for, credentials as docker_credentials, is_not_found,
+};
 
 /// The media type of a snapshot's index.
 pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v1+json";
@@ -39,6 +41,38 @@ pub enum RepositoryError {
     Tampered { location: String, digest: String },
 }
 
+/// Credentials for a registry, as they travel to a pod's pull: one line of JSON on its stdin,
+/// never on a command line nor in an object the task could read.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    Basic { username: String, password: String },
+    Bearer { token: String },
+}
+
+impl Credentials {
+    /// Those Docker would use for the registry of `location`; none when access is anonymous.
+    pub fn of(location: &str) -> Result<Option<Self>, RepositoryError> {
+        let registry = location
+            .split_once('/')
+            .map_or(location, |(registry, _)| registry);
+        Ok(match docker_credentials(registry)? {
+            RegistryAuth::Anonymous => None,
+            RegistryAuth::Basic(username, password) => Some(Self::Basic { username, password }),
+            RegistryAuth::Bearer(token) => Some(Self::Bearer { token }),
+        })
+    }
+}
+
+impl From<Credentials> for RegistryAuth {
+    fn from(credentials: Credentials) -> Self {
+        match credentials {
+            Credentials::Basic { username, password } => Self::Basic(username, password),
+            Credentials::Bearer { token } => Self::Bearer(token),
+        }
+    }
+}
+
 /// `REGISTRY/REPOSITORY`, with a client and the user's credentials for it.
 pub struct Repository {
     client: Client,
@@ -49,7 +83,16 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// `location`, with the credentials Docker would use for its registry.
     pub async fn open(location: &str) -> Result<Self, RepositoryError> {
+        Self::open_as(location, None).await
+    }
+
+    /// `location`, with `credentials` (when given) instead of Docker's.
+    pub async fn open_as(
+        location: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, RepositoryError> {
         let bad = || RepositoryError::BadLocation(location.to_string());
         let (registry, repository) = location.split_once('/').ok_or_else(bad)?;
         if registry.is_empty() || repository.is_empty() {
@@ -57,7 +100,10 @@ impl Repository {
         }
         Reference::try_from(format!("{location}:probe")).map_err(|_| bad())?;
         let client = client_for(registry);
-        let auth = credentials(registry)?;
+        let auth = match credentials {
+            Some(given) => given.into(),
+            None => docker_credentials(registry)?,
+        };
         client.store_auth_if_needed(registry, &auth).await;
         Ok(Self {
             client,

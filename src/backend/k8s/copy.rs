@@ -13,8 +13,9 @@ use super::launch::BUILDR_DIR;
 use super::objects::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
 use super::registry::RegistryRoute;
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::upload::{self, Destination, Layout, Payload, Pulled, RemoteCommand};
+use crate::backend::upload::{self, Destination, Layout, Payload, PullFrom, Pulled, RemoteCommand};
 use crate::secret::Secret;
+use crate::snapshot::Credentials;
 use crate::task::InputFile;
 
 /// Where the binary lands before it is checked and renamed to [`BINARY_PATH`], which the
@@ -45,6 +46,13 @@ impl RemoteCommand for PodShell<'_> {
     fn exit_code(error: &ExecError) -> Option<i32> {
         match error {
             ExecError::Exited { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn said(error: &ExecError) -> Option<String> {
+        match error {
+            ExecError::Exited { stderr, .. } => Some(stderr.clone()),
             _ => None,
         }
     }
@@ -96,31 +104,42 @@ pub async fn inputs(
         .map_err(Box::new)?)
 }
 
-/// The inputs into the pod's workspace from the registry, by content: the pod pulls `snapshot`
-/// through `route` (see [`upload::pull`]), and a warm pod's `secret` goes first.
+/// What a pod pulls its inputs from: a snapshot in the registry `route` leads to.
+pub struct PodPull<'a> {
+    /// `REGISTRY/REPOSITORY@sha256:…`.
+    pub snapshot: &'a str,
+    pub route: &'a RegistryRoute,
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// The inputs into the pod's workspace from the registry, by content (see [`upload::pull`]);
+/// a warm pod's `secret` goes first.
 pub async fn pull(
     pods: &Api<Pod>,
     client: &kube::Client,
     pod: &str,
     image: &str,
-    snapshot: &str,
-    route: &RegistryRoute,
+    from: PodPull<'_>,
     secret: Option<&Secret>,
 ) -> Result<Pulled, K8sError> {
     let shell = PodShell { pods, client, pod };
     let to = in_pod(pod, image);
-    let env: &[(&str, &str)] = if route.plain_http {
-        &[("BUILDR_INSECURE_REGISTRIES", &route.registry)]
-    } else {
-        &[]
-    };
+    let insecure = [("BUILDR_INSECURE_REGISTRIES", from.route.registry.as_str())];
     // The packs wait beside the binary until they are applied.
     let packs = format!("{BUILDR_DIR}/packs");
-    Ok(
-        upload::pull(&shell, &layout(), snapshot, &packs, env, secret, &to)
-            .await
-            .map_err(Box::new)?,
-    )
+    let from = PullFrom {
+        snapshot: from.snapshot,
+        credentials: from.credentials,
+        env: if from.route.plain_http {
+            &insecure
+        } else {
+            &[]
+        },
+        packs: &packs,
+    };
+    Ok(upload::pull(&shell, &layout(), from, secret, &to)
+        .await
+        .map_err(Box::new)?)
 }
 
 fn in_pod(pod: &str, image: &str) -> Destination {

@@ -50,7 +50,7 @@ use super::{Backend, StartedExecutor};
 use crate::backend::upload::{self, Payload, Pulled, UploadError};
 use crate::client;
 use crate::secret::Secret;
-use crate::snapshot::{self, Pushed, known::Records};
+use crate::snapshot::{self, Credentials, Pushed, known::Records};
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::Tool;
@@ -470,16 +470,23 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
+        let credentials =
+            by_content.and_then(|(pushed, _)| Credentials::of(&pushed.reference).ok().flatten());
         let inputs_copy = async {
             let mut secret = secret_with_inputs;
             if let Some((pushed, route)) = by_content {
-                let snapshot = &pushed.reference;
-                let pull = copy::pull(&pods, &self.client, &name, image, snapshot, route, secret);
+                let from = copy::PodPull {
+                    snapshot: &pushed.reference,
+                    route,
+                    // What the push used: the pod pulls as the user.
+                    credentials: credentials.as_ref(),
+                };
+                let pull = copy::pull(&pods, &self.client, &name, image, from, secret);
                 match pull.await? {
                     Pulled::Done => return Ok((Some(pushed.tree), true)),
                     Pulled::Unreachable(why) => {
                         eprintln!(
-                            "buildr: warning: pod {name} cannot pull the inputs from {}: {why}; copying them whole",
+                            "buildr: warning: pod {name} cannot pull the inputs from {} ({why}); copying them whole",
                             route.registry
                         );
                         // Taken before the pull began.

@@ -653,6 +653,45 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_that_pulls_reaches_its_registry_by_name_whatever_its_egress() {
+        let mut plan = plan();
+        plan.container.egress = Some(Egress::None);
+        plan.registry = Some(RegistryRoute {
+            registry: "registry.team:5000".to_string(),
+            name: Some("registry.team".to_string()),
+            addresses: vec!["10.1.2.3".parse().unwrap(), "fd00::7".parse().unwrap()],
+            port: 5000,
+            plain_http: false,
+        });
+        let rules = plan
+            .network_policy("buildr-abc123", "uid-1")
+            .spec
+            .unwrap()
+            .egress;
+        let rule = &rules.unwrap()[0];
+        let cidrs: Vec<_> = rule
+            .to
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|peer| peer.ip_block.as_ref().unwrap().cidr.as_str())
+            .collect();
+        assert_eq!(cidrs, ["10.1.2.3/32", "fd00::7/128"]);
+        let port = &rule.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.port.clone(), port.protocol.as_deref()),
+            (Some(IntOrString::Int(5000)), Some("TCP"))
+        );
+        let aliases = plan.pod().spec.unwrap().host_aliases.unwrap();
+        assert_eq!(aliases.len(), 2);
+        assert!(
+            aliases
+                .iter()
+                .all(|alias| alias.hostnames == Some(vec!["registry.team".to_string()]))
+        );
+    }
+
+    #[test]
     fn the_default_egress_is_everything_but_link_local() {
         let policy = plan().network_policy("buildr-abc123", "uid-1");
         let rules = policy.spec.unwrap().egress.unwrap();
