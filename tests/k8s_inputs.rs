@@ -14,9 +14,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use common::cluster::{BUSYBOX_IMAGE, Namespace, kubectl};
+use common::cluster::{BUSYBOX_IMAGE, Namespace, apply, kubectl};
+use common::pool::{PoolController, install_crd, pool_pods, wait_full};
 use common::registry::{RegistryServer, free_port};
-use common::{stderr, stdout, write_files};
+use common::{buildr_bin, eventually, stderr, stdout, write_files};
+use std::time::Duration;
 
 const REPOSITORY: &str = "team/inputs";
 
@@ -117,6 +119,20 @@ impl Setup {
             .env("DOCKER_CONFIG", docker_config.unwrap_or(self.cache.path()))
             .env_remove("BUILDR_INPUTS_REGISTRY");
         command.output().unwrap()
+    }
+
+    /// `buildr inputs push --tag TAG` of the repository, as CI on `main` would.
+    fn push_seed(&self, tag: &str) {
+        let output = std::process::Command::new(buildr_bin())
+            .args(["inputs", "push", "--repo"])
+            .arg(self.repo.path())
+            .args(["--inputs-registry", &self.location(), "--tag", tag])
+            .env("BUILDR_INSECURE_REGISTRIES", &self.registry.address)
+            .env("XDG_CACHE_HOME", self.cache.path())
+            .env("DOCKER_CONFIG", self.cache.path())
+            .output()
+            .unwrap();
+        succeeded(&output);
     }
 
     /// Blobs uploaded so far (each upload ends with one `PUT` to its upload session).
@@ -294,4 +310,96 @@ fn a_pod_pulls_with_the_user_s_credentials_which_never_reach_its_spec() {
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pods() {
+    let t = Setup::new("inputs-seed", &node_ip());
+    t.push_seed("main");
+    install_crd();
+    let pool = "seeded";
+    apply(&format!(
+        "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: {pool}\n  \
+         namespace: {}\nspec:\n  size: 1\n  maxIdle: 30m\n  seed: {}:main\n  container:\n    \
+         image: {BUSYBOX_IMAGE}\n",
+        t.ns.name,
+        t.location()
+    ));
+    let cache = t.cache.path().to_str().unwrap();
+    let controller = PoolController::start_with_env(
+        &t.ns,
+        &[
+            ("BUILDR_INSECURE_REGISTRIES", &t.registry.address),
+            ("DOCKER_CONFIG", cache),
+        ],
+    );
+    wait_full(&t.ns, pool, 1, &controller);
+    let seeded = pool_pods(&t.ns, pool, Some("ready"));
+
+    // A developer's change on top of the seed: an edit, a new file, a deletion, a mode, a
+    // link that points elsewhere, a file that became a directory.
+    write_files(
+        t.repo.path(),
+        &[
+            ("src/lib/a.rs", "pub fn a() { edited() }\n"),
+            ("new.txt", "new\n"),
+        ],
+    );
+    fs::remove_file(t.repo.path().join("same-2.txt")).unwrap();
+    fs::set_permissions(
+        t.repo.path().join("run.sh"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    fs::remove_file(t.repo.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("new.txt", t.repo.path().join("link")).unwrap();
+    fs::remove_file(t.repo.path().join("same-1.txt")).unwrap();
+    write_files(t.repo.path(), &[("same-1.txt/inside", "now a directory\n")]);
+
+    let uploads = t.uploads();
+    let out = tempfile::tempdir().unwrap();
+    let output =
+        t.ns.command_without_image(
+            t.repo.path(),
+            out.path(),
+            &["-v", "--pool", pool, "--", "sh", "-c", LISTING],
+        )
+        .env("BUILDR_INSECURE_REGISTRIES", &t.registry.address)
+        .env("XDG_CACHE_HOME", t.cache.path())
+        .env("DOCKER_CONFIG", t.cache.path())
+        .env_remove("BUILDR_INPUTS_REGISTRY")
+        .output()
+        .unwrap();
+    let listed = succeeded(&output);
+    let said = stderr(&output);
+    assert!(
+        said.contains("onto the pod's seed"),
+        "{said}\ncontroller:\n{}",
+        controller.log()
+    );
+    assert!(said.contains(&seeded[0]), "it took the seeded pod: {said}");
+    // The new contents in one pack, and the index: the seed's packs are not sent again.
+    assert_eq!(t.uploads() - uploads, 2, "{}", t.registry.served());
+    assert_eq!(
+        listed,
+        succeeded(&t.run(LISTING, false)),
+        "the same workspace as a whole copy"
+    );
+    assert!(listed.contains("./same-1.txt/inside file"), "{listed}");
+
+    // The seed's tag moves: the waiting pods are replaced by pods of the new seed.
+    wait_full(&t.ns, pool, 1, &controller);
+    let waiting = pool_pods(&t.ns, pool, Some("ready"));
+    t.push_seed("main");
+    let replaced = eventually(Duration::from_secs(90), || {
+        let now = pool_pods(&t.ns, pool, Some("ready"));
+        now.len() == 1 && now != waiting
+    });
+    assert!(
+        replaced,
+        "{:?}\ncontroller:\n{}",
+        pool_pods(&t.ns, pool, None),
+        controller.log()
+    );
 }

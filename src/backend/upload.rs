@@ -366,6 +366,11 @@ pub struct PullFrom<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Where the packs are kept there until they are applied.
     pub packs: &'a str,
+    /// The index of the seed the workspace holds there (a warm pod's): only the difference
+    /// is pulled.
+    pub onto: Option<&'a str>,
+    /// Where to keep the pulled snapshot's index there (a seed's).
+    pub keep_index: Option<&'a str>,
 }
 
 /// Builds the workspace on the other side from a snapshot, which its binary pulls from the
@@ -384,24 +389,31 @@ pub async fn pull<R: RemoteCommand>(
         credentials,
         env,
         packs,
+        onto,
+        keep_index,
     } = from;
+    let mut options = String::new();
+    if let Some(onto) = onto {
+        options += &format!(" --onto {}", quote(onto));
+    }
+    if let Some(keep) = keep_index {
+        options += &format!(" --keep-index {}", quote(keep));
+    }
+    if credentials.is_some() {
+        options += " --credentials-stdin";
+    }
     let exports: String = env
         .iter()
         .map(|(name, value)| format!("export {name}={}; ", quote(value)))
         .collect();
     let script = format!(
-        "{}{}{exports}exec {binary} inputs-pull --snapshot {snapshot} --packs {packs} --to {workspace}{from_stdin}",
+        "{}{}{exports}exec {binary} inputs-pull --snapshot {snapshot} --packs {packs} --to {workspace}{options}",
         wait_for_binary(layout),
         take_secret(layout, secret),
         binary = quote(&layout.binary),
         snapshot = quote(snapshot),
         packs = quote(packs),
         workspace = quote(&layout.workspace),
-        from_stdin = if credentials.is_some() {
-            " --credentials-stdin"
-        } else {
-            ""
-        },
     );
     let mut lines = String::new();
     if let Some(secret) = secret {

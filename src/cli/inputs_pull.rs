@@ -16,9 +16,15 @@ pub struct InputsPullArgs {
     /// Where the packs are kept until they are applied (created, then removed).
     #[arg(long)]
     pub packs: PathBuf,
-    /// The workspace, existing and empty.
+    /// The workspace: existing, and empty unless --onto says what it holds.
     #[arg(long)]
     pub to: PathBuf,
+    /// The index of the seed snapshot the workspace holds: only the difference is pulled.
+    #[arg(long)]
+    pub onto: Option<PathBuf>,
+    /// Keep the pulled snapshot's index in this file (a warm pod's seed).
+    #[arg(long)]
+    pub keep_index: Option<PathBuf>,
     /// Read the registry's credentials from the first line of stdin (JSON, as `buildr run`
     /// sends them) instead of Docker's config.
     #[arg(long)]
@@ -35,7 +41,13 @@ pub async fn run(args: InputsPullArgs) -> anyhow::Result<ExitCode> {
         let read = serde_json::from_str(&line).context("the registry's credentials are damaged")?;
         credentials = Some(read);
     }
-    let pulled = crate::snapshot::pull(&args.snapshot, credentials, &args.packs, &args.to);
+    let to = crate::snapshot::pull::PullTo {
+        workspace: &args.to,
+        packs: &args.packs,
+        onto: args.onto.as_deref(),
+        keep_index: args.keep_index.as_deref(),
+    };
+    let pulled = crate::snapshot::pull(&args.snapshot, credentials, to);
     match pulled.await {
         Ok(applied) => {
             tracing::info!(

@@ -126,10 +126,20 @@ impl K8sArgs {
         if let Some(warning) = binary.dynamic_warning("in images") {
             eprintln!("buildr: warning: {warning}");
         }
+        // A seeded pool's pods hold its seed: the difference goes through the seed's
+        // repository unless the run names another.
+        let seed_repository = match &pool {
+            Some(Source::Named(pool)) => pool.spec.seed.as_deref().and_then(|seed| {
+                let (repository, _tag) = seed.rsplit_once(':')?;
+                Some(repository.to_string())
+            }),
+            _ => None,
+        };
         let inputs_registry = self
             .inputs_registry
             .clone()
             .or_else(|| task.inputs_registry.clone())
+            .or(seed_repository)
             .map(|location| InputsRegistry {
                 location,
                 records: Records::of(repo),

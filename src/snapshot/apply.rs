@@ -37,6 +37,8 @@ pub enum ApplyError {
     Missing(String),
     #[error("the pack {digest} is damaged or tampered with: {why}")]
     BadPack { digest: String, why: String },
+    #[error("the workspace differs from the snapshot at `{path}` ({why})")]
+    Differs { path: String, why: String },
     #[error("cannot write {}", .path.display())]
     Write {
         path: PathBuf,
@@ -154,7 +156,7 @@ fn write_tree(
 }
 
 /// Checks every entry's path and place, and that every file's content is in a named pack.
-fn check_entries(index: &Index) -> Result<(), ApplyError> {
+pub(super) fn check_entries(index: &Index) -> Result<(), ApplyError> {
     let held: HashSet<&str> = index
         .packs
         .iter()
@@ -218,7 +220,7 @@ fn write_file(content: &mut impl Read, path: &Path, mode: u32) -> io::Result<(St
 }
 
 /// Removes everything under `dir`, which stays.
-fn empty(dir: &Path) {
+pub(super) fn empty(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -233,7 +235,7 @@ fn empty(dir: &Path) {
     }
 }
 
-fn make_writable(path: &Path) -> io::Result<()> {
+pub(super) fn make_writable(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.is_dir() {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;

@@ -7,6 +7,7 @@
 //! - [`pack`]: the packs: a pack in the registry is never rewritten; new contents go into new
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
 //! - [`apply`]: a workspace built from an index and its packs, everything checked first.
+//! - [`onto`]: a workspace holding a seed snapshot brought to another by the difference.
 //! - [`host`]: a host's side of inputs sent by content: cached packs, the apply.
 //! - [`pull`]: a pod's side: the snapshot pulled from the registry, checked, applied.
 //! - [`known`]: the packs this machine knows to be in a repository.
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod host;
 pub mod index;
 pub mod known;
+pub mod onto;
 pub mod pack;
 pub mod pull;
 pub mod push;

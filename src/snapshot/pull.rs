@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::apply::{Applied, ApplyError, apply};
 use super::host::pack_name;
+use super::index::Index;
 use super::registry::{Credentials, Repository, RepositoryError};
 
 /// The exit status of `inputs-pull` that says the registry could not be reached or asked from
@@ -32,7 +33,7 @@ pub enum PullError {
     Refused(RepositoryError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error("cannot keep the packs in {}", .dir.display())]
+    #[error("cannot use {}", .dir.display())]
     Packs {
         dir: std::path::PathBuf,
         #[source]
@@ -60,31 +61,62 @@ impl From<RepositoryError> for PullError {
     }
 }
 
-/// Builds `to` (existing, empty) from the snapshot `reference`
-/// (`REGISTRY/REPOSITORY@sha256:…`) with `credentials` (else Docker's), its packs kept in `packs` (created, then removed) until
-/// they are applied.
+/// Where a pull lands, and what is there already.
+#[derive(Debug, Clone, Copy)]
+pub struct PullTo<'a> {
+    /// The workspace: existing, and empty unless `onto` says what it holds.
+    pub workspace: &'a Path,
+    /// Where the packs are kept until they are applied (created, then removed).
+    pub packs: &'a Path,
+    /// The index of the seed snapshot the workspace holds (a warm pod's): only the difference
+    /// is pulled and applied.
+    pub onto: Option<&'a Path>,
+    /// Where to keep the pulled snapshot's index, for a later pull onto it.
+    pub keep_index: Option<&'a Path>,
+}
+
+/// Builds the workspace from the snapshot `reference` (`REGISTRY/REPOSITORY@sha256:…`) with
+/// `credentials` (else Docker's). On any error the workspace is left empty (a seeded one too),
+/// so that the run can fall back to a whole copy into it.
 pub async fn pull(
     reference: &str,
     credentials: Option<Credentials>,
-    packs: &Path,
-    to: &Path,
+    to: PullTo<'_>,
+) -> Result<Applied, PullError> {
+    let pulled = pull_and_apply(reference, credentials, to).await;
+    if pulled.is_err() && to.onto.is_some() {
+        super::apply::empty(to.workspace);
+    }
+    pulled
+}
+
+async fn pull_and_apply(
+    reference: &str,
+    credentials: Option<Credentials>,
+    to: PullTo<'_>,
 ) -> Result<Applied, PullError> {
     let (location, digest) = reference
         .split_once('@')
         .filter(|(_, digest)| digest.starts_with("sha256:"))
         .ok_or_else(|| PullError::BadReference(reference.to_string()))?;
+    let seed = to.onto.map(read_index).transpose()?;
     let repo = Repository::open_as(location, credentials).await?;
     let (index, _) = repo
         .index(digest)
         .await?
         .ok_or_else(|| PullError::NotFound(reference.to_string()))?;
+    let packs = to.packs;
     let kept = |source| PullError::Packs {
         dir: packs.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(packs).map_err(kept)?;
+    let needed = match &seed {
+        Some(seed) => super::onto::difference(seed, &index).write.packs,
+        None => index.packs.clone(),
+    };
     let pulled = async {
-        futures::stream::iter(&index.packs)
+        futures::stream::iter(&needed)
             .map(|pack| {
                 let file = packs.join(pack_name(&pack.digest));
                 let repo = &repo;
@@ -93,9 +125,14 @@ pub async fn pull(
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await?;
-        let (packs, to) = (packs.to_path_buf(), to.to_path_buf());
+        let (dir, workspace) = (packs.to_path_buf(), to.workspace.to_path_buf());
+        let index = index.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            apply(&index, |digest| packs.join(pack_name(digest)), &to)
+            let pack_file = |digest: &str| dir.join(pack_name(digest));
+            match seed {
+                Some(seed) => super::onto::apply_onto(&seed, &index, pack_file, &workspace),
+                None => apply(&index, pack_file, &workspace),
+            }
         })
         .await
         .expect("an apply does not panic")?;
@@ -105,5 +142,23 @@ pub async fn pull(
     let removed = std::fs::remove_dir_all(packs).map_err(kept);
     let applied = result?;
     removed?;
+    if let Some(path) = to.keep_index {
+        std::fs::write(path, index.to_json()).map_err(|source| PullError::Packs {
+            dir: path.to_path_buf(),
+            source,
+        })?;
+    }
     Ok(applied)
+}
+
+/// The index of the seed a workspace holds, as its pull kept it.
+fn read_index(path: &Path) -> Result<Index, PullError> {
+    let bytes = std::fs::read(path).map_err(|source| PullError::Packs {
+        dir: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| PullError::Packs {
+        dir: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
 }

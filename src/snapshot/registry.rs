@@ -284,6 +284,20 @@ impl Repository {
         }
     }
 
+    /// The digest of the manifest `tag` names now; `None` when there is no such tag.
+    pub async fn digest(&self, tag: &str) -> Result<Option<String>, RepositoryError> {
+        let reference = self.reference(tag)?;
+        match self
+            .client
+            .fetch_manifest_digest(&reference, &self.auth)
+            .await
+        {
+            Ok(digest) => Ok(Some(digest)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error("cannot ask")(e)),
+        }
+    }
+
     /// The index of the snapshot `tag` (or `sha256:…`), and its manifest's digest; `None`
     /// when the repository has no such snapshot.
     pub async fn index(&self, tag: &str) -> Result<Option<(Index, String)>, RepositoryError> {

@@ -32,9 +32,15 @@ pub struct PoolController {
 
 impl PoolController {
     pub fn start(ns: &Namespace) -> Self {
+        Self::start_with_env(ns, &[])
+    }
+
+    /// [`PoolController::start`] with ENV (a seed's registry, Docker's config).
+    pub fn start_with_env(ns: &Namespace, env: &[(&str, &str)]) -> Self {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(buildr_bin())
             .args(["k8s", "pool-controller", "-n", &ns.name])
+            .envs(env.iter().copied())
             .arg("--executor-binary")
             .arg(static_executor())
             .env_remove("RUST_LOG")

@@ -110,6 +110,24 @@ pub struct PodPull<'a> {
     pub snapshot: &'a str,
     pub route: &'a RegistryRoute,
     pub credentials: Option<&'a Credentials>,
+    /// What the workspace holds: a seed (only the difference is pulled), or nothing.
+    pub seeded: Seeded,
+}
+
+/// What a pull into a pod's workspace finds there, and leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded {
+    /// An empty workspace.
+    No,
+    /// An empty workspace, filled with a pool's seed: its index is kept for the run.
+    Seeding,
+    /// The seed a pool's controller put there.
+    Onto,
+}
+
+/// Where a warm pod keeps the index of the seed its workspace holds.
+fn seed_index() -> String {
+    format!("{BUILDR_DIR}/seed-index.json")
 }
 
 /// The inputs into the pod's workspace from the registry, by content (see [`upload::pull`]);
@@ -127,6 +145,7 @@ pub async fn pull(
     let insecure = [("BUILDR_INSECURE_REGISTRIES", from.route.registry.as_str())];
     // The packs wait beside the binary until they are applied.
     let packs = format!("{BUILDR_DIR}/packs");
+    let seed_index = seed_index();
     let from = PullFrom {
         snapshot: from.snapshot,
         credentials: from.credentials,
@@ -136,10 +155,34 @@ pub async fn pull(
             &[]
         },
         packs: &packs,
+        onto: (from.seeded == Seeded::Onto).then_some(seed_index.as_str()),
+        keep_index: (from.seeded == Seeded::Seeding).then_some(seed_index.as_str()),
     };
     Ok(upload::pull(&shell, &layout(), from, secret, &to)
         .await
         .map_err(Box::new)?)
+}
+
+/// Empties the workspace of a warm pod whose seed a run does not build on (its inputs are
+/// copied whole): what the seed left, read-only directories included.
+pub async fn clear_workspace(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    pod: &str,
+    image: &str,
+) -> Result<(), K8sError> {
+    let shell = PodShell { pods, client, pod };
+    let workspace = crate::backend::executor_command::quote(WORKSPACE_DIR);
+    let script =
+        format!("chmod -R u+w {workspace} && cd {workspace} && rm -rf -- ./* ./.[!.]* ./..?*");
+    shell.run(script, Ok).await.map_err(|source| {
+        K8sError::Upload(Box::new(upload::UploadError::Failed {
+            what: upload::INPUTS,
+            to: in_pod(pod, image),
+            source,
+        }))
+    })?;
+    Ok(())
 }
 
 fn in_pod(pod: &str, image: &str) -> Destination {

@@ -30,3 +30,7 @@ pub const EXECUTOR_ANNOTATION: &str = "buildr.dev/executor-sha256";
 /// toleration because the API server lets a pod's tolerations only grow, so that not even
 /// someone who may patch pods can take the mark off and pass a used pod for a fresh one.
 pub const TAKEN_MARK: &str = "buildr.dev/taken";
+
+/// On a warm pod of a seeded pool: the seed snapshot its workspace holds, pinned
+/// (`REGISTRY/REPOSITORY@sha256:…`).
+pub const SEED_ANNOTATION: &str = "buildr.dev/seed";

@@ -55,6 +55,8 @@ use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::Tool;
 use api::{api_message, is_not_found, until_reachable};
+use kube::ResourceExt;
+use labels::SEED_ANNOTATION;
 // `api` words refusals by the permissions table, which is the cluster's.
 use crate::cluster::access;
 use exec::ExecError;
@@ -162,6 +164,15 @@ pub struct K8sBackend {
     pod: Option<RunPod>,
 }
 
+/// The pod a run got.
+struct TakenPod {
+    name: String,
+    /// A warm pod's uid, for its policy (a pod of the run's own has its policy already).
+    warm_uid: Option<String>,
+    /// The seed snapshot a warm pod's workspace holds (`REGISTRY/REPOSITORY@sha256:…`).
+    seed: Option<String>,
+}
+
 /// The run's pod, as far as buildr knows it exists.
 struct RunPod {
     name: String,
@@ -263,13 +274,12 @@ impl K8sBackend {
     }
 
     /// Takes a warm pod (from the pool the run names, or one whose template matches), or
-    /// starts a pod of the run's own: the pod's name, and a warm pod's uid, for its policy (a
-    /// pod of the run's own has its policy already).
+    /// starts a pod of the run's own.
     async fn take_or_start(
         &mut self,
         plan: &PodPlan,
         timeline: &mut Timeline,
-    ) -> Result<(String, Option<String>), K8sError> {
+    ) -> Result<TakenPod, K8sError> {
         let mut step = Instant::now();
         // A kept pod's main process must outlive its executor: a warm pod's does not.
         let taken = match &self.settings.pool {
@@ -289,8 +299,13 @@ impl K8sBackend {
                 timeline.record("take a warm pod", &mut step);
                 // Its binary is in: the run sends its secret, tools and inputs, and its policy
                 // goes up meanwhile (the pool's deny-all holds the pod until then).
+                let seed = pod.annotations().get(SEED_ANNOTATION).cloned();
                 let uid = pod.metadata.uid.unwrap_or_default();
-                Ok((name, Some(uid)))
+                Ok(TakenPod {
+                    name,
+                    warm_uid: Some(uid),
+                    seed,
+                })
             }
             Taken::Cold(why) => {
                 // Asked for by name, a warm pod missed is worth a line; else -v says why.
@@ -301,7 +316,11 @@ impl K8sBackend {
                     tracing::info!("no warm pod ({why}): starting a pod of its own");
                 }
                 self.start_cold(plan, timeline).await?;
-                Ok((plan.name(), None))
+                Ok(TakenPod {
+                    name: plan.name(),
+                    warm_uid: None,
+                    seed: None,
+                })
             }
         }
     }
@@ -430,7 +449,11 @@ impl Backend for K8sBackend {
             }
         };
         let (taken, pushed) = tokio::join!(self.take_or_start(&plan, timeline), push);
-        let (name, warm_uid) = taken?;
+        let TakenPod {
+            name,
+            warm_uid,
+            seed,
+        } = taken?;
         let by_content = pushed.as_ref().zip(plan.registry.as_ref());
         let pods = self.pods();
         let mut step = Instant::now();
@@ -480,10 +503,15 @@ impl Backend for K8sBackend {
                     route,
                     // What the push used: the pod pulls as the user.
                     credentials: credentials.as_ref(),
+                    seeded: match seed {
+                        Some(_) => copy::Seeded::Onto,
+                        None => copy::Seeded::No,
+                    },
                 };
                 let pull = copy::pull(&pods, &self.client, &name, image, from, secret);
                 match pull.await? {
                     Pulled::Done => return Ok((Some(pushed.tree), true)),
+                    // The pull left the workspace empty, a seeded one too.
                     Pulled::Unreachable(why) => {
                         eprintln!(
                             "buildr: warning: pod {name} cannot pull the inputs from {} ({why}); copying them whole",
@@ -493,6 +521,10 @@ impl Backend for K8sBackend {
                         secret = None;
                     }
                 }
+            }
+            if let Some(seed) = &seed {
+                tracing::info!("the inputs are copied whole: the pod's seed {seed} is emptied");
+                copy::clear_workspace(&pods, &self.client, &name, image).await?;
             }
             let copied = copy::inputs(&pods, &self.client, &name, image, inputs, secret).await?;
             Ok::<_, K8sError>((copied, false))
@@ -526,10 +558,15 @@ impl Backend for K8sBackend {
         match pushed.filter(|_| pulled) {
             Some(pushed) => {
                 let by_content = format!(
-                    "{copied}, by content: {} of {} packs pushed, {}",
+                    "{copied}, by content: {} of {} packs pushed, {}{}",
                     pushed.packs_pushed,
                     pushed.packs,
-                    crate::tools::human_size(pushed.bytes_pushed)
+                    crate::tools::human_size(pushed.bytes_pushed),
+                    if seed.is_some() {
+                        ", onto the pod's seed"
+                    } else {
+                        ""
+                    },
                 );
                 timeline.record(&by_content, &mut step);
             }

@@ -318,19 +318,7 @@ impl PodPlan {
     pub fn network_policy(&self, pod: &str, pod_uid: &str) -> NetworkPolicy {
         let mut egress = match self.container.egress.unwrap_or_default() {
             Egress::None => Vec::new(),
-            Egress::Dns => vec![NetworkPolicyEgressRule {
-                ports: Some(
-                    ["UDP", "TCP"]
-                        .into_iter()
-                        .map(|protocol| NetworkPolicyPort {
-                            port: Some(IntOrString::Int(53)),
-                            protocol: Some(protocol.to_string()),
-                            ..NetworkPolicyPort::default()
-                        })
-                        .collect(),
-                ),
-                to: None,
-            }],
+            Egress::Dns => vec![dns_rule()],
             Egress::NoLinkLocal => vec![NetworkPolicyEgressRule {
                 to: Some(vec![
                     everywhere_but("0.0.0.0/0", LINK_LOCAL_V4),
@@ -368,8 +356,25 @@ impl PodPlan {
     }
 }
 
+/// DNS, anywhere: port 53, UDP and TCP.
+pub fn dns_rule() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        ports: Some(
+            ["UDP", "TCP"]
+                .into_iter()
+                .map(|protocol| NetworkPolicyPort {
+                    port: Some(IntOrString::Int(53)),
+                    protocol: Some(protocol.to_string()),
+                    ..NetworkPolicyPort::default()
+                })
+                .collect(),
+        ),
+        to: None,
+    }
+}
+
 /// The way to the inputs registry: its addresses, its port, TCP.
-fn registry_rule(route: &RegistryRoute) -> NetworkPolicyEgressRule {
+pub fn registry_rule(route: &RegistryRoute) -> NetworkPolicyEgressRule {
     let host = |address: &std::net::IpAddr| {
         let bits = if address.is_ipv4() { 32 } else { 128 };
         NetworkPolicyPeer {

@@ -266,6 +266,7 @@ mod tests {
                 },
                 size,
                 max_idle: Some(Duration::from_secs(600)),
+                seed: None,
             },
         );
         pool.metadata.uid = Some("uid-1".to_string());
@@ -273,13 +274,13 @@ mod tests {
     }
 
     fn template(pool: &BuildrPool) -> String {
-        warm::template_digest(pool, BINARY)
+        warm::template_digest(pool, BINARY, None)
     }
 
     /// A pod the pool made, named `name`, created `age_secs` after the epoch.
     fn made(pool: &BuildrPool, name: &str, created: i64) -> Pod {
         let plan = warm::plan(pool, "builds", "amd64").unwrap();
-        let mut pod = warm::pod(&plan, pool, BINARY);
+        let mut pod = warm::pod(&plan, pool, BINARY, None);
         pod.metadata.name = Some(name.to_string());
         pod.metadata.creation_timestamp = Some(Time(
             k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),

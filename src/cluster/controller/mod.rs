@@ -24,6 +24,7 @@
 //! its replacement pods.
 
 mod decide;
+mod seed;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,8 +50,9 @@ use crate::backend::k8s::copy;
 use crate::backend::k8s::labels::{POOL_LABEL, READY_AT_ANNOTATION, STATE_LABEL};
 use crate::backend::k8s::pool::resource::{BuildrPool, BuildrPoolStatus, PODS_FAILING, READY};
 use crate::backend::k8s::pool::{State, warm, was_taken};
-use crate::backend::upload::Payload;
+use crate::backend::upload::{Payload, Pulled};
 use decide::{Decision, Pace, decide, next_look, to_create};
+use seed::Seed;
 
 /// How often the patch that marks a pod ready is tried while its pod keeps changing.
 const READY_ATTEMPTS: usize = 3;
@@ -290,7 +292,21 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     };
 
     // Observe.
-    apply_policy(&pool, &context).await?;
+    let seed = match &pool.spec.seed {
+        None => None,
+        Some(seed) => match seed::resolve(seed).await {
+            Ok(seed) => Some(seed),
+            Err(why) => {
+                let decision = Decision {
+                    failing: Some(why),
+                    ..Decision::default()
+                };
+                report(&pool, &context, decision, 0, 0).await?;
+                return Ok(Action::requeue(seed::SEED_RECHECK));
+            }
+        },
+    };
+    apply_policy(&pool, &context, seed.as_ref()).await?;
     let listed = pods
         .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
         .await
@@ -299,7 +315,8 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
             namespace: namespace.clone(),
             error: Box::new(error),
         })?;
-    let template = warm::template_digest(&pool, &context.binary.sha256);
+    let pinned = seed.as_ref().map(|seed| seed.pinned.as_str());
+    let template = warm::template_digest(&pool, &context.binary.sha256, pinned);
 
     // Decide.
     let mut decision = decide(&pool, listed.items, &template, &image, SystemTime::now());
@@ -316,8 +333,10 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
         });
     }
     let to_fill = std::mem::take(&mut decision.to_fill);
-    let fills =
-        future::join_all(to_fill.iter().map(|pod| fill(&pods, &context, pod, &image))).await;
+    let fills = to_fill
+        .iter()
+        .map(|pod| fill(&pods, &context, pod, &image, seed.as_ref()));
+    let fills = future::join_all(fills).await;
     let mut unfilled = Vec::new();
     for (pod, filled) in to_fill.into_iter().zip(fills) {
         match filled {
@@ -341,7 +360,7 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     let creates = (0..missing).map(|_| async {
         let plan = warm::plan(&pool, namespace, &context.binary.arch)
             .expect("the pool has an image: checked above");
-        let pod = warm::pod(&plan, &pool, &context.binary.sha256);
+        let pod = warm::pod(&plan, &pool, &context.binary.sha256, pinned);
         pods.create(&PostParams::default(), &pod)
             .await
             .map_err(|error| PoolError::CreatePod {
@@ -371,17 +390,25 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     let deleted = spent.len() + unfilled.len() - unfilled_left;
     let troubled = decision.troubled();
     let paced = context.pace(&pool, |pace| pace.after(troubled, held, Instant::now()));
-    let next =
+    let mut next =
         paced.unwrap_or_else(|| next_look(&decision, pool.spec.max_idle(), SystemTime::now()));
+    if seed.is_some() {
+        // A tag that moves is no event of the cluster's.
+        next = next.min(seed::SEED_RECHECK);
+    }
     report(&pool, &context, decision, made, deleted).await?;
     Ok(Action::requeue(next))
 }
 
 /// Applies the pool's deny-all policy, server-side: created when missing, and what someone
 /// changed in it put back.
-async fn apply_policy(pool: &BuildrPool, context: &Context) -> Result<(), PoolError> {
+async fn apply_policy(
+    pool: &BuildrPool,
+    context: &Context,
+    seed: Option<&Seed>,
+) -> Result<(), PoolError> {
     let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), &context.namespace);
-    let policy = warm::deny_all(pool, &context.namespace);
+    let policy = warm::deny_all(pool, &context.namespace, seed.map(|seed| &seed.route));
     let policy_name = policy.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match policies
@@ -431,13 +458,14 @@ enum Filled {
     Changed,
 }
 
-/// Copies the binary into a started pod and marks it ready, if it is still as it was listed;
-/// why not, in one line.
+/// Copies the binary into a started pod, pulls a seeded pool's seed into its workspace, and
+/// marks it ready, if it is still as it was listed; why not, in one line.
 async fn fill(
     pods: &Api<Pod>,
     context: &Context,
     pod: &Pod,
     image: &str,
+    seed: Option<&Seed>,
 ) -> Result<Filled, String> {
     let name = pod.name_any();
     let payload = Payload {
@@ -455,6 +483,20 @@ async fn fill(
     )
     .await
     .map_err(|e: K8sError| crate::printable::Printable(&e.to_string()).to_string())?;
+    if let Some(seed) = seed {
+        let from = copy::PodPull {
+            snapshot: &seed.pinned,
+            route: &seed.route,
+            credentials: seed.credentials.as_ref(),
+            seeded: copy::Seeded::Seeding,
+        };
+        let pulled = copy::pull(pods, &context.client, &name, image, from, None)
+            .await
+            .map_err(|e: K8sError| crate::printable::Printable(&e.to_string()).to_string())?;
+        if let Pulled::Unreachable(why) = pulled {
+            return Err(format!("cannot pull its seed {}: {why}", seed.pinned));
+        }
+    }
     let ready_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut seen = pod.clone();
     // The kubelet's own status updates change the pod too: those are looked at and let pass.

@@ -47,6 +47,11 @@ pub struct BuildrPoolSpec {
     )]
     #[schemars(with = "Option<String>")]
     pub max_idle: Option<Duration>,
+    /// A snapshot of the inputs (`REGISTRY/REPOSITORY:TAG`, pushed by `buildr inputs push
+    /// --tag TAG`) that each pod's workspace holds before it is ready: a run that takes one
+    /// sends only the difference. Pods are replaced when the tag moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
 }
 
 impl BuildrPoolSpec {

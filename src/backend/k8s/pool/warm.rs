@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -13,18 +13,22 @@ use sha2::{Digest, Sha256};
 use super::State;
 use super::resource::BuildrPool;
 use crate::backend::k8s::labels::{
-    EXECUTOR_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL, STATE_LABEL, TEMPLATE_ANNOTATION,
+    EXECUTOR_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, POOL_LABEL, SEED_ANNOTATION, STATE_LABEL,
+    TEMPLATE_ANNOTATION,
 };
-use crate::backend::k8s::objects::PodPlan;
+use crate::backend::k8s::objects::{PodPlan, dns_rule, registry_rule};
+use crate::backend::k8s::registry::RegistryRoute;
 
-/// What a pool's pods are made from: its template and the binary they get, as a short digest
-/// (a pod made from another is replaced).
-pub fn template_digest(pool: &BuildrPool, binary_sha256: &str) -> String {
+/// What a pool's pods are made from: its template, the binary they get and the seed snapshot
+/// their workspace holds (pinned), as a short digest (a pod made from another is replaced: a
+/// seed tag that moved replaces the pods, as a new template does).
+pub fn template_digest(pool: &BuildrPool, binary_sha256: &str, seed: Option<&str>) -> String {
     let template =
         serde_json::to_string(&pool.spec.container).expect("a container always serializes");
     let digest = Sha256::new()
         .chain_update(template)
         .chain_update(binary_sha256)
+        .chain_update(seed.unwrap_or_default())
         .finalize();
     hex::encode(&digest[..8])
 }
@@ -52,7 +56,7 @@ pub fn plan(pool: &BuildrPool, namespace: &str, arch: &str) -> Option<PodPlan> {
 /// The warm pod of `plan`: labelled as `pool`'s, starting, owned by the pool (so that deleting
 /// the pool deletes the pods that wait in it), and annotated with the binary it will get and
 /// the digest of both.
-pub fn pod(plan: &PodPlan, pool: &BuildrPool, binary_sha256: &str) -> Pod {
+pub fn pod(plan: &PodPlan, pool: &BuildrPool, binary_sha256: &str, seed: Option<&str>) -> Pod {
     let mut pod = plan.pod();
     let metadata = &mut pod.metadata;
     let labels = metadata.labels.get_or_insert_default();
@@ -64,9 +68,12 @@ pub fn pod(plan: &PodPlan, pool: &BuildrPool, binary_sha256: &str) -> Pod {
     let annotations = metadata.annotations.get_or_insert_default();
     annotations.insert(
         TEMPLATE_ANNOTATION.to_string(),
-        template_digest(pool, binary_sha256),
+        template_digest(pool, binary_sha256, seed),
     );
     annotations.insert(EXECUTOR_ANNOTATION.to_string(), binary_sha256.to_string());
+    if let Some(seed) = seed {
+        annotations.insert(SEED_ANNOTATION.to_string(), seed.to_string());
+    }
     metadata.owner_references = pool.controller_owner_ref(&()).map(|owner| vec![owner]);
     pod
 }
@@ -91,7 +98,8 @@ pub fn as_made(pool: &BuildrPool, pod: &Pod) -> Result<(), String> {
     let Some(binary) = annotations.get(EXECUTOR_ANNOTATION) else {
         return Err(format!("no {EXECUTOR_ANNOTATION} annotation"));
     };
-    if annotations.get(TEMPLATE_ANNOTATION) != Some(&template_digest(pool, binary)) {
+    let seed = annotations.get(SEED_ANNOTATION).map(String::as_str);
+    if annotations.get(TEMPLATE_ANNOTATION) != Some(&template_digest(pool, binary, seed)) {
         return Err("made from another template".to_string());
     }
     // Where the pod may run is not compared: the arch is the controller's binary's.
@@ -193,8 +201,9 @@ pub fn policy_name(pool: &str) -> String {
 
 /// Denies the pool's pods all ingress and egress: nothing runs in them but a shell waiting for
 /// a run, and a run that takes one adds its own policy for the egress its task asks for (the
-/// policies add up: this one takes nothing away). Owned by the pool.
-pub fn deny_all(pool: &BuildrPool, namespace: &str) -> NetworkPolicy {
+/// policies add up: this one takes nothing away). A seeded pool's pods may reach the seed's
+/// registry (`seed`), and DNS when it is named. Owned by the pool.
+pub fn deny_all(pool: &BuildrPool, namespace: &str, seed: Option<&RegistryRoute>) -> NetworkPolicy {
     let name = pool.name_any();
     NetworkPolicy {
         metadata: ObjectMeta {
@@ -214,9 +223,18 @@ pub fn deny_all(pool: &BuildrPool, namespace: &str) -> NetworkPolicy {
             }),
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: Some(Vec::new()),
-            egress: Some(Vec::new()),
+            egress: Some(seed.map(seed_egress).unwrap_or_default()),
         }),
     }
+}
+
+/// The way to a seed's registry, and to DNS when the registry has a name.
+fn seed_egress(route: &RegistryRoute) -> Vec<NetworkPolicyEgressRule> {
+    let mut rules = vec![registry_rule(route)];
+    if route.name.is_some() {
+        rules.push(dns_rule());
+    }
+    rules
 }
 
 #[cfg(test)]
@@ -240,6 +258,7 @@ mod tests {
                 },
                 size: 1,
                 max_idle: None,
+                seed: None,
             },
         );
         pool.metadata.uid = Some("uid-1".to_string());
@@ -248,7 +267,7 @@ mod tests {
 
     fn warm_pod(pool: &BuildrPool) -> Pod {
         let plan = plan(pool, "builds", "amd64").unwrap();
-        pod(&plan, pool, BINARY)
+        pod(&plan, pool, BINARY, None)
     }
 
     fn why_not(pool: &BuildrPool, change: impl FnOnce(&mut Pod)) -> String {

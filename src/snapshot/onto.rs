@@ -1,0 +1,314 @@
+//! A workspace that holds a seed snapshot (a warm pod's, pulled by its pool's controller before
+//! the pod was marked ready) brought to another snapshot by the difference alone: what the
+//! seed has and the next does not is removed, what changed or is new is written from the packs
+//! that hold it, and modes are set. Then the workspace is compared with the next index (paths,
+//! kinds, modes, sizes, link targets), so that it equals a fresh copy exactly, or the apply fails
+//! and the workspace is left empty.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::apply::{Applied, ApplyError, apply, check_entries, empty, make_writable};
+use super::index::{Entry, Index, Kind};
+
+/// What turns the seed's tree into the next one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Difference {
+    /// Paths to remove (a directory with what it holds), outermost first.
+    pub remove: Vec<String>,
+    /// The entries to write, and the packs of the next snapshot that hold their contents.
+    pub write: Index,
+    /// Entries whose mode alone changed.
+    pub modes: Vec<(String, u32)>,
+}
+
+/// The difference between the trees of `seed` and `next`.
+pub fn difference(seed: &Index, next: &Index) -> Difference {
+    let before: HashMap<&str, &Entry> = seed.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let after: HashSet<&str> = next.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut difference = Difference::default();
+    for entry in &next.entries {
+        match before.get(entry.path.as_str()) {
+            None => difference.write.entries.push(entry.clone()),
+            Some(old) if same_thing(old, entry) => {
+                if old.mode != entry.mode {
+                    difference.modes.push((entry.path.clone(), entry.mode));
+                }
+            }
+            Some(_) => {
+                difference.remove.push(entry.path.clone());
+                difference.write.entries.push(entry.clone());
+            }
+        }
+    }
+    difference.remove.extend(
+        seed.entries
+            .iter()
+            .filter(|entry| !after.contains(entry.path.as_str()))
+            .map(|entry| entry.path.clone()),
+    );
+    difference.remove.sort();
+    // What lies under a path that goes goes with it.
+    let mut kept: Vec<String> = Vec::new();
+    for path in std::mem::take(&mut difference.remove) {
+        if !kept
+            .last()
+            .is_some_and(|outer| Path::new(&path).starts_with(outer))
+        {
+            kept.push(path);
+        }
+    }
+    difference.remove = kept;
+    let needed: HashSet<&str> = difference
+        .write
+        .entries
+        .iter()
+        .filter_map(|entry| entry.digest.as_deref())
+        .collect();
+    difference.write.packs = next
+        .packs
+        .iter()
+        .filter(|pack| pack.blobs.iter().any(|blob| needed.contains(blob.as_str())))
+        .cloned()
+        .collect();
+    difference
+}
+
+/// Whether two entries of one path are the same thing: the same kind, and the same content or
+/// target (the mode aside).
+fn same_thing(old: &Entry, new: &Entry) -> bool {
+    old.kind == new.kind
+        && match new.kind {
+            Kind::File => old.digest == new.digest,
+            Kind::Symlink => old.target == new.target,
+            Kind::Dir => true,
+        }
+}
+
+/// Brings `into`, which holds the tree of `seed`, to the tree of `next`, the contents read from
+/// `pack_file(digest)` (only the packs of [`Difference::write`] are read). On an error `into`
+/// is left empty.
+pub fn apply_onto(
+    seed: &Index,
+    next: &Index,
+    pack_file: impl Fn(&str) -> PathBuf,
+    into: &Path,
+) -> Result<Applied, ApplyError> {
+    check_entries(next)?;
+    let difference = difference(seed, next);
+    let applied = change(next, &difference, pack_file, into).and_then(|applied| {
+        matches(next, into)?;
+        Ok(applied)
+    });
+    if applied.is_err() {
+        empty(into);
+    }
+    applied
+}
+
+fn change(
+    next: &Index,
+    difference: &Difference,
+    pack_file: impl Fn(&str) -> PathBuf,
+    into: &Path,
+) -> Result<Applied, ApplyError> {
+    let write = |path: PathBuf| move |source| ApplyError::Write { path, source };
+    // A read-only directory of the seed must be writable to change what it holds.
+    let changed = difference
+        .remove
+        .iter()
+        .chain(difference.write.entries.iter().map(|e| &e.path));
+    for path in changed {
+        if let Some(parent) = into.join(path).parent().filter(|p| *p != into) {
+            let _ = make_writable(parent);
+        }
+    }
+    for path in &difference.remove {
+        let full = into.join(path);
+        let removed = match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {
+                let _ = make_writable(&full);
+                fs::remove_dir_all(&full)
+            }
+            Ok(_) => fs::remove_file(&full),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(write(full))?;
+    }
+    let applied = apply(&difference.write, pack_file, into)?;
+    for (path, mode) in &difference.modes {
+        let full = into.join(path);
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode & 0o1777))
+            .map_err(write(full))?;
+    }
+    // Every directory's mode as the next tree has it, deepest first: those opened for the
+    // change above are closed again.
+    for entry in next.entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let full = into.join(&entry.path);
+        fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode & 0o1777))
+            .map_err(write(full))?;
+    }
+    Ok(applied)
+}
+
+/// Whether `into` holds exactly the tree of `next`: every path, its kind, its permission bits,
+/// a file's size, a link's target; and nothing else.
+fn matches(next: &Index, into: &Path) -> Result<(), ApplyError> {
+    let differs = |path: &str, why: &str| ApplyError::Differs {
+        path: path.to_string(),
+        why: why.to_string(),
+    };
+    for entry in &next.entries {
+        let full = into.join(&entry.path);
+        let meta = fs::symlink_metadata(&full).map_err(|_| differs(&entry.path, "missing"))?;
+        let (kind, mask) = match entry.kind {
+            Kind::File => (meta.is_file(), 0o777),
+            Kind::Dir => (meta.is_dir(), 0o1777),
+            Kind::Symlink => (meta.file_type().is_symlink(), 0),
+        };
+        if !kind {
+            return Err(differs(&entry.path, "another kind"));
+        }
+        if meta.mode() & mask != entry.mode & mask {
+            return Err(differs(&entry.path, "another mode"));
+        }
+        if entry.kind == Kind::File && meta.size() != entry.size {
+            return Err(differs(&entry.path, "another size"));
+        }
+        if entry.kind == Kind::Symlink
+            && fs::read_link(&full).ok().as_deref() != entry.target.as_deref().map(Path::new)
+        {
+            return Err(differs(&entry.path, "another target"));
+        }
+    }
+    let listed: HashSet<&Path> = next.entries.iter().map(|e| Path::new(&e.path)).collect();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(into.join(&dir)).map_err(|source| ApplyError::Write {
+            path: into.join(&dir),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let relative = dir.join(entry.file_name());
+            // Parents an index of mapped inputs leaves out are made as a copy makes them.
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            let a_parent = || listed.iter().any(|path| path.starts_with(&relative));
+            let expected = listed.contains(relative.as_path()) || (is_dir && a_parent());
+            if !expected {
+                return Err(differs(
+                    &relative.display().to_string(),
+                    "not in the snapshot",
+                ));
+            }
+            if is_dir {
+                stack.push(relative);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::PackRef;
+
+    fn file(path: &str, digest: &str, mode: u32) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: Kind::File,
+            mode,
+            digest: Some(digest.to_string()),
+            size: 1,
+            target: None,
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            digest: None,
+            size: 0,
+            target: None,
+        }
+    }
+
+    fn pack(digest: &str, blobs: &[&str]) -> PackRef {
+        PackRef {
+            digest: digest.to_string(),
+            size: 1,
+            raw: 1,
+            blobs: blobs.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_difference_is_what_changed_and_only_its_packs() {
+        let seed = Index {
+            entries: vec![
+                dir("gone"),
+                file("gone/a", "sha256:1", 0o644),
+                file("kept", "sha256:2", 0o644),
+                file("moded", "sha256:3", 0o644),
+                file("edited", "sha256:4", 0o644),
+                file("was-file", "sha256:5", 0o644),
+            ],
+            packs: vec![pack(
+                "p1",
+                &["sha256:1", "sha256:2", "sha256:3", "sha256:4", "sha256:5"],
+            )],
+        };
+        let next = Index {
+            entries: vec![
+                file("edited", "sha256:6", 0o644),
+                file("kept", "sha256:2", 0o644),
+                file("moded", "sha256:3", 0o755),
+                file("new", "sha256:2", 0o644),
+                dir("was-file"),
+            ],
+            packs: vec![
+                pack(
+                    "p1",
+                    &["sha256:1", "sha256:2", "sha256:3", "sha256:4", "sha256:5"],
+                ),
+                pack("p2", &["sha256:6"]),
+            ],
+        };
+        let difference = difference(&seed, &next);
+        assert_eq!(difference.remove, ["edited", "gone", "was-file"]);
+        let written: Vec<&str> = difference
+            .write
+            .entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(written, ["edited", "new", "was-file"]);
+        assert_eq!(difference.modes, [("moded".to_string(), 0o755)]);
+        // "new" holds a content of the seed's pack: that pack is read again, the rest is not.
+        let packs: Vec<&str> = difference
+            .write
+            .packs
+            .iter()
+            .map(|p| p.digest.as_str())
+            .collect();
+        assert_eq!(packs, ["p1", "p2"]);
+        let same = difference_of_same(&next);
+        assert_eq!(
+            same,
+            Difference {
+                write: Index::default(),
+                ..Difference::default()
+            }
+        );
+    }
+
+    fn difference_of_same(index: &Index) -> Difference {
+        super::difference(index, index)
+    }
+}
