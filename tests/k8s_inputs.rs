@@ -135,6 +135,45 @@ impl Setup {
         succeeded(&output);
     }
 
+    /// A BuildrPool of one BusyBox pod, seeded with `seed` if any, full, and its controller.
+    fn pool(&self, name: &str, seed: Option<&str>) -> PoolController {
+        install_crd();
+        let seed = seed.map_or_else(String::new, |seed| format!("  seed: {seed}\n"));
+        apply(&format!(
+            "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: {name}\n  \
+             namespace: {}\nspec:\n  size: 1\n  maxIdle: 30m\n{seed}  container:\n    \
+             image: {BUSYBOX_IMAGE}\n",
+            self.ns.name,
+        ));
+        let cache = self.cache.path().to_str().unwrap();
+        let controller = PoolController::start_with_env(
+            &self.ns,
+            &[
+                ("BUILDR_INSECURE_REGISTRIES", &self.registry.address),
+                ("DOCKER_CONFIG", cache),
+            ],
+        );
+        wait_full(&self.ns, name, 1, &controller);
+        controller
+    }
+
+    /// The listing, run in a warm pod of `pool` that lets it reach nothing but the registry,
+    /// with `extra` options.
+    fn run_in_pool(&self, pool: &str, extra: &[&str]) -> Output {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["-v", "--egress", "none", "--pool", pool];
+        args.extend(extra);
+        args.extend(["--", "sh", "-c", LISTING]);
+        self.ns
+            .command_without_image(self.repo.path(), out.path(), &args)
+            .env("BUILDR_INSECURE_REGISTRIES", &self.registry.address)
+            .env("XDG_CACHE_HOME", self.cache.path())
+            .env("DOCKER_CONFIG", self.cache.path())
+            .env_remove("BUILDR_INPUTS_REGISTRY")
+            .output()
+            .unwrap()
+    }
+
     /// Blobs uploaded so far (each upload ends with one `PUT` to its upload session).
     fn uploads(&self) -> usize {
         let put = format!("\"PUT /v2/{REPOSITORY}/blobs/uploads/");
@@ -317,24 +356,8 @@ fn base64_of(text: &str) -> String {
 fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pods() {
     let t = Setup::new("inputs-seed", &node_ip());
     t.push_seed("main");
-    install_crd();
     let pool = "seeded";
-    apply(&format!(
-        "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: {pool}\n  \
-         namespace: {}\nspec:\n  size: 1\n  maxIdle: 30m\n  seed: {}:main\n  container:\n    \
-         image: {BUSYBOX_IMAGE}\n",
-        t.ns.name,
-        t.location()
-    ));
-    let cache = t.cache.path().to_str().unwrap();
-    let controller = PoolController::start_with_env(
-        &t.ns,
-        &[
-            ("BUILDR_INSECURE_REGISTRIES", &t.registry.address),
-            ("DOCKER_CONFIG", cache),
-        ],
-    );
-    wait_full(&t.ns, pool, 1, &controller);
+    let controller = t.pool(pool, Some(&format!("{}:main", t.location())));
     let seeded = pool_pods(&t.ns, pool, Some("ready"));
 
     // A developer's change on top of the seed: an edit, a new file, a deletion, a mode, a
@@ -358,19 +381,7 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
     write_files(t.repo.path(), &[("same-1.txt/inside", "now a directory\n")]);
 
     let uploads = t.uploads();
-    let out = tempfile::tempdir().unwrap();
-    let output =
-        t.ns.command_without_image(
-            t.repo.path(),
-            out.path(),
-            &["-v", "--pool", pool, "--", "sh", "-c", LISTING],
-        )
-        .env("BUILDR_INSECURE_REGISTRIES", &t.registry.address)
-        .env("XDG_CACHE_HOME", t.cache.path())
-        .env("DOCKER_CONFIG", t.cache.path())
-        .env_remove("BUILDR_INPUTS_REGISTRY")
-        .output()
-        .unwrap();
+    let output = t.run_in_pool(pool, &[]);
     let listed = succeeded(&output);
     let said = stderr(&output);
     assert!(
@@ -402,4 +413,25 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
         pool_pods(&t.ns, pool, None),
         controller.log()
     );
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry of tests/cluster (tests/run-all.sh)"]
+fn a_warm_pod_without_a_seed_pulls_its_inputs_once_its_policy_lets_it() {
+    let t = Setup::new("inputs-warm", &node_ip());
+    let pool = "plain";
+    let controller = t.pool(pool, None);
+    let warm = pool_pods(&t.ns, pool, Some("ready"));
+    let location = t.location();
+    let output = t.run_in_pool(pool, &["--inputs-registry", &location]);
+    let listed = succeeded(&output);
+    let said = stderr(&output);
+    assert!(said.contains(&warm[0]), "it took the warm pod: {said}");
+    assert!(
+        said.contains("by content: "),
+        "{said}\ncontroller:\n{}",
+        controller.log()
+    );
+    assert!(!said.contains("whole"), "{said}");
+    assert_eq!(listed, succeeded(&t.run(LISTING, false)));
 }

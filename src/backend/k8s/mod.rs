@@ -529,12 +529,25 @@ impl Backend for K8sBackend {
             let copied = copy::inputs(&pods, &self.client, &name, image, inputs, secret).await?;
             Ok::<_, K8sError>((copied, false))
         };
+        // A warm pod waits under its pool's deny-all: a pull needs the run's policy, which
+        // lets it reach the registry, in place first (a seeded pool's policy lets it already).
+        let pull_after_policy = warm_uid.is_some() && by_content.is_some() && seed.is_none();
+        let policy_and_inputs = async {
+            if pull_after_policy {
+                policy.await?;
+                return Ok(((), inputs_copy.await?));
+            }
+            let (policy, inputs) = tokio::join!(policy, inputs_copy);
+            Ok::<_, K8sError>((policy?, inputs?))
+        };
         let copies = async {
-            let (policy, binary, inputs) = tokio::join!(policy, copy, inputs_copy);
+            let (binary, policy_and_inputs) = tokio::join!(copy, policy_and_inputs);
             // When the binary's copy fails, the inputs' stream, which waits for it, stops and
             // fails too, sometimes first: the binary's error is the cause, so it is the one
             // reported (not the first to arrive).
-            Ok::<_, K8sError>((policy?, binary?, inputs?))
+            binary?;
+            let (policy, inputs) = policy_and_inputs?;
+            Ok::<_, K8sError>((policy, (), inputs))
         };
         // The way to the executor is opened while the inputs travel: it listens once its binary
         // and secret are in, which is before the inputs are (a warm pod has the binary and
