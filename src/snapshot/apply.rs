@@ -298,7 +298,7 @@ pub(super) mod tests {
         repo
     }
 
-    fn listing(root: &Path) -> Vec<(String, u32, String)> {
+    pub(in crate::snapshot) fn listing(root: &Path) -> Vec<(String, u32, String)> {
         let mut out = Vec::new();
         for entry in walkdir(root) {
             let meta = fs::symlink_metadata(&entry).unwrap();

@@ -308,6 +308,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_seeded_workspace_brought_to_the_next_tree_equals_it_and_a_stray_file_fails_it() {
+        use crate::snapshot::apply::tests::{listing, snapshot_of, tree};
+        use crate::snapshot::host::pack_name;
+        let (repo, packs, into) = (
+            tree(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let seed = snapshot_of(repo.path(), packs.path());
+        apply(&seed, |d| packs.path().join(pack_name(d)), into.path()).unwrap();
+
+        // Inside a read-only directory, an edit; elsewhere a removal, a new file, a mode, a
+        // link retargeted, a file become a directory.
+        let root = repo.path();
+        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("locked/inside"), "edited\n").unwrap();
+        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::remove_dir_all(root.join("src/deep")).unwrap();
+        fs::write(root.join("new.txt"), "new\n").unwrap();
+        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::remove_file(root.join("link")).unwrap();
+        std::os::unix::fs::symlink("new.txt", root.join("link")).unwrap();
+        fs::remove_file(root.join("same.txt")).unwrap();
+        fs::create_dir(root.join("same.txt")).unwrap();
+        fs::write(root.join("same.txt/now"), "a directory\n").unwrap();
+        let next = snapshot_of(repo.path(), packs.path());
+
+        let pack_file = |d: &str| packs.path().join(pack_name(d));
+        let applied = apply_onto(&seed, &next, pack_file, into.path()).unwrap();
+        assert_eq!(listing(into.path()), listing(repo.path()));
+        assert_eq!(applied.files, 3, "only what changed is written");
+
+        // A file the seed did not have, found in the workspace: the apply fails, and leaves
+        // the workspace empty for a whole copy.
+        fs::write(into.path().join("stray"), "not in any snapshot\n").unwrap();
+        let error = apply_onto(&next, &next, pack_file, into.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("`stray` (not in the snapshot)"),
+            "{error}"
+        );
+        assert_eq!(fs::read_dir(into.path()).unwrap().count(), 0);
+    }
+
     fn difference_of_same(index: &Index) -> Difference {
         super::difference(index, index)
     }
