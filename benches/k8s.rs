@@ -19,15 +19,21 @@
 //! 9. scale: 1 GB / 100,000 files in and 2 GB / 20,000 files back, and the same at a fifth of
 //!    the size, with the peak memory of the client and of the executor's side, the timelines,
 //!    and how the time grows with the bytes (see `scale`)
+//! 10. inputs by content: 1 GB / 100,000 files through a registry on the node's address, cold
+//!     and into a seeded warm pod, against today's whole copy (see `by_content`)
 //!
 //! `cargo bench --bench k8s` (a plain main, harness = false). BUILDR_BENCH_RUNS sets the runs per
 //! case (default 3), BUILDR_BENCH_IMAGE the image (default buildr.local/base:1),
-//! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default 1 to 7: cases 8 and 9 move
+//! BUILDR_BENCH_CASES which cases run (numbers, e.g. `1,5`; default 1 to 7: cases 8 to 10 move
 //! gigabytes and take minutes).
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
 
+#[path = "k8s/by_content.rs"]
+mod by_content;
 mod common;
+#[path = "../tests/common/mod.rs"]
+mod harness;
 #[path = "k8s/peak.rs"]
 mod peak;
 #[path = "k8s/scale.rs"]
@@ -70,7 +76,7 @@ fn main() {
 
     let cases = env_or("BUILDR_BENCH_CASES", "1,2,3,4,5,6,7");
     let chosen = |case: &str| cases.split(',').any(|c| c.trim() == case);
-    let all: [(&str, Case); 9] = [
+    let all: [(&str, Case); 10] = [
         ("1", Bench::trivial),
         ("2", Bench::inputs_in),
         ("3", Bench::results_back),
@@ -80,6 +86,7 @@ fn main() {
         ("7", Bench::warm),
         ("8", Bench::small_files),
         ("9", Bench::scale),
+        ("10", Bench::by_content),
     ];
     for (case, run) in all {
         if chosen(case) {

@@ -30,7 +30,7 @@ fn large_results(files: usize) -> String {
 
 impl Bench {
     /// A tree of `files` small text files, made once per bench.
-    fn small_tree(&self, files: usize) -> std::path::PathBuf {
+    pub(super) fn small_tree(&self, files: usize) -> std::path::PathBuf {
         let repo = self.scratch.path().join(format!("small-{files}"));
         if !repo.exists() {
             make_text_tree(&repo.join("src"), files, files * SMALL_FILE);

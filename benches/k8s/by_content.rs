@@ -1,0 +1,235 @@
+//! Case 10: inputs by content (`--inputs-registry`) against today's whole copy through the exec
+//! API, with 1 GB / 100,000 source-like files and a CNCF Distribution registry on the node's
+//! address (built by tests/cluster/build-tools.sh), as the issue's figures ask:
+//!
+//! - the first push (an empty repository): the whole run, against a run that copies whole;
+//! - a cold pod pulling the whole 1 GB from the registry: the input phase, against the copy;
+//! - one file changed, a warm pod seeded with the previous snapshot: the input phases (take,
+//!   then the difference) and the whole run, against a run that copies whole;
+//! - the client's peak memory in each.
+
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::harness::registry::{RegistryServer, free_port};
+use super::{Bench, NAMESPACE, kubectl, ok, phase, print_timeline};
+
+/// The input phase of a run that takes a warm pod.
+const WARM_INPUTS: &str = "create policy, copy secret and inputs";
+
+impl Bench {
+    pub(super) fn by_content(&self) {
+        let repo = self.small_tree(100_000);
+        let node = String::from_utf8(
+            kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+            ])
+            .stdout,
+        )
+        .unwrap();
+        let storage = self.scratch.path().join("registry");
+        let address = format!("{}:{}", node.trim(), free_port());
+        let _registry = RegistryServer::start_at(&address, &storage, &[], false);
+        let cache = self.scratch.path().join("cache");
+        let by_content = |location: &str, args: &[&str]| {
+            let mut command =
+                self.command(&repo, &[&["--inputs-registry", location], args].concat());
+            command
+                .env("BUILDR_INSECURE_REGISTRIES", &address)
+                .env("XDG_CACHE_HOME", &cache)
+                .env("DOCKER_CONFIG", &cache);
+            command
+        };
+        let whole = || {
+            let mut command = self.command(&repo, &["--", "true"]);
+            command.env("XDG_CACHE_HOME", &cache);
+            command
+        };
+
+        // The first push, into an empty repository each time.
+        let mut first = 0;
+        let (ours, theirs) = self.pair_timed(
+            || {
+                first += 1;
+                let location = format!("{address}/first-{first}");
+                timed_ok(by_content(&location, &["--", "true"])).0
+            },
+            || timed_ok(whole()).0,
+        );
+        ratio("first push, whole run (goal at most 1.1x)", ours, theirs);
+
+        // A cold pod pulling everything: the snapshot is in the registry already.
+        let location = format!("{address}/bench/inputs");
+        timed_ok(by_content(&location, &["--", "true"]));
+        let (ours, theirs) = self.pair_timed(
+            || {
+                phase(
+                    &timed_ok(by_content(&location, &["--", "true"])).1,
+                    "copy binary and inputs",
+                )
+            },
+            || phase(&timed_ok(whole()).1, "copy binary and inputs"),
+        );
+        ratio("cold pod, 1 GB in (goal at most 0.5x)", ours, theirs);
+
+        // A warm pod seeded with the snapshot; one file changed before each run.
+        let seeded = self.seeded_pool(&repo, &location, &address, &cache);
+        let changed = repo.join("src/changed-by-the-bench.txt");
+        let mut change = 0;
+        let mut inputs = Vec::new();
+        let (ours, theirs) = self.pair_timed(
+            || {
+                self.wait_ready("seeded", 1);
+                change += 1;
+                std::fs::write(&changed, format!("change {change}\n")).unwrap();
+                let (took, output) =
+                    timed_ok(by_content(&location, &["--pool", "seeded", "--", "true"]));
+                let log = String::from_utf8_lossy(&output.stderr);
+                assert!(log.contains("onto the pod's seed"), "{log}");
+                inputs.push(phase(&output, "take a warm pod") + phase(&output, WARM_INPUTS));
+                took
+            },
+            || timed_ok(whole()).0,
+        );
+        inputs.sort();
+        println!(
+            "seeded warm pod, one file changed: input phases {:.3}s (goal at most 1 s)",
+            inputs[inputs.len() / 2].as_secs_f64()
+        );
+        ratio(
+            "seeded warm pod, whole run (goal at most 0.1x)",
+            ours,
+            theirs,
+        );
+
+        // The client's peak memory.
+        for (what, command) in [
+            (
+                "cold pod by content",
+                by_content(&location, &["--", "true"]),
+            ),
+            ("whole copy", whole()),
+        ] {
+            let run = super::peak::run(command);
+            assert!(run.output.status.success());
+            println!(
+                "{what:24} client peak RSS {:.1} MiB (goal under 100 MiB)",
+                run.client_kib as f64 / 1024.0
+            );
+            print_timeline(what, &run.output);
+        }
+        self.wait_ready("seeded", 1);
+        let run = super::peak::run(by_content(&location, &["--pool", "seeded", "--", "true"]));
+        assert!(run.output.status.success());
+        println!(
+            "seeded warm pod client peak RSS {:.1} MiB",
+            run.client_kib as f64 / 1024.0
+        );
+        print_timeline("a seeded warm pod, one file changed", &run.output);
+        drop(seeded);
+    }
+
+    /// A BuildrPool of one pod of the bench's image, seeded with `location:main` (pushed now),
+    /// and its controller, killed when the guard drops.
+    fn seeded_pool(&self, repo: &Path, location: &str, address: &str, cache: &Path) -> Controller {
+        ok(Command::new(super::BUILDR)
+            .args([
+                "inputs",
+                "push",
+                "--tag",
+                "main",
+                "--inputs-registry",
+                location,
+                "--repo",
+            ])
+            .arg(repo)
+            .env("BUILDR_INSECURE_REGISTRIES", address)
+            .env("XDG_CACHE_HOME", cache)
+            .env("DOCKER_CONFIG", cache)
+            .output()
+            .unwrap());
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/buildr/crds/buildrpools.yaml");
+        ok(kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crd.to_str().unwrap(),
+        ]));
+        let child = Command::new(super::BUILDR)
+            .args(["k8s", "pool-controller", "-n", NAMESPACE])
+            .arg("--executor-binary")
+            .arg(&self.executor)
+            .env("BUILDR_INSECURE_REGISTRIES", address)
+            .env("DOCKER_CONFIG", cache)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pool = format!(
+            r#"{{"apiVersion":"buildr.dev/v1alpha1","kind":"BuildrPool","metadata":{{"name":"seeded","namespace":"{NAMESPACE}"}},"spec":{{"size":1,"seed":"{location}:main","container":{{"image":"{}"}}}}}}"#,
+            self.image
+        );
+        let file = self.scratch.path().join("seeded.json");
+        std::fs::write(&file, pool).unwrap();
+        ok(kubectl(&["apply", "-f", file.to_str().unwrap()]));
+        Controller(child)
+    }
+
+    /// Waits (untimed) until the pool `name` has `size` ready pods.
+    fn wait_ready(&self, name: &str, size: u32) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let ready = kubectl(&[
+                "-n",
+                NAMESPACE,
+                "get",
+                "buildrpool",
+                name,
+                "-o",
+                "jsonpath={.status.ready}",
+            ]);
+            if String::from_utf8_lossy(&ready.stdout) == size.to_string() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the pool {name} did not fill within 300 s");
+    }
+}
+
+/// The pool's controller, killed when dropped.
+struct Controller(std::process::Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command`, which must succeed: how long it took, and its output.
+fn timed_ok(mut command: Command) -> (Duration, Output) {
+    let started = Instant::now();
+    let output = command.stdout(Stdio::null()).output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (took, output)
+}
+
+fn ratio(what: &str, ours: Duration, theirs: Duration) {
+    println!(
+        "{what:48} by content {:>8.3}s   whole copy {:>8.3}s   ratio {:.2}x",
+        ours.as_secs_f64(),
+        theirs.as_secs_f64(),
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
+}
