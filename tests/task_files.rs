@@ -136,7 +136,7 @@ fn an_unknown_attribute_is_located_and_corrected() {
         format!(
             "{}:3:5: unknown attribute `comand` in task \"hello\"; expected one of: description, \
              command, script, shell, env, workdir, timeout, outputs, tools, cache, cache_key, \
-             cache_failures, cache_registry, sandbox, writable, readable (did you mean \
+             cache_failures, cache_registry, inputs_registry, sandbox, writable, readable (did you mean \
              `command`?)",
             dir.join("tasks.hcl").display()
         )
@@ -489,5 +489,32 @@ fn the_cache_fields_are_read_and_checked() {
             "{}:3:11: `cache` in task \"c\": expected true or false, found a string",
             dir.join("tasks.hcl").display()
         )
+    );
+}
+
+#[test]
+fn the_inputs_registry_is_read_and_checked() {
+    let repo = repo_with(&[(
+        "tasks.hcl",
+        "task \"i\" {\n  command = [\"true\"]\n  inputs_registry = \"registry.example.com/team/inputs\"\n}\n\
+         task \"plain\" {\n  command = [\"true\"]\n}\n",
+    )]);
+    let set = TaskSet::load(repo.path()).unwrap();
+    assert_eq!(
+        set.get("i").unwrap().inputs_registry.as_deref(),
+        Some("registry.example.com/team/inputs")
+    );
+    assert_eq!(set.get("plain").unwrap().inputs_registry, None);
+
+    let (err, dir) = load_error(&[(
+        "tasks.hcl",
+        "task \"i\" {\n  command = [\"true\"]\n  inputs_registry = [\"a\"]\n}\n",
+    )]);
+    assert!(
+        err.starts_with(&format!(
+            "{}:3:21: `inputs_registry` in task \"i\": expected a string",
+            dir.join("tasks.hcl").display()
+        )),
+        "{err}"
     );
 }
