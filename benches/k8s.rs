@@ -192,46 +192,9 @@ impl Bench {
 
     /// 7. `true` end to end through a warm pod, each run once the pool is full again.
     fn warm(&self) {
-        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/buildr/crds/buildrpools.yaml");
-        ok(kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            crd.to_str().unwrap(),
-        ]));
-        let mut controller = Command::new(BUILDR)
-            .args(["k8s", "pool-controller", "-n", NAMESPACE])
-            .arg("--executor-binary")
-            .arg(&self.executor)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pool = format!(
-            r#"{{"apiVersion":"buildr.dev/v1alpha1","kind":"BuildrPool","metadata":{{"name":"warm","namespace":"{NAMESPACE}"}},"spec":{{"size":3,"container":{{"image":"{}"}}}}}}"#,
-            self.image
-        );
-        let file = self.scratch.path().join("pool.json");
-        fs::write(&file, pool).unwrap();
-        ok(kubectl(&["apply", "-f", file.to_str().unwrap()]));
-        let full = || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline {
-                let ready = kubectl(&[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "buildrpool",
-                    "warm",
-                    "-o",
-                    "jsonpath={.status.ready}",
-                ]);
-                if String::from_utf8_lossy(&ready.stdout) == "3" {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            panic!("the pool did not fill within 120 s");
-        };
+        let spec = format!(r#"{{"size":3,"container":{{"image":"{}"}}}}"#, self.image);
+        let controller = self.pool("warm", &spec, &[]);
+        let full = || self.wait_ready("warm", 3);
         let repo = self.empty_repo();
         let (ours, theirs) = self.pair_timed(
             || {
@@ -260,8 +223,7 @@ impl Bench {
         full();
         let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
         print_timeline("a trivial run in a warm pod", &output);
-        let _ = controller.kill();
-        let _ = controller.wait();
+        drop(controller);
     }
 
     /// 2. 200 MB of inputs into a pod.
@@ -427,6 +389,47 @@ impl Bench {
         (median(a), median(b))
     }
 
+    /// The BuildrPool `name` of `spec` (JSON) in the bench's namespace, with the CRD, and its
+    /// controller (started with `env`), killed when the guard drops.
+    fn pool(&self, name: &str, spec: &str, env: &[(&str, &str)]) -> Controller {
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/buildr/crds/buildrpools.yaml");
+        ok(kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crd.to_str().unwrap(),
+        ]));
+        let child = Command::new(BUILDR)
+            .args(["k8s", "pool-controller", "-n", NAMESPACE])
+            .arg("--executor-binary")
+            .arg(&self.executor)
+            .envs(env.iter().copied())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pool = format!(
+            r#"{{"apiVersion":"buildr.dev/v1alpha1","kind":"BuildrPool","metadata":{{"name":"{name}","namespace":"{NAMESPACE}"}},"spec":{spec}}}"#
+        );
+        let file = self.scratch.path().join(format!("{name}.json"));
+        fs::write(&file, pool).unwrap();
+        ok(kubectl(&["apply", "-f", file.to_str().unwrap()]));
+        Controller(child)
+    }
+
+    /// Waits (untimed) until the pool `name` has `size` ready pods.
+    fn wait_ready(&self, name: &str, size: u32) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let jsonpath = "jsonpath={.status.ready}";
+            let ready = kubectl(&["-n", NAMESPACE, "get", "buildrpool", name, "-o", jsonpath]);
+            if String::from_utf8_lossy(&ready.stdout) == size.to_string() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the pool {name} did not fill within 300 s");
+    }
+
     /// A restricted pod that sleeps, with an emptyDir at /w, ready.
     fn sleeper(&self, name: &str) -> String {
         let manifest = format!(
@@ -451,6 +454,16 @@ impl Bench {
             "--timeout=120s",
         ]));
         name.to_string()
+    }
+}
+
+/// A pool's controller, killed when dropped.
+struct Controller(std::process::Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

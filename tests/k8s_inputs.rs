@@ -215,6 +215,17 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The run of `cat src/main.rs` succeeded on a whole copy, after one warning line that says
+/// `why` and that the inputs are copied whole.
+fn copied_whole_with_one_warning(output: &Output, why: &str) {
+    assert_eq!(succeeded(output), "fn main() {}\n");
+    let said = stderr(output);
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(warnings[0].contains(why), "{said}");
+    assert!(warnings[0].contains("copying them whole"), "{said}");
+}
+
 fn succeeded(output: &Output) -> String {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
     stdout(output)
@@ -272,15 +283,7 @@ fn a_pod_that_cannot_reach_the_registry_gets_the_inputs_whole() {
     // On this machine's loopback: the client pushes, the pod cannot pull.
     let t = Setup::new("inputs-unreachable", "127.0.0.1");
     let output = t.run("cat src/main.rs", true);
-    assert_eq!(succeeded(&output), "fn main() {}\n");
-    let said = stderr(&output);
-    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
-    assert_eq!(warnings.len(), 1, "{said}");
-    assert!(
-        warnings[0].contains("cannot pull the inputs from")
-            && warnings[0].contains("copying them whole"),
-        "{said}"
-    );
+    copied_whole_with_one_warning(&output, "cannot pull the inputs from");
     assert!(t.uploads() > 0, "the client did push");
     t.ns.assert_nothing_left();
 }
@@ -335,14 +338,7 @@ fn a_pod_pulls_with_the_user_s_credentials_which_never_reach_its_spec() {
 
     // Without them the push is refused: the inputs go whole, with one warning.
     let output = t.run("cat src/main.rs", true);
-    assert_eq!(succeeded(&output), "fn main() {}\n");
-    let said = stderr(&output);
-    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
-    assert_eq!(warnings.len(), 1, "{said}");
-    assert!(
-        warnings[0].contains("cannot send the inputs by content"),
-        "{said}"
-    );
+    copied_whole_with_one_warning(&output, "cannot send the inputs by content");
 }
 
 /// Standard base64, as Docker's config keeps `user:password`.
@@ -398,6 +394,14 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
         "the same workspace as a whole copy"
     );
     assert!(listed.contains("./same-1.txt/inside file"), "{listed}");
+
+    // A run that matches the pool's template takes a seeded pod unasked and, naming no
+    // registry, copies its inputs whole: into a workspace emptied of the seed first.
+    wait_full(&t.ns, pool, 1, &controller);
+    let waiting = pool_pods(&t.ns, pool, Some("ready"));
+    let output = t.run(LISTING, false);
+    assert!(stderr(&output).contains(&waiting[0]), "{}", stderr(&output));
+    assert_eq!(succeeded(&output), listed);
 
     // The seed's tag moves: the waiting pods are replaced by pods of the new seed.
     wait_full(&t.ns, pool, 1, &controller);

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::harness::registry::{RegistryServer, free_port};
-use super::{Bench, NAMESPACE, kubectl, ok, phase, print_timeline};
+use super::{Bench, Controller, kubectl, ok, phase, print_timeline};
 
 /// The input phase of a run that takes a warm pod.
 const WARM_INPUTS: &str = "create policy, copy secret and inputs";
@@ -154,61 +154,17 @@ impl Bench {
             .env("DOCKER_CONFIG", cache)
             .output()
             .unwrap());
-        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/buildr/crds/buildrpools.yaml");
-        ok(kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            crd.to_str().unwrap(),
-        ]));
-        let child = Command::new(super::BUILDR)
-            .args(["k8s", "pool-controller", "-n", NAMESPACE])
-            .arg("--executor-binary")
-            .arg(&self.executor)
-            .env("BUILDR_INSECURE_REGISTRIES", address)
-            .env("DOCKER_CONFIG", cache)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pool = format!(
-            r#"{{"apiVersion":"buildr.dev/v1alpha1","kind":"BuildrPool","metadata":{{"name":"seeded","namespace":"{NAMESPACE}"}},"spec":{{"size":1,"seed":"{location}:main","container":{{"image":"{}"}}}}}}"#,
+        let spec = format!(
+            // A label of its own, so that the whole copies, which name no pool, start cold.
+            r#"{{"size":1,"seed":"{location}:main","container":{{"image":"{}","labels":{{"bench":"seeded"}}}}}}"#,
             self.image
         );
-        let file = self.scratch.path().join("seeded.json");
-        std::fs::write(&file, pool).unwrap();
-        ok(kubectl(&["apply", "-f", file.to_str().unwrap()]));
-        Controller(child)
-    }
-
-    /// Waits (untimed) until the pool `name` has `size` ready pods.
-    fn wait_ready(&self, name: &str, size: u32) {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Instant::now() < deadline {
-            let ready = kubectl(&[
-                "-n",
-                NAMESPACE,
-                "get",
-                "buildrpool",
-                name,
-                "-o",
-                "jsonpath={.status.ready}",
-            ]);
-            if String::from_utf8_lossy(&ready.stdout) == size.to_string() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("the pool {name} did not fill within 300 s");
-    }
-}
-
-/// The pool's controller, killed when dropped.
-struct Controller(std::process::Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let cache = cache.to_str().unwrap();
+        let env = [
+            ("BUILDR_INSECURE_REGISTRIES", address),
+            ("DOCKER_CONFIG", cache),
+        ];
+        self.pool("seeded", &spec, &env)
     }
 }
 

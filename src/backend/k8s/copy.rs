@@ -173,8 +173,12 @@ pub async fn clear_workspace(
 ) -> Result<(), K8sError> {
     let shell = PodShell { pods, client, pod };
     let workspace = crate::backend::executor_command::quote(WORKSPACE_DIR);
-    let script =
-        format!("chmod -R u+w {workspace} && cd {workspace} && rm -rf -- ./* ./.[!.]* ./..?*");
+    // The workspace itself may be the volume's root, which its user cannot chmod; a glob
+    // that matches nothing stays as it is written, which `rm -f` passes over.
+    let script = format!(
+        "cd {workspace} && {{ chmod -R u+w -- ./* ./.[!.]* ./..?* 2>/dev/null; \
+         rm -rf -- ./* ./.[!.]* ./..?*; }}"
+    );
     shell.run(script, Ok).await.map_err(|source| {
         K8sError::Upload(Box::new(upload::UploadError::Failed {
             what: upload::INPUTS,
