@@ -63,70 +63,132 @@ pub fn apply(
     pack_file: impl Fn(&str) -> PathBuf,
     into: &Path,
 ) -> Result<Applied, ApplyError> {
-    check_entries(index)?;
-    let applied = write_tree(index, pack_file, into);
+    let applied = Applying::start(index, into).and_then(|applying| {
+        for pack in &index.packs {
+            let path = pack_file(&pack.digest);
+            let file = File::open(&path).map_err(|source| ApplyError::Write { path, source })?;
+            applying.pack(&pack.digest, file)?;
+        }
+        applying.finish()
+    });
     if applied.is_err() {
         empty(into);
     }
     applied
 }
 
-/// Writes the tree of a checked `index` under `into`.
-fn write_tree(
-    index: &Index,
-    pack_file: impl Fn(&str) -> PathBuf,
-    into: &Path,
-) -> Result<Applied, ApplyError> {
-    let write = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ApplyError::Write { path, source }
-    };
-    let mut applied = Applied::default();
-    // Directories first (sorted, so parents before children), then contents, then links: no
-    // file or link is ever written under a path the index does not make a directory.
-    for entry in index.entries.iter().filter(|e| e.kind == Kind::Dir) {
-        let path = into.join(&entry.path);
-        fs::create_dir_all(&path).map_err(write(&path))?;
-        applied.dirs += 1;
+/// An apply in steps, for packs that arrive one by one (a pull applies each as it comes, on a
+/// thread of its own): [`Applying::start`] checks the index and makes its directories,
+/// [`Applying::pack`] writes the contents one pack holds (from any thread, in any order), and
+/// [`Applying::finish`] checks that every pack came, then makes the links and sets the
+/// directories' modes. On an error, the caller empties the workspace ([`apply`] does).
+pub struct Applying {
+    into: PathBuf,
+    /// For each pack: where each content it is to write goes (its hex digest, and every path
+    /// that holds it with its mode). A content two packs hold is written from the first.
+    assigned: HashMap<String, HashMap<String, Vec<(String, u32)>>>,
+    /// The links, and the directories with their modes, for the end.
+    symlinks: Vec<(String, String)>,
+    dirs: Vec<(String, u32)>,
+    done: std::sync::Mutex<(Applied, HashSet<String>)>,
+}
+
+impl Applying {
+    /// Checks `index` and makes its directories under `into` (existing, empty).
+    pub fn start(index: &Index, into: &Path) -> Result<Self, ApplyError> {
+        check_entries(index)?;
+        let write = |path: PathBuf| move |source| ApplyError::Write { path, source };
+        // Directories first (sorted, so parents before children), then contents, then links:
+        // no file or link is ever written under a path the index does not make a directory.
+        let dirs: Vec<(String, u32)> = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .map(|e| (e.path.clone(), e.mode))
+            .collect();
+        for (dir, _) in &dirs {
+            let path = into.join(dir);
+            fs::create_dir_all(&path).map_err(write(path))?;
+        }
+        // Where each content goes: every path that holds it.
+        let mut destinations: HashMap<&str, Vec<(String, u32)>> = HashMap::new();
+        for entry in index.entries.iter().filter(|e| e.kind == Kind::File) {
+            let digest = entry.digest.as_deref().unwrap_or_default();
+            destinations
+                .entry(digest.trim_start_matches("sha256:"))
+                .or_default()
+                .push((entry.path.clone(), entry.mode & 0o777));
+        }
+        let mut assigned = HashMap::new();
+        for pack in &index.packs {
+            let mine: HashMap<String, Vec<(String, u32)>> = pack
+                .blobs
+                .iter()
+                .filter_map(|blob| {
+                    let hex = blob.trim_start_matches("sha256:");
+                    destinations
+                        .remove(hex)
+                        .map(|paths| (hex.to_string(), paths))
+                })
+                .collect();
+            assigned.insert(pack.digest.clone(), mine);
+        }
+        let symlinks = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Symlink)
+            .map(|e| (e.path.clone(), e.target.clone().unwrap_or_default()))
+            .collect();
+        let done = Applied {
+            dirs: dirs.len() as u64,
+            ..Applied::default()
+        };
+        Ok(Self {
+            into: into.to_path_buf(),
+            assigned,
+            symlinks,
+            dirs,
+            done: std::sync::Mutex::new((done, HashSet::new())),
+        })
     }
-    // Where each content goes: every path that holds it.
-    let mut destinations: HashMap<&str, Vec<(&str, u32)>> = HashMap::new();
-    for entry in index.entries.iter().filter(|e| e.kind == Kind::File) {
-        let digest = entry.digest.as_deref().unwrap_or_default();
-        destinations
-            .entry(digest.trim_start_matches("sha256:"))
-            .or_default()
-            .push((&entry.path, entry.mode & 0o777));
-    }
-    for pack in &index.packs {
-        let path = pack_file(&pack.digest);
-        let file = File::open(&path).map_err(write(&path))?;
-        let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(file));
+
+    /// Writes what the pack `digest` (its `.tar.s2` bytes from `pack`) is to write, each content
+    /// checked against its digest as it is written.
+    pub fn pack(&self, digest: &str, pack: impl Read) -> Result<(), ApplyError> {
+        let write = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ApplyError::Write { path, source }
+        };
         let bad = |why: String| ApplyError::BadPack {
-            digest: pack.digest.clone(),
+            digest: digest.to_string(),
             why,
         };
+        let empty = HashMap::new();
+        let mine = self.assigned.get(digest).unwrap_or(&empty);
+        let mut left: HashSet<&str> = mine.keys().map(String::as_str).collect();
+        let mut applied = Applied::default();
+        let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(pack));
         for blob in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut blob = blob.map_err(|e| bad(e.to_string()))?;
             let name = blob.path().map_err(|e| bad(e.to_string()))?;
             let name = name.to_string_lossy().into_owned();
-            let Some(paths) = destinations.remove(name.as_str()) else {
+            let (Some(paths), true) = (mine.get(&name), left.remove(name.as_str())) else {
                 continue;
             };
-            let (first, mode) = paths[0];
-            let target = into.join(first);
+            let (first, mode) = &paths[0];
+            let target = self.into.join(first);
             // The parents an index of mapped inputs leaves out, as a tar extraction makes them.
-            for path in paths.iter().map(|(path, _)| into.join(path)) {
+            for path in paths.iter().map(|(path, _)| self.into.join(path)) {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).map_err(write(parent))?;
                 }
             }
-            let (digest, size) = write_file(&mut blob, &target, mode).map_err(write(&target))?;
-            if digest != name {
+            let (written, size) = write_file(&mut blob, &target, *mode).map_err(write(&target))?;
+            if written != name {
                 return Err(bad(format!("its blob {name} holds other bytes")));
             }
             for (other, mode) in &paths[1..] {
-                let copy = into.join(other);
+                let copy = self.into.join(other);
                 fs::copy(&target, &copy).map_err(write(&copy))?;
                 fs::set_permissions(&copy, fs::Permissions::from_mode(*mode))
                     .map_err(write(&copy))?;
@@ -134,25 +196,43 @@ fn write_tree(
             applied.files += paths.len() as u64;
             applied.bytes += size * paths.len() as u64;
         }
+        if let Some(missing) = left.iter().next() {
+            let path = mine[*missing].first().map_or(*missing, |(path, _)| path);
+            return Err(ApplyError::Missing(path.to_string()));
+        }
+        // A poisoned lock is a panic on another pack's thread; the counts are still usable.
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.0.files += applied.files;
+        done.0.bytes += applied.bytes;
+        done.1.insert(digest.to_string());
+        Ok(())
     }
-    if let Some((digest, paths)) = destinations.into_iter().next() {
-        let path = paths.first().map_or(digest, |(path, _)| path);
-        return Err(ApplyError::Missing(path.to_string()));
+
+    /// Checks that every pack with something to write came, then makes the links and sets the
+    /// directories' modes.
+    pub fn finish(self) -> Result<Applied, ApplyError> {
+        let (mut applied, came) = self.done.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (pack, mine) in &self.assigned {
+            if let Some(paths) = mine.values().next().filter(|_| !came.contains(pack)) {
+                let path = paths.first().map_or(pack.as_str(), |(path, _)| path);
+                return Err(ApplyError::Missing(path.to_string()));
+            }
+        }
+        let write = |path: PathBuf| move |source| ApplyError::Write { path, source };
+        for (link, target) in &self.symlinks {
+            let path = self.into.join(link);
+            std::os::unix::fs::symlink(target, &path).map_err(write(path))?;
+            applied.symlinks += 1;
+        }
+        // Last, so that a read-only directory was still writable while it was filled; deepest
+        // first, for the same reason.
+        for (dir, mode) in self.dirs.iter().rev() {
+            let path = self.into.join(dir);
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o1777))
+                .map_err(write(path))?;
+        }
+        Ok(applied)
     }
-    for entry in index.entries.iter().filter(|e| e.kind == Kind::Symlink) {
-        let path = into.join(&entry.path);
-        let target = entry.target.as_deref().unwrap_or_default();
-        std::os::unix::fs::symlink(target, &path).map_err(write(&path))?;
-        applied.symlinks += 1;
-    }
-    // Last, so that a read-only directory was still writable while it was filled; deepest
-    // first, for the same reason.
-    for entry in index.entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        let path = into.join(&entry.path);
-        fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode & 0o1777))
-            .map_err(write(&path))?;
-    }
-    Ok(applied)
 }
 
 /// Checks every entry's path and place, and that every file's content is in a named pack.

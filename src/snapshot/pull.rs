@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::apply::{Applied, ApplyError, apply};
+use super::apply::{Applied, ApplyError, Applying};
 use super::host::pack_name;
 use super::index::Index;
 use super::registry::{Credentials, Repository, RepositoryError};
@@ -18,6 +18,9 @@ pub const EXIT_UNREACHABLE: u8 = 75;
 
 /// How many packs are pulled at once: enough to keep a link to the registry busy.
 const IN_FLIGHT: usize = 8;
+/// The largest pack held in memory while it is applied (packs of small files are at most
+/// 4 MiB; a large file's pack goes to a file).
+const IN_MEMORY: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -84,10 +87,61 @@ pub async fn pull(
     to: PullTo<'_>,
 ) -> Result<Applied, PullError> {
     let pulled = pull_and_apply(reference, credentials, to).await;
-    if pulled.is_err() && to.onto.is_some() {
+    if pulled.is_err() {
         super::apply::empty(to.workspace);
     }
     pulled
+}
+
+/// Every pack of `index` into the empty `workspace`, each applied as soon as it has come (on a
+/// thread of its own) while the next ones come: a pack small enough is held in memory, a
+/// larger one (a large file's) is written to `packs` first.
+async fn pull_all(
+    repo: &Repository,
+    index: &Index,
+    packs: &Path,
+    workspace: &Path,
+) -> Result<Applied, PullError> {
+    let (started, workspace_dir) = (index.clone(), workspace.to_path_buf());
+    let applying = tokio::task::spawn_blocking(move || Applying::start(&started, &workspace_dir))
+        .await
+        .expect("an apply does not panic")?;
+    let applying = std::sync::Arc::new(applying);
+    futures::stream::iter(&index.packs)
+        .map(|pack| {
+            let applying = applying.clone();
+            async move {
+                let digest = pack.digest.clone();
+                let applied = if pack.size <= IN_MEMORY {
+                    let bytes = repo.blob(&pack.digest, pack.size).await?;
+                    tokio::task::spawn_blocking(move || applying.pack(&digest, &bytes[..])).await
+                } else {
+                    let file = packs.join(pack_name(&pack.digest));
+                    repo.blob_to_file(&pack.digest, pack.size, &file).await?;
+                    tokio::task::spawn_blocking(move || {
+                        let opened =
+                            std::fs::File::open(&file).map_err(|source| ApplyError::Write {
+                                path: file.clone(),
+                                source,
+                            })?;
+                        applying.pack(&digest, opened)?;
+                        let _ = std::fs::remove_file(&file);
+                        Ok(())
+                    })
+                    .await
+                };
+                applied.expect("an apply does not panic")?;
+                Ok::<_, PullError>(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
+    let applying = std::sync::Arc::into_inner(applying).expect("every pack's apply is done");
+    let applied = tokio::task::spawn_blocking(move || applying.finish())
+        .await
+        .expect("an apply does not panic")?;
+    Ok(applied)
 }
 
 async fn pull_and_apply(
@@ -116,27 +170,30 @@ async fn pull_and_apply(
         None => index.packs.clone(),
     };
     let pulled = async {
-        futures::stream::iter(&needed)
-            .map(|pack| {
-                let file = packs.join(pack_name(&pack.digest));
-                let repo = &repo;
-                async move { repo.blob_to_file(&pack.digest, pack.size, &file).await }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<()>()
-            .await?;
-        let (dir, workspace) = (packs.to_path_buf(), to.workspace.to_path_buf());
-        let index = index.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let pack_file = |digest: &str| dir.join(pack_name(digest));
-            match seed {
-                Some(seed) => super::onto::apply_onto(&seed, &index, pack_file, &workspace),
-                None => apply(&index, pack_file, &workspace),
+        match seed {
+            Some(seed) => {
+                // The difference is small: its packs are fetched, then applied onto the seed.
+                futures::stream::iter(&needed)
+                    .map(|pack| {
+                        let file = packs.join(pack_name(&pack.digest));
+                        let repo = &repo;
+                        async move { repo.blob_to_file(&pack.digest, pack.size, &file).await }
+                    })
+                    .buffer_unordered(IN_FLIGHT)
+                    .try_collect::<()>()
+                    .await?;
+                let (dir, workspace) = (packs.to_path_buf(), to.workspace.to_path_buf());
+                let index = index.clone();
+                let applied = tokio::task::spawn_blocking(move || {
+                    let pack_file = |digest: &str| dir.join(pack_name(digest));
+                    super::onto::apply_onto(&seed, &index, pack_file, &workspace)
+                })
+                .await
+                .expect("an apply does not panic")?;
+                Ok::<_, PullError>(applied)
             }
-        })
-        .await
-        .expect("an apply does not panic")?;
-        Ok::<_, PullError>(applied)
+            None => pull_all(&repo, &index, packs, to.workspace).await,
+        }
     };
     let result = pulled.await;
     let removed = std::fs::remove_dir_all(packs).map_err(kept);
