@@ -220,7 +220,10 @@ fn noise(len: usize) -> Vec<u8> {
 fn copied_whole_with_one_warning(output: &Output, why: &str) {
     assert_eq!(succeeded(output), "fn main() {}\n");
     let said = stderr(output);
-    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("whole")).collect();
+    let warnings: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("buildr: warning:"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{said}");
     assert!(warnings[0].contains(why), "{said}");
     assert!(warnings[0].contains("copying them whole"), "{said}");
@@ -416,6 +419,23 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
         "{:?}\ncontroller:\n{}",
         pool_pods(&t.ns, pool, None),
         controller.log()
+    );
+
+    // A seed this client cannot diff against (its index gone, as from another version): the
+    // inputs go whole into the emptied workspace, with one warning line.
+    let seeded = pool_pods(&t.ns, pool, Some("ready"));
+    t.ns.kubectl(&["exec", &seeded[0], "--", "rm", "/buildr/seed-index.json"]);
+    let output = t.run_in_pool(pool, &[]);
+    assert_eq!(succeeded(&output), succeeded(&t.run(LISTING, false)));
+    let said = stderr(&output);
+    let warnings: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("buildr: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(
+        warnings[0].contains("cannot diff against the pod's seed"),
+        "{said}"
     );
 }
 

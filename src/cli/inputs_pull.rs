@@ -61,10 +61,15 @@ pub async fn run(args: InputsPullArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.is_unreachable() => {
             // One line for the run's warning: what failed, and the deepest cause (the client's
             // own chain repeats the URL at every level).
-            let failed = e.to_string();
-            let failed = failed.split(": ").next().unwrap_or_default().to_string();
+            let said = e.to_string();
             let error = anyhow::Error::from(e);
-            eprintln!("{failed}: {}", error.root_cause());
+            match error.chain().count() {
+                1 => eprintln!("{said}"),
+                _ => {
+                    let failed = said.split(": ").next().unwrap_or_default();
+                    eprintln!("{failed}: {}", error.root_cause());
+                }
+            }
             Ok(ExitCode::from(crate::snapshot::pull::EXIT_UNREACHABLE))
         }
         Err(e) => Err(e.into()),

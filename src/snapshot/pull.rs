@@ -34,6 +34,13 @@ pub enum PullError {
     /// What the registry sent is not what the snapshot says: nothing was applied.
     #[error(transparent)]
     Refused(RepositoryError),
+    /// The seed's index is not there or not one this binary reads (a pod seeded by another
+    /// version): the run copies the inputs whole into the emptied workspace.
+    #[error("cannot diff against the pod's seed: its index {} cannot be read ({why})", .path.display())]
+    NoSeed {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("cannot use {}", .dir.display())]
@@ -45,10 +52,14 @@ pub enum PullError {
 }
 
 impl PullError {
-    /// Whether the registry could not be reached or asked: a reason to copy the inputs whole,
-    /// where any other error is one the run stops on.
+    /// Whether the registry could not be reached or asked, or the seed cannot be diffed
+    /// against: a reason to copy the inputs whole, where any other error is one the run stops
+    /// on.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::NotFound(_))
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::NotFound(_) | Self::NoSeed { .. }
+        )
     }
 }
 
@@ -210,12 +221,10 @@ async fn pull_and_apply(
 
 /// The index of the seed a workspace holds, as its pull kept it.
 fn read_index(path: &Path) -> Result<Index, PullError> {
-    let bytes = std::fs::read(path).map_err(|source| PullError::Packs {
-        dir: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| PullError::Packs {
-        dir: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })
+    let no_seed = |why: String| PullError::NoSeed {
+        path: path.to_path_buf(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| no_seed(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| no_seed(e.to_string()))
 }
