@@ -448,12 +448,27 @@ impl Backend for K8sBackend {
                 _ => None,
             }
         };
-        let (taken, pushed) = tokio::join!(self.take_or_start(&plan, timeline), push);
+        let take = async {
+            let taken = self.take_or_start(&plan, timeline).await;
+            (taken, Instant::now())
+        };
+        let ((taken, mut step), pushed) = tokio::join!(take, push);
         let TakenPod {
             name,
             warm_uid,
             seed,
         } = taken?;
+        if let Some(pushed) = &pushed {
+            // What the push took beyond the pod's start, which it ran alongside.
+            let what = format!(
+                "push inputs: {} entries, {} of {} packs new, {}",
+                pushed.entries,
+                pushed.packs_pushed,
+                pushed.packs,
+                crate::tools::human_size(pushed.bytes_pushed)
+            );
+            timeline.record(&what, &mut step);
+        }
         let by_content = pushed.as_ref().zip(plan.registry.as_ref());
         let pods = self.pods();
         let mut step = Instant::now();
@@ -568,22 +583,15 @@ impl Backend for K8sBackend {
             (false, true) => "create policy, copy secret and inputs",
             (false, false) => "create policy, copy secret, tools and inputs",
         };
-        match pushed.filter(|_| pulled) {
-            Some(pushed) => {
-                let by_content = format!(
-                    "{copied}, by content: {} of {} packs pushed, {}{}",
-                    pushed.packs_pushed,
-                    pushed.packs,
-                    crate::tools::human_size(pushed.bytes_pushed),
-                    if seed.is_some() {
-                        ", onto the pod's seed"
-                    } else {
-                        ""
-                    },
-                );
-                timeline.record(&by_content, &mut step);
-            }
-            None => timeline.record(copied, &mut step),
+        if pulled {
+            let onto = if seed.is_some() {
+                " onto the pod's seed"
+            } else {
+                ""
+            };
+            timeline.record(&format!("{copied}, by content: pulled{onto}"), &mut step);
+        } else {
+            timeline.record(copied, &mut step);
         }
         Ok(StartedExecutor {
             channel,
