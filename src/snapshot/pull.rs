@@ -118,41 +118,62 @@ async fn pull_all(
         .await
         .expect("an apply does not panic")?;
     let applying = std::sync::Arc::new(applying);
-    futures::stream::iter(&index.packs)
+    // After a failure no pack is started, but those under way are waited for: an apply left
+    // running on its thread would write into the workspace after it is emptied.
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let pulled: Vec<Result<(), PullError>> = futures::stream::iter(&index.packs)
         .map(|pack| {
             let applying = applying.clone();
+            let failed = &failed;
             async move {
-                let digest = pack.digest.clone();
-                let applied = if pack.size <= IN_MEMORY {
-                    let bytes = repo.blob(&pack.digest, pack.size).await?;
-                    tokio::task::spawn_blocking(move || applying.pack(&digest, &bytes[..])).await
-                } else {
-                    let file = packs.join(pack_name(&pack.digest));
-                    repo.blob_to_file(&pack.digest, pack.size, &file).await?;
-                    tokio::task::spawn_blocking(move || {
-                        let opened =
-                            std::fs::File::open(&file).map_err(|source| ApplyError::Write {
-                                path: file.clone(),
-                                source,
-                            })?;
-                        applying.pack(&digest, opened)?;
-                        let _ = std::fs::remove_file(&file);
-                        Ok(())
-                    })
-                    .await
-                };
-                applied.expect("an apply does not panic")?;
-                Ok::<_, PullError>(())
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let pulled = pull_pack(repo, pack, packs, applying).await;
+                if pulled.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                pulled
             }
         })
         .buffer_unordered(IN_FLIGHT)
-        .try_collect::<()>()
-        .await?;
+        .collect()
+        .await;
+    pulled.into_iter().collect::<Result<(), _>>()?;
     let applying = std::sync::Arc::into_inner(applying).expect("every pack's apply is done");
     let applied = tokio::task::spawn_blocking(move || applying.finish())
         .await
         .expect("an apply does not panic")?;
     Ok(applied)
+}
+
+/// One pack, fetched and applied.
+async fn pull_pack(
+    repo: &Repository,
+    pack: &super::index::PackRef,
+    packs: &Path,
+    applying: std::sync::Arc<Applying>,
+) -> Result<(), PullError> {
+    let digest = pack.digest.clone();
+    let applied = if pack.size <= IN_MEMORY {
+        let bytes = repo.blob(&pack.digest, pack.size).await?;
+        tokio::task::spawn_blocking(move || applying.pack(&digest, &bytes[..])).await
+    } else {
+        let file = packs.join(pack_name(&pack.digest));
+        repo.blob_to_file(&pack.digest, pack.size, &file).await?;
+        tokio::task::spawn_blocking(move || {
+            let opened = std::fs::File::open(&file).map_err(|source| ApplyError::Write {
+                path: file.clone(),
+                source,
+            })?;
+            applying.pack(&digest, opened)?;
+            let _ = std::fs::remove_file(&file);
+            Ok(())
+        })
+        .await
+    };
+    applied.expect("an apply does not panic")?;
+    Ok(())
 }
 
 async fn pull_and_apply(
