@@ -537,7 +537,8 @@ impl Backend for K8sBackend {
                     }
                 }
             }
-            if let Some(seed) = &seed {
+            // A pull that failed has emptied the workspace already.
+            if let Some(seed) = seed.as_ref().filter(|_| by_content.is_none()) {
                 tracing::info!("the inputs are copied whole: the pod's seed {seed} is emptied");
                 copy::clear_workspace(&pods, &self.client, &name, image).await?;
             }
