@@ -73,7 +73,7 @@ impl Registry {
         let layers = manifest["layers"].as_array().unwrap();
         assert_eq!(
             layers[0]["mediaType"],
-            "application/vnd.buildr.inputs.index.v1+json"
+            "application/vnd.buildr.inputs.index.v2"
         );
         let index: Index =
             serde_json::from_slice(&self.blob(layers[0]["digest"].as_str().unwrap())).unwrap();

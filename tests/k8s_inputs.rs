@@ -424,7 +424,7 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
     // A seed this client cannot diff against (its index gone, as from another version): the
     // inputs go whole into the emptied workspace, with one warning line.
     let seeded = pool_pods(&t.ns, pool, Some("ready"));
-    t.ns.kubectl(&["exec", &seeded[0], "--", "rm", "/buildr/seed-index.json"]);
+    t.ns.kubectl(&["exec", &seeded[0], "--", "rm", "/buildr/seed-index"]);
     let output = t.run_in_pool(pool, &[]);
     assert_eq!(succeeded(&output), succeeded(&t.run(LISTING, false)));
     let said = stderr(&output);

@@ -85,7 +85,7 @@ pub async fn send<R: RemoteCommand>(
         .cloned()
         .collect();
     let inputs = inputs.to_vec();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&inputs, stat_cache_file, &there))
+    let prepared = tokio::task::spawn_blocking(move || prepare(&inputs, stat_cache_file, there))
         .await
         .expect("making the packs does not panic")?;
     let sent = Sent {
@@ -130,21 +130,20 @@ struct Prepared {
 fn prepare<E: std::error::Error + 'static>(
     inputs: &[InputFile],
     stat_cache_file: Option<PathBuf>,
-    there: &[PackRef],
+    there: Vec<PackRef>,
 ) -> Result<Prepared, ByContentError<E>> {
     let mut stat_cache = StatCache::load(stat_cache_file.unwrap_or_default());
     let entries = scan(inputs, &mut stat_cache)?;
     if let Err(e) = stat_cache.save() {
         tracing::debug!("cannot save the stat cache: {e}");
     }
-    let sources: Vec<_> = inputs.iter().map(|input| input.source.clone()).collect();
     let dir = tempfile::Builder::new()
         .prefix("buildr-packs-")
         .tempdir()
         .map_err(ByContentError::Local)?;
     let mut packs = Vec::new();
     let mut new = Vec::new();
-    for planned in pack::plan(&entries, &sources, there) {
+    for planned in pack::plan(&entries, inputs, there) {
         match planned {
             Planned::Known(pack) => packs.push(pack),
             Planned::New(blobs) => {
@@ -169,7 +168,7 @@ fn prepare<E: std::error::Error + 'static>(
     }
     let index = Index { entries, packs };
     Ok(Prepared {
-        index_bytes: index.to_json(),
+        index_bytes: index.to_bytes(),
         index,
         new,
         dir,

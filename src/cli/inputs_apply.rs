@@ -7,7 +7,7 @@ use std::process::ExitCode;
 /// Build the workspace from a snapshot sent into a run directory.
 #[derive(Debug, clap::Args)]
 pub struct InputsApplyArgs {
-    /// The directory holding the snapshot's index.json and the packs sent (packs/).
+    /// The directory holding the snapshot's index and the packs sent (packs/).
     #[arg(long)]
     pub snapshot: PathBuf,
     /// The user's pack cache: the packs not sent are taken from there, the sent ones kept.

@@ -133,7 +133,11 @@ impl Run {
             env.entry("TMPDIR".to_string())
                 .or_insert_with(|| tmpdir.path().display().to_string());
         }
-        let watcher = match Watcher::start(&spec.workspace) {
+        // Both walk the whole workspace, which does not change before the task starts: at once.
+        let workspace = spec.workspace.clone();
+        let watching = tokio::task::spawn_blocking(move || Watcher::start(&workspace));
+        let (watcher, before) = tokio::join!(watching, snapshot(&spec.workspace));
+        let watcher = match watcher.map_err(|e| format!("the file watcher's start failed: {e}"))? {
             Ok(watcher) => Some(watcher),
             Err(e) => {
                 self.note(
@@ -144,7 +148,7 @@ impl Run {
                 None
             }
         };
-        let before = snapshot(&spec.workspace).await?;
+        let before = before?;
         self.note(
             Level::INFO,
             "task started",

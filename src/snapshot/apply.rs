@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::index::{Index, Kind};
 use crate::archive::Sha256Writer;
@@ -242,13 +242,14 @@ pub(super) fn check_entries(index: &Index) -> Result<(), ApplyError> {
         .iter()
         .flat_map(|pack| pack.blobs.iter().map(String::as_str))
         .collect();
+    // Paths are compared as text, so only the one spelling of each is accepted (no empty
+    // component: `a//b` and `a/b/` would be `a/b` to the file system).
     let mut seen = HashSet::new();
     for entry in &index.entries {
-        let path = Path::new(&entry.path);
-        let plain = !entry.path.is_empty()
-            && path
-                .components()
-                .all(|component| matches!(component, Component::Normal(_)));
+        let path = entry.path.as_str();
+        let plain = path
+            .split('/')
+            .all(|component| !matches!(component, "" | "." | ".."));
         if !plain {
             return Err(ApplyError::BadPath(entry.path.clone()));
         }
@@ -265,18 +266,19 @@ pub(super) fn check_entries(index: &Index) -> Result<(), ApplyError> {
             }
         }
     }
-    let not_dirs: HashSet<&Path> = index
+    let not_dirs: HashSet<&str> = index
         .entries
         .iter()
         .filter(|entry| entry.kind != Kind::Dir)
-        .map(|entry| Path::new(&entry.path))
+        .map(|entry| entry.path.as_str())
         .collect();
     for entry in &index.entries {
-        let path = Path::new(&entry.path);
-        if let Some(parent) = path.ancestors().skip(1).find(|a| not_dirs.contains(a)) {
+        let path = entry.path.as_str();
+        let mut parents = path.rmatch_indices('/').map(|(slash, _)| &path[..slash]);
+        if let Some(parent) = parents.find(|parent| not_dirs.contains(parent)) {
             return Err(ApplyError::UnderNonDirectory {
                 path: entry.path.clone(),
-                parent: parent.display().to_string(),
+                parent: parent.to_string(),
             });
         }
     }
@@ -340,9 +342,8 @@ pub(super) mod tests {
         let inputs = collect_inputs(repo, &[]).unwrap();
         let mut stat_cache = StatCache::load(PathBuf::new());
         let entries = scan(&inputs, &mut stat_cache).unwrap();
-        let sources: Vec<_> = inputs.iter().map(|i| i.source.clone()).collect();
         let mut refs = Vec::new();
-        for planned in pack::plan(&entries, &sources, &[]) {
+        for planned in pack::plan(&entries, &inputs, Vec::new()) {
             let Planned::New(blobs) = planned else {
                 unreachable!("nothing is known")
             };
@@ -468,6 +469,13 @@ pub(super) mod tests {
             |index, _| index.entries.push(file_entry("src/a.rs", index)),
             "lists `src/a.rs` twice",
         );
+        // Another spelling of a path the index holds: the same file to the file system.
+        for respelled in ["src//a.rs", "src/a.rs/", "./src/a.rs"] {
+            refused(
+                |index, _| index.entries.push(file_entry(respelled, index)),
+                "not a plain relative path",
+            );
+        }
         refused(
             |index, _| {
                 let entry = index

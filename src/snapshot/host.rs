@@ -12,9 +12,9 @@ use super::apply::{Applied, ApplyError, apply};
 use super::index::Index;
 
 /// The file of the index in the snapshot's directory, and the directory of its packs.
-pub const INDEX_FILE: &str = "index.json";
+pub const INDEX_FILE: &str = "index";
 pub const PACKS_DIR: &str = "packs";
-/// The most an index may weigh (100,000 entries take about 20 MB).
+/// The most an index may weigh (100,000 entries take about 11 MB).
 const MAX_INDEX: u64 = 256 << 20;
 /// How long a cached pack no run used is kept.
 const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -28,7 +28,7 @@ pub enum HostError {
         source: io::Error,
     },
     #[error("the snapshot's index is damaged: {0}")]
-    BadIndex(#[source] serde_json::Error),
+    BadIndex(#[source] super::index::BadIndex),
     #[error("the pack {digest} was neither sent nor in the cache {}", .cache.display())]
     NotCached { digest: String, cache: PathBuf },
     #[error(transparent)]
@@ -55,7 +55,7 @@ pub fn apply_sent(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied
         .take(MAX_INDEX)
         .read_to_end(&mut bytes)
         .map_err(read)?;
-    let index: Index = serde_json::from_slice(&bytes).map_err(HostError::BadIndex)?;
+    let index = Index::from_bytes(&bytes).map_err(HostError::BadIndex)?;
     let packs = dir.join(PACKS_DIR);
     let sent = |digest: &str| packs.join(pack_name(digest));
     let cached = |digest: &str| cache.map(|cache| cache.join(pack_name(digest)));
@@ -137,7 +137,7 @@ mod tests {
         let (repo, dir) = (tree(), tempfile::tempdir().unwrap());
         fs::create_dir(dir.path().join(PACKS_DIR)).unwrap();
         let index = snapshot_of(repo.path(), &dir.path().join(PACKS_DIR));
-        fs::write(dir.path().join(INDEX_FILE), index.to_json()).unwrap();
+        fs::write(dir.path().join(INDEX_FILE), index.to_bytes()).unwrap();
         (dir, index)
     }
 

@@ -39,10 +39,12 @@ impl KnownPacks {
     /// cannot be read (then the registry is asked about every pack).
     pub fn load(cache_dir: &std::path::Path, location: &str) -> Self {
         let id = crate::archive::sha256_hex(location.as_bytes());
-        let file = cache_dir.join("inputs").join(format!("{}.json", &id[..32]));
+        let file = cache_dir
+            .join("inputs")
+            .join(format!("{}.packs", &id[..32]));
         let packs = std::fs::read(&file)
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|bytes| postcard::from_bytes(&bytes).ok())
             .unwrap_or_default();
         Self {
             file: Some(file),
@@ -52,6 +54,12 @@ impl KnownPacks {
 
     pub fn packs(&self) -> &[PackRef] {
         &self.packs
+    }
+
+    /// Takes the packs out, for a push to plan with (it gives those of its snapshot back
+    /// through [`Self::replace`]).
+    pub fn take(&mut self) -> Vec<PackRef> {
+        std::mem::take(&mut self.packs)
     }
 
     /// Adds `packs`, seen in the registry.
@@ -73,7 +81,7 @@ impl KnownPacks {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
                 let temp = file.with_extension("tmp");
-                std::fs::write(&temp, serde_json::to_vec(&self.packs).unwrap_or_default())?;
+                std::fs::write(&temp, postcard::to_stdvec(&self.packs).unwrap_or_default())?;
                 std::fs::rename(temp, file)
             });
         if let Err(e) = saved {

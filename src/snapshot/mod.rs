@@ -3,7 +3,7 @@
 //! registry does not already hold (issue: "only what changed travels").
 //!
 //! - [`index`]: what a snapshot holds: every entry (path, kind, mode, content digest or link
-//!   target) and the packs, in a canonical JSON form whose digest names the snapshot.
+//!   target) and the packs, in a canonical binary form whose digest names the snapshot.
 //! - [`pack`]: the packs: a pack in the registry is never rewritten; new contents go into new
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
 //! - [`apply`]: a workspace built from an index and its packs, everything checked first.

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::index::{Entry, Kind, PackRef};
 use crate::archive::{Sha256Writer, sha256_hex};
+use crate::task::InputFile;
 
 /// A pack is cut, where the contents allow, once it holds this much.
 pub const MIN_PACK: u64 = 1 << 20;
@@ -48,33 +49,34 @@ pub enum Planned {
     New(Vec<Blob>),
 }
 
-/// The packs for `entries` (as [`super::index::scan`] gives them, from the inputs at
-/// `sources`, in the same order), reusing the `known` packs that are mostly live.
-pub fn plan(entries: &[Entry], sources: &[PathBuf], known: &[PackRef]) -> Vec<Planned> {
+/// The packs for `entries` (as [`super::index::scan`] gives them, from `inputs`, in the same
+/// order), reusing the `known` packs that are mostly live (taken, not copied: their lists of
+/// contents are most of a snapshot's memory).
+pub fn plan(entries: &[Entry], inputs: &[InputFile], known: Vec<PackRef>) -> Vec<Planned> {
     let mut needed: HashMap<&str, (u64, &PathBuf)> = HashMap::new();
     let mut order = Vec::new();
-    for (entry, source) in entries.iter().zip(sources) {
+    for (entry, input) in entries.iter().zip(inputs) {
         if let (Kind::File, Some(digest)) = (entry.kind, &entry.digest)
-            && needed.insert(digest, (entry.size, source)).is_none()
+            && needed.insert(digest, (entry.size, &input.source)).is_none()
         {
             order.push(digest.as_str());
         }
     }
     // A known pack is reused when at least half of the bytes it holds are still needed.
-    let mut planned = Vec::new();
-    let mut covered = HashSet::new();
-    for pack in known {
+    let reused = |pack: &PackRef| {
         let live: u64 = pack
             .blobs
             .iter()
             .filter_map(|blob| needed.get(blob.as_str()).map(|(size, _)| *size))
             .sum();
-        if live == 0 || live * 2 < pack.raw {
-            continue;
-        }
-        covered.extend(pack.blobs.iter().map(String::as_str));
-        planned.push(Planned::Known(pack.clone()));
-    }
+        live > 0 && live * 2 >= pack.raw
+    };
+    let (reused, _): (Vec<PackRef>, Vec<PackRef>) = known.into_iter().partition(reused);
+    let covered: HashSet<&str> = reused
+        .iter()
+        .flat_map(|pack| pack.blobs.iter().map(String::as_str))
+        .collect();
+    let mut new = Vec::new();
     let mut current: Vec<Blob> = Vec::new();
     let mut held = 0u64;
     for digest in order {
@@ -88,21 +90,22 @@ pub fn plan(entries: &[Entry], sources: &[PathBuf], known: &[PackRef]) -> Vec<Pl
             source: source.clone(),
         };
         if size >= MAX_PACK {
-            planned.push(Planned::New(vec![blob]));
+            new.push(Planned::New(vec![blob]));
             continue;
         }
         held += size;
         let cut_here = digest.as_bytes().get("sha256:".len()) == Some(&b'0');
         current.push(blob);
         if held >= MAX_PACK || (held >= MIN_PACK && cut_here) {
-            planned.push(Planned::New(std::mem::take(&mut current)));
+            new.push(Planned::New(std::mem::take(&mut current)));
             held = 0;
         }
     }
     if !current.is_empty() {
-        planned.push(Planned::New(current));
+        new.push(Planned::New(current));
     }
-    planned
+    drop(covered);
+    reused.into_iter().map(Planned::Known).chain(new).collect()
 }
 
 /// Why a pack could not be made.

@@ -232,7 +232,7 @@ async fn pull_and_apply(
     let applied = result?;
     removed?;
     if let Some(path) = to.keep_index {
-        std::fs::write(path, index.to_json()).map_err(|source| PullError::Packs {
+        std::fs::write(path, index.to_bytes()).map_err(|source| PullError::Packs {
             dir: path.to_path_buf(),
             source,
         })?;
@@ -247,5 +247,5 @@ fn read_index(path: &Path) -> Result<Index, PullError> {
         why,
     };
     let bytes = std::fs::read(path).map_err(|e| no_seed(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| no_seed(e.to_string()))
+    Index::from_bytes(&bytes).map_err(|e| no_seed(e.to_string()))
 }

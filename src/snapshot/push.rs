@@ -59,20 +59,30 @@ pub async fn push(
     location: &str,
     tag: Option<&str>,
     inputs: &[InputFile],
-    stat_cache: &mut StatCache,
+    mut stat_cache: StatCache,
     known: &mut KnownPacks,
 ) -> Result<Pushed, PushError> {
     let began = Instant::now();
     let repo = Repository::open(location).await?;
     if let Some(tag) = tag {
         repo.reference(tag)?;
-        if let Some((previous, _)) = repo.index(tag).await? {
-            known.add(previous.packs);
+        match repo.index(tag).await {
+            Ok(Some((previous, _))) => known.add(previous.packs),
+            Ok(None) => {}
+            // A snapshot of an older format is replaced: its packs are asked about anew.
+            Err(e @ (RepositoryError::NoIndex(_) | RepositoryError::BadIndex { .. })) => {
+                tracing::debug!("the snapshot tagged {tag} is not reused: {e}");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    let entries = index::scan(inputs, stat_cache)?;
-    let sources: Vec<_> = inputs.iter().map(|input| input.source.clone()).collect();
-    let planned = pack::plan(&entries, &sources, known.packs());
+    let entries = index::scan(inputs, &mut stat_cache)?;
+    // Saved (and dropped) now: what it holds is not needed again, and the index is yet to be
+    // built beside what is already held.
+    if let Err(e) = stat_cache.save() {
+        tracing::debug!("cannot save the stat cache: {e}");
+    }
+    let planned = pack::plan(&entries, inputs, known.take());
     let sent: Vec<(PackRef, Option<u64>)> = futures::stream::iter(planned)
         .map(|planned| async {
             match planned {
@@ -89,7 +99,7 @@ pub async fn push(
         entries,
         packs: sent.into_iter().map(|(pack, _)| pack).collect(),
     };
-    let index_bytes = index.to_json();
+    let index_bytes = index.to_bytes();
     let index_digest = pack::digest_of(&index_bytes);
     let index_size = index_bytes.len() as i64;
     repo.put_missing(&index_digest, index_bytes).await?;
@@ -138,7 +148,7 @@ pub async fn push(
     })
 }
 
-/// [`push`] with this machine's `records`, loaded and saved: a file the stat cache knows is
+/// [`push`] with this machine's `records`, loaded (and saved by the push): a file the stat cache knows is
 /// not read again, and the packs last pushed to `location` are not asked about. Without
 /// records, every file is read and every pack asked about.
 pub async fn push_recorded(
@@ -147,18 +157,14 @@ pub async fn push_recorded(
     inputs: &[InputFile],
     records: Option<&Records>,
 ) -> Result<Pushed, PushError> {
-    let (mut stat_cache, mut known) = match records {
+    let (stat_cache, mut known) = match records {
         Some(records) => (
             StatCache::load(records.stat_cache.clone()),
             KnownPacks::load(&records.cache_dir, location),
         ),
         None => (StatCache::load(Default::default()), KnownPacks::default()),
     };
-    let pushed = push(location, tag, inputs, &mut stat_cache, &mut known).await?;
-    if let Err(e) = stat_cache.save() {
-        tracing::debug!("cannot save the stat cache: {e}");
-    }
-    Ok(pushed)
+    push(location, tag, inputs, stat_cache, &mut known).await
 }
 
 /// Makes the pack of `blobs` (in a temporary file: a pack is never held in memory) and sends

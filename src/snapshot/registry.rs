@@ -14,7 +14,7 @@ use crate::cache::oci::{
 };
 
 /// The media type of a snapshot's index.
-pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v1+json";
+pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v2";
 /// How much of a blob each upload request carries: the registry takes a blob in chunks, one
 /// request each, so small chunks (a reader's default 4 KiB) make a pack thousands of requests.
 const UPLOAD_CHUNK: usize = 8 << 20;
@@ -319,7 +319,7 @@ impl Repository {
             .ok_or_else(|| RepositoryError::NoIndex(snapshot.clone()))?;
         let size = u64::try_from(layer.size).unwrap_or(0).min(MAX_INDEX);
         let bytes = self.blob(&layer.digest, size).await?;
-        let index = serde_json::from_slice(&bytes).map_err(|e| RepositoryError::BadIndex {
+        let index = Index::from_bytes(&bytes).map_err(|e| RepositoryError::BadIndex {
             snapshot,
             reason: e.to_string(),
         })?;

@@ -127,7 +127,7 @@ pub enum Seeded {
 
 /// Where a warm pod keeps the index of the seed its workspace holds.
 fn seed_index() -> String {
-    format!("{BUILDR_DIR}/seed-index.json")
+    format!("{BUILDR_DIR}/seed-index")
 }
 
 /// The inputs into the pod's workspace from the registry, by content (see [`upload::pull`]);
