@@ -128,7 +128,7 @@ mod sha256 {
         let mut text = [0u8; PREFIX.len() + 64];
         text[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
         hex::encode_to_slice(bytes, &mut text[PREFIX.len()..]).expect("64 hex digits fit");
-        String::from_utf8_lossy(&text).into_owned()
+        String::from_utf8(text.to_vec()).expect("hex is ASCII")
     }
 
     pub fn serialize<S: Serializer>(digest: &str, out: S) -> Result<S::Ok, S::Error> {

@@ -90,19 +90,21 @@ fn same_thing(old: &Entry, new: &Entry) -> bool {
         }
 }
 
-/// Brings `into`, which holds the tree of `seed`, to the tree of `next`, the contents read from
-/// `pack_file(digest)` (only the packs of [`Difference::write`] are read). On an error `into`
-/// is left empty.
+/// Brings `into`, which holds the tree of a seed, to the tree of `next` by their `difference`
+/// ([`difference`]), the contents read from `pack_file(digest)` (only the packs of
+/// [`Difference::write`] are read). On an error `into` is left empty.
 pub fn apply_onto(
-    seed: &Index,
     next: &Index,
+    difference: &Difference,
     pack_file: impl Fn(&str) -> PathBuf,
     into: &Path,
 ) -> Result<Applied, ApplyError> {
+    let began = std::time::Instant::now();
     check_entries(next)?;
-    let difference = difference(seed, next);
-    let applied = change(next, &difference, pack_file, into).and_then(|applied| {
+    let applied = change(next, difference, pack_file, into).and_then(|applied| {
+        tracing::debug!("difference applied at {:?}", began.elapsed());
         matches(next, into)?;
+        tracing::debug!("workspace compared at {:?}", began.elapsed());
         Ok(applied)
     });
     if applied.is_err() {
@@ -163,23 +165,50 @@ fn change(
 /// Whether `into` holds exactly the tree of `next`: every path, its kind, its permission bits,
 /// a file's size, a link's target; and nothing else. Paths are handled as bytes in one reused
 /// buffer: a `PathBuf` and a `Path` hash for each of 100,000 entries cost more than the
-/// `lstat`s.
+/// `lstat`s, which are made on every core.
 fn matches(next: &Index, into: &Path) -> Result<(), ApplyError> {
-    let differs = |path: &[u8], why: &str| ApplyError::Differs {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = next.entries.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = next
+            .entries
+            .chunks(chunk)
+            .map(|entries| scope.spawn(move || entries_match(entries, into)))
+            .collect();
+        checks
+            .into_iter()
+            .try_for_each(|check| check.join().expect("a comparison does not panic"))
+    })?;
+    nothing_else(next, into)
+}
+
+fn differs(path: &[u8], why: &str) -> ApplyError {
+    ApplyError::Differs {
         path: String::from_utf8_lossy(path).into_owned(),
         why: why.to_string(),
-    };
-    let mut full = into.as_os_str().as_bytes().to_vec();
-    full.push(b'/');
-    let root = full.len();
-    let at = |full: &mut Vec<u8>, relative: &[u8]| {
-        full.truncate(root);
-        full.extend_from_slice(relative);
-        PathBuf::from(OsStr::from_bytes(full))
-    };
-    for entry in &next.entries {
+    }
+}
+
+/// `into` joined with `relative`, in `buffer` (which holds `into` and a slash first).
+fn joined(buffer: &mut Vec<u8>, root: usize, relative: &[u8]) -> PathBuf {
+    buffer.truncate(root);
+    buffer.extend_from_slice(relative);
+    PathBuf::from(OsStr::from_bytes(buffer))
+}
+
+fn with_slash(into: &Path) -> Vec<u8> {
+    let mut buffer = into.as_os_str().as_bytes().to_vec();
+    buffer.push(b'/');
+    buffer
+}
+
+/// Whether each of `entries` is in `into` as it says.
+fn entries_match(entries: &[Entry], into: &Path) -> Result<(), ApplyError> {
+    let mut buffer = with_slash(into);
+    let root = buffer.len();
+    for entry in entries {
         let path = entry.path.as_bytes();
-        let full = at(&mut full, path);
+        let full = joined(&mut buffer, root, path);
         let meta = fs::symlink_metadata(&full).map_err(|_| differs(path, "missing"))?;
         let (kind, mask) = match entry.kind {
             Kind::File => (meta.is_file(), 0o777),
@@ -201,6 +230,32 @@ fn matches(next: &Index, into: &Path) -> Result<(), ApplyError> {
             return Err(differs(path, "another target"));
         }
     }
+    Ok(())
+}
+
+/// Whether `into` holds nothing `next` does not list, every entry it lists being there: when
+/// the tree counts as many entries as the index, there is nothing else; otherwise each is
+/// looked up, to name what is not listed.
+fn nothing_else(next: &Index, into: &Path) -> Result<(), ApplyError> {
+    let unreadable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Write { path, source }
+    };
+    let mut count = 0;
+    let mut stack = vec![into.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(unreadable(&dir))?.flatten() {
+            count += 1;
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    if count == next.entries.len() {
+        return Ok(());
+    }
+    let mut buffer = with_slash(into);
+    let root = buffer.len();
     let listed: HashSet<&[u8]> = next.entries.iter().map(|e| e.path.as_bytes()).collect();
     // Parents an index of mapped inputs leaves out are made as a copy makes them.
     let a_parent = |dir: &[u8]| {
@@ -210,12 +265,8 @@ fn matches(next: &Index, into: &Path) -> Result<(), ApplyError> {
     };
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(dir) = stack.pop() {
-        let full = at(&mut full, &dir);
-        let entries = fs::read_dir(&full).map_err(|source| ApplyError::Write {
-            path: full.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
+        let full = joined(&mut buffer, root, &dir);
+        for entry in fs::read_dir(&full).map_err(unreadable(&full))?.flatten() {
             let mut relative = dir.clone();
             if !relative.is_empty() {
                 relative.push(b'/');
@@ -359,14 +410,15 @@ mod tests {
         let next = snapshot_of(repo.path(), packs.path());
 
         let pack_file = |d: &str| packs.path().join(pack_name(d));
-        let applied = apply_onto(&seed, &next, pack_file, into.path()).unwrap();
+        let applied = apply_onto(&next, &difference(&seed, &next), pack_file, into.path()).unwrap();
         assert_eq!(listing(into.path()), listing(repo.path()));
         assert_eq!(applied.files, 3, "only what changed is written");
 
         // A file the seed did not have, found in the workspace: the apply fails, and leaves
         // the workspace empty for a whole copy.
         fs::write(into.path().join("stray"), "not in any snapshot\n").unwrap();
-        let error = apply_onto(&next, &next, pack_file, into.path()).unwrap_err();
+        let error =
+            apply_onto(&next, &difference(&next, &next), pack_file, into.path()).unwrap_err();
         assert!(
             error.to_string().contains("`stray` (not in the snapshot)"),
             "{error}"

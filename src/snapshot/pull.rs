@@ -109,7 +109,7 @@ pub async fn pull(
 /// larger one (a large file's) is written to `packs` first.
 async fn pull_all(
     repo: &Repository,
-    index: &Index,
+    index: &std::sync::Arc<Index>,
     packs: &Path,
     workspace: &Path,
 ) -> Result<Applied, PullError> {
@@ -185,27 +185,40 @@ async fn pull_and_apply(
         .split_once('@')
         .filter(|(_, digest)| digest.starts_with("sha256:"))
         .ok_or_else(|| PullError::BadReference(reference.to_string()))?;
-    let seed = to.onto.map(read_index).transpose()?;
+    let began = std::time::Instant::now();
+    // The seed's index is read while the snapshot's is fetched.
+    let seed = to
+        .onto
+        .map(Path::to_path_buf)
+        .map(|path| tokio::task::spawn_blocking(move || read_index(&path)));
     let repo = Repository::open_as(location, credentials).await?;
     let (index, _) = repo
         .index(digest)
         .await?
         .ok_or_else(|| PullError::NotFound(reference.to_string()))?;
+    let index = std::sync::Arc::new(index);
+    tracing::debug!(
+        "index of {} entries fetched in {:?}",
+        index.entries.len(),
+        began.elapsed()
+    );
+    let seed = match seed {
+        Some(reading) => Some(reading.await.expect("reading an index does not panic")?),
+        None => None,
+    };
     let packs = to.packs;
     let kept = |source| PullError::Packs {
         dir: packs.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(packs).map_err(kept)?;
-    let needed = match &seed {
-        Some(seed) => super::onto::difference(seed, &index).write.packs,
-        None => index.packs.clone(),
-    };
     let pulled = async {
         match seed {
             Some(seed) => {
                 // The difference is small: its packs are fetched, then applied onto the seed.
-                futures::stream::iter(&needed)
+                let difference = super::onto::difference(&seed, &index);
+                drop(seed);
+                futures::stream::iter(&difference.write.packs)
                     .map(|pack| {
                         let file = packs.join(pack_name(&pack.digest));
                         let repo = &repo;
@@ -215,10 +228,10 @@ async fn pull_and_apply(
                     .try_collect::<()>()
                     .await?;
                 let (dir, workspace) = (packs.to_path_buf(), to.workspace.to_path_buf());
-                let index = index.clone();
+                let next = index.clone();
                 let applied = tokio::task::spawn_blocking(move || {
                     let pack_file = |digest: &str| dir.join(pack_name(digest));
-                    super::onto::apply_onto(&seed, &index, pack_file, &workspace)
+                    super::onto::apply_onto(&next, &difference, pack_file, &workspace)
                 })
                 .await
                 .expect("an apply does not panic")?;
