@@ -75,8 +75,7 @@ impl Registry {
             layers[0]["mediaType"],
             "application/vnd.buildr.inputs.index.v2"
         );
-        let index: Index =
-            serde_json::from_slice(&self.blob(layers[0]["digest"].as_str().unwrap())).unwrap();
+        let index = Index::from_bytes(&self.blob(layers[0]["digest"].as_str().unwrap())).unwrap();
         for pack in &index.packs {
             assert!(
                 layers.iter().any(|layer| layer["digest"] == pack.digest),

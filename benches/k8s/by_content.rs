@@ -2,7 +2,8 @@
 //! API, with 1 GB / 100,000 source-like files and a CNCF Distribution registry on the node's
 //! address (built by tests/cluster/build-tools.sh), as the figures ask:
 //!
-//! - the first push (an empty repository): the whole run, against a run that copies whole;
+//! - the first push (an empty repository): the whole run, against a run that copies whole; and
+//!   `buildr inputs push` alone, against that run's copy phase;
 //! - a cold pod pulling the whole 1 GB from the registry: the input phase, against the copy;
 //! - one file changed, a warm pod seeded with the previous snapshot: the input phases (take,
 //!   then the difference) and the whole run, against a run that copies whole;
@@ -63,6 +64,23 @@ impl Bench {
             || timed_ok(whole()).0,
         );
         ratio("first push, whole run (goal at most 1.1x)", ours, theirs);
+        // The push alone (`buildr inputs push`, as CI on `main` would run it), against the copy
+        // phase of a run that copies whole.
+        let (ours, theirs) = self.pair_timed(
+            || {
+                first += 1;
+                let location = format!("{address}/first-{first}");
+                let mut push = Command::new(super::BUILDR);
+                push.args(["inputs", "push", "--inputs-registry", &location, "--repo"])
+                    .arg(&repo)
+                    .env("BUILDR_INSECURE_REGISTRIES", &address)
+                    .env("XDG_CACHE_HOME", &cache)
+                    .env("DOCKER_CONFIG", &cache);
+                timed_ok(push).0
+            },
+            || phase(&timed_ok(whole()).1, "copy binary and inputs"),
+        );
+        ratio("first push alone, against the copy phase", ours, theirs);
 
         // A cold pod pulling everything: the snapshot is in the registry already.
         let location = format!("{address}/bench/inputs");
