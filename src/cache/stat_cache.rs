@@ -6,7 +6,6 @@
 //! stat data; as git does with "racily clean" entries, an entry is trusted only when the file's
 //! mtime and ctime are older than the stat cache file's own mtime, and rehashed otherwise.
 
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -49,7 +48,7 @@ pub struct StatCache {
     file: PathBuf,
     /// What the last save held, by path bytes (hashing a `Path` walks its components: slow
     /// for 100,000 of them).
-    known: HashMap<Vec<u8>, (Stat, [u8; 32])>,
+    known: foldhash::HashMap<Vec<u8>, (Stat, [u8; 32])>,
     /// How many entries the last save held (`known` gives its paths up to `seen`).
     loaded: usize,
     /// The mtime of the file `known` was read from: entries not older than it are racy.
@@ -64,7 +63,7 @@ impl StatCache {
     pub fn load(file: PathBuf) -> Self {
         let mut cache = Self {
             file,
-            known: HashMap::new(),
+            known: foldhash::HashMap::default(),
             loaded: 0,
             saved_at: (i64::MIN, 0),
             seen: Vec::new(),
@@ -117,7 +116,7 @@ impl StatCache {
             return Ok(());
         }
         // Freed before the file's bytes are made: for 100,000 files, 15 MB of table.
-        self.known = HashMap::new();
+        self.known = foldhash::HashMap::default();
         let dir = self.file.parent().unwrap_or(Path::new("."));
         let write_err = |source| CacheError::Write {
             dir: dir.to_path_buf(),

@@ -6,7 +6,7 @@
 //! Paths under a `.git` (see [`is_git_path`]) are never reported, only counted: nothing a task
 //! legitimately produces lives there, and the client leaves them out anyway.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -53,11 +53,11 @@ struct Meta {
 /// the path's bytes: a `Path` hashes component by component, which for 100,000 paths cost
 /// more than their `lstat`s.
 #[derive(Debug, Default)]
-pub struct Snapshot(HashMap<OsString, Meta>);
+pub struct Snapshot(foldhash::HashMap<OsString, Meta>);
 
 impl Snapshot {
     pub fn take(root: &Path) -> io::Result<Self> {
-        let mut entries = HashMap::new();
+        let mut entries = foldhash::HashMap::default();
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
             let read = match fs::read_dir(root.join(&dir)) {
@@ -106,7 +106,8 @@ impl Snapshot {
 
     /// Compares this (before) with `after`, adding the paths the watcher saw written.
     pub fn changes(&self, after: &Snapshot, touched: &HashSet<PathBuf>) -> Changes {
-        let touched: HashSet<&OsStr> = touched.iter().map(|path| path.as_os_str()).collect();
+        let touched: foldhash::HashSet<&OsStr> =
+            touched.iter().map(|path| path.as_os_str()).collect();
         let mut modified = BTreeSet::new();
         let mut git = BTreeSet::new();
         for (key, now) in &after.0 {
@@ -127,7 +128,7 @@ impl Snapshot {
                 list.insert(path.to_path_buf());
             }
         }
-        let gone: HashSet<&OsStr> = self
+        let gone: foldhash::HashSet<&OsStr> = self
             .0
             .keys()
             .filter(|path| !after.0.contains_key(*path))

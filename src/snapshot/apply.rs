@@ -13,11 +13,12 @@
 //! index lists them (and the parents it leaves out, as a tar extraction does), symlinks keep
 //! their targets, which only the task follows.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::index::{Index, Kind};
 use crate::archive::Sha256Writer;

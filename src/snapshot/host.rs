@@ -14,7 +14,7 @@ use super::index::Index;
 /// The file of the index in the snapshot's directory, and the directory of its packs.
 pub const INDEX_FILE: &str = "index";
 pub const PACKS_DIR: &str = "packs";
-/// The most an index may weigh (100,000 entries take about 11 MB).
+/// The most an index may weigh (100,000 entries take about 9 MB).
 const MAX_INDEX: u64 = 256 << 20;
 /// How long a cached pack no run used is kept.
 const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);

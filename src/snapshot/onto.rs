@@ -5,13 +5,15 @@
 //! kinds, modes, sizes, link targets), so that it equals a fresh copy exactly, or the apply fails
 //! and the workspace is left empty.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use foldhash::{HashMap, HashSet};
 
 use super::apply::{Applied, ApplyError, apply, check_entries, empty, make_writable};
 use super::index::{Entry, Index, Kind};

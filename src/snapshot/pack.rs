@@ -16,9 +16,10 @@
 //! readers read too (`.tar.s2`). The same contents therefore always make the same pack, with
 //! the same digest.
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use sha2::{Digest, Sha256};
 
