@@ -132,7 +132,7 @@ fn change(
         .filter_map(|path| Path::new(path).parent()?.to_str())
         .filter(|parent| !parent.is_empty())
         .collect();
-    for parent in &opened {
+    for parent in opened.iter().filter(|parent| a_directory(into, parent)) {
         let _ = fs::set_permissions(into.join(parent), fs::Permissions::from_mode(0o700));
     }
     for path in &difference.remove {
@@ -155,13 +155,25 @@ fn change(
             .map_err(write(full))?;
     }
     // The directories opened above closed again, as the next tree has them, deepest first.
-    let closing = next.entries.iter().rev();
-    for entry in closing.filter(|e| e.kind == Kind::Dir && opened.contains(e.path.as_str())) {
+    let closing = next.entries.iter().rev().filter(|e| e.kind == Kind::Dir);
+    let closing =
+        closing.filter(|e| opened.contains(e.path.as_str()) && a_directory(into, &e.path));
+    for entry in closing {
         let full = into.join(&entry.path);
         fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode & 0o1777))
             .map_err(write(full))?;
     }
     Ok(applied)
+}
+
+/// Whether `relative` is a directory of `into` reached through directories only: a mode is
+/// never set through a symlink of the seed's tree, which may point anywhere.
+fn a_directory(into: &Path, relative: &str) -> bool {
+    let mut ancestors: Vec<&Path> = Path::new(relative).ancestors().collect();
+    ancestors.pop(); // the empty path: `into` itself
+    ancestors
+        .iter()
+        .all(|ancestor| fs::symlink_metadata(into.join(ancestor)).is_ok_and(|meta| meta.is_dir()))
 }
 
 /// Whether `into` holds exactly the tree of `next`: every path, its kind, its permission bits,
@@ -426,6 +438,36 @@ mod tests {
             "{error}"
         );
         assert_eq!(fs::read_dir(into.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_link_of_the_seed_become_a_directory_changes_nothing_it_pointed_to() {
+        use crate::snapshot::apply::tests::{listing, snapshot_of, tree};
+        use crate::snapshot::host::pack_name;
+        let (repo, packs, into, outside) = (
+            tree(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let root = repo.path();
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        let seed = snapshot_of(root, packs.path());
+        apply(&seed, |d| packs.path().join(pack_name(d)), into.path()).unwrap();
+
+        // The link becomes a directory with a file in it: its parent is opened for the file.
+        fs::remove_file(root.join("out")).unwrap();
+        fs::create_dir(root.join("out")).unwrap();
+        fs::write(root.join("out/built"), "x\n").unwrap();
+        let next = snapshot_of(root, packs.path());
+        let pack_file = |d: &str| packs.path().join(pack_name(d));
+        apply_onto(&next, &difference(&seed, &next), pack_file, into.path()).unwrap();
+
+        assert_eq!(listing(into.path()), listing(root));
+        let mode = fs::metadata(outside.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755, "the link's target keeps its mode");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     fn difference_of_same(index: &Index) -> Difference {
