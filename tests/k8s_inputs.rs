@@ -215,18 +215,25 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The run of `cat src/main.rs` succeeded on a whole copy, after one warning line that says
-/// `why` and that the inputs are copied whole.
-fn copied_whole_with_one_warning(output: &Output, why: &str) {
-    assert_eq!(succeeded(output), "fn main() {}\n");
+/// The run's one warning line, and all it said; fails unless there is exactly one.
+fn the_one_warning(output: &Output) -> (String, String) {
     let said = stderr(output);
     let warnings: Vec<&str> = said
         .lines()
         .filter(|l| l.starts_with("buildr: warning:"))
         .collect();
     assert_eq!(warnings.len(), 1, "{said}");
-    assert!(warnings[0].contains(why), "{said}");
-    assert!(warnings[0].contains("copying them whole"), "{said}");
+    let warning = warnings[0].to_string();
+    (warning, said)
+}
+
+/// The run of `cat src/main.rs` succeeded on a whole copy, after one warning line that says
+/// `why` and that the inputs are copied whole.
+fn copied_whole_with_one_warning(output: &Output, why: &str) {
+    assert_eq!(succeeded(output), "fn main() {}\n");
+    let (warning, said) = the_one_warning(output);
+    assert!(warning.contains(why), "{said}");
+    assert!(warning.contains("copying them whole"), "{said}");
 }
 
 fn succeeded(output: &Output) -> String {
@@ -427,14 +434,9 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
     t.ns.kubectl(&["exec", &seeded[0], "--", "rm", "/buildr/seed-index"]);
     let output = t.run_in_pool(pool, &[]);
     assert_eq!(succeeded(&output), succeeded(&t.run(LISTING, false)));
-    let said = stderr(&output);
-    let warnings: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("buildr: warning:"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{said}");
+    let (warning, said) = the_one_warning(&output);
     assert!(
-        warnings[0].contains("cannot diff against the pod's seed"),
+        warning.contains("cannot diff against the pod's seed"),
         "{said}"
     );
 }

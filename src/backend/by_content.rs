@@ -13,7 +13,7 @@ use super::upload::{self, Destination, Layout, RemoteCommand, UploadError};
 use crate::cache::stat_cache::StatCache;
 use crate::snapshot::KnownPacks;
 use crate::snapshot::host::{INDEX_FILE, PACKS_DIR, pack_name};
-use crate::snapshot::index::{Index, PackRef, ScanError, scan};
+use crate::snapshot::index::{Index, PackRef, ScanError, scan_and_save};
 use crate::snapshot::pack::{self, PackError, Planned};
 use crate::task::InputFile;
 
@@ -132,11 +132,8 @@ fn prepare<E: std::error::Error + 'static>(
     stat_cache_file: Option<PathBuf>,
     there: Vec<PackRef>,
 ) -> Result<Prepared, ByContentError<E>> {
-    let mut stat_cache = StatCache::load(stat_cache_file.unwrap_or_default());
-    let entries = scan(inputs, &mut stat_cache)?;
-    if let Err(e) = stat_cache.save() {
-        tracing::debug!("cannot save the stat cache: {e}");
-    }
+    let stat_cache = StatCache::load(stat_cache_file.unwrap_or_default());
+    let entries = scan_and_save(inputs, stat_cache)?;
     let dir = tempfile::Builder::new()
         .prefix("buildr-packs-")
         .tempdir()

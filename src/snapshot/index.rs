@@ -190,6 +190,19 @@ pub enum ScanError {
     Digest(#[from] crate::cache::CacheError),
 }
 
+/// [`scan`], then `stat_cache` saved and dropped: a snapshot needs it no further, and what it
+/// holds (tens of MB for 100,000 files) is not kept beside the index yet to be built.
+pub fn scan_and_save(
+    inputs: &[InputFile],
+    mut stat_cache: StatCache,
+) -> Result<Vec<Entry>, ScanError> {
+    let entries = scan(inputs, &mut stat_cache)?;
+    if let Err(e) = stat_cache.save() {
+        tracing::debug!("cannot save the stat cache: {e}");
+    }
+    Ok(entries)
+}
+
 /// The entries of `inputs` (sorted by destination, as `collect_inputs` gives them), as the
 /// cache's key sees them ([`see_all`]: contents hashed on every core, unchanged files known
 /// from `stat_cache`).

@@ -72,7 +72,7 @@ pub fn plan(entries: &[Entry], inputs: &[InputFile], known: Vec<PackRef>) -> Vec
             .sum();
         live > 0 && live * 2 >= pack.raw
     };
-    let (reused, _): (Vec<PackRef>, Vec<PackRef>) = known.into_iter().partition(reused);
+    let reused: Vec<PackRef> = known.into_iter().filter(reused).collect();
     let covered: HashSet<&str> = reused
         .iter()
         .flat_map(|pack| pack.blobs.iter().map(String::as_str))

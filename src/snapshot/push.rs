@@ -59,7 +59,7 @@ pub async fn push(
     location: &str,
     tag: Option<&str>,
     inputs: &[InputFile],
-    mut stat_cache: StatCache,
+    stat_cache: StatCache,
     known: &mut KnownPacks,
 ) -> Result<Pushed, PushError> {
     let began = Instant::now();
@@ -76,12 +76,7 @@ pub async fn push(
             Err(e) => return Err(e.into()),
         }
     }
-    let entries = index::scan(inputs, &mut stat_cache)?;
-    // Saved (and dropped) now: what it holds is not needed again, and the index is yet to be
-    // built beside what is already held.
-    if let Err(e) = stat_cache.save() {
-        tracing::debug!("cannot save the stat cache: {e}");
-    }
+    let entries = index::scan_and_save(inputs, stat_cache)?;
     let planned = pack::plan(&entries, inputs, known.take());
     let sent: Vec<(PackRef, Option<u64>)> = futures::stream::iter(planned)
         .map(|planned| async {
