@@ -76,7 +76,9 @@ pub async fn push(
             Err(e) => return Err(e.into()),
         }
     }
+    tracing::debug!("previous snapshot read at {:?}", began.elapsed());
     let entries = index::scan_and_save(inputs, stat_cache)?;
+    tracing::debug!("{} entries scanned at {:?}", entries.len(), began.elapsed());
     let planned = pack::plan(&entries, inputs, known.take());
     let sent: Vec<(PackRef, Option<u64>)> = futures::stream::iter(planned)
         .map(|planned| async {
@@ -94,10 +96,12 @@ pub async fn push(
         entries,
         packs: sent.into_iter().map(|(pack, _)| pack).collect(),
     };
+    tracing::debug!("packs sent at {:?}", began.elapsed());
     let index_bytes = index.to_bytes();
     let index_digest = pack::digest_of(&index_bytes);
     let index_size = index_bytes.len() as i64;
     repo.put_missing(&index_digest, index_bytes).await?;
+    tracing::debug!("index sent at {:?}", began.elapsed());
     let config_digest = pack::digest_of(EMPTY_CONFIG);
     repo.put_missing(&config_digest, EMPTY_CONFIG.to_vec())
         .await?;
@@ -130,6 +134,7 @@ pub async fn push(
         None => format!("inputs-{}", &index_digest["sha256:".len()..][..16]),
     };
     repo.put_manifest(&tag, body, MANIFEST_TYPE).await?;
+    tracing::debug!("manifest sent at {:?}", began.elapsed());
     known.replace(index.packs.clone());
     Ok(Pushed {
         reference: format!("{location}@{manifest_digest}"),
