@@ -6,7 +6,8 @@
 //!   `buildr inputs push` alone, against that run's copy phase;
 //! - a cold pod pulling the whole 1 GB from the registry: the input phase, against the copy;
 //! - one file changed, a warm pod seeded with the previous snapshot: the input phases (take,
-//!   then the difference) and the whole run, against a run that copies whole;
+//!   diff against the seed, and the difference into the pod) and the whole run, against a run
+//!   that copies whole;
 //! - the client's peak memory in each.
 
 #![allow(clippy::unwrap_used)] // a benchmark fails loudly by design
@@ -20,6 +21,8 @@ use super::{Bench, Controller, kubectl, ok, phase, print_timeline};
 
 /// The input phase of a run that takes a warm pod.
 const WARM_INPUTS: &str = "create policy, copy secret and inputs";
+/// The difference from a seeded pod's seed, made after the take.
+const DIFF: &str = "diff against the pod's seed";
 
 impl Bench {
     pub(super) fn by_content(&self) {
@@ -109,8 +112,14 @@ impl Bench {
                 let (took, output) =
                     timed_ok(by_content(&location, &["--pool", "seeded", "--", "true"]));
                 let log = String::from_utf8_lossy(&output.stderr);
-                assert!(log.contains("onto the pod's seed"), "{log}");
-                inputs.push(phase(&output, "take a warm pod") + phase(&output, WARM_INPUTS));
+                assert!(log.contains("the difference onto the pod's seed"), "{log}");
+                // Every phase until the workspace is ready: the take, the diff against the
+                // seed (what of it did not run alongside the take), and the copy.
+                inputs.push(
+                    phase(&output, "take a warm pod")
+                        + phase(&output, DIFF)
+                        + phase(&output, WARM_INPUTS),
+                );
                 took
             },
             || timed_ok(whole()).0,

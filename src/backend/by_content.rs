@@ -13,7 +13,7 @@ use super::upload::{self, Destination, Layout, RemoteCommand, UploadError};
 use crate::cache::stat_cache::StatCache;
 use crate::snapshot::KnownPacks;
 use crate::snapshot::host::{INDEX_FILE, PACKS_DIR, pack_name};
-use crate::snapshot::index::{Index, PackRef, ScanError, scan_and_save};
+use crate::snapshot::index::{Entry, Index, PackRef, ScanError, scan_and_save};
 use crate::snapshot::pack::{self, PackError, Planned};
 use crate::task::InputFile;
 
@@ -55,9 +55,7 @@ pub enum ByContentError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
-    Pack(#[from] PackError),
-    #[error("cannot make the packs in a local temporary directory")]
-    Local(#[source] io::Error),
+    Packing(#[from] PackingError),
     #[error(transparent)]
     Upload(#[from] UploadError<E>),
 }
@@ -91,8 +89,8 @@ pub async fn send<R: RemoteCommand>(
     let sent = Sent {
         tree: prepared.index.tree_digest(),
         packs: prepared.index.packs.len(),
-        packs_sent: prepared.new.len(),
-        bytes_sent: prepared.new.iter().map(|(_, size)| size).sum(),
+        packs_sent: prepared.made.new.len(),
+        bytes_sent: prepared.made.new.iter().map(|(_, size)| size).sum(),
     };
     let (dir, workspace, cache) = (
         quote(snapshot_dir),
@@ -107,7 +105,9 @@ pub async fn send<R: RemoteCommand>(
     );
     let packs = prepared.index.packs.clone();
     remote
-        .run(script, move |stdin| write_stream(stdin, &prepared))
+        .run(script, move |stdin| {
+            write_stream(stdin, (INDEX_FILE, &prepared.index_bytes), &prepared.made)
+        })
         .await
         .map_err(|source| UploadError::Failed {
             what: SNAPSHOT,
@@ -122,9 +122,7 @@ pub async fn send<R: RemoteCommand>(
 struct Prepared {
     index: Index,
     index_bytes: Vec<u8>,
-    /// Each new pack's file name (hex digest) and size, in `dir`.
-    new: Vec<(String, u64)>,
-    dir: tempfile::TempDir,
+    made: MadePacks,
 }
 
 fn prepare<E: std::error::Error + 'static>(
@@ -134,25 +132,51 @@ fn prepare<E: std::error::Error + 'static>(
 ) -> Result<Prepared, ByContentError<E>> {
     let stat_cache = StatCache::load(stat_cache_file.unwrap_or_default());
     let entries = scan_and_save(inputs, stat_cache)?;
-    let dir = tempfile::Builder::new()
-        .prefix("buildr-packs-")
-        .tempdir()
-        .map_err(ByContentError::Local)?;
+    let (packs, made) = make_packs(&entries, inputs, there)?;
+    let index = Index { entries, packs };
+    Ok(Prepared {
+        index_bytes: index.to_bytes(),
+        index,
+        made,
+    })
+}
+
+/// New packs, made in a local temporary directory to travel in a stream ([`write_stream`]).
+pub struct MadePacks {
+    /// Each new pack's file name (hex digest) and size, in `dir`.
+    pub new: Vec<(String, u64)>,
+    dir: tempfile::TempDir,
+}
+
+/// Why packs could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PackingError {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error("cannot make the packs in a local temporary directory")]
+    Local(#[from] io::Error),
+}
+
+/// The packs of `entries` (read from `inputs`, in the same order): those of `there` the plan
+/// reuses ([`pack::plan`]), and new ones made for the rest.
+pub fn make_packs(
+    entries: &[Entry],
+    inputs: &[InputFile],
+    there: Vec<PackRef>,
+) -> Result<(Vec<PackRef>, MadePacks), PackingError> {
+    let dir = tempfile::Builder::new().prefix("buildr-packs-").tempdir()?;
     let mut packs = Vec::new();
     let mut new = Vec::new();
-    for planned in pack::plan(&entries, inputs, there) {
+    for planned in pack::plan(entries, inputs, there) {
         match planned {
             Planned::Known(pack) => packs.push(pack),
             Planned::New(blobs) => {
                 let making = dir.path().join("pack.incoming");
-                let file = std::fs::File::create(&making).map_err(ByContentError::Local)?;
+                let file = std::fs::File::create(&making)?;
                 let built = pack::build(&blobs, std::io::BufWriter::new(file))?;
                 let name = pack_name(&built.digest).to_string();
-                built
-                    .out
-                    .into_inner()
-                    .map_err(|e| ByContentError::Local(e.into_error()))?;
-                std::fs::rename(&making, dir.path().join(&name)).map_err(ByContentError::Local)?;
+                built.out.into_inner().map_err(|e| e.into_error())?;
+                std::fs::rename(&making, dir.path().join(&name))?;
                 new.push((name, built.size));
                 packs.push(PackRef {
                     digest: built.digest,
@@ -163,29 +187,28 @@ fn prepare<E: std::error::Error + 'static>(
             }
         }
     }
-    let index = Index { entries, packs };
-    Ok(Prepared {
-        index_bytes: index.to_bytes(),
-        index,
-        new,
-        dir,
-    })
+    Ok((packs, MadePacks { new, dir }))
 }
 
-/// The tar stream: the index, then the new packs under `packs/`.
-fn write_stream<W: Write>(out: W, prepared: &Prepared) -> io::Result<W> {
+/// The tar stream: the file `name` holding `bytes` (an index, or a difference), then the new
+/// packs under `packs/`.
+pub fn write_stream<W: Write>(
+    out: W,
+    (name, bytes): (&str, &[u8]),
+    made: &MadePacks,
+) -> io::Result<W> {
     let out = crate::progress::Counted::new(out, crate::progress::stream("inputs"));
     let mut tar = tar::Builder::new(out);
     let mut header = tar::Header::new_gnu();
-    header.set_size(prepared.index_bytes.len() as u64);
+    header.set_size(bytes.len() as u64);
     header.set_mode(0o600);
-    tar.append_data(&mut header, INDEX_FILE, &prepared.index_bytes[..])?;
-    for (name, size) in &prepared.new {
+    tar.append_data(&mut header, name, bytes)?;
+    for (pack, size) in &made.new {
         let mut header = tar::Header::new_gnu();
         header.set_size(*size);
         header.set_mode(0o600);
-        let file = std::fs::File::open(prepared.dir.path().join(name))?;
-        tar.append_data(&mut header, format!("{PACKS_DIR}/{name}"), file)?;
+        let file = std::fs::File::open(made.dir.path().join(pack))?;
+        tar.append_data(&mut header, format!("{PACKS_DIR}/{pack}"), file)?;
     }
     tar.into_inner().map(crate::progress::Counted::into_inner)
 }

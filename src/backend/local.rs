@@ -6,6 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -120,7 +121,7 @@ impl Backend for LocalBackend {
     /// listening on a Unix socket in the sandbox.
     async fn start(
         &mut self,
-        inputs: &[InputFile],
+        inputs: &Arc<[InputFile]>,
         secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<StartedExecutor, LocalError> {

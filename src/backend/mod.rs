@@ -34,6 +34,7 @@ pub mod ssh;
 pub mod upload;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::secret::Secret;
 use crate::task::InputFile;
@@ -88,10 +89,11 @@ pub trait Backend {
     type Leftover: std::fmt::Display;
 
     /// Prepares the workspace with `inputs` and starts the executor there, giving it the run's
-    /// `secret` (which every call then carries), and records its phases in `timeline`.
+    /// `secret` (which every call then carries), and records its phases in `timeline`. The
+    /// inputs are shared: a backend may read them on another thread while it waits on its pod.
     fn start(
         &mut self,
-        inputs: &[InputFile],
+        inputs: &Arc<[InputFile]>,
         secret: &Secret,
         timeline: &mut Timeline,
     ) -> impl Future<Output = Result<StartedExecutor, Self::Error>>;

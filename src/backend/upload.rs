@@ -443,6 +443,74 @@ pub async fn pull<R: RemoteCommand>(
     }
 }
 
+/// What the difference onto a seed is called in errors.
+pub const ONTO_SEED: &str = "the difference onto the seed";
+
+/// A difference from the seed a workspace holds, as it travels ([`onto_seed`]).
+pub struct SeedDifference<'a> {
+    /// The [`crate::snapshot::delta::Delta`]'s bytes.
+    pub delta: Vec<u8>,
+    /// The packs of the contents it writes.
+    pub packs: super::by_content::MadePacks,
+    /// Where it is unpacked there, then removed.
+    pub dir: &'a str,
+    /// The index of the seed the workspace holds there.
+    pub seed_index: &'a str,
+}
+
+/// Brings the workspace on the other side, which holds a seed, to the run's tree: the
+/// difference and the packs of what it writes, in one tar stream into `dir` there, which the
+/// binary applies onto the seed ([`crate::snapshot::delta`]) and then removes. A warm pod's
+/// `secret` goes first, as with [`inputs`]. [`Pulled::Unreachable`] when the seed there is not
+/// the one the difference was made against: the workspace is then empty.
+pub async fn onto_seed<R: RemoteCommand>(
+    remote: &R,
+    layout: &Layout,
+    difference: SeedDifference<'_>,
+    secret: Option<&Secret>,
+    to: &Destination,
+) -> Result<Pulled, UploadError<R::Error>> {
+    let SeedDifference {
+        delta,
+        packs,
+        dir,
+        seed_index,
+    } = difference;
+    let script = format!(
+        "{}{}umask 077; rm -rf {dir}; mkdir -p {dir} && tar -xf - -C {dir} && \
+         {binary} inputs-apply --snapshot {dir} --onto {seed_index} --to {workspace}; \
+         status=$?; rm -rf {dir}; exit $status",
+        wait_for_binary(layout),
+        take_secret(layout, secret),
+        dir = quote(dir),
+        binary = quote(&layout.binary),
+        seed_index = quote(seed_index),
+        workspace = quote(&layout.workspace),
+    );
+    let secret_line = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    let sent = remote
+        .run(script, move |mut stdin| {
+            if let Some(line) = &secret_line {
+                stdin.write_all(line.as_bytes())?;
+            }
+            let stream = (crate::snapshot::delta::DELTA_FILE, &delta[..]);
+            super::by_content::write_stream(stdin, stream, &packs)
+        })
+        .await;
+    match sent {
+        Ok(_) => Ok(Pulled::Done),
+        Err(e) if R::exit_code(&e) == Some(i32::from(PULL_UNREACHABLE)) => {
+            let said = R::said(&e).map(|said| said.trim().to_string());
+            Ok(Pulled::Unreachable(said.unwrap_or_else(|| e.to_string())))
+        }
+        Err(source) => Err(UploadError::Failed {
+            what: ONTO_SEED,
+            to: to.clone(),
+            source,
+        }),
+    }
+}
+
 /// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` on the other side.
 /// Its session opens alongside the binary's copy, to save a round trip: there it waits for the
 /// checked binary to be moved into place and then becomes that extractor, so the inputs are

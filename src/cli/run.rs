@@ -113,7 +113,7 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         id,
         tools: tool_specs(&args, &task)?,
         repo: args.repo.clone(),
-        inputs,
+        inputs: inputs.into(),
         out,
         apply_deletions: args.apply_deletions,
         allow_external_links: args.allow_external_links,

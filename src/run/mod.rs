@@ -43,7 +43,7 @@ pub struct Run {
     pub task: Task,
     /// The repository: the task's input, and where its trust file is.
     pub repo: PathBuf,
-    pub inputs: Vec<InputFile>,
+    pub inputs: std::sync::Arc<[InputFile]>,
     /// Where the results are written.
     pub out: PathBuf,
     /// The task's tools and the `--tool` ones: names found in PATH here, or absolute paths.

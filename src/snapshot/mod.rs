@@ -8,6 +8,8 @@
 //!   packs (so one changed file is one small pack), each a `.tar.s2` of blobs named by digest.
 //! - [`apply`]: a workspace built from an index and its packs, everything checked first.
 //! - [`onto`]: a workspace holding a seed snapshot brought to another by the difference.
+//! - [`delta`]: the same difference sent in the run's own stream, with its contents, to a pod
+//!   that holds the seed: no index travels whole, and the registry is not asked.
 //! - [`host`]: a host's side of inputs sent by content: cached packs, the apply.
 //! - [`pull`]: a pod's side: the snapshot pulled from the registry, checked, applied.
 //! - [`known`]: the packs this machine knows to be in a repository.
@@ -17,6 +19,7 @@
 //!   every pack (registry garbage collection keeps what a tagged snapshot names).
 
 pub mod apply;
+pub mod delta;
 pub mod host;
 pub mod index;
 pub mod known;

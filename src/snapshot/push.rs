@@ -9,7 +9,8 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
-use super::index::{self, Index, PackRef, ScanError};
+use super::delta::SeedIndexes;
+use super::index::{self, Entry, Index, PackRef, ScanError};
 use super::known::{KnownPacks, Records};
 use super::pack::{self, Blob, PACK_TYPE, PackError, Planned};
 use super::registry::{INDEX_TYPE, Repository, RepositoryError};
@@ -52,15 +53,17 @@ pub struct Pushed {
     pub seconds: f64,
 }
 
-/// Pushes the snapshot of `inputs` (sorted by destination, as `collect_inputs` gives them) to
-/// `location`, tagged `tag` (by default `inputs-` and the start of the index's digest). The
-/// packs it reuses are those `known` holds, and those of the snapshot the tag names now.
+/// Pushes the snapshot of `entries` (as [`index::scan`] gives them, from `inputs`, sorted by
+/// destination, as `collect_inputs` gives them) to `location`, tagged `tag` (by default `inputs-`
+/// and the start of the index's digest). The packs it reuses are those `known` holds, and those
+/// of the snapshot the tag names now. A tagged snapshot's index is kept in `seeds`, for runs
+/// that take a pod seeded with it.
 pub async fn push(
     location: &str,
     tag: Option<&str>,
-    inputs: &[InputFile],
-    stat_cache: StatCache,
+    (inputs, entries): (&[InputFile], Vec<Entry>),
     known: &mut KnownPacks,
+    seeds: Option<&SeedIndexes>,
 ) -> Result<Pushed, PushError> {
     let began = Instant::now();
     let repo = Repository::open(location).await?;
@@ -77,8 +80,6 @@ pub async fn push(
         }
     }
     tracing::debug!("previous snapshot read at {:?}", began.elapsed());
-    let entries = index::scan_and_save(inputs, stat_cache)?;
-    tracing::debug!("{} entries scanned at {:?}", entries.len(), began.elapsed());
     let planned = pack::plan(&entries, inputs, known.take());
     let sent: Vec<(PackRef, Option<u64>)> = futures::stream::iter(planned)
         .map(|planned| async {
@@ -99,20 +100,15 @@ pub async fn push(
     tracing::debug!("packs sent at {:?}", began.elapsed());
     let index_bytes = index.to_bytes();
     let index_digest = pack::digest_of(&index_bytes);
-    let index_size = index_bytes.len() as i64;
-    repo.put_missing(&index_digest, index_bytes).await?;
-    tracing::debug!("index sent at {:?}", began.elapsed());
+    let index_size = index_bytes.len() as u64;
     let config_digest = pack::digest_of(EMPTY_CONFIG);
-    repo.put_missing(&config_digest, EMPTY_CONFIG.to_vec())
-        .await?;
-
     let descriptor = |media_type: &str, digest: &str, size: u64| OciDescriptor {
         media_type: media_type.to_string(),
         digest: digest.to_string(),
         size: i64::try_from(size).unwrap_or(i64::MAX),
         ..OciDescriptor::default()
     };
-    let layers = std::iter::once(descriptor(INDEX_TYPE, &index_digest, index_size as u64))
+    let layers = std::iter::once(descriptor(INDEX_TYPE, &index_digest, index_size))
         .chain(
             index
                 .packs
@@ -129,6 +125,13 @@ pub async fn push(
     };
     let body = serde_json::to_vec(&manifest).expect("a manifest always serializes");
     let manifest_digest = pack::digest_of(&body);
+    if let (Some(seeds), Some(_)) = (seeds, tag) {
+        seeds.keep(&manifest_digest, &index_bytes);
+    }
+    repo.put_missing(&index_digest, index_bytes).await?;
+    tracing::debug!("index sent at {:?}", began.elapsed());
+    repo.put_missing(&config_digest, EMPTY_CONFIG.to_vec())
+        .await?;
     let tag = match tag {
         Some(tag) => tag.to_string(),
         None => format!("inputs-{}", &index_digest["sha256:".len()..][..16]),
@@ -157,14 +160,32 @@ pub async fn push_recorded(
     inputs: &[InputFile],
     records: Option<&Records>,
 ) -> Result<Pushed, PushError> {
-    let (stat_cache, mut known) = match records {
-        Some(records) => (
-            StatCache::load(records.stat_cache.clone()),
-            KnownPacks::load(&records.cache_dir, location),
-        ),
-        None => (StatCache::load(Default::default()), KnownPacks::default()),
-    };
-    push(location, tag, inputs, stat_cache, &mut known).await
+    let entries = scan_recorded(inputs, records)?;
+    push_scanned(location, tag, (inputs, entries), records).await
+}
+
+/// The entries of `inputs`, the stat cache of `records` used and saved ([`index::scan`]).
+pub fn scan_recorded(
+    inputs: &[InputFile],
+    records: Option<&Records>,
+) -> Result<Vec<Entry>, ScanError> {
+    let file = records.map(|records| records.stat_cache.clone());
+    index::scan_and_save(inputs, StatCache::load(file.unwrap_or_default()))
+}
+
+/// [`push`] of a tree scanned already, with this machine's `records` of the packs known to be
+/// there and of the seeds' indexes.
+pub async fn push_scanned(
+    location: &str,
+    tag: Option<&str>,
+    scanned: (&[InputFile], Vec<Entry>),
+    records: Option<&Records>,
+) -> Result<Pushed, PushError> {
+    let mut known = records
+        .map(|records| KnownPacks::load(&records.cache_dir, location))
+        .unwrap_or_default();
+    let seeds = records.map(|records| SeedIndexes::in_cache(&records.cache_dir));
+    push(location, tag, scanned, &mut known, seeds.as_ref()).await
 }
 
 /// Makes the pack of `blobs` (in a temporary file: a pack is never held in memory) and sends

@@ -20,6 +20,8 @@ pub const INDEX_TYPE: &str = "application/vnd.buildr.inputs.index.v2";
 const UPLOAD_CHUNK: usize = 8 << 20;
 /// The most an index may weigh when read back (100,000 entries take about 20 MB).
 const MAX_INDEX: u64 = 256 << 20;
+/// The most a blob's buffer is sized for before it arrives.
+const PRESIZED: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -211,7 +213,9 @@ impl Repository {
 
     /// The blob `digest`, no larger than `size`, checked against its digest.
     pub async fn blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RepositoryError> {
-        let mut bytes = Vec::new();
+        // Sized as the manifest says (within reason: it is not trusted), so that a 9 MB index
+        // is not held twice while its buffer grows.
+        let mut bytes = Vec::with_capacity(usize::try_from(size.min(PRESIZED)).unwrap_or(0));
         self.read_blob(digest, size, |chunk| {
             bytes.extend_from_slice(chunk);
             Ok(())
@@ -301,6 +305,22 @@ impl Repository {
     /// The index of the snapshot `tag` (or `sha256:…`), and its manifest's digest; `None`
     /// when the repository has no such snapshot.
     pub async fn index(&self, tag: &str) -> Result<Option<(Index, String)>, RepositoryError> {
+        let Some((bytes, digest)) = self.index_bytes(tag).await? else {
+            return Ok(None);
+        };
+        let index = Index::from_bytes(&bytes).map_err(|e| RepositoryError::BadIndex {
+            snapshot: format!("{}@{digest}", self.location),
+            reason: e.to_string(),
+        })?;
+        Ok(Some((index, digest)))
+    }
+
+    /// The bytes of the index of the snapshot `tag` (or `sha256:…`), checked against their
+    /// digest, and its manifest's digest; `None` when the repository has no such snapshot.
+    pub async fn index_bytes(
+        &self,
+        tag: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, RepositoryError> {
         let reference = self.reference(tag)?;
         let (manifest, digest): (OciImageManifest, String) = match self
             .client
@@ -311,18 +331,13 @@ impl Repository {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.error("cannot pull from")(e)),
         };
-        let snapshot = format!("{}@{digest}", self.location);
         let layer = manifest
             .layers
             .iter()
             .find(|layer| layer.media_type == INDEX_TYPE)
-            .ok_or_else(|| RepositoryError::NoIndex(snapshot.clone()))?;
+            .ok_or_else(|| RepositoryError::NoIndex(format!("{}@{digest}", self.location)))?;
         let size = u64::try_from(layer.size).unwrap_or(0).min(MAX_INDEX);
         let bytes = self.blob(&layer.digest, size).await?;
-        let index = Index::from_bytes(&bytes).map_err(|e| RepositoryError::BadIndex {
-            snapshot,
-            reason: e.to_string(),
-        })?;
-        Ok(Some((index, digest)))
+        Ok(Some((bytes, digest)))
     }
 }

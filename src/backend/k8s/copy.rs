@@ -13,7 +13,10 @@ use super::launch::BUILDR_DIR;
 use super::objects::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
 use super::registry::RegistryRoute;
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::upload::{self, Destination, Layout, Payload, PullFrom, Pulled, RemoteCommand};
+use crate::backend::by_content::MadePacks;
+use crate::backend::upload::{
+    self, Destination, Layout, Payload, PullFrom, Pulled, RemoteCommand, SeedDifference,
+};
 use crate::secret::Secret;
 use crate::snapshot::Credentials;
 use crate::task::InputFile;
@@ -161,6 +164,33 @@ pub async fn pull(
     Ok(upload::pull(&shell, &layout(), from, secret, &to)
         .await
         .map_err(Box::new)?)
+}
+
+/// A seeded warm pod's workspace brought to the run's tree by the difference `delta` (a
+/// [`crate::snapshot::delta::Delta`]'s bytes) and the packs of what it writes, through exec
+/// (see [`upload::onto_seed`]); its `secret` goes first.
+pub async fn onto_seed(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    pod: &str,
+    image: &str,
+    (delta, packs): (Vec<u8>, MadePacks),
+    secret: Option<&Secret>,
+) -> Result<Pulled, K8sError> {
+    let shell = PodShell { pods, client, pod };
+    let (dir, seed_index) = (format!("{BUILDR_DIR}/difference"), seed_index());
+    let difference = SeedDifference {
+        delta,
+        packs,
+        dir: &dir,
+        seed_index: &seed_index,
+    };
+    let to = in_pod(pod, image);
+    Ok(
+        upload::onto_seed(&shell, &layout(), difference, secret, &to)
+            .await
+            .map_err(Box::new)?,
+    )
 }
 
 /// Empties the workspace of a warm pod whose seed a run does not build on (its inputs are

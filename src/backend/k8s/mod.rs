@@ -14,6 +14,8 @@
 //! - [`startup`]: watching the pod until it runs, failing fast when it will not
 //! - [`exec`]: commands in the pod with bulk stdin (the copies)
 //! - [`copy`]: the executor binary and the inputs into the pod
+//! - [`by_content`]: the inputs by content: pushed for the pod to pull, or the difference from
+//!   a seeded pod's seed
 //! - [`leftover`]: what a run leaves in the cluster (kept, or not deleted and why)
 //! - [`forward`]: a fresh port-forward for every connection the client makes
 //! - [`kubeconfig`]: the kubeconfig, context and namespace flags shared by the commands
@@ -25,6 +27,7 @@
 //! controller) is [`crate::cluster`]'s.
 
 pub mod api;
+pub mod by_content;
 pub mod copy;
 pub mod exec;
 pub mod forward;
@@ -38,6 +41,7 @@ pub mod reach;
 pub mod registry;
 pub mod startup;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -50,11 +54,12 @@ use super::{Backend, StartedExecutor};
 use crate::backend::upload::{self, Payload, Pulled, UploadError};
 use crate::client;
 use crate::secret::Secret;
-use crate::snapshot::{self, Credentials, Pushed, known::Records};
+use crate::snapshot::{Credentials, known::Records};
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
 use crate::tools::Tool;
 use api::{api_message, is_not_found, until_reachable};
+use by_content::ToPod;
 use kube::ResourceExt;
 use labels::SEED_ANNOTATION;
 // `api` words refusals by the permissions table, which is the cluster's.
@@ -380,32 +385,6 @@ async fn route_or_warn(location: &str) -> Option<registry::RegistryRoute> {
     }
 }
 
-/// The inputs pushed to `registry` by content; none, with one warning line, when they cannot
-/// be (the inputs are then copied whole).
-async fn push_or_warn(registry: &InputsRegistry, inputs: &[InputFile]) -> Option<Pushed> {
-    let location = &registry.location;
-    let pushed = snapshot::push::push_recorded(location, None, inputs, registry.records.as_ref());
-    match pushed.await {
-        Ok(pushed) => {
-            tracing::info!(
-                "pushed {} of {} packs ({}) to {location} in {:.2}s",
-                pushed.packs_pushed,
-                pushed.packs,
-                crate::tools::human_size(pushed.bytes_pushed),
-                pushed.seconds
-            );
-            Some(pushed)
-        }
-        Err(e) => {
-            eprintln!(
-                "buildr: warning: cannot send the inputs by content to {location}: {:#}; copying them whole",
-                anyhow::Error::from(e)
-            );
-            None
-        }
-    }
-}
-
 /// Deletes `name` and returns once the API server has accepted it (or it is already gone),
 /// without waiting for it to go; retries while the API server cannot be reached, for up to
 /// `timeout`.
@@ -431,7 +410,7 @@ impl Backend for K8sBackend {
 
     async fn start(
         &mut self,
-        inputs: &[InputFile],
+        inputs: &Arc<[InputFile]>,
         secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<StartedExecutor, K8sError> {
@@ -441,10 +420,12 @@ impl Backend for K8sBackend {
             Some(registry) => route_or_warn(&registry.location).await,
             None => None,
         };
-        // The snapshot goes up while the pod starts.
-        let push = async {
+        // The snapshot goes up, or for a pool's seeded pod the tree is scanned, while the pod is
+        // taken or starts.
+        let seeded = matches!(&self.settings.pool, Some(pool::take::Source::Named(pool)) if pool.spec.seed.is_some());
+        let prepare = async {
             match (&registry, &plan.registry) {
-                (Some(registry), Some(_)) => push_or_warn(registry, inputs).await,
+                (Some(registry), Some(_)) => by_content::prepare(registry, inputs, seeded).await,
                 _ => None,
             }
         };
@@ -452,24 +433,41 @@ impl Backend for K8sBackend {
             let taken = self.take_or_start(&plan, timeline).await;
             (taken, Instant::now())
         };
-        let ((taken, mut step), pushed) = tokio::join!(take, push);
+        let ((taken, mut step), prepared) = tokio::join!(take, prepare);
         let TakenPod {
             name,
             warm_uid,
             seed,
         } = taken?;
-        if let Some(pushed) = &pushed {
+        let to_pod = match (&registry, prepared) {
+            (Some(registry), Some(prepared)) => {
+                by_content::for_pod(registry, inputs, prepared, seed.as_deref()).await
+            }
+            _ => None,
+        };
+        match &to_pod {
             // What the push took beyond the pod's start, which it ran alongside.
-            let what = format!(
-                "push inputs: {} entries, {} of {} packs new, {}",
-                pushed.entries,
-                pushed.packs_pushed,
-                pushed.packs,
-                crate::tools::human_size(pushed.bytes_pushed)
-            );
-            timeline.record(&what, &mut step);
+            Some(ToPod::Pushed(pushed)) => {
+                let what = format!(
+                    "push inputs: {} entries, {} of {} packs new, {}",
+                    pushed.entries,
+                    pushed.packs_pushed,
+                    pushed.packs,
+                    crate::tools::human_size(pushed.bytes_pushed)
+                );
+                timeline.record(&what, &mut step);
+            }
+            Some(ToPod::Difference(difference)) => {
+                let what = format!(
+                    "diff against the pod's seed: {} entries written, {} removed, {}",
+                    difference.written,
+                    difference.removed,
+                    crate::tools::human_size(difference.bytes)
+                );
+                timeline.record(&what, &mut step);
+            }
+            None => {}
         }
-        let by_content = pushed.as_ref().zip(plan.registry.as_ref());
         let pods = self.pods();
         let mut step = Instant::now();
         let image = &self.settings.image;
@@ -508,10 +506,36 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
+        let (pushed, difference) = match to_pod {
+            Some(ToPod::Pushed(pushed)) => (Some(pushed), None),
+            Some(ToPod::Difference(difference)) => (None, Some(difference)),
+            None => (None, None),
+        };
+        let by_content = pushed.as_ref().zip(plan.registry.as_ref());
+        let seed_kept = by_content.is_some() || difference.is_some();
         let credentials =
             by_content.and_then(|(pushed, _)| Credentials::of(&pushed.reference).ok().flatten());
         let inputs_copy = async {
             let mut secret = secret_with_inputs;
+            if let Some(difference) = difference {
+                let sent = (difference.delta, difference.packs);
+                let onto = copy::onto_seed(&pods, &self.client, &name, image, sent, secret);
+                match onto.await? {
+                    Pulled::Done => {
+                        return Ok((
+                            Some(difference.tree),
+                            Some("the difference onto the pod's seed"),
+                        ));
+                    }
+                    // The workspace was left empty.
+                    Pulled::Unreachable(why) => {
+                        eprintln!(
+                            "buildr: warning: pod {name} cannot take the inputs' difference from its seed ({why}); copying them whole"
+                        );
+                        secret = None;
+                    }
+                }
+            }
             if let Some((pushed, route)) = by_content {
                 let from = copy::PodPull {
                     snapshot: &pushed.reference,
@@ -525,7 +549,10 @@ impl Backend for K8sBackend {
                 };
                 let pull = copy::pull(&pods, &self.client, &name, image, from, secret);
                 match pull.await? {
-                    Pulled::Done => return Ok((Some(pushed.tree), true)),
+                    Pulled::Done if seed.is_some() => {
+                        return Ok((Some(pushed.tree), Some("pulled onto the pod's seed")));
+                    }
+                    Pulled::Done => return Ok((Some(pushed.tree), Some("pulled"))),
                     // The pull left the workspace empty, a seeded one too.
                     Pulled::Unreachable(why) => {
                         eprintln!(
@@ -537,13 +564,13 @@ impl Backend for K8sBackend {
                     }
                 }
             }
-            // A pull that failed has emptied the workspace already.
-            if let Some(seed) = seed.as_ref().filter(|_| by_content.is_none()) {
+            // A pull or a difference that failed has emptied the workspace already.
+            if let Some(seed) = seed.as_ref().filter(|_| !seed_kept) {
                 tracing::info!("the inputs are copied whole: the pod's seed {seed} is emptied");
                 copy::clear_workspace(&pods, &self.client, &name, image).await?;
             }
             let copied = copy::inputs(&pods, &self.client, &name, image, inputs, secret).await?;
-            Ok::<_, K8sError>((copied, false))
+            Ok::<_, K8sError>((copied, None))
         };
         // A warm pod waits under its pool's deny-all: a pull needs the run's policy, which
         // lets it reach the registry, in place first (a seeded pool's policy lets it already).
@@ -570,7 +597,7 @@ impl Backend for K8sBackend {
         // gets the secret first in the inputs' stream). No task starts before the copies end;
         // a connection not up by then is the client's own readiness check to wait for.
         let channel = forward::channel(pods.clone(), name.clone());
-        let (_, _, (inputs_sent, pulled)) = {
+        let (_, _, (inputs_sent, by_content_how)) = {
             let connect = client::connect::wait_ready(&channel, Some(secret), upload::COPY_TIMEOUT);
             tokio::pin!(copies, connect);
             tokio::select! {
@@ -584,15 +611,9 @@ impl Backend for K8sBackend {
             (false, true) => "create policy, copy secret and inputs",
             (false, false) => "create policy, copy secret, tools and inputs",
         };
-        if pulled {
-            let onto = if seed.is_some() {
-                " onto the pod's seed"
-            } else {
-                ""
-            };
-            timeline.record(&format!("{copied}, by content: pulled{onto}"), &mut step);
-        } else {
-            timeline.record(copied, &mut step);
+        match by_content_how {
+            Some(how) => timeline.record(&format!("{copied}, by content: {how}"), &mut step),
+            None => timeline.record(copied, &mut step),
         }
         Ok(StartedExecutor {
             channel,

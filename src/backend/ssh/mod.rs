@@ -307,7 +307,7 @@ impl Backend for SshBackend {
 
     async fn start(
         &mut self,
-        inputs: &[InputFile],
+        inputs: &Arc<[InputFile]>,
         secret: &Secret,
         timeline: &mut Timeline,
     ) -> Result<StartedExecutor, SshError> {

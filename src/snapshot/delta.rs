@@ -1,0 +1,302 @@
+//! A warm pod's workspace brought from its seed to the run's tree by a difference that travels
+//! in the run's own stream (exec), with the contents it writes in packs of its own: neither side
+//! sends or fetches a whole index, and the registry is not asked for anything.
+//!
+//! The client holds the seed's index (kept when this machine pushed the seed's tag, else read
+//! from the registry once and kept, see [`SeedIndexes`]) and its own scan of the tree, and sends
+//! [`Delta`]: what to remove, write and re-mode, the digest of the seed's index it was made
+//! against, and the digest of the tree it makes. The pod checks that its seed is that one, makes
+//! the next index from the seed's and the difference, checks that it is the client's tree, then
+//! applies the difference with every check of [`super::onto::apply_onto`]. A seed that is not
+//! the one the client diffed against, or a result that is not the client's tree, applies
+//! nothing: the run then copies the inputs whole.
+
+use std::cmp::Ordering;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use foldhash::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+
+use super::apply::{Applied, ApplyError, empty};
+use super::host::{PACKS_DIR, pack_name};
+use super::index::{Entry, Index, PackRef};
+use super::onto::{Difference, apply_onto, difference};
+use super::registry::{Repository, RepositoryError};
+use sha2::{Digest, Sha256};
+
+/// The file of the difference in the directory the run's stream is unpacked into (its packs are
+/// under [`PACKS_DIR`]).
+pub const DELTA_FILE: &str = "delta";
+/// The most a difference, or a seed's index, may weigh.
+const MAX_BYTES: u64 = 256 << 20;
+/// How many seeds' indexes this machine keeps (about 9 MB each for 100,000 files).
+const KEPT_SEEDS: usize = 4;
+
+/// What turns a seed's tree into the run's, as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The SHA-256 of the seed index's bytes (its blob's digest in the registry).
+    pub seed: [u8; 32],
+    /// The digest of the tree it makes, as the cache's key digests it.
+    pub tree: [u8; 32],
+    /// Paths to remove (a directory with what it holds), outermost first.
+    pub remove: Vec<String>,
+    /// The entries to write, in the tree's order.
+    pub write: Vec<Entry>,
+    /// Entries whose mode alone changed.
+    pub modes: Vec<(String, u32)>,
+    /// The packs that hold the written contents: sent alongside, under [`PACKS_DIR`].
+    pub packs: Vec<PackRef>,
+}
+
+impl Delta {
+    /// The difference from the seed `seed` (whose bytes have the digest `seed_digest`) to the
+    /// tree `entries` (in the order the scan gives), without packs yet.
+    pub fn between(seed: &Index, seed_digest: [u8; 32], entries: Vec<Entry>) -> Self {
+        let next = Index {
+            entries,
+            packs: Vec::new(),
+        };
+        let Difference {
+            remove,
+            write,
+            modes,
+        } = difference(seed, &next);
+        Self {
+            seed: seed_digest,
+            tree: next.tree_digest(),
+            remove,
+            write: write.entries,
+            modes,
+            packs: Vec::new(),
+        }
+    }
+
+    /// The index of the tree this makes from `seed`: the seed's entries but those removed (and
+    /// what lies under them), with their new modes, merged in order with the written ones;
+    /// and every pack of both.
+    pub fn next(&self, seed: Index) -> Index {
+        let removed: HashSet<&str> = self.remove.iter().map(String::as_str).collect();
+        let gone = |path: &str| {
+            removed.contains(path)
+                || path
+                    .rmatch_indices('/')
+                    .any(|(slash, _)| removed.contains(&path[..slash]))
+        };
+        let modes: HashMap<&str, u32> = self.modes.iter().map(|(p, m)| (p.as_str(), *m)).collect();
+        let kept = seed.entries.into_iter().filter(|e| !gone(&e.path));
+        let kept = kept.map(|mut entry| {
+            if let Some(mode) = modes.get(entry.path.as_str()) {
+                entry.mode = *mode;
+            }
+            entry
+        });
+        // Both are in the tree's order (paths compared component by component, as the inputs
+        // are sorted): a merge keeps it, where a sort of 100,000 paths would cost a tenth of
+        // a second.
+        let mut entries = Vec::with_capacity(kept.size_hint().0 + self.write.len());
+        let mut written = self.write.iter().cloned().peekable();
+        for entry in kept {
+            while let Some(next) = written.next_if(|w| in_order(w, &entry) == Ordering::Less) {
+                entries.push(next);
+            }
+            entries.push(entry);
+        }
+        entries.extend(written);
+        let mut packs = seed.packs;
+        packs.extend(self.packs.iter().cloned());
+        Index { entries, packs }
+    }
+}
+
+fn in_order(a: &Entry, b: &Entry) -> Ordering {
+    Path::new(&a.path).cmp(Path::new(&b.path))
+}
+
+/// Why a difference was not applied; the workspace is left empty.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the difference sent is damaged: {0}")]
+    Damaged(#[source] postcard::Error),
+    /// The pod's seed is not the one the client diffed against (or cannot be read): the run
+    /// copies the inputs whole.
+    #[error("the pod's seed is not the one the difference was made against ({0})")]
+    OtherSeed(String),
+    /// The seed and the difference do not make the client's tree: the run copies whole.
+    #[error("the pod's seed and the difference do not make the tree sent")]
+    OtherTree,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl DeltaError {
+    /// Whether the run may copy the inputs whole instead (the seed is not the expected one),
+    /// where any other error stops it.
+    pub fn is_other_seed(&self) -> bool {
+        matches!(self, Self::OtherSeed(_) | Self::OtherTree)
+    }
+}
+
+/// Brings the workspace `to`, which holds the seed whose index is `seed_index`, to the tree of
+/// the difference in `dir` (as the run's stream unpacked it). On any error `to` is left empty,
+/// so that the run can copy the inputs whole into it.
+pub fn apply_sent(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, DeltaError> {
+    let applied = apply_checked(dir, seed_index, to);
+    if applied.is_err() {
+        empty(to);
+    }
+    applied
+}
+
+fn apply_checked(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, DeltaError> {
+    let began = std::time::Instant::now();
+    let bytes = read_bounded(&dir.join(DELTA_FILE))?;
+    let delta: Delta = postcard::from_bytes(&bytes).map_err(DeltaError::Damaged)?;
+    let seed = read_bounded(seed_index).map_err(|e| DeltaError::OtherSeed(e.to_string()))?;
+    if sha256_of(&seed) != delta.seed {
+        return Err(DeltaError::OtherSeed(format!(
+            "its index {} has another digest",
+            seed_index.display()
+        )));
+    }
+    let seed = Index::from_bytes(&seed).map_err(|e| DeltaError::OtherSeed(e.to_string()))?;
+    let next = delta.next(seed);
+    if next.tree_digest() != delta.tree {
+        return Err(DeltaError::OtherTree);
+    }
+    tracing::debug!(
+        "next index of {} entries made in {:?}",
+        next.entries.len(),
+        began.elapsed()
+    );
+    let Delta {
+        remove,
+        write,
+        modes,
+        packs,
+        ..
+    } = delta;
+    let difference = Difference {
+        remove,
+        write: Index {
+            entries: write,
+            packs,
+        },
+        modes,
+    };
+    let packs_dir = dir.join(PACKS_DIR);
+    let pack_file = |digest: &str| packs_dir.join(pack_name(digest));
+    Ok(apply_onto(&next, &difference, pack_file, to)?)
+}
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, DeltaError> {
+    let read = |source| DeltaError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    Ok(bytes)
+}
+
+/// The indexes of the seeds this machine knows, by their snapshot's manifest digest, in the
+/// user's cache directory: a pool's seed is usually the tag this machine (or CI) pushed, and a
+/// run that takes a seeded pod diffs against its index.
+#[derive(Debug, Clone)]
+pub struct SeedIndexes {
+    dir: PathBuf,
+}
+
+/// A seed's index, and the SHA-256 of its bytes.
+pub struct SeedIndex {
+    pub index: Index,
+    pub digest: [u8; 32],
+}
+
+impl SeedIndexes {
+    pub fn in_cache(cache_dir: &Path) -> Self {
+        Self {
+            dir: cache_dir.join("inputs").join("seeds"),
+        }
+    }
+
+    fn file(&self, manifest: &str) -> PathBuf {
+        self.dir.join(pack_name(manifest))
+    }
+
+    /// Keeps `bytes`, the index of the snapshot whose manifest is `manifest`, and forgets all
+    /// but the most recent few (best effort: a seed not kept is read from the registry).
+    pub fn keep(&self, manifest: &str, bytes: &[u8]) {
+        let temp = self.dir.join(format!(".{}.incoming", pack_name(manifest)));
+        let kept = fs::create_dir_all(&self.dir)
+            .and_then(|()| fs::write(&temp, bytes))
+            .and_then(|()| fs::rename(&temp, self.file(manifest)));
+        if let Err(e) = kept {
+            tracing::debug!(
+                "cannot keep the seed's index in {}: {e}",
+                self.dir.display()
+            );
+            return;
+        }
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        kept.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, old) in kept.iter().skip(KEPT_SEEDS) {
+            let _ = fs::remove_file(old);
+        }
+    }
+
+    /// The index of the seed `pinned` (`REGISTRY/REPOSITORY@sha256:…`): the one kept here,
+    /// else the registry's (then kept).
+    pub async fn get(&self, pinned: &str) -> Result<SeedIndex, RepositoryError> {
+        let (location, manifest) = pinned
+            .split_once('@')
+            .ok_or_else(|| RepositoryError::NoIndex(pinned.to_string()))?;
+        let file = self.file(manifest);
+        let read = tokio::task::spawn_blocking(move || fs::read(file)).await;
+        let bytes = match read.expect("reading a file does not panic") {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let repo = Repository::open(location).await?;
+                let (bytes, _) = repo
+                    .index_bytes(manifest)
+                    .await?
+                    .ok_or_else(|| RepositoryError::NoIndex(pinned.to_string()))?;
+                self.keep(manifest, &bytes);
+                bytes
+            }
+        };
+        let parsed = tokio::task::spawn_blocking(move || {
+            let digest = sha256_of(&bytes);
+            Index::from_bytes(&bytes).map(|index| SeedIndex { index, digest })
+        });
+        parsed
+            .await
+            .expect("reading an index does not panic")
+            .map_err(|e| RepositoryError::BadIndex {
+                snapshot: pinned.to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
