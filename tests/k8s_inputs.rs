@@ -386,18 +386,26 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
     fs::remove_file(t.repo.path().join("same-1.txt")).unwrap();
     write_files(t.repo.path(), &[("same-1.txt/inside", "now a directory\n")]);
 
-    let uploads = t.uploads();
+    let before = t.registry.served().lines().count();
     let output = t.run_in_pool(pool, &[]);
     let listed = succeeded(&output);
     let said = stderr(&output);
     assert!(
-        said.contains("onto the pod's seed"),
+        said.contains("by content: the difference onto the pod's seed"),
         "{said}\ncontroller:\n{}",
         controller.log()
     );
     assert!(said.contains(&seeded[0]), "it took the seeded pod: {said}");
-    // The new contents in one pack, and the index: the seed's packs are not sent again.
-    assert_eq!(t.uploads() - uploads, 2, "{}", t.registry.served());
+    // The difference and the new contents go through exec: no blob is sent to or read from
+    // the registry (the client kept the seed's index when it pushed the tag; the controller
+    // only looks at the tag).
+    let served = t.registry.served();
+    let blobs: Vec<&str> = served
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("/blobs/"))
+        .collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
     assert_eq!(
         listed,
         succeeded(&t.run(LISTING, false)),
@@ -412,6 +420,19 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
     let output = t.run(LISTING, false);
     assert!(stderr(&output).contains(&waiting[0]), "{}", stderr(&output));
     assert_eq!(succeeded(&output), listed);
+
+    // Taken unasked by a run that names the registry, a seeded pod pulls the pushed
+    // snapshot's difference from the registry: one new pack, and the index.
+    wait_full(&t.ns, pool, 1, &controller);
+    let waiting = pool_pods(&t.ns, pool, Some("ready"));
+    write_files(t.repo.path(), &[("new.txt", "newer\n")]);
+    let uploads = t.uploads();
+    let output = t.run(LISTING, true);
+    let said = stderr(&output);
+    assert!(said.contains(&waiting[0]), "{said}");
+    assert!(said.contains("pulled onto the pod's seed"), "{said}");
+    assert_eq!(t.uploads() - uploads, 2, "{}", t.registry.served());
+    assert_eq!(succeeded(&output), succeeded(&t.run(LISTING, false)));
 
     // The seed's tag moves: the waiting pods are replaced by pods of the new seed.
     wait_full(&t.ns, pool, 1, &controller);

@@ -126,13 +126,10 @@ pub enum DeltaError {
     },
     #[error("the difference sent is damaged: {0}")]
     Damaged(#[source] postcard::Error),
-    /// The pod's seed is not the one the client diffed against (or cannot be read): the run
-    /// copies the inputs whole.
-    #[error("the pod's seed is not the one the difference was made against ({0})")]
+    /// The pod's seed is not the one the client diffed against, cannot be read, or does not
+    /// make the client's tree with the difference: the run copies the inputs whole.
+    #[error("cannot diff against the pod's seed: {0}")]
     OtherSeed(String),
-    /// The seed and the difference do not make the client's tree: the run copies whole.
-    #[error("the pod's seed and the difference do not make the tree sent")]
-    OtherTree,
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
@@ -141,7 +138,7 @@ impl DeltaError {
     /// Whether the run may copy the inputs whole instead (the seed is not the expected one),
     /// where any other error stops it.
     pub fn is_other_seed(&self) -> bool {
-        matches!(self, Self::OtherSeed(_) | Self::OtherTree)
+        matches!(self, Self::OtherSeed(_))
     }
 }
 
@@ -160,17 +157,26 @@ fn apply_checked(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, De
     let began = std::time::Instant::now();
     let bytes = read_bounded(&dir.join(DELTA_FILE))?;
     let delta: Delta = postcard::from_bytes(&bytes).map_err(DeltaError::Damaged)?;
-    let seed = read_bounded(seed_index).map_err(|e| DeltaError::OtherSeed(e.to_string()))?;
+    let other =
+        |why: String| DeltaError::OtherSeed(format!("its index {} {why}", seed_index.display()));
+    let seed = match read_bounded(seed_index) {
+        Ok(seed) => seed,
+        Err(DeltaError::Read { source, .. }) => {
+            return Err(other(format!("cannot be read ({source})")));
+        }
+        Err(e) => return Err(e),
+    };
     if sha256_of(&seed) != delta.seed {
-        return Err(DeltaError::OtherSeed(format!(
-            "its index {} has another digest",
-            seed_index.display()
-        )));
+        return Err(other(
+            "has another digest than the one diffed against".to_string(),
+        ));
     }
-    let seed = Index::from_bytes(&seed).map_err(|e| DeltaError::OtherSeed(e.to_string()))?;
+    let seed = Index::from_bytes(&seed).map_err(|e| other(format!("cannot be read ({e})")))?;
     let next = delta.next(seed);
     if next.tree_digest() != delta.tree {
-        return Err(DeltaError::OtherTree);
+        return Err(other(
+            "and the difference do not make the tree sent".to_string(),
+        ));
     }
     tracing::debug!(
         "next index of {} entries made in {:?}",
@@ -261,7 +267,7 @@ impl SeedIndexes {
             .flatten()
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
-        kept.sort_by(|a, b| b.0.cmp(&a.0));
+        kept.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
         for (_, old) in kept.iter().skip(KEPT_SEEDS) {
             let _ = fs::remove_file(old);
         }

@@ -530,7 +530,7 @@ impl Backend for K8sBackend {
                     // The workspace was left empty.
                     Pulled::Unreachable(why) => {
                         eprintln!(
-                            "buildr: warning: pod {name} cannot take the inputs' difference from its seed ({why}); copying them whole"
+                            "buildr: warning: pod {name} cannot take the inputs' difference ({why}); copying them whole"
                         );
                         secret = None;
                     }
