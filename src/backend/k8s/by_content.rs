@@ -16,7 +16,7 @@ use foldhash::HashSet;
 
 use super::InputsRegistry;
 use crate::backend::by_content::{MadePacks, make_packs};
-use crate::snapshot::delta::{Delta, SeedIndexes};
+use crate::snapshot::delta::{Delta, SeedIndex, SeedIndexes};
 use crate::snapshot::push::{push_scanned, scan_recorded};
 use crate::snapshot::{Entry, Pushed};
 use crate::task::InputFile;
@@ -65,43 +65,52 @@ pub async fn prepare(
         .map(Prepared::Pushed)
 }
 
-/// What goes to the pod taken, which holds the seed `seed` if any.
+/// The index of the seed `seed` a taken pod holds, for the difference (read while the tree is
+/// still being scanned); none when it cannot be had (said with -v: the pod can still pull the
+/// pushed snapshot onto its seed).
+pub async fn seed_index(registry: &InputsRegistry, seed: &str) -> Option<SeedIndex> {
+    let seeds = SeedIndexes::in_cache(&registry.records.as_ref()?.cache_dir);
+    let began = std::time::Instant::now();
+    match seeds.get(seed).await {
+        Ok(seed_index) => {
+            tracing::debug!("the seed's index read in {:?}", began.elapsed());
+            Some(seed_index)
+        }
+        Err(e) => {
+            tracing::info!("cannot read the index of the pod's seed {seed}: {e}");
+            None
+        }
+    }
+}
+
+/// What goes to the pod taken: the difference from its seed when the tree was scanned for one
+/// and `seed_index` is the index of the seed it holds; else the snapshot, pushed.
 pub async fn for_pod(
     registry: &InputsRegistry,
     inputs: &Arc<[InputFile]>,
     prepared: Prepared,
-    seed: Option<&str>,
+    seed_index: Option<SeedIndex>,
 ) -> Option<ToPod> {
     let entries = match prepared {
         Prepared::Pushed(pushed) => return Some(ToPod::Pushed(pushed)),
         Prepared::Scanned(entries) => entries,
     };
-    let seeds = registry
-        .records
-        .as_ref()
-        .map(|records| SeedIndexes::in_cache(&records.cache_dir));
-    if let (Some(seed), Some(seeds)) = (seed, &seeds) {
-        match seeds.get(seed).await {
-            Ok(seed_index) => {
-                let inputs = inputs.clone();
-                let made = tokio::task::spawn_blocking(move || {
-                    difference(seed_index.index, seed_index.digest, entries, &inputs)
-                });
-                return match made.await.expect("making a difference does not panic") {
-                    Ok(difference) => Some(ToPod::Difference(difference)),
-                    Err(e) => {
-                        copied_whole(registry, e);
-                        None
-                    }
-                };
-            }
-            // The pod can still pull the snapshot onto its seed.
-            Err(e) => tracing::info!("cannot read the index of the pod's seed {seed}: {e}"),
+    let Some(seed_index) = seed_index else {
+        return push_or_warn(registry, inputs, entries)
+            .await
+            .map(ToPod::Pushed);
+    };
+    let inputs = inputs.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        difference(seed_index.index, seed_index.digest, entries, &inputs)
+    });
+    match made.await.expect("making a difference does not panic") {
+        Ok(difference) => Some(ToPod::Difference(difference)),
+        Err(e) => {
+            copied_whole(registry, e);
+            None
         }
     }
-    push_or_warn(registry, inputs, entries)
-        .await
-        .map(ToPod::Pushed)
 }
 
 /// The difference from the seed (`seed`, whose index's bytes have the digest `seed_digest`) to
@@ -112,8 +121,10 @@ fn difference(
     entries: Vec<Entry>,
     inputs: &[InputFile],
 ) -> Result<SeedDifference, crate::backend::by_content::PackingError> {
+    let began = std::time::Instant::now();
     let mut delta = Delta::between(&seed, seed_digest, entries);
     drop(seed);
+    tracing::debug!("the difference found in {:?}", began.elapsed());
     let written: HashSet<&str> = delta.write.iter().map(|e| e.path.as_str()).collect();
     // The inputs of the written entries, in the same order (both are in the tree's).
     let sources: Vec<InputFile> = inputs
@@ -143,7 +154,12 @@ fn difference(
 /// pod meanwhile); none, with one warning line, when it cannot be.
 async fn scan(registry: &InputsRegistry, inputs: &Arc<[InputFile]>) -> Option<Vec<Entry>> {
     let (inputs, records) = (inputs.clone(), registry.records.clone());
-    let scanned = tokio::task::spawn_blocking(move || scan_recorded(&inputs, records.as_ref()));
+    let scanned = tokio::task::spawn_blocking(move || {
+        let began = std::time::Instant::now();
+        let scanned = scan_recorded(&inputs, records.as_ref());
+        tracing::debug!("the tree scanned in {:?}", began.elapsed());
+        scanned
+    });
     match scanned.await.expect("a scan does not panic") {
         Ok(entries) => Some(entries),
         Err(e) => {

@@ -431,9 +431,18 @@ impl Backend for K8sBackend {
         };
         let take = async {
             let taken = self.take_or_start(&plan, timeline).await;
-            (taken, Instant::now())
+            let step = Instant::now();
+            // A seeded pod's seed index is read while the tree is still being scanned.
+            let seed = taken.as_ref().ok().and_then(|taken| taken.seed.as_deref());
+            let seed_index = match (&registry, seed) {
+                (Some(registry), Some(seed)) if seeded => {
+                    by_content::seed_index(registry, seed).await
+                }
+                _ => None,
+            };
+            (taken, step, seed_index)
         };
-        let ((taken, mut step), prepared) = tokio::join!(take, prepare);
+        let ((taken, mut step, seed_index), prepared) = tokio::join!(take, prepare);
         let TakenPod {
             name,
             warm_uid,
@@ -441,7 +450,7 @@ impl Backend for K8sBackend {
         } = taken?;
         let to_pod = match (&registry, prepared) {
             (Some(registry), Some(prepared)) => {
-                by_content::for_pod(registry, inputs, prepared, seed.as_deref()).await
+                by_content::for_pod(registry, inputs, prepared, seed_index).await
             }
             _ => None,
         };
