@@ -36,6 +36,27 @@ pub enum ToPod {
     Difference(SeedDifference),
 }
 
+impl ToPod {
+    /// Its phase in the run's timeline.
+    pub fn phase(&self) -> String {
+        match self {
+            Self::Pushed(pushed) => format!(
+                "push inputs: {} entries, {} of {} packs new, {}",
+                pushed.entries,
+                pushed.packs_pushed,
+                pushed.packs,
+                crate::tools::human_size(pushed.bytes_pushed)
+            ),
+            Self::Difference(difference) => format!(
+                "diff against the pod's seed: {} entries written, {} removed, {}",
+                difference.written,
+                difference.removed,
+                crate::tools::human_size(difference.bytes)
+            ),
+        }
+    }
+}
+
 /// The difference from a pod's seed, ready to travel.
 pub struct SeedDifference {
     /// The [`Delta`]'s bytes.

@@ -422,7 +422,11 @@ impl Backend for K8sBackend {
         };
         // The snapshot goes up, or for a pool's seeded pod the tree is scanned, while the pod is
         // taken or starts.
-        let seeded = matches!(&self.settings.pool, Some(pool::take::Source::Named(pool)) if pool.spec.seed.is_some());
+        let seeded = self
+            .settings
+            .pool
+            .as_ref()
+            .is_some_and(pool::take::Source::seeded);
         let prepare = async {
             match (&registry, &plan.registry) {
                 (Some(registry), Some(_)) => by_content::prepare(registry, inputs, seeded).await,
@@ -454,28 +458,10 @@ impl Backend for K8sBackend {
             }
             _ => None,
         };
-        match &to_pod {
-            // What the push took beyond the pod's start, which it ran alongside.
-            Some(ToPod::Pushed(pushed)) => {
-                let what = format!(
-                    "push inputs: {} entries, {} of {} packs new, {}",
-                    pushed.entries,
-                    pushed.packs_pushed,
-                    pushed.packs,
-                    crate::tools::human_size(pushed.bytes_pushed)
-                );
-                timeline.record(&what, &mut step);
-            }
-            Some(ToPod::Difference(difference)) => {
-                let what = format!(
-                    "diff against the pod's seed: {} entries written, {} removed, {}",
-                    difference.written,
-                    difference.removed,
-                    crate::tools::human_size(difference.bytes)
-                );
-                timeline.record(&what, &mut step);
-            }
-            None => {}
+        if let Some(to_pod) = &to_pod {
+            // What the push or the diff took beyond the pod's take or start, which it ran
+            // alongside.
+            timeline.record(&to_pod.phase(), &mut step);
         }
         let pods = self.pods();
         let mut step = Instant::now();
@@ -520,10 +506,10 @@ impl Backend for K8sBackend {
             Some(ToPod::Difference(difference)) => (None, Some(difference)),
             None => (None, None),
         };
-        let by_content = pushed.as_ref().zip(plan.registry.as_ref());
-        let seed_kept = by_content.is_some() || difference.is_some();
+        let to_pull = pushed.as_ref().zip(plan.registry.as_ref());
+        let seed_kept = to_pull.is_some() || difference.is_some();
         let credentials =
-            by_content.and_then(|(pushed, _)| Credentials::of(&pushed.reference).ok().flatten());
+            to_pull.and_then(|(pushed, _)| Credentials::of(&pushed.reference).ok().flatten());
         let inputs_copy = async {
             let mut secret = secret_with_inputs;
             if let Some(difference) = difference {
@@ -545,7 +531,7 @@ impl Backend for K8sBackend {
                     }
                 }
             }
-            if let Some((pushed, route)) = by_content {
+            if let Some((pushed, route)) = to_pull {
                 let from = copy::PodPull {
                     snapshot: &pushed.reference,
                     route,
@@ -583,7 +569,7 @@ impl Backend for K8sBackend {
         };
         // A warm pod waits under its pool's deny-all: a pull needs the run's policy, which
         // lets it reach the registry, in place first (a seeded pool's policy lets it already).
-        let pull_after_policy = warm_uid.is_some() && by_content.is_some() && seed.is_none();
+        let pull_after_policy = warm_uid.is_some() && to_pull.is_some() && seed.is_none();
         let policy_and_inputs = async {
             if pull_after_policy {
                 policy.await?;

@@ -37,6 +37,14 @@ pub enum Source {
     Matching,
 }
 
+impl Source {
+    /// Whether the pool's pods hold a seed (`spec.seed`), as far as the run knows before it
+    /// takes one.
+    pub fn seeded(&self) -> bool {
+        matches!(self, Self::Named(pool) if pool.spec.seed.is_some())
+    }
+}
+
 /// The pool `name` of `namespace`, if there is one (a cluster without the BuildrPool resource
 /// has none).
 pub async fn named_pool(
