@@ -173,7 +173,7 @@ async fn send_pack(
     repo: &Repository,
     blobs: Vec<Blob>,
 ) -> Result<(PackRef, Option<u64>), PushError> {
-    let held: Vec<String> = blobs.iter().map(|blob| blob.digest.clone()).collect();
+    let held = blobs.iter().map(|blob| blob.digest).collect();
     let raw = blobs.iter().map(|blob| blob.size).sum();
     let built = tokio::task::spawn_blocking(move || {
         let file = tempfile::tempfile().map_err(PackError::Write)?;
