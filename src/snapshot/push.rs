@@ -66,8 +66,8 @@ pub async fn push(
     let repo = Repository::open(location).await?;
     if let Some(tag) = tag {
         repo.reference(tag)?;
-        match repo.index(tag).await {
-            Ok(Some((previous, _))) => known.add(previous.packs),
+        match repo.packs(tag).await {
+            Ok(Some(previous)) => known.add(previous),
             Ok(None) => {}
             // A snapshot of an older format is replaced: its packs are asked about anew.
             Err(e @ (RepositoryError::NoIndex(_) | RepositoryError::BadIndex { .. })) => {

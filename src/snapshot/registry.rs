@@ -8,7 +8,7 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::index::Index;
+use super::index::{BadIndex, Index, PackRef};
 use crate::cache::oci::{
     RegistryError, client_for, credentials as docker_credentials, is_not_found,
 };
@@ -211,7 +211,9 @@ impl Repository {
 
     /// The blob `digest`, no larger than `size`, checked against its digest.
     pub async fn blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RepositoryError> {
-        let mut bytes = Vec::new();
+        // Sized first: a growing buffer would hold up to twice the blob at once (an index of
+        // 100,000 entries is 9 MB).
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         self.read_blob(digest, size, |chunk| {
             bytes.extend_from_slice(chunk);
             Ok(())
@@ -301,6 +303,21 @@ impl Repository {
     /// The index of the snapshot `tag` (or `sha256:…`), and its manifest's digest; `None`
     /// when the repository has no such snapshot.
     pub async fn index(&self, tag: &str) -> Result<Option<(Index, String)>, RepositoryError> {
+        self.read_index(tag, Index::from_bytes).await
+    }
+
+    /// The packs of the snapshot `tag`, as [`Self::index`] reads it, without its entries.
+    pub async fn packs(&self, tag: &str) -> Result<Option<Vec<PackRef>>, RepositoryError> {
+        let read = self.read_index(tag, Index::packs_from_bytes).await?;
+        Ok(read.map(|(packs, _)| packs))
+    }
+
+    /// What `decode` reads of the index of the snapshot `tag`, and its manifest's digest.
+    async fn read_index<T>(
+        &self,
+        tag: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, BadIndex>,
+    ) -> Result<Option<(T, String)>, RepositoryError> {
         let reference = self.reference(tag)?;
         let (manifest, digest): (OciImageManifest, String) = match self
             .client
@@ -319,7 +336,7 @@ impl Repository {
             .ok_or_else(|| RepositoryError::NoIndex(snapshot.clone()))?;
         let size = u64::try_from(layer.size).unwrap_or(0).min(MAX_INDEX);
         let bytes = self.blob(&layer.digest, size).await?;
-        let index = Index::from_bytes(&bytes).map_err(|e| RepositoryError::BadIndex {
+        let index = decode(&bytes).map_err(|e| RepositoryError::BadIndex {
             snapshot,
             reason: e.to_string(),
         })?;
