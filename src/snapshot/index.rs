@@ -218,37 +218,36 @@ pub fn scan_and_save(
 /// from `stat_cache`).
 pub fn scan(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<Vec<Entry>, ScanError> {
     let seen = see_all(inputs, stat_cache)?.seen;
-    inputs
-        .iter()
-        .zip(seen)
-        .map(|(input, seen)| {
-            let utf8 = |bytes: &[u8], of: &std::path::Path| {
-                std::str::from_utf8(bytes)
-                    .map(str::to_string)
-                    .map_err(|_| ScanError::NotUtf8(of.to_path_buf()))
-            };
-            let path = utf8(input.dest.as_os_str().as_bytes(), &input.dest)?;
-            let (kind, mode, digest, size, target) = match seen {
-                Seen::File { mode, digest, size } => {
-                    (Kind::File, mode, Some(ContentDigest(digest)), size, None)
-                }
-                Seen::Dir { mode } => (Kind::Dir, mode, None, 0, None),
-                Seen::Symlink { mode, target } => {
-                    let target = utf8(&target, &input.source)?;
-                    (Kind::Symlink, mode, None, 0, Some(target))
-                }
-                Seen::Other => return Err(ScanError::Special(input.source.clone())),
-            };
-            Ok(Entry {
-                path,
-                kind,
-                mode,
-                digest,
-                size,
-                target,
-            })
-        })
-        .collect()
+    let utf8 = |bytes: &[u8], of: &std::path::Path| {
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| ScanError::NotUtf8(of.to_path_buf()))
+    };
+    // Sized first: a growing list would hold up to twice the entries at once.
+    let mut entries = Vec::with_capacity(inputs.len());
+    for (input, seen) in inputs.iter().zip(seen) {
+        let path = utf8(input.dest.as_os_str().as_bytes(), &input.dest)?;
+        let (kind, mode, digest, size, target) = match seen {
+            Seen::File { mode, digest, size } => {
+                (Kind::File, mode, Some(ContentDigest(digest)), size, None)
+            }
+            Seen::Dir { mode } => (Kind::Dir, mode, None, 0, None),
+            Seen::Symlink { mode, target } => {
+                let target = utf8(&target, &input.source)?;
+                (Kind::Symlink, mode, None, 0, Some(target))
+            }
+            Seen::Other => return Err(ScanError::Special(input.source.clone())),
+        };
+        entries.push(Entry {
+            path,
+            kind,
+            mode,
+            digest,
+            size,
+            target,
+        });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]

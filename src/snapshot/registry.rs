@@ -182,7 +182,11 @@ impl Repository {
         tokio::io::AsyncSeekExt::rewind(&mut file)
             .await
             .map_err(|e| self.error("cannot push to")(OciDistributionError::IoError(e)))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
+        // A buffer of the blob's size (most packs are 1 to 4 MiB, and a few are sent at once),
+        // and one byte more, in which the end of the file is found without a buffer more.
+        let chunk = usize::try_from(size.saturating_add(1))
+            .map_or(UPLOAD_CHUNK, |size| size.min(UPLOAD_CHUNK));
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, chunk)
             .map(|chunk| chunk.map_err(OciDistributionError::IoError));
         self.client
             .push_blob_stream(&self.any(), stream, digest, Some(size))
