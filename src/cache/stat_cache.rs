@@ -37,24 +37,35 @@ impl Stat {
     }
 }
 
+/// The file's form: a sequence of these.
 #[derive(Serialize, Deserialize)]
-struct SavedEntry {
-    path: Vec<u8>,
+struct SavedEntry<P> {
+    path: P,
     stat: Stat,
     digest: [u8; 32],
 }
 
+/// What is known of one path.
+struct Known {
+    stat: Stat,
+    digest: [u8; 32],
+    /// Recorded by this computation: only such entries are saved.
+    seen: bool,
+}
+
+/// One table, by path bytes (hashing a `Path` walks its components: slow for 100,000 of
+/// them), for what the last save held and what this computation saw: the two at once were
+/// 25 MB for 100,000 files.
+type Table = foldhash::HashMap<Box<[u8]>, Known>;
+
 pub struct StatCache {
     file: PathBuf,
-    /// What the last save held, by path bytes (hashing a `Path` walks its components: slow
-    /// for 100,000 of them).
-    known: foldhash::HashMap<Vec<u8>, (Stat, [u8; 32])>,
-    /// How many entries the last save held (`known` gives its paths up to `seen`).
+    table: Table,
+    /// How many entries the last save held, and how many this computation saw.
     loaded: usize,
-    /// The mtime of the file `known` was read from: entries not older than it are racy.
+    seen: usize,
+    /// The mtime of the file the table was read from: entries not older than it are racy.
     saved_at: (i64, i64),
-    /// What this computation saw, which replaces `known` on save.
-    seen: Vec<SavedEntry>,
     rehashed: bool,
 }
 
@@ -63,73 +74,165 @@ impl StatCache {
     pub fn load(file: PathBuf) -> Self {
         let mut cache = Self {
             file,
-            known: foldhash::HashMap::default(),
+            table: Table::default(),
             loaded: 0,
+            seen: 0,
             saved_at: (i64::MIN, 0),
-            seen: Vec::new(),
             rehashed: false,
         };
         let Ok(bytes) = std::fs::read(&cache.file) else {
             return cache;
         };
-        let (Ok(meta), Ok(entries)) = (
-            std::fs::metadata(&cache.file),
-            postcard::from_bytes::<Vec<SavedEntry>>(&bytes),
-        ) else {
+        let (Ok(meta), Ok(table)) = (std::fs::metadata(&cache.file), read_table(&bytes)) else {
             return cache;
         };
         cache.saved_at = (meta.mtime(), meta.mtime_nsec());
-        cache.loaded = entries.len();
-        cache.known = entries
-            .into_iter()
-            .map(|e| (e.path, (e.stat, e.digest)))
-            .collect();
+        cache.loaded = table.len();
+        cache.table = table;
         cache
     }
 
     /// The digest remembered for `path` if its stat data is unchanged and not racy.
     pub fn lookup(&self, path: &Path, stat: &Stat) -> Option<[u8; 32]> {
-        let (known, digest) = self.known.get(path.as_os_str().as_bytes())?;
+        let known = self.table.get(path.as_os_str().as_bytes())?;
         let settled = stat.mtime < self.saved_at && stat.ctime < self.saved_at;
-        (known == stat && settled).then_some(*digest)
+        (known.stat == *stat && settled).then_some(known.digest)
     }
 
     /// Records what `path` is now; `rehashed` when its content was read for it.
     pub fn record(&mut self, path: &Path, stat: Stat, digest: [u8; 32], rehashed: bool) {
         self.rehashed |= rehashed;
-        if self.seen.capacity() == 0 {
-            self.seen.reserve(self.loaded);
-        }
-        // The path the last save held moves over: 100,000 of them are not held twice.
-        let bytes = path.as_os_str().as_bytes();
-        let path = match self.known.remove_entry(bytes) {
-            Some((path, _)) => path,
-            None => bytes.to_vec(),
+        let now = Known {
+            stat,
+            digest,
+            seen: true,
         };
-        self.seen.push(SavedEntry { path, stat, digest });
+        let bytes = path.as_os_str().as_bytes();
+        let before = match self.table.get_mut(bytes) {
+            Some(known) => Some(std::mem::replace(known, now)),
+            None => self.table.insert(bytes.into(), now),
+        };
+        if !before.is_some_and(|known| known.seen) {
+            self.seen += 1;
+        }
     }
 
     /// Writes what was recorded, atomically, if anything was rehashed or went away; otherwise
     /// leaves the file (and so its mtime, which racy entries are judged by) alone.
-    pub fn save(mut self) -> Result<(), CacheError> {
-        if !self.rehashed && self.seen.len() == self.loaded {
+    pub fn save(self) -> Result<(), CacheError> {
+        if !self.rehashed && self.seen == self.loaded {
             return Ok(());
         }
-        // Freed before the file's bytes are made: for 100,000 files, 15 MB of table.
-        self.known = foldhash::HashMap::default();
         let dir = self.file.parent().unwrap_or(Path::new("."));
         let write_err = |source| CacheError::Write {
             dir: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(write_err)?;
-        // Sized first: a growing buffer would hold up to twice the bytes at once.
-        let bytes = postcard::experimental::serialized_size(&self.seen)
-            .and_then(|size| postcard::to_extend(&self.seen, Vec::with_capacity(size)))
+        let temp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+        // Written as it is serialized: 100,000 entries are 10 MB of bytes.
+        let out = std::io::BufWriter::new(temp);
+        let out = postcard::to_io(&Seen(&self.table, self.seen), out)
             .map_err(|e| write_err(std::io::Error::other(e)))?;
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        std::io::Write::write_all(&mut temp, &bytes).map_err(write_err)?;
+        let temp = out.into_inner().map_err(|e| write_err(e.into_error()))?;
         temp.persist(&self.file).map_err(|e| write_err(e.error))?;
         Ok(())
+    }
+}
+
+/// The table the file's `bytes` hold, each entry read into its place (not into a list first:
+/// for 100,000 files that was 11 MB more at once).
+fn read_table(bytes: &[u8]) -> Result<Table, postcard::Error> {
+    /// The fewest bytes an entry takes (an empty path, every integer of one byte), which
+    /// bounds what a damaged file's count may reserve.
+    const SMALLEST: usize = 1 + 7 + 32;
+    struct Entries(usize);
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Table;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence of stat cache entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Table, A::Error> {
+            let mut table = Table::default();
+            table.reserve(seq.size_hint().unwrap_or(0).min(self.0));
+            while let Some(entry) = seq.next_element::<SavedEntry<Box<[u8]>>>()? {
+                let known = Known {
+                    stat: entry.stat,
+                    digest: entry.digest,
+                    seen: false,
+                };
+                table.insert(entry.path, known);
+            }
+            Ok(table)
+        }
+    }
+    let mut input = postcard::Deserializer::from_bytes(bytes);
+    serde::Deserializer::deserialize_seq(&mut input, Entries(bytes.len() / SMALLEST))
+}
+
+/// The entries of a table this computation saw (how many it says), as a file holds them.
+struct Seen<'a>(&'a Table, usize);
+
+impl Serialize for Seen<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = out.serialize_seq(Some(self.1))?;
+        for (path, known) in self.0.iter().filter(|(_, known)| known.seen) {
+            seq.serialize_element(&SavedEntry {
+                path: &**path,
+                stat: known.stat,
+                digest: known.digest,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(size: u64) -> Stat {
+        Stat {
+            size,
+            mtime: (1, 0),
+            ctime: (1, 0),
+            ino: 7,
+            dev: 8,
+        }
+    }
+
+    /// What one computation recorded, the next finds, in the file's form of earlier releases
+    /// (a list of path bytes, stat data, digest); what it did not see is dropped.
+    #[test]
+    fn what_was_seen_is_saved_and_found_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stat");
+        let old = [
+            (b"/r/a".to_vec(), stat(1), [1; 32]),
+            (b"/r/gone".to_vec(), stat(2), [2; 32]),
+        ];
+        let old: Vec<SavedEntry<Vec<u8>>> = old
+            .into_iter()
+            .map(|(path, stat, digest)| SavedEntry { path, stat, digest })
+            .collect();
+        std::fs::write(&file, postcard::to_stdvec(&old).unwrap()).unwrap();
+
+        let mut cache = StatCache::load(file.clone());
+        assert_eq!(cache.lookup(Path::new("/r/a"), &stat(1)), Some([1; 32]));
+        assert_eq!(
+            cache.lookup(Path::new("/r/a"), &stat(3)),
+            None,
+            "another size"
+        );
+        cache.record(Path::new("/r/a"), stat(1), [1; 32], false);
+        cache.record(Path::new("/r/new"), stat(4), [4; 32], true);
+        cache.save().unwrap();
+
+        let cache = StatCache::load(file);
+        assert_eq!(cache.lookup(Path::new("/r/a"), &stat(1)), Some([1; 32]));
+        assert_eq!(cache.lookup(Path::new("/r/new"), &stat(4)), Some([4; 32]));
+        assert_eq!(cache.lookup(Path::new("/r/gone"), &stat(2)), None);
+        assert_eq!(cache.loaded, 2);
     }
 }

@@ -81,30 +81,38 @@ pub fn see_all(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<SeenA
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = inputs.len().div_ceil(workers).max(1);
     let cache = &*stat_cache;
-    let looked: Vec<Vec<Looked>> = std::thread::scope(|scope| {
+    // Each thread fills its part of both lists in place: parts gathered, then copied into one
+    // list, held 100,000 entries twice over.
+    let mut seen: Vec<Seen> = std::iter::repeat_with(|| Seen::Other)
+        .take(inputs.len())
+        .collect();
+    let mut stats: Vec<Option<(Stat, bool)>> = vec![None; inputs.len()];
+    std::thread::scope(|scope| {
         let handles: Vec<_> = inputs
             .chunks(chunk)
-            .map(|part| {
+            .zip(seen.chunks_mut(chunk).zip(stats.chunks_mut(chunk)))
+            .map(|(part, (seen_part, stats_part))| {
                 scope.spawn(move || {
                     // One read buffer per thread, not per file.
                     let mut buf = vec![0u8; 256 << 10];
-                    part.iter().map(|i| see(i, cache, &mut buf)).collect()
+                    let outs = seen_part.iter_mut().zip(stats_part);
+                    for (input, (seen, stat)) in part.iter().zip(outs) {
+                        (*seen, *stat) = see(input, cache, &mut buf)?;
+                    }
+                    Ok(())
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("hashing threads do not panic"))
-            .collect::<Result<_, _>>()
+            .try_for_each(|h| h.join().expect("hashing threads do not panic"))
     })?;
     let mut rehashed = 0;
-    let mut seen = Vec::with_capacity(inputs.len());
-    for (input, (one, stat)) in inputs.iter().zip(looked.into_iter().flatten()) {
-        if let (Seen::File { digest, .. }, Some((stat, read))) = (&one, stat) {
+    for ((input, one), stat) in inputs.iter().zip(&seen).zip(stats) {
+        if let (Seen::File { digest, .. }, Some((stat, read))) = (one, stat) {
             stat_cache.record(&input.source, stat, *digest, read);
             rehashed += usize::from(read);
         }
-        seen.push(one);
     }
     Ok(SeenAll { seen, rehashed })
 }

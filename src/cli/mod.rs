@@ -124,7 +124,10 @@ pub fn main() -> ExitCode {
             remote.before_threads();
             remote.service()
         }
-        _ => "buildr",
+        _ => {
+            give_large_buffers_back();
+            "buildr"
+        }
     };
     let verbose = cli.verbose;
     run_to_exit(verbose, service, async move {
@@ -137,6 +140,20 @@ pub fn main() -> ExitCode {
             Command::Remote(command) => command.run().await,
         }
     })
+}
+
+/// Makes every buffer of 1 MiB or more a mapping of its own, whose pages go back to the system
+/// as soon as it is freed. glibc otherwise raises that threshold to the largest buffer freed
+/// so far, and carves the next ones from heaps that keep their pages (one per thread that
+/// allocated): the lists and tables a client makes one after another for 100,000 inputs, and
+/// the packs it sends. A 1 GB / 100,000-file `inputs push` peaked at 95 MB of RSS for 52 MB of
+/// heap; 76 MB with this. Only on the client's side: a pod's pull is left as it was measured.
+fn give_large_buffers_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator, under its own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// `buildr-executor`'s main: [`ExecutorCli`].

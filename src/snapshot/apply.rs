@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use super::index::{Index, Kind};
+use super::index::{ContentDigest, Index, Kind};
 use crate::archive::Sha256Writer;
 
 /// Why a snapshot was not applied; nothing of it was written, unless the error is `Write`.
@@ -85,9 +85,9 @@ pub fn apply(
 /// directories' modes. On an error, the caller empties the workspace ([`apply`] does).
 pub struct Applying {
     into: PathBuf,
-    /// For each pack: where each content it is to write goes (its hex digest, and every path
-    /// that holds it with its mode). A content two packs hold is written from the first.
-    assigned: HashMap<String, HashMap<String, Vec<(String, u32)>>>,
+    /// For each pack: where each content it is to write goes (every path that holds it, with
+    /// its mode). A content two packs hold is written from the first.
+    assigned: HashMap<String, HashMap<ContentDigest, Vec<(String, u32)>>>,
     /// The links, and the directories with their modes, for the end.
     symlinks: Vec<(String, String)>,
     dirs: Vec<(String, u32)>,
@@ -112,25 +112,21 @@ impl Applying {
             fs::create_dir_all(&path).map_err(write(path))?;
         }
         // Where each content goes: every path that holds it.
-        let mut destinations: HashMap<&str, Vec<(String, u32)>> = HashMap::new();
+        let mut destinations: HashMap<ContentDigest, Vec<(String, u32)>> = HashMap::new();
         for entry in index.entries.iter().filter(|e| e.kind == Kind::File) {
-            let digest = entry.digest.as_deref().unwrap_or_default();
+            // check_entries made sure that every file has a digest.
+            let Some(digest) = entry.digest else { continue };
             destinations
-                .entry(digest.trim_start_matches("sha256:"))
+                .entry(digest)
                 .or_default()
                 .push((entry.path.clone(), entry.mode & 0o777));
         }
         let mut assigned = HashMap::new();
         for pack in &index.packs {
-            let mine: HashMap<String, Vec<(String, u32)>> = pack
+            let mine: HashMap<ContentDigest, Vec<(String, u32)>> = pack
                 .blobs
                 .iter()
-                .filter_map(|blob| {
-                    let hex = blob.trim_start_matches("sha256:");
-                    destinations
-                        .remove(hex)
-                        .map(|paths| (hex.to_string(), paths))
-                })
+                .filter_map(|blob| destinations.remove_entry(blob))
                 .collect();
             assigned.insert(pack.digest.clone(), mine);
         }
@@ -166,14 +162,17 @@ impl Applying {
         };
         let empty = HashMap::new();
         let mine = self.assigned.get(digest).unwrap_or(&empty);
-        let mut left: HashSet<&str> = mine.keys().map(String::as_str).collect();
+        let mut left: HashSet<&ContentDigest> = mine.keys().collect();
         let mut applied = Applied::default();
         let mut archive = tar::Archive::new(snap::read::FrameDecoder::new(pack));
         for blob in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut blob = blob.map_err(|e| bad(e.to_string()))?;
             let name = blob.path().map_err(|e| bad(e.to_string()))?;
             let name = name.to_string_lossy().into_owned();
-            let (Some(paths), true) = (mine.get(&name), left.remove(name.as_str())) else {
+            let Some(content) = ContentDigest::from_hex(&name) else {
+                continue;
+            };
+            let (Some(paths), true) = (mine.get(&content), left.remove(&content)) else {
                 continue;
             };
             let (first, mode) = &paths[0];
@@ -198,8 +197,10 @@ impl Applying {
             applied.bytes += size * paths.len() as u64;
         }
         if let Some(missing) = left.iter().next() {
-            let path = mine[*missing].first().map_or(*missing, |(path, _)| path);
-            return Err(ApplyError::Missing(path.to_string()));
+            let path = mine[*missing].first().map(|(path, _)| path.clone());
+            return Err(ApplyError::Missing(
+                path.unwrap_or_else(|| missing.to_string()),
+            ));
         }
         // A poisoned lock is a panic on another pack's thread; the counts are still usable.
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,11 +239,7 @@ impl Applying {
 
 /// Checks every entry's path and place, and that every file's content is in a named pack.
 pub(super) fn check_entries(index: &Index) -> Result<(), ApplyError> {
-    let held: HashSet<&str> = index
-        .packs
-        .iter()
-        .flat_map(|pack| pack.blobs.iter().map(String::as_str))
-        .collect();
+    let held: HashSet<&ContentDigest> = index.packs.iter().flat_map(|pack| &pack.blobs).collect();
     // Paths are compared as text, so only the one spelling of each is accepted (no empty
     // component: `a//b` and `a/b/` would be `a/b` to the file system).
     let mut seen = HashSet::new();
@@ -260,7 +257,7 @@ pub(super) fn check_entries(index: &Index) -> Result<(), ApplyError> {
         if entry.kind == Kind::File {
             let digest = entry
                 .digest
-                .as_deref()
+                .as_ref()
                 .ok_or_else(|| ApplyError::NoDigest(entry.path.clone()))?;
             if !held.contains(digest) {
                 return Err(ApplyError::Missing(entry.path.clone()));
@@ -489,7 +486,7 @@ pub(super) mod tests {
                     .iter_mut()
                     .find(|e| e.kind == Kind::File)
                     .unwrap();
-                entry.digest = Some(format!("sha256:{}", "0".repeat(64)));
+                entry.digest = Some(ContentDigest([0; 32]));
             },
             "no pack of the snapshot holds",
         );
@@ -500,7 +497,7 @@ pub(super) mod tests {
                 for name in &index.packs[0].blobs {
                     let mut header = tar::Header::new_ustar();
                     header.set_size(4);
-                    tar.append_data(&mut header, pack_name(name), &b"evil"[..])
+                    tar.append_data(&mut header, name.hex(), &b"evil"[..])
                         .unwrap();
                 }
                 let forged = tar.into_inner().unwrap().into_inner().unwrap();

@@ -24,6 +24,40 @@ pub enum Kind {
     Symlink,
 }
 
+/// A content's SHA-256, held as its 32 bytes (100,000 of them as `sha256:<hex>` text were a
+/// fifth of a push's memory) and serialized so: as the index has always carried them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContentDigest(pub [u8; 32]);
+
+impl ContentDigest {
+    /// Its lower-case hex digits: the name of its member in a pack.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The digest whose [`Self::hex`] is `hex`; none for any other spelling (upper case,
+    /// another length), so that a pack's member has one name only.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let lower = hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let mut bytes = [0u8; 32];
+        (lower && hex::decode_to_slice(hex, &mut bytes).is_ok()).then_some(Self(bytes))
+    }
+}
+
+/// `sha256:<hex>`, as a registry names a blob.
+impl std::fmt::Display for ContentDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl std::fmt::Debug for ContentDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// One entry of the tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -32,9 +66,8 @@ pub struct Entry {
     pub kind: Kind,
     /// Permission bits (`0o7777` at most).
     pub mode: u32,
-    /// `sha256:<hex>` of a file's content.
-    #[serde(with = "sha256::optional")]
-    pub digest: Option<String>,
+    /// A file's content digest.
+    pub digest: Option<ContentDigest>,
     /// A file's size in bytes.
     pub size: u64,
     /// A symlink's target, as stored.
@@ -50,8 +83,7 @@ pub struct PackRef {
     /// The bytes of the contents it holds, uncompressed.
     pub raw: u64,
     /// The content digests it holds, in the order it holds them.
-    #[serde(with = "sha256::many")]
-    pub blobs: Vec<String>,
+    pub blobs: Vec<ContentDigest>,
 }
 
 /// Why bytes are not an index.
@@ -81,6 +113,36 @@ impl Index {
         Ok(postcard::from_bytes(bytes)?)
     }
 
+    /// The packs of the index these bytes hold, its entries read past and not kept: all a
+    /// push needs of the snapshot it replaces (100,000 entries are tens of MB).
+    pub fn packs_from_bytes(bytes: &[u8]) -> Result<Vec<PackRef>, BadIndex> {
+        /// An index's fields in order, the entries each checked and dropped.
+        #[derive(Deserialize)]
+        struct PacksOnly {
+            #[serde(deserialize_with = "read_past")]
+            _entries: (),
+            packs: Vec<PackRef>,
+        }
+        fn read_past<'de, D: serde::Deserializer<'de>>(input: D) -> Result<(), D::Error> {
+            struct Each;
+            impl<'de> serde::de::Visitor<'de> for Each {
+                type Value = ();
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a sequence of entries")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<(), A::Error> {
+                    while seq.next_element::<Entry>()?.is_some() {}
+                    Ok(())
+                }
+            }
+            input.deserialize_seq(Each)
+        }
+        Ok(postcard::from_bytes::<PacksOnly>(bytes)?.packs)
+    }
+
     /// The digest of the tree it describes, as the cache's key digests the same tree
     /// ([`crate::cache::tree`]), so that a run can say its inputs went as keyed.
     pub fn tree_digest(&self) -> [u8; 32] {
@@ -89,10 +151,8 @@ impl Index {
             let name = entry.path.as_bytes();
             match entry.kind {
                 Kind::File => {
-                    let mut content = [0u8; 32];
-                    let hex = entry.digest.as_deref().unwrap_or_default();
-                    let _ = hex::decode_to_slice(hex.trim_start_matches("sha256:"), &mut content);
-                    hasher.file(name, entry.mode, &content);
+                    let content = entry.digest.unwrap_or(ContentDigest([0; 32]));
+                    hasher.file(name, entry.mode, &content.0);
                 }
                 Kind::Dir => hasher.dir(name, entry.mode),
                 Kind::Symlink => hasher.symlink(
@@ -106,76 +166,26 @@ impl Index {
     }
 }
 
-/// `sha256:<hex>` digests as their 32 bytes on the wire (they are held as text everywhere
-/// else: the registry's API names blobs so).
+/// A pack's `sha256:<hex>` digest as its 32 bytes on the wire (held as text: the registry's
+/// API names blobs so).
 mod sha256 {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     const PREFIX: &str = "sha256:";
 
-    fn bytes_of<E: serde::ser::Error>(digest: &str) -> Result<[u8; 32], E> {
+    pub fn serialize<S: Serializer>(digest: &str, out: S) -> Result<S::Ok, S::Error> {
         let mut bytes = [0u8; 32];
         digest
             .strip_prefix(PREFIX)
             .and_then(|hex| hex::decode_to_slice(hex, &mut bytes).ok())
-            .ok_or_else(|| E::custom(format!("`{digest}` is not a sha256 digest")))?;
-        Ok(bytes)
-    }
-
-    fn text_of(bytes: [u8; 32]) -> String {
-        // `hex::encode` goes char by char: for the 200,000 digests of an index, that was a
-        // tenth of a pod's apply onto its seed.
-        let mut text = [0u8; PREFIX.len() + 64];
-        text[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
-        hex::encode_to_slice(bytes, &mut text[PREFIX.len()..]).expect("64 hex digits fit");
-        String::from_utf8(text.to_vec()).expect("hex is ASCII")
-    }
-
-    pub fn serialize<S: Serializer>(digest: &str, out: S) -> Result<S::Ok, S::Error> {
-        bytes_of::<S::Error>(digest)?.serialize(out)
+            .ok_or_else(|| {
+                serde::ser::Error::custom(format!("`{digest}` is not a sha256 digest"))
+            })?;
+        bytes.serialize(out)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<String, D::Error> {
-        <[u8; 32]>::deserialize(input).map(text_of)
-    }
-
-    pub mod optional {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(
-            digest: &Option<String>,
-            out: S,
-        ) -> Result<S::Ok, S::Error> {
-            let bytes = digest.as_deref().map(bytes_of::<S::Error>).transpose()?;
-            bytes.serialize(out)
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            input: D,
-        ) -> Result<Option<String>, D::Error> {
-            Ok(Option::<[u8; 32]>::deserialize(input)?.map(text_of))
-        }
-    }
-
-    pub mod many {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(digests: &[String], out: S) -> Result<S::Ok, S::Error> {
-            struct One<'a>(&'a str);
-            impl Serialize for One<'_> {
-                fn serialize<S: Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
-                    super::serialize(self.0, out)
-                }
-            }
-            out.collect_seq(digests.iter().map(|digest| One(digest)))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<String>, D::Error> {
-            Ok(Vec::<[u8; 32]>::deserialize(input)?
-                .into_iter()
-                .map(text_of)
-                .collect())
-        }
+        <[u8; 32]>::deserialize(input).map(|bytes| format!("{PREFIX}{}", hex::encode(bytes)))
     }
 }
 
@@ -208,44 +218,86 @@ pub fn scan_and_save(
 /// from `stat_cache`).
 pub fn scan(inputs: &[InputFile], stat_cache: &mut StatCache) -> Result<Vec<Entry>, ScanError> {
     let seen = see_all(inputs, stat_cache)?.seen;
-    inputs
-        .iter()
-        .zip(seen)
-        .map(|(input, seen)| {
-            let utf8 = |bytes: &[u8], of: &std::path::Path| {
-                std::str::from_utf8(bytes)
-                    .map(str::to_string)
-                    .map_err(|_| ScanError::NotUtf8(of.to_path_buf()))
-            };
-            let path = utf8(input.dest.as_os_str().as_bytes(), &input.dest)?;
-            let (kind, mode, digest, size, target) = match seen {
-                Seen::File { mode, digest, size } => {
-                    let digest = format!("sha256:{}", hex::encode(digest));
-                    (Kind::File, mode, Some(digest), size, None)
-                }
-                Seen::Dir { mode } => (Kind::Dir, mode, None, 0, None),
-                Seen::Symlink { mode, target } => {
-                    let target = utf8(&target, &input.source)?;
-                    (Kind::Symlink, mode, None, 0, Some(target))
-                }
-                Seen::Other => return Err(ScanError::Special(input.source.clone())),
-            };
-            Ok(Entry {
-                path,
-                kind,
-                mode,
-                digest,
-                size,
-                target,
-            })
-        })
-        .collect()
+    let utf8 = |bytes: &[u8], of: &std::path::Path| {
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| ScanError::NotUtf8(of.to_path_buf()))
+    };
+    // Sized first: a growing list would hold up to twice the entries at once.
+    let mut entries = Vec::with_capacity(inputs.len());
+    for (input, seen) in inputs.iter().zip(seen) {
+        let path = utf8(input.dest.as_os_str().as_bytes(), &input.dest)?;
+        let (kind, mode, digest, size, target) = match seen {
+            Seen::File { mode, digest, size } => {
+                (Kind::File, mode, Some(ContentDigest(digest)), size, None)
+            }
+            Seen::Dir { mode } => (Kind::Dir, mode, None, 0, None),
+            Seen::Symlink { mode, target } => {
+                let target = utf8(&target, &input.source)?;
+                (Kind::Symlink, mode, None, 0, Some(target))
+            }
+            Seen::Other => return Err(ScanError::Special(input.source.clone())),
+        };
+        entries.push(Entry {
+            path,
+            kind,
+            mode,
+            digest,
+            size,
+            target,
+        });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::task::collect_inputs;
+
+    /// Pods and hosts of earlier releases read indexes in this form (these bytes were made
+    /// before digests were held as bytes): a change of the Rust types must not change it.
+    #[test]
+    fn an_index_keeps_its_bytes() {
+        let content = ContentDigest([0xab; 32]);
+        let entry = |path: &str, kind, mode| Entry {
+            path: path.to_string(),
+            kind,
+            mode,
+            digest: None,
+            size: 0,
+            target: None,
+        };
+        let index = Index {
+            entries: vec![
+                entry("a", Kind::Dir, 0o755),
+                Entry {
+                    digest: Some(content),
+                    size: 3,
+                    ..entry("a/f", Kind::File, 0o644)
+                },
+                Entry {
+                    target: Some("a/f".to_string()),
+                    ..entry("l", Kind::Symlink, 0o777)
+                },
+            ],
+            packs: vec![PackRef {
+                digest: format!("sha256:{}", "01".repeat(32)),
+                size: 40,
+                raw: 3,
+                blobs: vec![content],
+            }],
+        };
+        let bytes = index.to_bytes();
+        let expected = format!(
+            "03016101ed0300000003612f6600a40301{ab}0300016c02ff0300000103612f6601{one}280301{ab}",
+            ab = "ab".repeat(32),
+            one = "01".repeat(32),
+        );
+        assert_eq!(hex::encode(&bytes), expected);
+        assert_eq!(Index::from_bytes(&bytes).unwrap(), index);
+        assert_eq!(Index::packs_from_bytes(&bytes).unwrap(), index.packs);
+    }
 
     #[test]
     fn the_tree_digest_is_the_cache_keys() {

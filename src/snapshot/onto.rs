@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use foldhash::{HashMap, HashSet};
 
 use super::apply::{Applied, ApplyError, apply, check_entries, empty, make_writable};
-use super::index::{Entry, Index, Kind};
+use super::index::{ContentDigest, Entry, Index, Kind};
 
 /// What turns the seed's tree into the next one.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -66,16 +66,16 @@ pub fn difference(seed: &Index, next: &Index) -> Difference {
         }
     }
     difference.remove = kept;
-    let needed: HashSet<&str> = difference
+    let needed: HashSet<&ContentDigest> = difference
         .write
         .entries
         .iter()
-        .filter_map(|entry| entry.digest.as_deref())
+        .filter_map(|entry| entry.digest.as_ref())
         .collect();
     difference.write.packs = next
         .packs
         .iter()
-        .filter(|pack| pack.blobs.iter().any(|blob| needed.contains(blob.as_str())))
+        .filter(|pack| pack.blobs.iter().any(|blob| needed.contains(blob)))
         .cloned()
         .collect();
     difference
@@ -309,10 +309,15 @@ mod tests {
             path: path.to_string(),
             kind: Kind::File,
             mode,
-            digest: Some(digest.to_string()),
+            digest: Some(content(digest)),
             size: 1,
             target: None,
         }
+    }
+
+    /// A content digest named by `name`.
+    fn content(name: &str) -> ContentDigest {
+        ContentDigest(<sha2::Sha256 as sha2::Digest>::digest(name).into())
     }
 
     fn dir(path: &str) -> Entry {
@@ -331,7 +336,7 @@ mod tests {
             digest: digest.to_string(),
             size: 1,
             raw: 1,
-            blobs: blobs.iter().map(|b| b.to_string()).collect(),
+            blobs: blobs.iter().map(|b| content(b)).collect(),
         }
     }
 

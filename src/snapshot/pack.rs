@@ -23,7 +23,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 
 use sha2::{Digest, Sha256};
 
-use super::index::{Entry, Kind, PackRef};
+use super::index::{ContentDigest, Entry, Kind, PackRef};
 use crate::archive::{Sha256Writer, sha256_hex};
 use crate::task::InputFile;
 
@@ -35,10 +35,10 @@ pub const MAX_PACK: u64 = 4 << 20;
 /// The media type of a pack in a registry.
 pub const PACK_TYPE: &str = "application/vnd.buildr.inputs.pack.v1.tar+s2";
 
-/// One content to pack: its digest (`sha256:<hex>`), size, and a file that holds it.
+/// One content to pack: its digest, size, and a file that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
-    pub digest: String,
+    pub digest: ContentDigest,
     pub size: u64,
     pub source: PathBuf,
 }
@@ -54,13 +54,13 @@ pub enum Planned {
 /// order), reusing the `known` packs that are mostly live (taken, not copied: their lists of
 /// contents are most of a snapshot's memory).
 pub fn plan(entries: &[Entry], inputs: &[InputFile], known: Vec<PackRef>) -> Vec<Planned> {
-    let mut needed: HashMap<&str, (u64, &PathBuf)> = HashMap::new();
+    let mut needed: HashMap<ContentDigest, (u64, &PathBuf)> = HashMap::new();
     let mut order = Vec::new();
     for (entry, input) in entries.iter().zip(inputs) {
-        if let (Kind::File, Some(digest)) = (entry.kind, &entry.digest)
+        if let (Kind::File, Some(digest)) = (entry.kind, entry.digest)
             && needed.insert(digest, (entry.size, &input.source)).is_none()
         {
-            order.push(digest.as_str());
+            order.push(digest);
         }
     }
     // A known pack is reused when at least half of the bytes it holds are still needed.
@@ -68,25 +68,22 @@ pub fn plan(entries: &[Entry], inputs: &[InputFile], known: Vec<PackRef>) -> Vec
         let live: u64 = pack
             .blobs
             .iter()
-            .filter_map(|blob| needed.get(blob.as_str()).map(|(size, _)| *size))
+            .filter_map(|blob| needed.get(blob).map(|(size, _)| *size))
             .sum();
         live > 0 && live * 2 >= pack.raw
     };
     let reused: Vec<PackRef> = known.into_iter().filter(reused).collect();
-    let covered: HashSet<&str> = reused
-        .iter()
-        .flat_map(|pack| pack.blobs.iter().map(String::as_str))
-        .collect();
+    let covered: HashSet<&ContentDigest> = reused.iter().flat_map(|pack| &pack.blobs).collect();
     let mut new = Vec::new();
     let mut current: Vec<Blob> = Vec::new();
     let mut held = 0u64;
     for digest in order {
-        if covered.contains(digest) {
+        if covered.contains(&digest) {
             continue;
         }
-        let (size, source) = needed[digest];
+        let (size, source) = needed[&digest];
         let blob = Blob {
-            digest: digest.to_string(),
+            digest,
             size,
             source: source.clone(),
         };
@@ -95,7 +92,7 @@ pub fn plan(entries: &[Entry], inputs: &[InputFile], known: Vec<PackRef>) -> Vec
             continue;
         }
         held += size;
-        let cut_here = digest.as_bytes().get("sha256:".len()) == Some(&b'0');
+        let cut_here = digest.0[0] >> 4 == 0;
         current.push(blob);
         if held >= MAX_PACK || (held >= MIN_PACK && cut_here) {
             new.push(Planned::New(std::mem::take(&mut current)));
@@ -149,10 +146,10 @@ pub fn build<W: Write>(blobs: &[Blob], out: W) -> Result<Built<W>, PackError> {
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(tar::EntryType::Regular);
-        let name = blob.digest.trim_start_matches("sha256:");
+        let name = blob.digest.hex();
         let file = std::fs::File::open(&blob.source).map_err(read)?;
         let mut checked = Checked::new(file.take(blob.size));
-        tar.append_data(&mut header, name, &mut checked)
+        tar.append_data(&mut header, &name, &mut checked)
             .map_err(read)?;
         if checked.digest() != blob.digest || checked.read != blob.size {
             return Err(PackError::Changed(blob.source.clone()));
@@ -189,8 +186,8 @@ impl<R: Read> Checked<R> {
         }
     }
 
-    fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    fn digest(&self) -> ContentDigest {
+        ContentDigest(self.hasher.clone().finalize().into())
     }
 }
 

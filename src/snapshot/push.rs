@@ -69,8 +69,8 @@ pub async fn push(
     let repo = Repository::open(location).await?;
     if let Some(tag) = tag {
         repo.reference(tag)?;
-        match repo.index(tag).await {
-            Ok(Some((previous, _))) => known.add(previous.packs),
+        match repo.packs(tag).await {
+            Ok(Some(previous)) => known.add(previous),
             Ok(None) => {}
             // A snapshot of an older format is replaced: its packs are asked about anew.
             Err(e @ (RepositoryError::NoIndex(_) | RepositoryError::BadIndex { .. })) => {
@@ -194,7 +194,7 @@ async fn send_pack(
     repo: &Repository,
     blobs: Vec<Blob>,
 ) -> Result<(PackRef, Option<u64>), PushError> {
-    let held: Vec<String> = blobs.iter().map(|blob| blob.digest.clone()).collect();
+    let held = blobs.iter().map(|blob| blob.digest).collect();
     let raw = blobs.iter().map(|blob| blob.size).sum();
     let built = tokio::task::spawn_blocking(move || {
         let file = tempfile::tempfile().map_err(PackError::Write)?;

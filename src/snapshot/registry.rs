@@ -8,7 +8,7 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::index::Index;
+use super::index::{BadIndex, Index, PackRef};
 use crate::cache::oci::{
     RegistryError, client_for, credentials as docker_credentials, is_not_found,
 };
@@ -184,7 +184,11 @@ impl Repository {
         tokio::io::AsyncSeekExt::rewind(&mut file)
             .await
             .map_err(|e| self.error("cannot push to")(OciDistributionError::IoError(e)))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
+        // A buffer of the blob's size (most packs are 1 to 4 MiB, and a few are sent at once),
+        // and one byte more, in which the end of the file is found without a buffer more.
+        let chunk = usize::try_from(size.saturating_add(1))
+            .map_or(UPLOAD_CHUNK, |size| size.min(UPLOAD_CHUNK));
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, chunk)
             .map(|chunk| chunk.map_err(OciDistributionError::IoError));
         self.client
             .push_blob_stream(&self.any(), stream, digest, Some(size))
@@ -305,14 +309,29 @@ impl Repository {
     /// The index of the snapshot `tag` (or `sha256:…`), and its manifest's digest; `None`
     /// when the repository has no such snapshot.
     pub async fn index(&self, tag: &str) -> Result<Option<(Index, String)>, RepositoryError> {
+        self.read_index(tag, Index::from_bytes).await
+    }
+
+    /// The packs of the snapshot `tag`, as [`Self::index`] reads it, without its entries.
+    pub async fn packs(&self, tag: &str) -> Result<Option<Vec<PackRef>>, RepositoryError> {
+        let read = self.read_index(tag, Index::packs_from_bytes).await?;
+        Ok(read.map(|(packs, _)| packs))
+    }
+
+    /// What `decode` reads of the index of the snapshot `tag`, and its manifest's digest.
+    async fn read_index<T>(
+        &self,
+        tag: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, BadIndex>,
+    ) -> Result<Option<(T, String)>, RepositoryError> {
         let Some((bytes, digest)) = self.index_bytes(tag).await? else {
             return Ok(None);
         };
-        let index = Index::from_bytes(&bytes).map_err(|e| RepositoryError::BadIndex {
+        let read = decode(&bytes).map_err(|e| RepositoryError::BadIndex {
             snapshot: format!("{}@{digest}", self.location),
             reason: e.to_string(),
         })?;
-        Ok(Some((index, digest)))
+        Ok(Some((read, digest)))
     }
 
     /// The bytes of the index of the snapshot `tag` (or `sha256:…`), checked against their
