@@ -429,14 +429,24 @@ pub async fn pull<R: RemoteCommand>(
             Ok(stdin)
         })
         .await;
-    match pulled {
+    pulled_as::<R>(pulled, PULL, to)
+}
+
+/// How a command that builds the workspace by content ended: [`Pulled::Unreachable`] when it
+/// said so by its exit status (it left the workspace empty), what it said as the reason.
+fn pulled_as<R: RemoteCommand>(
+    ran: Result<Vec<u8>, R::Error>,
+    what: &'static str,
+    to: &Destination,
+) -> Result<Pulled, UploadError<R::Error>> {
+    match ran {
         Ok(_) => Ok(Pulled::Done),
         Err(e) if R::exit_code(&e) == Some(i32::from(PULL_UNREACHABLE)) => {
             let said = R::said(&e).map(|said| said.trim().to_string());
             Ok(Pulled::Unreachable(said.unwrap_or_else(|| e.to_string())))
         }
         Err(source) => Err(UploadError::Failed {
-            what: PULL,
+            what,
             to: to.clone(),
             source,
         }),
@@ -497,18 +507,7 @@ pub async fn onto_seed<R: RemoteCommand>(
             super::by_content::write_stream(stdin, stream, &packs)
         })
         .await;
-    match sent {
-        Ok(_) => Ok(Pulled::Done),
-        Err(e) if R::exit_code(&e) == Some(i32::from(PULL_UNREACHABLE)) => {
-            let said = R::said(&e).map(|said| said.trim().to_string());
-            Ok(Pulled::Unreachable(said.unwrap_or_else(|| e.to_string())))
-        }
-        Err(source) => Err(UploadError::Failed {
-            what: ONTO_SEED,
-            to: to.clone(),
-            source,
-        }),
-    }
+    pulled_as::<R>(sent, ONTO_SEED, to)
 }
 
 /// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` on the other side.

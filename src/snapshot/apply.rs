@@ -327,7 +327,7 @@ pub(super) fn make_writable(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cache::stat_cache::StatCache;
     use crate::snapshot::host::pack_name;
@@ -362,7 +362,12 @@ pub(super) mod tests {
 
     pub(in crate::snapshot) fn tree() -> tempfile::TempDir {
         let repo = tempfile::tempdir().unwrap();
-        let root = repo.path();
+        fill_tree(repo.path());
+        repo
+    }
+
+    /// What a tree must keep through a copy: modes, links, an empty and a read-only directory.
+    pub(crate) fn fill_tree(root: &Path) {
         fs::create_dir_all(root.join("src/deep/er")).unwrap();
         fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
         fs::write(root.join("src/deep/er/b.rs"), "fn b() {}\n").unwrap();
@@ -374,10 +379,10 @@ pub(super) mod tests {
         fs::write(root.join("locked/inside"), "kept\n").unwrap();
         fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
         std::os::unix::fs::symlink("src/a.rs", root.join("link")).unwrap();
-        repo
     }
 
-    pub(in crate::snapshot) fn listing(root: &Path) -> Vec<(String, u32, String)> {
+    /// Every path under `root`, its mode, and its content or target.
+    pub(crate) fn listing(root: &Path) -> Vec<(String, u32, String)> {
         let mut out = Vec::new();
         for entry in walkdir(root) {
             let meta = fs::symlink_metadata(&entry).unwrap();

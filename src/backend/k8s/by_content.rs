@@ -238,23 +238,15 @@ mod tests {
     use crate::backend::by_content::write_stream;
     use crate::cache::stat_cache::StatCache;
     use crate::snapshot::Index;
+    use crate::snapshot::apply::tests::{fill_tree, listing};
     use crate::snapshot::delta::{DELTA_FILE, apply_sent};
     use crate::task::collect_inputs;
 
-    /// A tree with what a copy must keep: modes, links, an empty and a read-only directory.
+    /// apply's test tree, and a file that comes after `src/…` as a path and before it as
+    /// text: a merge in the wrong order shows.
     fn tree(root: &Path) {
-        fs::create_dir_all(root.join("src/deep")).unwrap();
-        fs::write(root.join("src/a.rs"), "fn a() {}\n").unwrap();
-        fs::write(root.join("src/deep/b.rs"), "fn b() {}\n").unwrap();
-        // After `src/…` as a path, before it as text: a merge in the wrong order shows.
+        fill_tree(root);
         fs::write(root.join("src-y.txt"), "kept\n").unwrap();
-        fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
-        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::create_dir(root.join("empty")).unwrap();
-        fs::create_dir(root.join("locked")).unwrap();
-        fs::write(root.join("locked/inside"), "kept\n").unwrap();
-        fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
-        std::os::unix::fs::symlink("src/a.rs", root.join("link")).unwrap();
     }
 
     fn scanned(root: &Path) -> (Arc<[InputFile]>, Vec<Entry>) {
@@ -262,30 +254,6 @@ mod tests {
         let mut stat_cache = StatCache::load(Default::default());
         let entries = crate::snapshot::index::scan(&inputs, &mut stat_cache).unwrap();
         (inputs, entries)
-    }
-
-    /// Every path under `root`, its mode, and its content or target.
-    fn listing(root: &Path) -> Vec<(String, u32, String)> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                let meta = fs::symlink_metadata(&path).unwrap();
-                let what = if meta.is_symlink() {
-                    fs::read_link(&path).unwrap().display().to_string()
-                } else if meta.is_dir() {
-                    stack.push(path.clone());
-                    String::new()
-                } else {
-                    fs::read_to_string(&path).unwrap()
-                };
-                let name = path.strip_prefix(root).unwrap().display().to_string();
-                out.push((name, meta.permissions().mode() & 0o7777, what));
-            }
-        }
-        out.sort();
-        out
     }
 
     /// A pod's workspace holding the seed of `root`'s tree as the pool's controller leaves it,
