@@ -206,10 +206,13 @@ pub fn scan_and_save(
     inputs: &[InputFile],
     mut stat_cache: StatCache,
 ) -> Result<Vec<Entry>, ScanError> {
+    let began = std::time::Instant::now();
     let entries = scan(inputs, &mut stat_cache)?;
+    tracing::debug!("{} inputs seen in {:?}", entries.len(), began.elapsed());
     if let Err(e) = stat_cache.save() {
         tracing::debug!("cannot save the stat cache: {e}");
     }
+    tracing::debug!("the stat cache saved at {:?}", began.elapsed());
     Ok(entries)
 }
 

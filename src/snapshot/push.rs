@@ -170,7 +170,10 @@ pub fn scan_recorded(
     records: Option<&Records>,
 ) -> Result<Vec<Entry>, ScanError> {
     let file = records.map(|records| records.stat_cache.clone());
-    index::scan_and_save(inputs, StatCache::load(file.unwrap_or_default()))
+    let began = Instant::now();
+    let stat_cache = StatCache::load(file.unwrap_or_default());
+    tracing::debug!("the stat cache loaded in {:?}", began.elapsed());
+    index::scan_and_save(inputs, stat_cache)
 }
 
 /// [`push`] of a tree scanned already, with this machine's `records` of the packs known to be
