@@ -13,14 +13,14 @@
 
 use std::cmp::Ordering;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::apply::{Applied, ApplyError, empty};
-use super::host::{PACKS_DIR, pack_name};
+use super::host::{PACKS_DIR, pack_name, read_bounded};
 use super::index::{Entry, Index, PackRef};
 use super::onto::{Difference, apply_onto, difference};
 use super::registry::{Repository, RepositoryError};
@@ -29,8 +29,6 @@ use sha2::{Digest, Sha256};
 /// The file of the difference in the directory the run's stream is unpacked into (its packs are
 /// under [`PACKS_DIR`]).
 pub const DELTA_FILE: &str = "delta";
-/// The most a difference, or a seed's index, may weigh.
-const MAX_BYTES: u64 = 256 << 20;
 /// How many seeds' indexes this machine keeps (about 9 MB each for 100,000 files).
 const KEPT_SEEDS: usize = 4;
 
@@ -155,17 +153,15 @@ pub fn apply_sent(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, D
 
 fn apply_checked(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, DeltaError> {
     let began = std::time::Instant::now();
-    let bytes = read_bounded(&dir.join(DELTA_FILE))?;
+    let delta_file = dir.join(DELTA_FILE);
+    let bytes = read_bounded(&delta_file).map_err(|source| DeltaError::Read {
+        path: delta_file,
+        source,
+    })?;
     let delta: Delta = postcard::from_bytes(&bytes).map_err(DeltaError::Damaged)?;
     let other =
         |why: String| DeltaError::OtherSeed(format!("its index {} {why}", seed_index.display()));
-    let seed = match read_bounded(seed_index) {
-        Ok(seed) => seed,
-        Err(DeltaError::Read { source, .. }) => {
-            return Err(other(format!("cannot be read ({source})")));
-        }
-        Err(e) => return Err(e),
-    };
+    let seed = read_bounded(seed_index).map_err(|e| other(format!("cannot be read ({e})")))?;
     if sha256_of(&seed) != delta.seed {
         return Err(other(
             "has another digest than the one diffed against".to_string(),
@@ -205,20 +201,6 @@ fn apply_checked(dir: &Path, seed_index: &Path, to: &Path) -> Result<Applied, De
 
 fn sha256_of(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-fn read_bounded(path: &Path) -> Result<Vec<u8>, DeltaError> {
-    let read = |source| DeltaError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .map_err(read)?
-        .take(MAX_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    Ok(bytes)
 }
 
 /// The indexes of the seeds this machine knows, by their snapshot's manifest digest, in the

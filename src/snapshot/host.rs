@@ -35,6 +35,16 @@ pub enum HostError {
     Apply(#[from] ApplyError),
 }
 
+/// The bytes of a file that came from the other side (an index, a difference), refused past
+/// what an index may weigh.
+pub(super) fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_INDEX)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The file name of a pack: its hex digest.
 pub fn pack_name(digest: &str) -> &str {
     digest.trim_start_matches("sha256:")
@@ -49,12 +59,7 @@ pub fn apply_sent(dir: &Path, cache: Option<&Path>, to: &Path) -> Result<Applied
         path: index_path.clone(),
         source,
     };
-    let mut bytes = Vec::new();
-    fs::File::open(&index_path)
-        .map_err(read)?
-        .take(MAX_INDEX)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
+    let bytes = read_bounded(&index_path).map_err(read)?;
     let index = Index::from_bytes(&bytes).map_err(HostError::BadIndex)?;
     let packs = dir.join(PACKS_DIR);
     let sent = |digest: &str| packs.join(pack_name(digest));
