@@ -10,6 +10,8 @@ use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,9 +71,42 @@ pub struct StatCache {
     rehashed: bool,
 }
 
+/// Stat caches being read on threads of their own, by file: a run starts reading its own
+/// while it collects its inputs (tens of MB for 100,000 files, a tenth of a second or more),
+/// and [`StatCache::load`] takes it from here.
+static PRELOADING: Mutex<Vec<(PathBuf, JoinHandle<StatCache>)>> = Mutex::new(Vec::new());
+
 impl StatCache {
-    /// The stat cache kept in `file`; empty if there is none or it cannot be read.
+    /// Starts reading the stat cache kept in `file` on a thread of its own; the next
+    /// [`Self::load`] of `file` in this process takes what it read.
+    pub fn preload(file: PathBuf) {
+        let reading = file.clone();
+        let started = std::thread::Builder::new()
+            .name("stat-cache".into())
+            .spawn(move || Self::read(reading));
+        if let Ok(loading) = started {
+            let mut preloading = PRELOADING.lock().unwrap_or_else(|e| e.into_inner());
+            preloading.push((file, loading));
+        }
+    }
+
+    /// The stat cache kept in `file` (as [`Self::preload`] read it, if it did); empty if there
+    /// is none or it cannot be read.
     pub fn load(file: PathBuf) -> Self {
+        let preloaded = {
+            let mut preloading = PRELOADING.lock().unwrap_or_else(|e| e.into_inner());
+            let at = preloading
+                .iter()
+                .position(|(preloaded, _)| *preloaded == file);
+            at.map(|at| preloading.swap_remove(at).1)
+        };
+        match preloaded.map(JoinHandle::join) {
+            Some(Ok(cache)) => cache,
+            _ => Self::read(file),
+        }
+    }
+
+    fn read(file: PathBuf) -> Self {
         let mut cache = Self {
             file,
             table: Table::default(),
@@ -114,6 +149,21 @@ impl StatCache {
         };
         if !before.is_some_and(|known| known.seen) {
             self.seen += 1;
+        }
+    }
+
+    /// [`Self::save`] on a blocking thread of this process's runtime, when it has one (which
+    /// waits for it before the process ends), so that what needs the scan need not wait for
+    /// the write; at once otherwise. A save that fails only costs the next scan its speed.
+    pub fn save_later(self) {
+        let save = move || {
+            if let Err(e) = self.save() {
+                tracing::debug!("cannot save the stat cache: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(save)),
+            Err(_) => save(),
         }
     }
 
@@ -234,5 +284,31 @@ mod tests {
         assert_eq!(cache.lookup(Path::new("/r/new"), &stat(4)), Some([4; 32]));
         assert_eq!(cache.lookup(Path::new("/r/gone"), &stat(2)), None);
         assert_eq!(cache.loaded, 2);
+    }
+
+    /// A stat cache read ahead is the one the next load of its file takes, once; any other
+    /// load reads its file.
+    #[test]
+    fn a_preloaded_stat_cache_is_the_file_s_and_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stat");
+        let mut cache = StatCache::load(file.clone());
+        cache.record(Path::new("/r/a"), stat(1), [1; 32], true);
+        cache.save().unwrap();
+        let preloading = |file: &Path| {
+            let preloading = PRELOADING.lock().unwrap();
+            preloading.iter().filter(|(f, _)| f == file).count()
+        };
+
+        StatCache::preload(file.clone());
+        StatCache::preload(dir.path().join("another"));
+        assert_eq!(preloading(&file), 1);
+        let preloaded = StatCache::load(file.clone());
+        assert_eq!(preloaded.lookup(Path::new("/r/a"), &stat(1)), Some([1; 32]));
+        assert_eq!(preloaded.loaded, 1);
+        assert_eq!(preloading(&file), 0, "taken");
+        assert_eq!(preloading(&dir.path().join("another")), 1);
+        let read = StatCache::load(file);
+        assert_eq!(read.lookup(Path::new("/r/a"), &stat(1)), Some([1; 32]));
     }
 }

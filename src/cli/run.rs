@@ -13,7 +13,7 @@ use super::run_k8s::K8sArgs;
 use super::run_ssh::SshArgs;
 use crate::archive::Quoted;
 use crate::backend::BackendKind;
-use crate::run::{self, LocalPlan, Run, SshPlan};
+use crate::run::{self, K8sPlan, LocalPlan, Run, SshPlan};
 use crate::task::{InputFile, Task, TaskSet, collect_inputs};
 
 /// Run a task from the repository's .buildr/ task files, or a command given after `--`.
@@ -108,6 +108,32 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
             crate::backend::binary::default_executor().context("cannot find the buildr binary")?
         }
     };
+    preload_stat_cache(&args, &task);
+    if args.backend != BackendKind::K8s && args.k8s.image.is_some() {
+        eprintln!("buildr: --image is ignored by the {} backend", args.backend);
+    }
+    // Planned first: what a plan starts reading of the user's cache (a seed's index) is read
+    // while the inputs are collected.
+    let keep = args.keep;
+    let plan = match args.backend {
+        BackendKind::Local => Plan::Local(LocalPlan {
+            executor: executor_binary,
+            keep,
+            sandbox: crate::sandbox::Policy::for_run(&task, Some(&args.repo)),
+        }),
+        BackendKind::K8s => {
+            let caching = args.cache.options().enabled_for(&task);
+            let plan = args
+                .k8s
+                .plan(&task, &args.repo, executor_binary, keep, caching);
+            Plan::K8s(Box::new(plan.await?))
+        }
+        BackendKind::Ssh => {
+            let mut settings = args.ssh.settings(&task, executor_binary, keep)?;
+            settings.known = crate::snapshot::known::Records::of(&args.repo);
+            Plan::Ssh(SshPlan { settings })
+        }
+    };
     let inputs = inputs_of(&args, &task)?;
     let run = Run {
         id,
@@ -123,32 +149,40 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         verbosity,
         task,
     };
-    if args.backend != BackendKind::K8s && args.k8s.image.is_some() {
-        eprintln!("buildr: --image is ignored by the {} backend", args.backend);
+    match plan {
+        Plan::Local(plan) => run::run(&run, plan).await,
+        Plan::K8s(plan) => run::run(&run, *plan).await,
+        Plan::Ssh(plan) => run::run(&run, plan).await,
     }
-    let keep = args.keep;
-    match args.backend {
-        BackendKind::Local => {
-            let plan = LocalPlan {
-                executor: executor_binary,
-                keep,
-                sandbox: crate::sandbox::Policy::for_run(&run.task, Some(&run.repo)),
-            };
-            run::run(&run, plan).await
-        }
-        BackendKind::K8s => {
-            let caching = run.cache.enabled_for(&run.task);
-            let plan = args
-                .k8s
-                .plan(&run.task, &run.repo, executor_binary, keep, caching)
-                .await?;
-            run::run(&run, plan).await
-        }
-        BackendKind::Ssh => {
-            let mut settings = args.ssh.settings(&run.task, executor_binary, keep)?;
-            settings.known = crate::snapshot::known::Records::of(&run.repo);
-            run::run(&run, SshPlan { settings }).await
-        }
+}
+
+/// How a run gets its executor, by backend.
+enum Plan {
+    Local(LocalPlan),
+    K8s(Box<K8sPlan>),
+    Ssh(SshPlan),
+}
+
+/// Starts reading the repository's stat cache while the inputs are collected, for a run that
+/// will scan them: for the action cache's key, or to send them by content (to an ssh host; to
+/// a pod with an inputs registry, or of a pool, which may name a seed).
+fn preload_stat_cache(args: &RunArgs, task: &Task) {
+    let scans = args.cache.options().enabled_for(task)
+        || match args.backend {
+            BackendKind::Local => false,
+            BackendKind::Ssh => true,
+            BackendKind::K8s => {
+                args.k8s.inputs_registry.is_some()
+                    || task.inputs_registry.is_some()
+                    || args.k8s.pool.is_some()
+                    || task.container.pool.is_some()
+            }
+        };
+    if let Some(records) = scans
+        .then(|| crate::snapshot::known::Records::of(&args.repo))
+        .flatten()
+    {
+        crate::cache::StatCache::preload(records.stat_cache);
     }
 }
 

@@ -2,6 +2,7 @@
 //! backend's [`Settings`] and the run's [`K8sPlan`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -12,6 +13,7 @@ use crate::backend::k8s::pool::resource::BuildrPool;
 use crate::backend::k8s::pool::take::{self, Source};
 use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, InputsRegistry, K8sError, Settings};
 use crate::run::K8sPlan;
+use crate::snapshot::delta::SeedIndexes;
 use crate::snapshot::known::Records;
 use crate::task::{Egress, Task};
 
@@ -128,21 +130,30 @@ impl K8sArgs {
         }
         // A seeded pool's pods hold its seed: the difference goes through the seed's
         // repository unless the run names another.
-        let seed_repository = match &pool {
-            Some(Source::Named(pool)) => pool.spec.seed.as_deref().and_then(|seed| {
-                let (repository, _tag) = seed.rsplit_once(':')?;
-                Some(repository.to_string())
-            }),
+        let seed = match &pool {
+            Some(Source::Named(pool)) => pool.spec.seed.as_deref(),
             _ => None,
         };
+        let seed_repository = seed.and_then(|seed| {
+            let (repository, _tag) = seed.rsplit_once(':')?;
+            Some(repository.to_string())
+        });
         let inputs_registry = self
             .inputs_registry
             .clone()
             .or_else(|| task.inputs_registry.clone())
             .or(seed_repository)
-            .map(|location| InputsRegistry {
-                location,
-                records: Records::of(repo),
+            .map(|location| {
+                let records = Records::of(repo);
+                // The seed's index is read while the inputs are collected.
+                let preloaded_seed = seed.zip(records.as_ref()).and_then(|(seed, records)| {
+                    SeedIndexes::in_cache(&records.cache_dir).preload(seed)
+                });
+                InputsRegistry {
+                    location,
+                    records,
+                    preloaded_seed: preloaded_seed.map(Arc::new),
+                }
             });
         let settings = Settings {
             image,

@@ -209,6 +209,8 @@ fn sha256_of(bytes: &[u8]) -> [u8; 32] {
 #[derive(Debug, Clone)]
 pub struct SeedIndexes {
     dir: PathBuf,
+    /// Which snapshot each tag this machine pushed named then, one file per tag.
+    tags: PathBuf,
 }
 
 /// A seed's index, and the SHA-256 of its bytes.
@@ -221,11 +223,47 @@ impl SeedIndexes {
     pub fn in_cache(cache_dir: &Path) -> Self {
         Self {
             dir: cache_dir.join("inputs").join("seeds"),
+            tags: cache_dir.join("inputs").join("seed-tags"),
         }
     }
 
     fn file(&self, manifest: &str) -> PathBuf {
         self.dir.join(pack_name(manifest))
+    }
+
+    fn tag_file(&self, seed: &str) -> PathBuf {
+        let id = crate::archive::sha256_hex(seed.as_bytes());
+        self.tags.join(&id[..32])
+    }
+
+    /// [`Self::keep`], and remembers that the seed `seed` (`REGISTRY/REPOSITORY:TAG`) names
+    /// that snapshot now, for [`Self::preload`].
+    pub fn keep_tagged(&self, seed: &str, manifest: &str, bytes: &[u8]) {
+        self.keep(manifest, bytes);
+        let file = self.tag_file(seed);
+        let temp = file.with_extension("incoming");
+        let remembered = fs::create_dir_all(&self.tags)
+            .and_then(|()| fs::write(&temp, manifest))
+            .and_then(|()| fs::rename(&temp, &file));
+        if let Err(e) = remembered {
+            tracing::debug!("cannot remember the tag {seed} in {}: {e}", file.display());
+        }
+    }
+
+    /// Starts reading, on a thread of its own, the index of the snapshot the seed `seed`
+    /// (`REGISTRY/REPOSITORY:TAG`) named when this machine last pushed it: what a pod of a pool
+    /// seeded with the tag most likely holds. None when this machine does not know the tag.
+    pub fn preload(&self, seed: &str) -> Option<PreloadedSeed> {
+        let manifest = fs::read_to_string(self.tag_file(seed)).ok()?;
+        let file = self.file(&manifest);
+        let reading = tokio::task::spawn_blocking(move || {
+            let bytes = fs::read(file).ok()?;
+            SeedIndex::of(bytes).ok()
+        });
+        Some(PreloadedSeed {
+            manifest,
+            reading: std::sync::Mutex::new(Some(reading)),
+        })
     }
 
     /// Keeps `bytes`, the index of the snapshot whose manifest is `manifest`, and forgets all
@@ -257,10 +295,21 @@ impl SeedIndexes {
 
     /// The index of the seed `pinned` (`REGISTRY/REPOSITORY@sha256:…`): the one kept here,
     /// else the registry's (then kept).
-    pub async fn get(&self, pinned: &str) -> Result<SeedIndex, RepositoryError> {
+    pub async fn get(
+        &self,
+        pinned: &str,
+        preloaded: Option<&PreloadedSeed>,
+    ) -> Result<SeedIndex, RepositoryError> {
         let (location, manifest) = pinned
             .split_once('@')
             .ok_or_else(|| RepositoryError::NoIndex(pinned.to_string()))?;
+        if let Some((reading, of)) = preloaded.and_then(PreloadedSeed::take) {
+            // Another seed's index is let go of before this one is read: two at once would
+            // hold twice the memory (a tag moved since the pod was seeded).
+            if let (Ok(Some(seed_index)), true) = (reading.await, of == manifest) {
+                return Ok(seed_index);
+            }
+        }
         let file = self.file(manifest);
         let read = tokio::task::spawn_blocking(move || fs::read(file)).await;
         let bytes = match read.expect("reading a file does not panic") {
@@ -275,16 +324,100 @@ impl SeedIndexes {
                 bytes
             }
         };
-        let parsed = tokio::task::spawn_blocking(move || {
-            let digest = sha256_of(&bytes);
-            Index::from_bytes(&bytes).map(|index| SeedIndex { index, digest })
-        });
-        parsed
+        tokio::task::spawn_blocking(move || SeedIndex::of(bytes))
             .await
             .expect("reading an index does not panic")
             .map_err(|e| RepositoryError::BadIndex {
                 snapshot: pinned.to_string(),
                 reason: e.to_string(),
             })
+    }
+}
+
+impl SeedIndex {
+    /// The index whose bytes are `bytes`.
+    fn of(bytes: Vec<u8>) -> Result<Self, super::index::BadIndex> {
+        let digest = sha256_of(&bytes);
+        Index::from_bytes(&bytes).map(|index| Self { index, digest })
+    }
+}
+
+/// A seed's index being read before the run takes its pod ([`SeedIndexes::preload`]).
+pub struct PreloadedSeed {
+    /// The digest of the snapshot's manifest.
+    manifest: String,
+    reading: std::sync::Mutex<Option<tokio::task::JoinHandle<Option<SeedIndex>>>>,
+}
+
+impl std::fmt::Debug for PreloadedSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreloadedSeed({})", self.manifest)
+    }
+}
+
+impl PreloadedSeed {
+    /// The read under way (once), and the digest of the manifest of the snapshot it is of.
+    fn take(&self) -> Option<(tokio::task::JoinHandle<Option<SeedIndex>>, &str)> {
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        Some((reading.take()?, self.manifest.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::index::Kind;
+
+    const SEED: &str = "registry.test/team/inputs:main";
+
+    /// The bytes of an index of `dirs` directories, and the manifest digest it is kept under.
+    fn index_of(dirs: &[&str]) -> (Vec<u8>, String) {
+        let entries = dirs
+            .iter()
+            .map(|dir| Entry {
+                path: dir.to_string(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                digest: None,
+                size: 0,
+                target: None,
+            })
+            .collect();
+        let bytes = Index {
+            entries,
+            packs: Vec::new(),
+        }
+        .to_bytes();
+        let manifest = format!("sha256:{}", crate::archive::sha256_hex(&bytes));
+        (bytes, manifest)
+    }
+
+    fn paths(seed: &SeedIndex) -> Vec<&str> {
+        seed.index.entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    /// A tag this machine pushed is read before the pod is taken, and used when the pod holds
+    /// that snapshot; a pod that holds another (the tag moved since it was seeded) gets its own.
+    #[tokio::test]
+    async fn the_seed_a_tag_named_is_read_ahead_and_used_only_for_a_pod_that_holds_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let seeds = SeedIndexes::in_cache(cache.path());
+        let (old, old_manifest) = index_of(&["old"]);
+        let (new, new_manifest) = index_of(&["new"]);
+        seeds.keep_tagged(SEED, &old_manifest, &old);
+        seeds.keep_tagged(SEED, &new_manifest, &new);
+
+        let preloaded = seeds.preload(SEED).expect("the tag was pushed from here");
+        let pinned = format!("registry.test/team/inputs@{new_manifest}");
+        let got = seeds.get(&pinned, Some(&preloaded)).await.unwrap();
+        assert_eq!(paths(&got), ["new"]);
+        assert_eq!(got.digest, sha256_of(&new));
+
+        let preloaded = seeds.preload(SEED).unwrap();
+        let pinned = format!("registry.test/team/inputs@{old_manifest}");
+        let got = seeds.get(&pinned, Some(&preloaded)).await.unwrap();
+        assert_eq!(paths(&got), ["old"], "the pod's own seed, not the tag's");
+
+        assert!(seeds.preload("registry.test/team/inputs:other").is_none());
     }
 }

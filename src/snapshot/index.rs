@@ -200,8 +200,9 @@ pub enum ScanError {
     Digest(#[from] crate::cache::CacheError),
 }
 
-/// [`scan`], then `stat_cache` saved and dropped: a snapshot needs it no further, and what it
-/// holds (tens of MB for 100,000 files) is not kept beside the index yet to be built.
+/// [`scan`], then `stat_cache` handed to a thread that saves and drops it: a snapshot needs it
+/// no further, and what it holds (tens of MB for 100,000 files) is not kept beside the index
+/// yet to be built.
 pub fn scan_and_save(
     inputs: &[InputFile],
     mut stat_cache: StatCache,
@@ -209,10 +210,7 @@ pub fn scan_and_save(
     let began = std::time::Instant::now();
     let entries = scan(inputs, &mut stat_cache)?;
     tracing::debug!("{} inputs seen in {:?}", entries.len(), began.elapsed());
-    if let Err(e) = stat_cache.save() {
-        tracing::debug!("cannot save the stat cache: {e}");
-    }
-    tracing::debug!("the stat cache saved at {:?}", began.elapsed());
+    stat_cache.save_later();
     Ok(entries)
 }
 

@@ -125,8 +125,8 @@ pub async fn push(
     };
     let body = serde_json::to_vec(&manifest).expect("a manifest always serializes");
     let manifest_digest = pack::digest_of(&body);
-    if let (Some(seeds), Some(_)) = (seeds, tag) {
-        seeds.keep(&manifest_digest, &index_bytes);
+    if let (Some(seeds), Some(tag)) = (seeds, tag) {
+        seeds.keep_tagged(&format!("{location}:{tag}"), &manifest_digest, &index_bytes);
     }
     repo.put_missing(&index_digest, index_bytes).await?;
     tracing::debug!("index sent at {:?}", began.elapsed());

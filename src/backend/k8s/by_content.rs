@@ -92,7 +92,7 @@ pub async fn prepare(
 pub async fn seed_index(registry: &InputsRegistry, seed: &str) -> Option<SeedIndex> {
     let seeds = SeedIndexes::in_cache(&registry.records.as_ref()?.cache_dir);
     let began = std::time::Instant::now();
-    match seeds.get(seed).await {
+    match seeds.get(seed, registry.preloaded_seed.as_deref()).await {
         Ok(seed_index) => {
             tracing::debug!("the seed's index read in {:?}", began.elapsed());
             Some(seed_index)

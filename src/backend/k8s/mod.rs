@@ -54,6 +54,7 @@ use super::{Backend, StartedExecutor};
 use crate::backend::upload::{self, Payload, Pulled, UploadError};
 use crate::client;
 use crate::secret::Secret;
+use crate::snapshot::delta::PreloadedSeed;
 use crate::snapshot::{Credentials, known::Records};
 use crate::task::{InputFile, Task};
 use crate::timeline::Timeline;
@@ -105,6 +106,9 @@ pub struct InputsRegistry {
     /// `REGISTRY/REPOSITORY`.
     pub location: String,
     pub records: Option<Records>,
+    /// The index of the seed the run's pool names, being read
+    /// ([`crate::snapshot::delta::SeedIndexes::preload`]).
+    pub preloaded_seed: Option<Arc<PreloadedSeed>>,
 }
 
 #[derive(Debug, thiserror::Error)]
