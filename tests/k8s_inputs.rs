@@ -460,6 +460,14 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
         warning.contains("cannot diff against the pod's seed"),
         "{said}"
     );
+
+    // A run that needs a pod of its own (one it keeps) starts it from the pool's template: the
+    // pod holds no seed and pulls the snapshot, pushed while it starts.
+    let output = t.run_in_pool(pool, &["--keep"]);
+    let said = stderr(&output);
+    assert!(said.contains("starting a pod of its own"), "{said}");
+    assert!(said.contains("by content: pulled"), "{said}");
+    assert_eq!(succeeded(&output), succeeded(&t.run(LISTING, false)));
 }
 
 #[test]

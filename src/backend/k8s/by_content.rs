@@ -70,21 +70,30 @@ pub struct SeedDifference {
     pub bytes: u64,
 }
 
-/// Prepares the inputs for a pod that will most likely hold a seed (`seeded`: scanned only),
-/// or any other (pushed); none, with one warning line, when they cannot go by content.
+/// Prepares the inputs for the run's pod (pushed), or for a pod of a pool that names a seed:
+/// scanned only, unless `own_pod` says that the pool had no pod ready and the run starts one
+/// of its own, which pulls (pushed then, while it starts). None, with one warning line, when
+/// they cannot go by content.
 pub async fn prepare(
     registry: &InputsRegistry,
     inputs: &Arc<[InputFile]>,
-    seeded: bool,
+    own_pod: Option<OwnPod>,
 ) -> Option<Prepared> {
     let scanned = scan(registry, inputs).await?;
-    if seeded {
-        return Some(Prepared::Scanned(scanned));
+    if let Some(mut own_pod) = own_pod {
+        let started = own_pod.wait_for(Option::is_some).await;
+        if !matches!(started.as_deref(), Ok(Some(true))) {
+            return Some(Prepared::Scanned(scanned));
+        }
     }
     push_or_warn(registry, inputs, scanned)
         .await
         .map(Prepared::Pushed)
 }
+
+/// Whether the run's pod is one of its own, being started: known once the take is settled
+/// (none until then; the sender dropped without saying: not one of its own).
+pub type OwnPod = tokio::sync::watch::Receiver<Option<bool>>;
 
 /// The index of the seed `seed` a taken pod holds, for the difference (read while the tree is
 /// still being scanned); none when it cannot be had (said with -v: the pod can still pull the

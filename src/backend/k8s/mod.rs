@@ -284,10 +284,13 @@ impl K8sBackend {
 
     /// Takes a warm pod (from the pool the run names, or one whose template matches), or
     /// starts a pod of the run's own.
+    /// Takes a warm pod, else starts one of the run's own; says which on `own_pod` as soon as
+    /// it is known.
     async fn take_or_start(
         &mut self,
         plan: &PodPlan,
         timeline: &mut Timeline,
+        own_pod: tokio::sync::watch::Sender<Option<bool>>,
     ) -> Result<TakenPod, K8sError> {
         let mut step = Instant::now();
         // A kept pod's main process must outlive its executor: a warm pod's does not.
@@ -306,6 +309,7 @@ impl K8sBackend {
                     created: true,
                 });
                 timeline.record("take a warm pod", &mut step);
+                own_pod.send_replace(Some(false));
                 // Its binary is in: the run sends its secret, tools and inputs, and its policy
                 // goes up meanwhile (the pool's deny-all holds the pod until then).
                 let seed = pod.annotations().get(SEED_ANNOTATION).cloned();
@@ -324,6 +328,7 @@ impl K8sBackend {
                 } else {
                     tracing::info!("no warm pod ({why}): starting a pod of its own");
                 }
+                own_pod.send_replace(Some(true));
                 self.start_cold(plan, timeline).await?;
                 Ok(TakenPod {
                     name: plan.name(),
@@ -431,14 +436,18 @@ impl Backend for K8sBackend {
             .pool
             .as_ref()
             .is_some_and(pool::take::Source::seeded);
+        let (own_pod, own_pod_known) = tokio::sync::watch::channel(None);
         let prepare = async {
             match (&registry, &plan.registry) {
-                (Some(registry), Some(_)) => by_content::prepare(registry, inputs, seeded).await,
+                (Some(registry), Some(_)) => {
+                    let own_pod = seeded.then_some(own_pod_known);
+                    by_content::prepare(registry, inputs, own_pod).await
+                }
                 _ => None,
             }
         };
         let take = async {
-            let taken = self.take_or_start(&plan, timeline).await;
+            let taken = self.take_or_start(&plan, timeline, own_pod).await;
             let step = Instant::now();
             // A seeded pod's seed index is read while the tree is still being scanned.
             let seed = taken.as_ref().ok().and_then(|taken| taken.seed.as_deref());
