@@ -41,6 +41,7 @@ pub mod snapshot;
 pub mod task;
 pub mod telemetry;
 pub mod timeline;
+pub mod tls_roots;
 pub mod tools;
 
 /// The generated gRPC protocol, package `buildr.rpc.v1`.

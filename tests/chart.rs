@@ -542,6 +542,12 @@ fn service_account_has_only_what_buildr_needs() {
 /// The janitor image: BUILDR_JANITOR_IMAGE (hosted CI loads it into kind), else built from the
 /// static buildr binary and imported into tests/cluster's containerd.
 fn janitor_image() -> String {
+    // Built once for the tests that run at once: two builds would write the same file.
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(build_janitor_image).clone()
+}
+
+fn build_janitor_image() -> String {
     if let Ok(image) = std::env::var("BUILDR_JANITOR_IMAGE") {
         return image;
     }
@@ -1051,4 +1057,118 @@ fn check_reports_a_namespace_that_refuses_buildrs_pod() {
     );
     let left = ns.kubectl(&["get", "pods", "-o", "name"]);
     assert!(left.trim().is_empty(), "the dry run created {left}");
+}
+
+#[test]
+#[ignore = "needs the cluster and the registry from tests/cluster (tests/run-all.sh)"]
+fn the_charts_pool_controller_seeds_pods_from_a_registry_with_the_secret_it_names() {
+    use common::registry::{RegistryServer, free_port};
+    let image = janitor_image();
+    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
+    let ns = Namespace::create("chart-seed", &[RESTRICTED]);
+    // A registry on the node's address that lets no one in without the password, holding a
+    // seed pushed with the user's credentials.
+    let (user, password) = ("pools", "seed-s3cret");
+    let node = kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let address = format!("{}:{}", node.trim(), free_port());
+    let storage = tempfile::tempdir().unwrap();
+    let _registry = RegistryServer::start_at(&address, storage.path(), &[(user, password)], false);
+    let docker = tempfile::tempdir().unwrap();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    let config = format!(r#"{{"auths":{{"{address}":{{"auth":"{auth}"}}}}}}"#);
+    std::fs::write(docker.path().join("config.json"), config).unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("seed.txt"), "seeded\n").unwrap();
+    let location = format!("{address}/team/inputs");
+    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_buildr"))
+        .args([
+            "inputs",
+            "push",
+            "--tag",
+            "main",
+            "--inputs-registry",
+            &location,
+        ])
+        .arg("--repo")
+        .arg(repo.path())
+        .env("BUILDR_INSECURE_REGISTRIES", &address)
+        .env("DOCKER_CONFIG", docker.path())
+        .env("XDG_CACHE_HOME", docker.path())
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+
+    // The credentials as a platform team keeps them, named in the chart's values.
+    let secret = "seed-registry";
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        secret,
+        "--docker-server",
+        &address,
+        "--docker-username",
+        user,
+        "--docker-password",
+        password,
+    ]);
+    let release = unique("chart-seed");
+    let _installed = helm_install(
+        &release,
+        &ns.name,
+        &[
+            "namespace.create=false",
+            "namespace.name=",
+            "pool.enabled=true",
+            &format!("pool.registrySecret={secret}"),
+            "pool.env[0].name=BUILDR_INSECURE_REGISTRIES",
+            &format!("pool.env[0].value={address}"),
+            &format!("image.repository={repository}"),
+            &format!("image.tag={tag}"),
+            "image.pullPolicy=IfNotPresent",
+        ],
+    );
+    apply(&format!(
+        "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: seeded\n  \
+         namespace: {}\nspec:\n  size: 1\n  seed: {location}:main\n  container:\n    \
+         image: {}\n",
+        ns.name,
+        base_image()
+    ));
+    let full = eventually(Duration::from_secs(120), || {
+        common::pool::pool_field(&ns, "seeded", "{.status.ready}") == "1"
+    });
+    let controller = format!("deployment/{release}-buildr-pool-controller");
+    let logs = ns.kubectl_try(&["logs", &controller]);
+    assert!(
+        full,
+        "the chart's controller did not seed the pool: {}\nlogs:\n{}{}",
+        common::pool::pool_field(&ns, "seeded", "{.status}"),
+        logs.stdout,
+        logs.stderr
+    );
+    let pod = &common::pool::pool_pods(&ns, "seeded", Some("ready"))[0];
+    let seeded = ns.kubectl(&["exec", pod, "--", "cat", "/workspace/seed.txt"]);
+    assert_eq!(seeded, "seeded\n");
+    // The password is in neither the pod's spec nor anything its processes see.
+    let spec = ns.kubectl(&["get", "pod", pod, "-o", "yaml"]);
+    let seen = ns.kubectl(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/*/environ /proc/*/cmdline 2>/dev/null; true",
+    ]);
+    for what in [&spec, &seen] {
+        assert!(!what.contains(password) && !what.contains(&auth), "{what}");
+    }
 }

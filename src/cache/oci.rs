@@ -15,9 +15,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use oci_client::client::{
-    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
-};
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
@@ -435,28 +433,15 @@ pub(crate) fn client_for(registry: &str) -> Client {
         ClientProtocol::Https
     };
     let config = || ClientConfig {
-        protocol: protocol.clone(),
+        protocol,
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
     };
-    // The system's CA certificates; on a system with none (a pod's BusyBox or distroless
-    // image, where `inputs-pull` runs), the Mozilla roots built in, or the client cannot be
-    // made at all, not even for plain HTTP.
-    Client::try_from(config()).unwrap_or_else(|e| {
-        tracing::debug!("no system CA certificates ({e}): using the built-in roots");
-        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|cert| Certificate {
-                encoding: CertificateEncoding::Der,
-                data: cert.to_vec(),
-            });
-        let config = ClientConfig {
-            tls_certs_only: roots.collect(),
-            ..config()
-        };
-        Client::try_from(config).expect("the built-in roots make a client")
-    })
+    // The system's CA certificates: a process that may run on a system with none (the chart's
+    // image, a pod's) is given the built-in ones first (`tls_roots::for_a_bare_system`), for
+    // oci-client cannot make a client without any, not even for plain HTTP.
+    Client::try_from(config()).expect("a registry client can be made with the system's roots")
 }
 
 /// How long an image's registry may take to name the image's digest for a key.

@@ -61,6 +61,14 @@ pub enum K8sCommand {
     Crd,
 }
 
+impl K8sCommand {
+    /// Whether it is made to run in the chart's image, which has no CA certificates (the pool
+    /// controller, which asks the seeds' registries for their tags).
+    pub fn runs_in_a_bare_image(&self) -> bool {
+        matches!(self, Self::PoolController { .. })
+    }
+}
+
 pub async fn run(command: K8sCommand) -> anyhow::Result<ExitCode> {
     match command {
         K8sCommand::Check {

@@ -95,8 +95,8 @@ impl RemoteCommand {
 
     /// What it sets up while the process has one thread (its environment).
     fn before_threads(&self) {
-        if let RemoteCommand::InputsPull(args) = self {
-            inputs_pull::roots_for_a_bare_image(args);
+        if let RemoteCommand::InputsPull(_) = self {
+            crate::tls_roots::for_a_bare_system();
         }
     }
 
@@ -124,7 +124,12 @@ pub fn main() -> ExitCode {
             remote.before_threads();
             remote.service()
         }
-        _ => {
+        command => {
+            if let Command::K8s(k8s) = command
+                && k8s.runs_in_a_bare_image()
+            {
+                crate::tls_roots::for_a_bare_system();
+            }
             give_large_buffers_back();
             "buildr"
         }
