@@ -541,6 +541,43 @@ fn service_account_has_only_what_buildr_needs() {
 
 /// The janitor image: BUILDR_JANITOR_IMAGE (hosted CI loads it into kind), else built from the
 /// static buildr binary and imported into tests/cluster's containerd.
+/// Waits until the pool `pool` has `size` ready pods, made by the chart's controller (the
+/// Deployment `controller`), whose log the failure shows.
+fn wait_filled(ns: &Namespace, pool: &str, size: u32, controller: &str) {
+    let full = eventually(Duration::from_secs(120), || {
+        common::pool::pool_field(ns, pool, "{.status.ready}") == size.to_string()
+    });
+    let logs = ns.kubectl_try(&["logs", &format!("deployment/{controller}")]);
+    assert!(
+        full,
+        "the chart's controller did not fill the pool: {}\nlogs:\n{}{}",
+        common::pool::pool_field(ns, pool, "{.status}"),
+        logs.stdout,
+        logs.stderr
+    );
+}
+
+/// The chart installed as `release` into `ns` (which exists), its pool controller running in
+/// the janitor image, with `more` values.
+fn install_with_pool_controller(release: &str, ns: &Namespace, more: &[&str]) -> Release {
+    let image = janitor_image();
+    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
+    let (repository, tag) = (
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+    );
+    let mut values = vec![
+        "namespace.create=false",
+        "namespace.name=",
+        "pool.enabled=true",
+        repository.as_str(),
+        tag.as_str(),
+        "image.pullPolicy=IfNotPresent",
+    ];
+    values.extend_from_slice(more);
+    helm_install(release, &ns.name, &values)
+}
+
 fn janitor_image() -> String {
     // Built once for the tests that run at once: two builds would write the same file.
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -670,22 +707,9 @@ fn janitor_cronjob_removes_expired_buildr_pods_only() {
 #[test]
 #[ignore = "needs the cluster from tests/cluster (tests/run-all.sh)"]
 fn the_charts_pool_controller_fills_a_pool_that_a_run_takes_from() {
-    let image = janitor_image();
-    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
     let ns = Namespace::create("chart-pool", &[RESTRICTED]);
     let release = unique("chart-pool");
-    let _installed = helm_install(
-        &release,
-        &ns.name,
-        &[
-            "namespace.create=false",
-            "namespace.name=",
-            "pool.enabled=true",
-            &format!("image.repository={repository}"),
-            &format!("image.tag={tag}"),
-            "image.pullPolicy=IfNotPresent",
-        ],
-    );
+    let _installed = install_with_pool_controller(&release, &ns, &[]);
     // Its Role is the least it needs.
     let controller: BTreeSet<_> = [
         ("buildr.dev", "buildrpools", "list"),
@@ -708,17 +732,7 @@ fn the_charts_pool_controller_fills_a_pool_that_a_run_takes_from() {
     assert_eq!(role_rules(&ns.name, &name), controller);
 
     common::pool::create_pool(&ns, "warm", 2, &base_image());
-    let full = eventually(Duration::from_secs(90), || {
-        common::pool::pool_field(&ns, "warm", "{.status.ready}") == "2"
-    });
-    let logs = ns.kubectl_try(&["logs", &format!("deployment/{name}")]);
-    assert!(
-        full,
-        "the chart's controller did not fill the pool: {}\nlogs:\n{}{}",
-        common::pool::pool_field(&ns, "warm", "{.status}"),
-        logs.stdout,
-        logs.stderr
-    );
+    wait_filled(&ns, "warm", 2, &name);
     let repo = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let script = [
@@ -1063,8 +1077,6 @@ fn check_reports_a_namespace_that_refuses_buildrs_pod() {
 #[ignore = "needs the cluster and the registry from tests/cluster (tests/run-all.sh)"]
 fn the_charts_pool_controller_seeds_pods_from_a_registry_with_the_secret_it_names() {
     use common::registry::{RegistryServer, free_port};
-    let image = janitor_image();
-    let (repository, tag) = image.rsplit_once(':').expect("image has a tag");
     let ns = Namespace::create("chart-seed", &[RESTRICTED]);
     // A registry on the node's address that lets no one in without the password, holding a
     // seed pushed with the user's credentials.
@@ -1121,21 +1133,16 @@ fn the_charts_pool_controller_seeds_pods_from_a_registry_with_the_secret_it_name
         password,
     ]);
     let release = unique("chart-seed");
-    let _installed = helm_install(
-        &release,
-        &ns.name,
-        &[
-            "namespace.create=false",
-            "namespace.name=",
-            "pool.enabled=true",
-            &format!("pool.registrySecret={secret}"),
-            "pool.env[0].name=BUILDR_INSECURE_REGISTRIES",
-            &format!("pool.env[0].value={address}"),
-            &format!("image.repository={repository}"),
-            &format!("image.tag={tag}"),
-            "image.pullPolicy=IfNotPresent",
-        ],
+    let (secret_value, env_value) = (
+        format!("pool.registrySecret={secret}"),
+        format!("pool.env[0].value={address}"),
     );
+    let more = [
+        secret_value.as_str(),
+        "pool.env[0].name=BUILDR_INSECURE_REGISTRIES",
+        env_value.as_str(),
+    ];
+    let _installed = install_with_pool_controller(&release, &ns, &more);
     apply(&format!(
         "apiVersion: buildr.dev/v1alpha1\nkind: BuildrPool\nmetadata:\n  name: seeded\n  \
          namespace: {}\nspec:\n  size: 1\n  seed: {location}:main\n  container:\n    \
@@ -1143,17 +1150,11 @@ fn the_charts_pool_controller_seeds_pods_from_a_registry_with_the_secret_it_name
         ns.name,
         base_image()
     ));
-    let full = eventually(Duration::from_secs(120), || {
-        common::pool::pool_field(&ns, "seeded", "{.status.ready}") == "1"
-    });
-    let controller = format!("deployment/{release}-buildr-pool-controller");
-    let logs = ns.kubectl_try(&["logs", &controller]);
-    assert!(
-        full,
-        "the chart's controller did not seed the pool: {}\nlogs:\n{}{}",
-        common::pool::pool_field(&ns, "seeded", "{.status}"),
-        logs.stdout,
-        logs.stderr
+    wait_filled(
+        &ns,
+        "seeded",
+        1,
+        &format!("{release}-buildr-pool-controller"),
     );
     let pod = &common::pool::pool_pods(&ns, "seeded", Some("ready"))[0];
     let seeded = ns.kubectl(&["exec", pod, "--", "cat", "/workspace/seed.txt"]);

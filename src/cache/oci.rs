@@ -432,7 +432,7 @@ pub(crate) fn client_for(registry: &str) -> Client {
     } else {
         ClientProtocol::Https
     };
-    let config = || ClientConfig {
+    let config = ClientConfig {
         protocol,
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
@@ -441,7 +441,7 @@ pub(crate) fn client_for(registry: &str) -> Client {
     // The system's CA certificates: a process that may run on a system with none (the chart's
     // image, a pod's) is given the built-in ones first (`tls_roots::for_a_bare_system`), for
     // oci-client cannot make a client without any, not even for plain HTTP.
-    Client::try_from(config()).expect("a registry client can be made with the system's roots")
+    Client::try_from(config).expect("a registry client can be made with the system's roots")
 }
 
 /// How long an image's registry may take to name the image's digest for a key.

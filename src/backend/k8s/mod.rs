@@ -283,9 +283,7 @@ impl K8sBackend {
     }
 
     /// Takes a warm pod (from the pool the run names, or one whose template matches), or
-    /// starts a pod of the run's own.
-    /// Takes a warm pod, else starts one of the run's own; says which on `own_pod` as soon as
-    /// it is known.
+    /// starts a pod of the run's own; says which on `own_pod` as soon as it is known.
     async fn take_or_start(
         &mut self,
         plan: &PodPlan,
