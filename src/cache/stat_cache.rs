@@ -77,15 +77,18 @@ pub struct StatCache {
 static PRELOADING: Mutex<Vec<(PathBuf, JoinHandle<StatCache>)>> = Mutex::new(Vec::new());
 
 impl StatCache {
-    /// Starts reading the stat cache kept in `file` on a thread of its own; the next
-    /// [`Self::load`] of `file` in this process takes what it read.
+    /// Starts reading the stat cache kept in `file` on a thread of its own, unless that is under
+    /// way; the next [`Self::load`] of `file` in this process takes what it read.
     pub fn preload(file: PathBuf) {
+        let mut preloading = PRELOADING.lock().unwrap_or_else(|e| e.into_inner());
+        if preloading.iter().any(|(preloaded, _)| *preloaded == file) {
+            return;
+        }
         let reading = file.clone();
         let started = std::thread::Builder::new()
             .name("stat-cache".into())
             .spawn(move || Self::read(reading));
         if let Ok(loading) = started {
-            let mut preloading = PRELOADING.lock().unwrap_or_else(|e| e.into_inner());
             preloading.push((file, loading));
         }
     }
@@ -300,6 +303,7 @@ mod tests {
             preloading.iter().filter(|(f, _)| f == file).count()
         };
 
+        StatCache::preload(file.clone());
         StatCache::preload(file.clone());
         StatCache::preload(dir.path().join("another"));
         assert_eq!(preloading(&file), 1);

@@ -131,6 +131,10 @@ pub async fn run(args: RunArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         BackendKind::Ssh => {
             let mut settings = args.ssh.settings(&task, executor_binary, keep)?;
             settings.known = crate::snapshot::known::Records::of(&args.repo);
+            // The tree is scanned for the host: its stat cache is read meanwhile.
+            if let Some(records) = &settings.known {
+                crate::cache::StatCache::preload(records.stat_cache.clone());
+            }
             Plan::Ssh(SshPlan { settings })
         }
     };
@@ -163,25 +167,14 @@ enum Plan {
     Ssh(SshPlan),
 }
 
-/// Starts reading the repository's stat cache while the inputs are collected, for a run that
-/// will scan them: for the action cache's key, or to send them by content (to an ssh host; to
-/// a pod with an inputs registry, or of a pool, which may name a seed).
+/// Starts reading the repository's stat cache while the inputs are collected, for a run whose
+/// action cache will scan them for its key (a run that sends them by content starts it in its
+/// plan).
 fn preload_stat_cache(args: &RunArgs, task: &Task) {
-    let scans = args.cache.options().enabled_for(task)
-        || match args.backend {
-            BackendKind::Local => false,
-            BackendKind::Ssh => true,
-            BackendKind::K8s => {
-                args.k8s.inputs_registry.is_some()
-                    || task.inputs_registry.is_some()
-                    || args.k8s.pool.is_some()
-                    || task.container.pool.is_some()
-            }
-        };
-    if let Some(records) = scans
-        .then(|| crate::snapshot::known::Records::of(&args.repo))
-        .flatten()
-    {
+    if !args.cache.options().enabled_for(task) {
+        return;
+    }
+    if let Some(records) = crate::snapshot::known::Records::of(&args.repo) {
         crate::cache::StatCache::preload(records.stat_cache);
     }
 }

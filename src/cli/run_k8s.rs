@@ -12,6 +12,7 @@ use crate::backend::k8s::pool;
 use crate::backend::k8s::pool::resource::BuildrPool;
 use crate::backend::k8s::pool::take::{self, Source};
 use crate::backend::k8s::{ClusterArgs, DEFAULT_START_TIMEOUT, InputsRegistry, K8sError, Settings};
+use crate::cache::StatCache;
 use crate::run::K8sPlan;
 use crate::snapshot::delta::SeedIndexes;
 use crate::snapshot::known::Records;
@@ -145,7 +146,11 @@ impl K8sArgs {
             .or(seed_repository)
             .map(|location| {
                 let records = Records::of(repo);
-                // The seed's index is read while the inputs are collected.
+                // The tree will be scanned: its stat cache, and the seed's index, are read
+                // while the inputs are collected.
+                if let Some(records) = &records {
+                    StatCache::preload(records.stat_cache.clone());
+                }
                 let preloaded_seed = seed.zip(records.as_ref()).and_then(|(seed, records)| {
                     SeedIndexes::in_cache(&records.cache_dir).preload(seed)
                 });
