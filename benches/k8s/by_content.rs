@@ -58,7 +58,7 @@ impl Bench {
 
         // The first push, into an empty repository each time.
         let mut first = 0;
-        let (ours, theirs) = self.pair_timed(
+        let (ours, theirs) = self.pair_settled(
             || {
                 first += 1;
                 let location = format!("{address}/first-{first}");
@@ -69,7 +69,7 @@ impl Bench {
         ratio("first push, whole run (goal at most 1.1x)", ours, theirs);
         // The push alone (`buildr inputs push`, as CI on `main` would run it), against the copy
         // phase of a run that copies whole.
-        let (ours, theirs) = self.pair_timed(
+        let (ours, theirs) = self.pair_settled(
             || {
                 first += 1;
                 let location = format!("{address}/first-{first}");
@@ -88,7 +88,7 @@ impl Bench {
         // A cold pod pulling everything: the snapshot is in the registry already.
         let location = format!("{address}/bench/inputs");
         timed_ok(by_content(&location, &["--", "true"]));
-        let (ours, theirs) = self.pair_timed(
+        let (ours, theirs) = self.pair_settled(
             || {
                 phase(
                     &timed_ok(by_content(&location, &["--", "true"])).1,
@@ -104,7 +104,7 @@ impl Bench {
         let changed = repo.join("src/changed-by-the-bench.txt");
         let mut change = 0;
         let mut inputs = Vec::new();
-        let (ours, theirs) = self.pair_timed(
+        let (ours, theirs) = self.pair_settled(
             || {
                 self.wait_ready("seeded", 1);
                 change += 1;
@@ -160,6 +160,42 @@ impl Bench {
         );
         print_timeline("a seeded warm pod, one file changed", &run.output);
         drop(seeded);
+    }
+
+    /// [`Bench::pair_timed`], each run started once the node is settled ([`Bench::settle`]).
+    fn pair_settled(
+        &self,
+        mut ours: impl FnMut() -> Duration,
+        mut theirs: impl FnMut() -> Duration,
+    ) -> (Duration, Duration) {
+        self.pair_timed(
+            || {
+                self.settle();
+                ours()
+            },
+            || {
+                self.settle();
+                theirs()
+            },
+        )
+    }
+
+    /// Waits (untimed) until no pod in the bench's namespace is being deleted. A pod's object
+    /// goes once the kubelet has torn its volumes down, so the previous run's workspace
+    /// (100,000 files) is then gone: a run is measured on its own, not against the deletion
+    /// of the run before it, which in a developer's loop (change a file, run again) is long
+    /// over.
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let deleting = "jsonpath={.items[?(@.metadata.deletionTimestamp)].metadata.name}";
+        while Instant::now() < deadline {
+            let pods = kubectl(&["-n", super::NAMESPACE, "get", "pods", "-o", deleting]);
+            if pods.status.success() && pods.stdout.trim_ascii().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("pods of earlier runs were still being deleted after 300 s");
     }
 
     /// A BuildrPool of one pod of the bench's image, seeded with `location:main` (pushed now),

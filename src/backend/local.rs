@@ -257,7 +257,7 @@ async fn check_tools(tools: &[Tool]) -> Result<(), LocalError> {
 
 /// This machine's [`SHELL`] as the other side of a [`RemoteCommand`], so that the local backend
 /// runs the remote backends' checks and not a twin of them.
-struct Shell;
+pub(crate) struct Shell;
 
 impl RemoteCommand for Shell {
     type Stdin = process::Stdin;

@@ -456,12 +456,12 @@ fn pulled_as<R: RemoteCommand>(
 /// What the difference onto a seed is called in errors.
 pub const ONTO_SEED: &str = "the difference onto the seed";
 
-/// A difference from the seed a workspace holds, as it travels ([`onto_seed`]).
+/// A difference from the seed a workspace holds, as it travels ([`onto_seed`]): the
+/// [`crate::snapshot::delta::Delta`]'s bytes and the packs of the contents it writes.
+pub type Difference = (Vec<u8>, super::by_content::MadePacks);
+
+/// Where a difference from a seed goes on the other side ([`onto_seed`]).
 pub struct SeedDifference<'a> {
-    /// The [`crate::snapshot::delta::Delta`]'s bytes.
-    pub delta: Vec<u8>,
-    /// The packs of the contents it writes.
-    pub packs: super::by_content::MadePacks,
     /// Where it is unpacked there, then removed.
     pub dir: &'a str,
     /// The index of the seed the workspace holds there.
@@ -471,43 +471,67 @@ pub struct SeedDifference<'a> {
 /// Brings the workspace on the other side, which holds a seed, to the run's tree: the
 /// difference and the packs of what it writes, in one tar stream into `dir` there, which the
 /// binary applies onto the seed ([`crate::snapshot::delta`]) and then removes. A warm pod's
-/// `secret` goes first, as with [`inputs`]. [`Pulled::Unreachable`] when the seed there is not
-/// the one the difference was made against: the workspace is then empty.
+/// `secret` goes first, as with [`inputs`].
+///
+/// The command starts, and the secret goes, before the difference is made: the feeding thread
+/// waits for it on `difference`, so that the session's set-up runs alongside the scan. A
+/// sender dropped instead sends nothing, and nothing is applied: `None` once the command has
+/// ended (the secret, if any, is in place; the workspace holds its seed). Otherwise
+/// [`Pulled::Unreachable`] when the seed there is not the one the difference was made against:
+/// the workspace is then empty.
 pub async fn onto_seed<R: RemoteCommand>(
     remote: &R,
     layout: &Layout,
-    difference: SeedDifference<'_>,
+    to_seed: SeedDifference<'_>,
+    difference: std::sync::mpsc::Receiver<Difference>,
     secret: Option<&Secret>,
     to: &Destination,
-) -> Result<Pulled, UploadError<R::Error>> {
-    let SeedDifference {
-        delta,
-        packs,
-        dir,
-        seed_index,
-    } = difference;
+) -> Result<Option<Pulled>, UploadError<R::Error>> {
+    let SeedDifference { dir, seed_index } = to_seed;
+    let delta_file = format!("{dir}/{}", crate::snapshot::delta::DELTA_FILE);
+    // A stream that ends before the difference came (an empty one) leaves no difference file:
+    // the apply, which would empty the workspace for want of one, does not start.
     let script = format!(
-        "{}{}umask 077; rm -rf {dir}; mkdir -p {dir} && tar -xf - -C {dir} && \
+        "{}{}umask 077; rm -rf {dir}; mkdir -p {dir} && tar -xf - -C {dir} && [ -f {delta_file} ] && \
          {binary} inputs-apply --snapshot {dir} --onto {seed_index} --to {workspace}; \
          status=$?; rm -rf {dir}; exit $status",
         wait_for_binary(layout),
         take_secret(layout, secret),
         dir = quote(dir),
+        delta_file = quote(&delta_file),
         binary = quote(&layout.binary),
         seed_index = quote(seed_index),
         workspace = quote(&layout.workspace),
     );
     let secret_line = secret.map(|secret| format!("{}\n", secret.to_hex()));
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeding_cancelled = cancelled.clone();
     let sent = remote
         .run(script, move |mut stdin| {
             if let Some(line) = &secret_line {
                 stdin.write_all(line.as_bytes())?;
+                stdin.flush()?;
             }
+            let Ok((delta, packs)) = difference.recv() else {
+                feeding_cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(io::Error::other("no difference to send"));
+            };
             let stream = (crate::snapshot::delta::DELTA_FILE, &delta[..]);
             super::by_content::write_stream(stdin, stream, &packs)
         })
         .await;
-    pulled_as::<R>(sent, ONTO_SEED, to)
+    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+        return match sent {
+            // The command ran, and stopped for want of a difference.
+            Err(e) if R::exit_code(&e).is_none() => Err(UploadError::Failed {
+                what: ONTO_SEED,
+                to: to.clone(),
+                source: e,
+            }),
+            _ => Ok(None),
+        };
+    }
+    pulled_as::<R>(sent, ONTO_SEED, to).map(Some)
 }
 
 /// Streams the inputs as a `.tar.s2` archive into `buildr archive extract` on the other side.
@@ -602,5 +626,100 @@ mod tests {
                 ("tools/jq".to_string(), 0o755, 17)
             ]
         );
+    }
+
+    /// A layout under `root`, whose "binary" is a script that records its arguments and the
+    /// difference it was given in `root/applied`.
+    fn recording_layout(root: &std::path::Path) -> Layout {
+        use std::os::unix::fs::PermissionsExt;
+        let binary = root.join("buildr");
+        // `$3` is the directory the difference was unpacked into.
+        let record = format!(
+            "#!/bin/sh\necho \"$@\" > '{0}/applied'; cat \"$3/delta\" >> '{0}/applied'\n",
+            root.display()
+        );
+        std::fs::write(&binary, record).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(root.join("workspace")).unwrap();
+        std::fs::write(root.join("workspace/seed.txt"), "the seed\n").unwrap();
+        let at = |name: &str| root.join(name).display().to_string();
+        Layout {
+            binary: at("buildr"),
+            tools: at("tools"),
+            secret: at("secret"),
+            workspace: at("workspace"),
+            incoming: at("incoming"),
+            secret_waiter: None,
+        }
+    }
+
+    async fn onto_recording_seed(
+        root: &std::path::Path,
+        difference: std::sync::mpsc::Receiver<Difference>,
+        secret: &Secret,
+    ) -> Option<Pulled> {
+        let (dir, seed_index) = (root.join("difference"), root.join("seed-index"));
+        let to_seed = SeedDifference {
+            dir: dir.to_str().unwrap(),
+            seed_index: seed_index.to_str().unwrap(),
+        };
+        let layout = recording_layout(root);
+        let to = Destination::Host("here".to_string());
+        let shell = crate::backend::local::Shell;
+        onto_seed(&shell, &layout, to_seed, difference, Some(secret), &to)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_seeds_session_that_is_sent_no_difference_applies_nothing_and_takes_the_secret() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = Secret::generate().unwrap();
+        let (sender, difference) = std::sync::mpsc::sync_channel(1);
+        let cancel = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(sender);
+        });
+        let ended = onto_recording_seed(root.path(), difference, &secret).await;
+        cancel.join().unwrap();
+        assert_eq!(ended, None);
+        let taken = std::fs::read_to_string(root.path().join("secret")).unwrap();
+        assert_eq!(taken, format!("{}\n", secret.to_hex()));
+        assert!(!root.path().join("applied").exists(), "the apply ran");
+        let seed = std::fs::read_to_string(root.path().join("workspace/seed.txt")).unwrap();
+        assert_eq!(seed, "the seed\n");
+        assert!(!root.path().join("difference").exists());
+    }
+
+    #[tokio::test]
+    async fn a_difference_sent_after_the_session_opened_reaches_the_apply() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = Secret::generate().unwrap();
+        let (sender, difference) = std::sync::mpsc::sync_channel(1);
+        let secret_file = root.path().join("secret");
+        let send = std::thread::spawn(move || {
+            // The secret is in place before the difference is made.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !secret_file.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(secret_file.exists(), "the secret waited for the difference");
+            let (_, packs) = super::super::by_content::make_packs(&[], &[], Vec::new()).unwrap();
+            sender.send((b"the delta".to_vec(), packs)).unwrap();
+        });
+        let ended = onto_recording_seed(root.path(), difference, &secret).await;
+        send.join().unwrap();
+        assert_eq!(ended, Some(Pulled::Done));
+        let applied = std::fs::read_to_string(root.path().join("applied")).unwrap();
+        let dir = root.path().join("difference");
+        let expected = format!(
+            "inputs-apply --snapshot {} --onto {} --to {}\nthe delta",
+            dir.display(),
+            root.path().join("seed-index").display(),
+            root.path().join("workspace").display()
+        );
+        assert_eq!(applied, expected);
+        // The difference was unpacked for the apply, then removed.
+        assert!(!dir.exists());
     }
 }

@@ -111,6 +111,19 @@ impl Applying {
             let path = into.join(dir);
             fs::create_dir_all(&path).map_err(write(path))?;
         }
+        // The parents an index of mapped inputs leaves out, as a tar extraction makes them:
+        // each once, here, and not for every file as it is written (two system calls each).
+        let listed: HashSet<&str> = dirs.iter().map(|(dir, _)| dir.as_str()).collect();
+        let mut made = HashSet::new();
+        for entry in index.entries.iter().filter(|e| e.kind != Kind::Dir) {
+            let Some((parent, _)) = entry.path.rsplit_once('/') else {
+                continue;
+            };
+            if !listed.contains(parent) && made.insert(parent) {
+                let path = into.join(parent);
+                fs::create_dir_all(&path).map_err(write(path))?;
+            }
+        }
         // Where each content goes: every path that holds it.
         let mut destinations: HashMap<ContentDigest, Vec<(String, u32)>> = HashMap::new();
         for entry in index.entries.iter().filter(|e| e.kind == Kind::File) {
@@ -177,12 +190,6 @@ impl Applying {
             };
             let (first, mode) = &paths[0];
             let target = self.into.join(first);
-            // The parents an index of mapped inputs leaves out, as a tar extraction makes them.
-            for path in paths.iter().map(|(path, _)| self.into.join(path)) {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(write(parent))?;
-                }
-            }
             let (written, size) = write_file(&mut blob, &target, *mode).map_err(write(&target))?;
             if written != name {
                 return Err(bad(format!("its blob {name} holds other bytes")));

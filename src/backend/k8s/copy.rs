@@ -6,6 +6,7 @@ use std::io;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::K8sError;
 use super::exec::{ExecError, Stdin, exec_with_input};
@@ -13,9 +14,8 @@ use super::launch::BUILDR_DIR;
 use super::objects::{BINARY_PATH, SECRET_PATH, SECRET_WAITER, TOOLS_DIR, WORKSPACE_DIR};
 use super::registry::RegistryRoute;
 use crate::backend::binary::ExecutorBinary;
-use crate::backend::by_content::MadePacks;
 use crate::backend::upload::{
-    self, Destination, Layout, Payload, PullFrom, Pulled, RemoteCommand, SeedDifference,
+    self, Destination, Difference, Layout, Payload, PullFrom, Pulled, RemoteCommand, SeedDifference,
 };
 use crate::secret::Secret;
 use crate::snapshot::Credentials;
@@ -166,31 +166,61 @@ pub async fn pull(
         .map_err(Box::new)?)
 }
 
-/// A seeded warm pod's workspace brought to the run's tree by the difference `delta` (a
-/// [`crate::snapshot::delta::Delta`]'s bytes) and the packs of what it writes, through exec
-/// (see [`upload::onto_seed`]); its `secret` goes first.
-pub async fn onto_seed(
-    pods: &Api<Pod>,
-    client: &kube::Client,
-    pod: &str,
-    image: &str,
-    (delta, packs): (Vec<u8>, MadePacks),
-    secret: Option<&Secret>,
-) -> Result<Pulled, K8sError> {
-    let shell = PodShell { pods, client, pod };
-    let (dir, seed_index) = (format!("{BUILDR_DIR}/difference"), seed_index());
-    let difference = SeedDifference {
-        delta,
-        packs,
-        dir: &dir,
-        seed_index: &seed_index,
-    };
-    let to = in_pod(pod, image);
-    Ok(
-        upload::onto_seed(&shell, &layout(), difference, secret, &to)
-            .await
-            .map_err(Box::new)?,
-    )
+/// A seeded warm pod's workspace brought to the run's tree by a difference from its seed, in
+/// a session through exec opened as soon as the pod is taken (see [`upload::onto_seed`]): the
+/// exec's set-up and the pod's `secret` go while the client still scans the tree and makes the
+/// difference. The session is aborted when this is dropped (the run is stopped).
+pub struct OntoSeed {
+    difference: std::sync::mpsc::SyncSender<Difference>,
+    session: AbortOnDropHandle<Result<Option<Pulled>, K8sError>>,
+}
+
+impl OntoSeed {
+    pub fn open(
+        pods: Api<Pod>,
+        client: kube::Client,
+        pod: String,
+        image: String,
+        secret: Option<Secret>,
+    ) -> Self {
+        let (difference, to_send) = std::sync::mpsc::sync_channel(1);
+        let session = tokio::spawn(async move {
+            let shell = PodShell {
+                pods: &pods,
+                client: &client,
+                pod: &pod,
+            };
+            let (dir, seed_index) = (format!("{BUILDR_DIR}/difference"), seed_index());
+            let to_seed = SeedDifference {
+                dir: &dir,
+                seed_index: &seed_index,
+            };
+            let (layout, to) = (layout(), in_pod(&pod, &image));
+            let sent = upload::onto_seed(&shell, &layout, to_seed, to_send, secret.as_ref(), &to);
+            Ok(sent.await.map_err(Box::new)?)
+        });
+        Self {
+            difference,
+            session: AbortOnDropHandle::new(session),
+        }
+    }
+
+    /// Sends the difference (a [`crate::snapshot::delta::Delta`]'s bytes and the packs of what
+    /// it writes): how its apply ended.
+    pub async fn send(self, difference: Difference) -> Result<Pulled, K8sError> {
+        // A session that has ended already says why when it is awaited.
+        let _ = self.difference.send(difference);
+        let ended = self.session.await.expect("a session does not panic")?;
+        Ok(ended.unwrap_or_else(|| Pulled::Unreachable("the session ended first".to_string())))
+    }
+
+    /// Sends nothing (the inputs go otherwise) and waits for the session to end: the workspace
+    /// holds its seed still, and the secret is in place.
+    pub async fn cancel(self) -> Result<(), K8sError> {
+        drop(self.difference);
+        self.session.await.expect("a session does not panic")?;
+        Ok(())
+    }
 }
 
 /// Empties the workspace of a warm pod whose seed a run does not build on (its inputs are

@@ -455,9 +455,22 @@ impl Backend for K8sBackend {
                 }
                 _ => None,
             };
-            (taken, step, seed_index)
+            // The difference will most likely go to this pod: its session opens now, and its
+            // set-up runs alongside the rest of the scan. A taken pod is a warm one, whose
+            // secret goes in this session.
+            let onto_seed = match (&taken, &seed_index) {
+                (Ok(taken), Some(_)) => Some(copy::OntoSeed::open(
+                    self.pods(),
+                    self.client.clone(),
+                    taken.name.clone(),
+                    self.settings.image.clone(),
+                    Some(secret.clone()),
+                )),
+                _ => None,
+            };
+            (taken, step, seed_index, onto_seed)
         };
-        let ((taken, mut step, seed_index), prepared) = tokio::join!(take, prepare);
+        let ((taken, mut step, seed_index, onto_seed), prepared) = tokio::join!(take, prepare);
         let TakenPod {
             name,
             warm_uid,
@@ -512,33 +525,39 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
-        let (pushed, difference) = match to_pod {
-            Some(ToPod::Pushed(pushed)) => (Some(pushed), None),
-            Some(ToPod::Difference(difference)) => (None, Some(difference)),
-            None => (None, None),
+        // A seeded pod's session, and the difference it is to send (none: it is cancelled).
+        let (pushed, onto_seed) = match to_pod {
+            Some(ToPod::Pushed(pushed)) => (Some(pushed), onto_seed.map(|onto| (onto, None))),
+            Some(ToPod::Difference(difference)) => {
+                (None, onto_seed.map(|onto| (onto, Some(difference))))
+            }
+            None => (None, onto_seed.map(|onto| (onto, None))),
         };
         let to_pull = pushed.as_ref().zip(plan.registry.as_ref());
-        let seed_kept = to_pull.is_some() || difference.is_some();
+        let difference_sent = onto_seed.as_ref().is_some_and(|(_, d)| d.is_some());
+        let seed_kept = to_pull.is_some() || difference_sent;
         let credentials =
             to_pull.and_then(|(pushed, _)| Credentials::of(&pushed.reference).ok().flatten());
         let inputs_copy = async {
             let mut secret = secret_with_inputs;
-            if let Some(difference) = difference {
-                let sent = (difference.delta, difference.packs);
-                let onto = copy::onto_seed(&pods, &self.client, &name, image, sent, secret);
-                match onto.await? {
-                    Pulled::Done => {
-                        return Ok((
-                            Some(difference.tree),
-                            Some("the difference onto the pod's seed"),
-                        ));
-                    }
-                    // The workspace was left empty.
-                    Pulled::Unreachable(why) => {
-                        eprintln!(
-                            "buildr: warning: pod {name} cannot take the inputs' difference ({why}); copying them whole"
-                        );
-                        secret = None;
+            if let Some((onto_seed, difference)) = onto_seed {
+                // The session took the secret, whatever it is then sent.
+                secret = None;
+                match difference {
+                    None => onto_seed.cancel().await?,
+                    Some(difference) => {
+                        match onto_seed.send((difference.delta, difference.packs)).await? {
+                            Pulled::Done => {
+                                return Ok((
+                                    Some(difference.tree),
+                                    Some("the difference onto the pod's seed"),
+                                ));
+                            }
+                            // The workspace was left empty.
+                            Pulled::Unreachable(why) => eprintln!(
+                                "buildr: warning: pod {name} cannot take the inputs' difference ({why}); copying them whole"
+                            ),
+                        }
                     }
                 }
             }

@@ -21,6 +21,12 @@ const STARTING_RECHECK: Duration = Duration::from_secs(5);
 /// is not hammered with pods.
 const TROUBLE_FIRST: Duration = Duration::from_secs(5);
 const TROUBLE_MAX: Duration = Duration::from_secs(300);
+/// How long the replacement of a pod a run has just taken waits: the run has the node's cores
+/// while its inputs go in, the pod's start and a seed's pull of the replacement come after.
+/// On a node of two cores, a replacement started at once took a seeded run's input phases
+/// from 0.6 s to 1.0 s. A later run finds the replacement no later for it: a pod takes longer
+/// than this to start, and a seeded one much longer to be seeded.
+pub const REFILL_AFTER_TAKE: Duration = Duration::from_secs(2);
 
 /// The pool's pods, sorted by what becomes of them in this reconcile.
 #[derive(Debug, Default)]
@@ -31,6 +37,8 @@ pub struct Decision {
     pub to_fill: Vec<Pod>,
     pub starting: usize,
     pub in_use: u32,
+    /// The pods in use, by name.
+    pub taken: Vec<String>,
     /// To delete: ended, idle past `maxIdle`, of an older template, taken once, not as the
     /// pool made them, or beyond `size`.
     pub spent: Vec<String>,
@@ -72,7 +80,10 @@ pub fn decide(
         let ended = matches!(phase, Some("Failed" | "Succeeded"));
         let state = State::of(&pod);
         if state == Some(State::Taken) {
-            decision.in_use += u32::from(!ended);
+            if !ended {
+                decision.in_use += 1;
+                decision.taken.push(pod.name_any());
+            }
             continue;
         }
         // Taken once, it is never the pool's again, whatever its labels say now.
@@ -179,6 +190,10 @@ pub struct Pace {
     hold_until: Option<Instant>,
     /// The pool's generation the pace is about.
     generation: Option<i64>,
+    /// The pods in use when the pool was last looked at (none before the first look).
+    taken: Option<foldhash::HashSet<String>>,
+    /// Replacements of pods just taken are not made before this.
+    refill_at: Option<Instant>,
 }
 
 impl Default for Pace {
@@ -192,6 +207,8 @@ impl Default for Pace {
             backoff: builder.into(),
             hold_until: None,
             generation: None,
+            taken: None,
+            refill_at: None,
         }
     }
 }
@@ -211,6 +228,21 @@ impl Pace {
     /// Whether the pool's replacements are held back at `now`.
     pub fn held(&self, now: Instant) -> bool {
         self.hold_until.is_some_and(|until| now < until)
+    }
+
+    /// How long replacements wait at `now`, if they do: [`REFILL_AFTER_TAKE`] from the look
+    /// that first finds a pod of `taken` in use (the pods in use at the controller's first look
+    /// are no news).
+    pub fn refill_wait(&mut self, taken: &[String], now: Instant) -> Option<Duration> {
+        let taken: foldhash::HashSet<String> = taken.iter().cloned().collect();
+        if let Some(known) = &self.taken
+            && !taken.is_subset(known)
+        {
+            self.refill_at = Some(now + REFILL_AFTER_TAKE);
+        }
+        self.taken = Some(taken);
+        let wait = self.refill_at?.saturating_duration_since(now);
+        (!wait.is_zero()).then_some(wait)
     }
 
     /// The wait after a reconcile that failed.
@@ -503,5 +535,34 @@ mod tests {
         assert!(pace.held(now));
         assert!(!pace.of_generation(Some(2)).held(now));
         assert_eq!(pace.failed(), TROUBLE_FIRST);
+    }
+
+    #[test]
+    fn a_pod_just_taken_is_replaced_after_a_wait_and_one_taken_before_the_first_look_at_once() {
+        let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut pace = Pace::default();
+        let now = Instant::now();
+        assert_eq!(pace.refill_wait(&names(&["a"]), now), None);
+        assert_eq!(pace.refill_wait(&names(&[]), now), None, "a run ended");
+        // Taken since the last look: its replacement waits, and later looks wait what is left.
+        assert_eq!(
+            pace.refill_wait(&names(&["b"]), now),
+            Some(REFILL_AFTER_TAKE)
+        );
+        let soon = now + Duration::from_millis(500);
+        assert_eq!(
+            pace.refill_wait(&names(&["b"]), soon),
+            Some(REFILL_AFTER_TAKE - Duration::from_millis(500))
+        );
+        assert_eq!(
+            pace.refill_wait(&names(&["b"]), now + REFILL_AFTER_TAKE),
+            None
+        );
+        // Another take starts the wait again.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(
+            pace.refill_wait(&names(&["b", "c"]), later),
+            Some(REFILL_AFTER_TAKE)
+        );
     }
 }

@@ -351,11 +351,14 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     }
     let unfilled_left = delete_all(&pods, &context, &named, &unfilled).await;
 
+    let refill_wait = context.pace(&pool, |pace| {
+        pace.refill_wait(&decision.taken, Instant::now())
+    });
     let missing = to_create(
         pool.spec.size,
         decision.ready.len(),
         decision.starting,
-        held,
+        held || refill_wait.is_some(),
     );
     let creates = (0..missing).map(|_| async {
         let plan = warm::plan(&pool, namespace, &context.binary.arch)
@@ -392,6 +395,9 @@ async fn reconcile(pool: Arc<BuildrPool>, context: Arc<Context>) -> Result<Actio
     let paced = context.pace(&pool, |pace| pace.after(troubled, held, Instant::now()));
     let mut next =
         paced.unwrap_or_else(|| next_look(&decision, pool.spec.max_idle(), SystemTime::now()));
+    if let Some(wait) = refill_wait {
+        next = next.min(wait);
+    }
     if seed.is_some() {
         // A tag that moves is no event of the cluster's.
         next = next.min(seed::SEED_RECHECK);
