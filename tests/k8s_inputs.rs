@@ -10,6 +10,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
@@ -460,6 +461,32 @@ fn a_seeded_pool_s_pod_gets_only_the_difference_and_a_moved_tag_replaces_its_pod
         warning.contains("cannot diff against the pod's seed"),
         "{said}"
     );
+
+    // A tree this client cannot send by content (a name that is not UTF-8): the session it
+    // opened when it took the seeded pod is closed unused, and the inputs go whole into the
+    // emptied workspace (the seed's big.bin is gone), with one warning line.
+    wait_full(&t.ns, pool, 1, &controller);
+    let odd = t
+        .repo
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"odd-\xff.txt"));
+    fs::write(&odd, "odd\n").unwrap();
+    fs::remove_file(t.repo.path().join("big.bin")).unwrap();
+    let output = t.run_in_pool(pool, &[]);
+    let listed = succeeded(&output);
+    assert_eq!(listed, succeeded(&t.run(LISTING, false)));
+    assert!(listed.contains("./odd-"), "{listed}");
+    assert!(
+        !listed.contains("./big.bin"),
+        "the seed was not emptied: {listed}"
+    );
+    let (warning, said) = the_one_warning(&output);
+    assert!(
+        warning.contains("cannot send the inputs by content"),
+        "{said}"
+    );
+    assert!(warning.contains("copying them whole"), "{said}");
+    fs::remove_file(&odd).unwrap();
 
     // A run that needs a pod of its own (one it keeps) starts it from the pool's template: the
     // pod holds no seed and pulls the snapshot, pushed while it starts.

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use buildr::cluster::controller::REFILL_AFTER_TAKE;
 use common::cluster::{BUSYBOX_IMAGE, ClusterTest, Namespace, base_image};
 use common::pool::{
     PoolController, create_pool, install_crd, pool_field, pool_pods, run_without_image, wait_full,
@@ -76,15 +77,17 @@ fn a_run_takes_a_warm_pod_and_the_pool_refills() {
         "{used} is not one of {warm:?}"
     );
 
-    // Back to 3 ready within a pod start (the first fill, controller start included) plus a
-    // second; the pod that ran the task is gone, and nothing of the run is left.
-    let refilled = eventually(fill + Duration::from_secs(1), || {
+    // Back to 3 ready within the wait before a taken pod's replacement, a pod start (the first
+    // fill, controller start included) and a second; the pod that ran the task is gone, and
+    // nothing of the run is left.
+    let refill_within = REFILL_AFTER_TAKE + fill + Duration::from_secs(1);
+    let refilled = eventually(refill_within, || {
         pool_pods(&t.ns, "warm", Some("ready")).len() == 3
     });
     assert!(
         refilled,
         "not refilled within {:?} of the run: {:?}\n{}",
-        fill + Duration::from_secs(1),
+        refill_within,
         pool_pods(&t.ns, "warm", None),
         controller.log()
     );

@@ -17,7 +17,8 @@
 //! cache), so it counts what exists, whatever an earlier controller did before it was killed;
 //! [`decide`] sorts them without I/O; then it deletes what is spent (ended, idle past `maxIdle`,
 //! of an older template, beyond `size`), copies the binary into started pods and marks them
-//! ready, creates only the difference to `size`, and writes the counts and the first reason a
+//! ready, creates only the difference to `size` (a taken pod's replacement a moment after the
+//! take, [`REFILL_AFTER_TAKE`]), and writes the counts and the first reason a
 //! pod cannot start into the pool's status. Creates are awaited one reconcile at a time, so a
 //! restart neither loses nor doubles a pod. A pool in trouble (a failed reconcile, a pod that
 //! cannot start or ends unused) waits longer each time in a row ([`decide::Pace`]), and so do
@@ -25,6 +26,8 @@
 
 mod decide;
 mod seed;
+
+pub use decide::REFILL_AFTER_TAKE;
 
 use std::collections::HashMap;
 use std::fmt;
