@@ -224,6 +224,16 @@ impl Bench {
         let output = self.buildr(&repo, &["--pool", "warm", "--", "true"]);
         print_timeline("a trivial run in a warm pod", &output);
         drop(controller);
+        // Its pods would match the later cases' runs, which name no pool, and make them warm
+        // (another case's controller keeps them filled): the pool goes with its pods.
+        ok(kubectl(&[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "buildrpool",
+            "warm",
+            "--wait=true",
+        ]));
     }
 
     /// 2. 200 MB of inputs into a pod.
