@@ -24,7 +24,7 @@ const TROUBLE_MAX: Duration = Duration::from_secs(300);
 /// How long the replacement of a pod a run has just taken waits: the run has the node's cores
 /// while its inputs go in, the pod's start and a seed's pull of the replacement come after.
 /// On a node of two cores, a replacement started at once took a seeded run's input phases
-/// from 0.6 s to 1.0 s. The price is a replacement ready that much later, which only a run
+/// from 0.6-0.8 s to 1.0 s. The price is a replacement ready that much later, which only a run
 /// that comes before it would have been ready anyway (a pod's start, a seed's pull) notices.
 pub const REFILL_AFTER_TAKE: Duration = Duration::from_secs(2);
 
