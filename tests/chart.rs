@@ -539,8 +539,6 @@ fn service_account_has_only_what_buildr_needs() {
     );
 }
 
-/// The janitor image: BUILDR_JANITOR_IMAGE (hosted CI loads it into kind), else built from the
-/// static buildr binary and imported into tests/cluster's containerd.
 /// Waits until the pool `pool` has `size` ready pods, made by the chart's controller (the
 /// Deployment `controller`), whose log the failure shows.
 fn wait_filled(ns: &Namespace, pool: &str, size: u32, controller: &str) {
@@ -578,6 +576,8 @@ fn install_with_pool_controller(release: &str, ns: &Namespace, more: &[&str]) ->
     helm_install(release, &ns.name, &values)
 }
 
+/// The janitor image: BUILDR_JANITOR_IMAGE (hosted CI loads it into kind), else built from the
+/// static buildr binary and imported into tests/cluster's containerd.
 fn janitor_image() -> String {
     // Built once for the tests that run at once: two builds would write the same file.
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();

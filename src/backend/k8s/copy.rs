@@ -211,7 +211,8 @@ impl OntoSeed {
         // A session that has ended already says why when it is awaited.
         let _ = self.difference.send(difference);
         let ended = self.session.await.expect("a session does not panic")?;
-        Ok(ended.unwrap_or_else(|| Pulled::Unreachable("the session ended first".to_string())))
+        // `None` is a session cancelled, which the sender, held until now, cannot have been.
+        Ok(ended.expect("a session sent its difference is not cancelled"))
     }
 
     /// Sends nothing (the inputs go otherwise) and waits for the session to end: the workspace

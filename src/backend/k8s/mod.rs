@@ -525,14 +525,13 @@ impl Backend for K8sBackend {
             .await
         };
         let secret_with_inputs = (!send_binary).then_some(secret);
-        // A seeded pod's session, and the difference it is to send (none: it is cancelled).
-        let (pushed, onto_seed) = match to_pod {
-            Some(ToPod::Pushed(pushed)) => (Some(pushed), onto_seed.map(|onto| (onto, None))),
-            Some(ToPod::Difference(difference)) => {
-                (None, onto_seed.map(|onto| (onto, Some(difference))))
-            }
-            None => (None, onto_seed.map(|onto| (onto, None))),
+        let (pushed, difference) = match to_pod {
+            Some(ToPod::Pushed(pushed)) => (Some(pushed), None),
+            Some(ToPod::Difference(difference)) => (None, Some(difference)),
+            None => (None, None),
         };
+        // A seeded pod's session, and the difference it is to send (none: it is cancelled).
+        let onto_seed = onto_seed.map(|onto| (onto, difference));
         let to_pull = pushed.as_ref().zip(plan.registry.as_ref());
         let difference_sent = onto_seed.as_ref().is_some_and(|(_, d)| d.is_some());
         let seed_kept = to_pull.is_some() || difference_sent;

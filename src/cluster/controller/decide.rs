@@ -36,7 +36,6 @@ pub struct Decision {
     /// Running, binary not in yet: the controller copies it in.
     pub to_fill: Vec<Pod>,
     pub starting: usize,
-    pub in_use: u32,
     /// The pods in use, by name.
     pub taken: Vec<String>,
     /// To delete: ended, idle past `maxIdle`, of an older template, taken once, not as the
@@ -81,7 +80,6 @@ pub fn decide(
         let state = State::of(&pod);
         if state == Some(State::Taken) {
             if !ended {
-                decision.in_use += 1;
                 decision.taken.push(pod.name_any());
             }
             continue;
@@ -425,7 +423,7 @@ mod tests {
         let decision = decide(&pool, pods, &template(&pool), IMAGE, at(1000));
         assert_eq!(names(&decision.ready), ["fresh"]);
         assert_eq!(names(&decision.to_fill), ["to-fill"]);
-        assert_eq!((decision.starting, decision.in_use), (1, 1));
+        assert_eq!((decision.starting, decision.taken.len()), (1, 1));
         assert_eq!(
             decision.spent,
             ["idle", "ended", "stale", "once-taken", "by-hand"],

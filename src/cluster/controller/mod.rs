@@ -577,7 +577,7 @@ async fn report(
     let status = BuildrPoolStatus {
         ready,
         starting: decision.starting as u32,
-        in_use: decision.in_use,
+        in_use: decision.taken.len() as u32,
         conditions,
     };
     let pools: Api<BuildrPool> = Api::namespaced(context.client.clone(), &context.namespace);
